@@ -1,0 +1,133 @@
+//! The sequencer: the one path by which changes and audit events reach the
+//! database. Requests hand it a [`Unit`] and wait; it gathers whatever units
+//! are waiting into one batch, commits the batch in one transaction (group
+//! commit: one fsync for many requests) and answers each caller only once
+//! its unit is durable. If the commit fails every caller in the batch gets
+//! [`CommitError::Unavailable`] and nothing of theirs was stored; the next
+//! batch simply tries again, so the sequencer recovers by itself once the
+//! database is back.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::sync::{mpsc, oneshot};
+
+use crate::clock::Clock;
+use crate::store::{Store, StoreError, Unit, UnitOutcome};
+
+use super::StoredEvent;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CommitError {
+    /// A constraint refused this unit's change (nothing of it was stored).
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// A row this unit changes does not exist.
+    #[error("not found")]
+    NotFound,
+    /// The batch could not be made durable.
+    #[error("audit trail unavailable")]
+    Unavailable,
+}
+
+struct Job {
+    unit: Unit,
+    reply: oneshot::Sender<Result<Vec<StoredEvent>, CommitError>>,
+}
+
+/// Handle to the sequencer task. Cheap to clone.
+#[derive(Clone)]
+pub struct Sequencer {
+    tx: mpsc::Sender<Job>,
+}
+
+impl Sequencer {
+    /// Starts the sequencer task on the current runtime.
+    pub fn start(store: Arc<dyn Store>, clock: Arc<dyn Clock>, max_batch: usize) -> Self {
+        let (tx, rx) = mpsc::channel(max_batch.max(1) * 8);
+        tokio::spawn(run(store, clock, rx, max_batch.max(1)));
+        Sequencer { tx }
+    }
+
+    /// Commits one unit and waits until it is durable.
+    pub async fn commit(&self, unit: Unit) -> Result<Vec<StoredEvent>, CommitError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Job { unit, reply })
+            .await
+            .map_err(|_| CommitError::Unavailable)?;
+        rx.await.map_err(|_| CommitError::Unavailable)?
+    }
+}
+
+/// Commits a unit directly, without a running sequencer (command-line tools).
+pub async fn commit_now(
+    store: &dyn Store,
+    clock: &dyn Clock,
+    unit: Unit,
+) -> Result<Vec<StoredEvent>, CommitError> {
+    let outcomes = store
+        .commit_batch(std::slice::from_ref(&unit), clock.now_micros())
+        .await
+        .map_err(|e| {
+            tracing::error!(error = %e, "audit append failed");
+            CommitError::Unavailable
+        })?;
+    outcomes
+        .into_iter()
+        .next()
+        .ok_or(CommitError::Unavailable)?
+        .map_err(unit_error)
+}
+
+fn unit_error(e: StoreError) -> CommitError {
+    match e {
+        StoreError::Conflict(what) => CommitError::Conflict(what),
+        StoreError::NotFound => CommitError::NotFound,
+        StoreError::Database(_) | StoreError::Config(_) => CommitError::Unavailable,
+    }
+}
+
+async fn run(
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    mut rx: mpsc::Receiver<Job>,
+    max_batch: usize,
+) {
+    let mut jobs: Vec<Job> = Vec::with_capacity(max_batch);
+    loop {
+        let n = rx.recv_many(&mut jobs, max_batch).await;
+        if n == 0 {
+            return; // every handle dropped: shutting down
+        }
+        let units: Vec<Unit> = jobs
+            .iter_mut()
+            .map(|j| std::mem::take(&mut j.unit))
+            .collect();
+        let started = Instant::now();
+        let result = store.commit_batch(&units, clock.now_micros()).await;
+        metrics::histogram!("pii_vault_audit_batch_size").record(n as f64);
+        metrics::histogram!("pii_vault_audit_commit_seconds")
+            .record(started.elapsed().as_secs_f64());
+        match result {
+            Ok(outcomes) => {
+                let appended: usize = outcomes
+                    .iter()
+                    .map(|o: &UnitOutcome| o.as_ref().map(Vec::len).unwrap_or(0))
+                    .sum();
+                metrics::counter!("pii_vault_audit_events_total").increment(appended as u64);
+                for (job, outcome) in jobs.drain(..).zip(outcomes) {
+                    // A caller that gave up (timeout, disconnect) is not an error.
+                    let _ = job.reply.send(outcome.map_err(unit_error));
+                }
+            }
+            Err(e) => {
+                metrics::counter!("pii_vault_audit_append_failures_total").increment(1);
+                tracing::error!(error = %e, batch = n, "audit batch failed; callers get 503");
+                for job in jobs.drain(..) {
+                    let _ = job.reply.send(Err(CommitError::Unavailable));
+                }
+            }
+        }
+    }
+}

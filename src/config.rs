@@ -1,0 +1,250 @@
+//! Configuration: defaults, then `pii-vault.toml` (or `--config FILE`), then
+//! `PII_VAULT_*` environment variables. Unknown keys are rejected with a
+//! message that names them. Secrets may also come from files (`*_FILE`).
+
+use std::path::{Path, PathBuf};
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+
+use crate::store::DatabaseUrl;
+
+pub const DEFAULT_CONFIG_FILE: &str = "pii-vault.toml";
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Settings {
+    /// Address to listen on.
+    pub listen: String,
+    /// `sqlite://PATH` or `postgres://...`.
+    pub database_url: String,
+    /// A file holding the database URL (keeps a password out of the environment).
+    pub database_url_file: Option<PathBuf>,
+    /// Directory of policy files.
+    pub policy_dir: PathBuf,
+    /// The root ("master") key, base64 of 32 bytes.
+    pub master_key: Option<String>,
+    /// A file holding the root key in base64.
+    pub master_key_file: Option<PathBuf>,
+    /// `iss` and `aud` of the vault's tokens.
+    pub token_issuer: String,
+    pub token_audience: String,
+    /// Lifetime of access tokens, seconds.
+    pub token_lifetime_secs: i64,
+    /// Request bodies larger than this get 413.
+    pub max_body_bytes: usize,
+    /// Requests taking longer than this get 503.
+    pub request_timeout_secs: u64,
+    /// Most units the audit sequencer commits in one transaction.
+    pub audit_batch_max: usize,
+    /// Failed logins per name within `login_window_secs` before 429.
+    pub login_max_failures: u32,
+    pub login_window_secs: u64,
+    /// `text` or `json` log lines.
+    pub log_format: String,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            listen: "127.0.0.1:8080".into(),
+            database_url: "sqlite://./data/vault.db".into(),
+            database_url_file: None,
+            policy_dir: PathBuf::from("./policies"),
+            master_key: None,
+            master_key_file: None,
+            token_issuer: "pii-vault".into(),
+            token_audience: "pii-vault".into(),
+            token_lifetime_secs: 900,
+            max_body_bytes: 1024 * 1024,
+            request_timeout_secs: 30,
+            audit_batch_max: 512,
+            login_max_failures: 5,
+            login_window_secs: 300,
+            log_format: "text".into(),
+        }
+    }
+}
+
+/// Where the root key comes from.
+pub enum RootKeySource {
+    Value(SecretString),
+    File(PathBuf),
+    /// No key configured: a development key file beside the SQLite database.
+    DevFile(PathBuf),
+    Missing,
+}
+
+impl Settings {
+    /// Loads settings. `file` is `--config`; without it `pii-vault.toml` in the
+    /// working directory is read when present.
+    pub fn load(file: Option<&Path>) -> Result<Settings, String> {
+        let mut fig = Figment::from(Serialized::defaults(Settings::default()));
+        match file {
+            Some(f) => {
+                if !f.exists() {
+                    return Err(format!("configuration file {} does not exist", f.display()));
+                }
+                fig = fig.merge(Toml::file_exact(f));
+            }
+            None => {
+                if Path::new(DEFAULT_CONFIG_FILE).exists() {
+                    fig = fig.merge(Toml::file_exact(DEFAULT_CONFIG_FILE));
+                }
+            }
+        }
+        fig = fig.merge(Env::prefixed("PII_VAULT_"));
+        let s: Settings = fig.extract().map_err(|e| {
+            // figment names the key and where it came from; values are not shown
+            // for unknown-key errors, and keys are not secrets.
+            let msgs: Vec<String> = e.into_iter().map(|e| e.to_string()).collect();
+            format!("invalid configuration: {}", msgs.join("; "))
+        })?;
+        s.validate()?;
+        Ok(s)
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        if self.master_key.is_some() && self.master_key_file.is_some() {
+            return Err("set either master_key or master_key_file, not both".into());
+        }
+        if !(60..=86_400).contains(&self.token_lifetime_secs) {
+            return Err("token_lifetime_secs must be between 60 and 86400".into());
+        }
+        if self.max_body_bytes < 1024 {
+            return Err("max_body_bytes must be at least 1024".into());
+        }
+        if self.audit_batch_max == 0 {
+            return Err("audit_batch_max must be at least 1".into());
+        }
+        if !matches!(self.log_format.as_str(), "text" | "json") {
+            return Err("log_format must be \"text\" or \"json\"".into());
+        }
+        Ok(())
+    }
+
+    /// The database URL, read from `database_url_file` when that is set.
+    pub fn database_url(&self) -> Result<DatabaseUrl, String> {
+        match &self.database_url_file {
+            Some(f) => std::fs::read_to_string(f)
+                .map(|s| DatabaseUrl::new(s.trim()))
+                .map_err(|e| format!("cannot read database_url_file {}: {e}", f.display())),
+            None => Ok(DatabaseUrl::new(self.database_url.clone())),
+        }
+    }
+
+    pub fn root_key_source(&self) -> Result<RootKeySource, String> {
+        if let Some(k) = &self.master_key {
+            return Ok(RootKeySource::Value(SecretString::from(k.clone())));
+        }
+        if let Some(f) = &self.master_key_file {
+            return Ok(RootKeySource::File(f.clone()));
+        }
+        let url = self.database_url()?;
+        Ok(match url.sqlite_path() {
+            Some(db) => RootKeySource::DevFile(db.with_file_name("root.key")),
+            None => RootKeySource::Missing,
+        })
+    }
+}
+
+/// Reads a base64 key from a file, refusing files others can read.
+pub fn read_key_file(path: &Path) -> Result<SecretString, String> {
+    use std::os::unix::fs::PermissionsExt;
+    let meta = std::fs::metadata(path)
+        .map_err(|e| format!("cannot read root key file {}: {e}", path.display()))?;
+    if meta.permissions().mode() & 0o077 != 0 {
+        return Err(format!(
+            "root key file {} is readable by others: chmod 600 it",
+            path.display()
+        ));
+    }
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read root key file {}: {e}", path.display()))?;
+    Ok(SecretString::from(text.trim().to_owned()))
+}
+
+/// Writes a new key file readable by its owner only; fails if it exists.
+pub fn write_key_file(path: &Path, key_b64: &SecretString) -> Result<(), String> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    }
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| format!("cannot create root key file {}: {e}", path.display()))?;
+    f.write_all(key_b64.expose_secret().as_bytes())
+        .and_then(|()| f.write_all(b"\n"))
+        .and_then(|()| f.sync_all())
+        .map_err(|e| format!("cannot write root key file {}: {e}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn database_url_debug_hides_the_password() {
+        let u = DatabaseUrl::new("postgres://vault:s3cr3t-pw@db.internal:5432/vault");
+        let shown = format!("{u:?} {u}");
+        assert!(!shown.contains("s3cr3t-pw"), "{shown}");
+        assert!(shown.contains("vault:***@db.internal"));
+        assert_eq!(
+            format!("{:?}", DatabaseUrl::new("sqlite://./data/vault.db")),
+            "sqlite://./data/vault.db"
+        );
+    }
+
+    #[test]
+    fn sqlite_path_is_found() {
+        let u = DatabaseUrl::new("sqlite://./data/vault.db?mode=rwc");
+        assert_eq!(u.sqlite_path(), Some(PathBuf::from("./data/vault.db")));
+        assert_eq!(DatabaseUrl::new("sqlite::memory:").sqlite_path(), None);
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected_by_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("pii-vault.toml");
+        std::fs::write(&f, "listen = \"127.0.0.1:9000\"\nlisten_adress = \"x\"\n").unwrap();
+        let err = Settings::load(Some(&f)).unwrap_err();
+        assert!(err.contains("listen_adress"), "{err}");
+    }
+
+    #[test]
+    fn file_values_are_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("c.toml");
+        std::fs::write(
+            &f,
+            "listen = \"127.0.0.1:9000\"\ntoken_lifetime_secs = 600\n",
+        )
+        .unwrap();
+        let s = Settings::load(Some(&f)).unwrap();
+        assert_eq!(s.listen, "127.0.0.1:9000");
+        assert_eq!(s.token_lifetime_secs, 600);
+    }
+
+    #[test]
+    fn key_files_must_be_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("root.key");
+        write_key_file(&f, &SecretString::from("a2V5")).unwrap();
+        assert_eq!(
+            std::fs::metadata(&f).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        assert_eq!(read_key_file(&f).unwrap().expose_secret(), "a2V5");
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert!(read_key_file(&f).unwrap_err().contains("chmod 600"));
+        assert!(write_key_file(&f, &SecretString::from("x")).is_err());
+    }
+}

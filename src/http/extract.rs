@@ -1,0 +1,230 @@
+//! Extractors: our JSON body (errors in our shape, never echoing values),
+//! the authenticated caller, the request id and the purpose parameter.
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::StatusCode;
+use axum::http::request::Parts;
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use uuid::Uuid;
+
+use super::error::ApiError;
+use crate::policy::Role;
+use crate::state::AppState;
+use crate::store::PrincipalKind;
+
+/// A JSON body. Malformed JSON, unknown fields and wrong types are 400
+/// `invalid_request`; a missing or wrong content type 415; too large 413.
+/// The detail never repeats a value from the body.
+pub struct Body<T>(pub T);
+
+impl<T, S> FromRequest<S> for Body<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::Json::<T>::from_request(req, state).await {
+            Ok(axum::Json(v)) => Ok(Body(v)),
+            Err(rejection) => Err(json_rejection(rejection)),
+        }
+    }
+}
+
+fn json_rejection(r: JsonRejection) -> ApiError {
+    match r {
+        JsonRejection::MissingJsonContentType(_) => {
+            ApiError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
+                .detail("send the body as application/json")
+        }
+        JsonRejection::JsonSyntaxError(e) => {
+            ApiError::invalid_request(format!("malformed JSON: {}", position(&e.body_text())))
+        }
+        JsonRejection::JsonDataError(e) => {
+            ApiError::invalid_request(safe_data_error(&e.body_text()))
+        }
+        other if other.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large")
+                .detail("the request body is larger than the vault accepts")
+        }
+        _ => ApiError::invalid_request("the request body could not be read"),
+    }
+}
+
+/// serde's messages may quote the offending value ("invalid type: string
+/// \"ada@…\""); keep only what names a field, and the position.
+fn safe_data_error(text: &str) -> String {
+    let msg = text.rsplit(": ").next().unwrap_or(text);
+    for prefix in [
+        "unknown field",
+        "missing field",
+        "unknown variant",
+        "duplicate field",
+    ] {
+        if let Some(start) = text.find(prefix) {
+            let rest = &text[start..];
+            let end = rest
+                .find(", expected")
+                .or_else(|| rest.find(" at line"))
+                .unwrap_or(rest.len());
+            let kept = &rest[..end];
+            if prefix == "unknown variant" {
+                return format!("unknown variant {}", position(msg));
+            }
+            return format!("{kept} {}", position(msg)).trim_end().to_owned();
+        }
+    }
+    format!("a value has the wrong type or shape {}", position(msg))
+        .trim_end()
+        .to_owned()
+}
+
+fn position(text: &str) -> String {
+    match text.find(" at line ") {
+        Some(i) => text[i + 1..].to_owned(),
+        None => String::new(),
+    }
+}
+
+/// The request id (also returned as `x-request-id`).
+#[derive(Debug, Clone)]
+pub struct RequestId(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for RequestId {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        let id = parts
+            .headers
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+            .unwrap_or_else(|| Uuid::now_v7().to_string());
+        Ok(RequestId(id))
+    }
+}
+
+/// An authenticated client or user, with its current role.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub id: String,
+    pub kind: PrincipalKind,
+    pub role: String,
+    pub request_id: String,
+}
+
+impl Caller {
+    /// The caller's role in the loaded policy.
+    pub fn role<'p>(&self, policy: &'p crate::policy::Policy) -> Result<&'p Role, ApiError> {
+        policy.role(&self.role).ok_or_else(|| {
+            ApiError::forbidden("role_unknown").detail("the caller's role is not in the policy")
+        })
+    }
+
+    pub fn require(
+        &self,
+        policy: &crate::policy::Policy,
+        cap: crate::policy::Capability,
+    ) -> Result<(), ApiError> {
+        if self.role(policy)?.capabilities.contains(&cap) {
+            Ok(())
+        } else {
+            Err(ApiError::forbidden("capability_required")
+                .detail(format!("this call needs the {} capability", cap.as_str())))
+        }
+    }
+
+    pub fn event(&self, action: &str, decision: &str) -> crate::audit::EventDraft {
+        crate::audit::EventDraft::new(&self.id, &self.role, action, decision, &self.request_id)
+    }
+}
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let header = parts
+            .headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .ok_or_else(ApiError::unauthenticated)?;
+        let token = header
+            .strip_prefix("Bearer ")
+            .or_else(|| header.strip_prefix("bearer "))
+            .ok_or_else(ApiError::unauthenticated)?;
+        let now_secs = state.clock.now_micros() / 1_000_000;
+        let claims = state
+            .keys
+            .tokens()
+            .verify(token.trim(), now_secs)
+            .map_err(|_| ApiError::unauthenticated())?;
+        let kind = match claims.kind.as_str() {
+            "client" => PrincipalKind::Client,
+            "user" => PrincipalKind::User,
+            _ => return Err(ApiError::unauthenticated()),
+        };
+        let id: Uuid = claims
+            .sub
+            .parse()
+            .map_err(|_| ApiError::unauthenticated())?;
+        // The principal is looked up on every call: disabling a client or a
+        // user, or changing its role, takes effect at once.
+        let principal = state
+            .store
+            .principal(kind, id)
+            .await?
+            .filter(|p| !p.disabled)
+            .ok_or_else(ApiError::unauthenticated)?;
+        let request_id = RequestId::from_request_parts(parts, state)
+            .await
+            .map(|r| r.0)
+            .unwrap_or_default();
+        Ok(Caller {
+            id: principal.id.to_string(),
+            kind,
+            role: principal.role,
+            request_id,
+        })
+    }
+}
+
+/// `?purpose=` on calls that read or write personal data.
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct PurposeQuery {
+    /// The purpose of this use of personal data, e.g. `support.callback`.
+    pub purpose: Option<String>,
+}
+
+/// Parses a path id, 400 `invalid_id` when it is not a UUID.
+pub fn parse_id(raw: &str) -> Result<Uuid, ApiError> {
+    raw.parse()
+        .map_err(|_| ApiError::bad_request("invalid_id").detail("the id is not a UUID"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn data_errors_do_not_repeat_values() {
+        let t = "Failed to deserialize the JSON body into the target type: fields.email.value: invalid type: string \"ada@example.com\", expected u32 at line 1 column 40";
+        let s = safe_data_error(t);
+        assert!(!s.contains("ada@example.com"), "{s}");
+        assert!(s.contains("line 1 column 40"), "{s}");
+        let u = "Failed to deserialize the JSON body into the target type: unknown field `emial`, expected one of `a`, `b` at line 1 column 9";
+        assert_eq!(
+            safe_data_error(u),
+            "unknown field `emial` at line 1 column 9"
+        );
+        let v = "Failed to deserialize: action: unknown variant `+393331234567`, expected `grant` or `withdraw` at line 1 column 9";
+        assert!(
+            !safe_data_error(v).contains("3933"),
+            "{}",
+            safe_data_error(v)
+        );
+    }
+}

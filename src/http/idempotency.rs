@@ -1,0 +1,103 @@
+//! `Idempotency-Key` on POST: a retry with the same key and body returns the
+//! first response and has no second effect. The stored response is written
+//! in the same unit as the effect, so either both exist or neither does.
+
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+use super::error::{ApiError, ApiResult};
+use super::extract::Caller;
+use crate::state::AppState;
+use crate::store::Mutation;
+
+pub enum Begin {
+    /// The key was seen with the same request: here is the first response.
+    Replay(Response),
+    Proceed(Idem),
+}
+
+pub struct Idem {
+    key: Option<(String, String, Vec<u8>)>,
+}
+
+/// Looks up the caller's `Idempotency-Key`, if any.
+pub async fn begin<T: Serialize>(
+    state: &AppState,
+    caller: &Caller,
+    headers: &HeaderMap,
+    route: &str,
+    input: &T,
+) -> ApiResult<Begin> {
+    let Some(raw) = headers.get("idempotency-key") else {
+        return Ok(Begin::Proceed(Idem { key: None }));
+    };
+    let key = raw
+        .to_str()
+        .ok()
+        .filter(|k| !k.is_empty() && k.len() <= 255 && k.bytes().all(|b| b.is_ascii_graphic()))
+        .ok_or_else(|| {
+            ApiError::invalid_request("Idempotency-Key must be 1–255 visible ASCII characters")
+        })?
+        .to_owned();
+    let mut bytes = route.as_bytes().to_vec();
+    bytes.push(0);
+    bytes.extend(serde_json::to_vec(input).map_err(ApiError::internal)?);
+    let hash = ring::digest::digest(&ring::digest::SHA256, &bytes)
+        .as_ref()
+        .to_vec();
+    let idem = Idem {
+        key: Some((caller.id.clone(), key, hash)),
+    };
+    match stored(state, &idem).await? {
+        Some(resp) => Ok(Begin::Replay(resp)),
+        None => Ok(Begin::Proceed(idem)),
+    }
+}
+
+impl Idem {
+    /// The mutation that stores this response under the key.
+    pub fn record(&self, status: StatusCode, body: &str, at: i64) -> Option<Mutation> {
+        let (principal, key, hash) = self.key.as_ref()?;
+        Some(Mutation::SaveIdempotency {
+            principal: principal.clone(),
+            key: key.clone(),
+            request_hash: hash.clone(),
+            status: i64::from(status.as_u16()),
+            body: body.to_owned(),
+            at,
+        })
+    }
+}
+
+/// After a conflict: a concurrent request with the same key may have won.
+pub async fn replay_after_conflict(state: &AppState, idem: &Idem) -> ApiResult<Option<Response>> {
+    stored(state, idem).await
+}
+
+async fn stored(state: &AppState, idem: &Idem) -> ApiResult<Option<Response>> {
+    let Some((principal, key, hash)) = &idem.key else {
+        return Ok(None);
+    };
+    let Some(row) = state.store.idempotency(principal, key).await? else {
+        return Ok(None);
+    };
+    if &row.request_hash != hash {
+        return Err(
+            ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "idempotency_key_reused")
+                .detail("this Idempotency-Key was used with a different request"),
+        );
+    }
+    let status = u16::try_from(row.status)
+        .ok()
+        .and_then(|s| StatusCode::from_u16(s).ok())
+        .unwrap_or(StatusCode::OK);
+    let mut resp = (status, row.body).into_response();
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    resp.headers_mut()
+        .insert("idempotent-replayed", HeaderValue::from_static("true"));
+    Ok(Some(resp))
+}

@@ -1,0 +1,127 @@
+//! pii-vault: a customer-data vault. Personal data is encrypted field by
+//! field, served only for the purposes it was collected for, and every
+//! access is written to a hash-chained audit trail.
+//!
+//! `main.rs` parses the command line; everything else lives here so that
+//! tests run the same code the binary does.
+
+pub mod audit;
+pub mod clock;
+pub mod config;
+pub mod consent;
+pub mod crypto;
+pub mod http;
+pub mod policy;
+pub mod state;
+pub mod store;
+pub mod telemetry;
+pub mod vault;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::audit::{EventDraft, Sequencer};
+use crate::clock::Clock;
+use crate::config::Settings;
+use crate::policy::Policy;
+use crate::state::{AppState, Inner, Throttle};
+use crate::store::{Store, Unit};
+use crate::vault::{Keys, RootKeyOrigin};
+
+/// An opened vault: store, keys and policy, as every command needs them.
+pub struct Opened {
+    pub store: Arc<dyn Store>,
+    pub keys: Keys,
+    pub policy: Policy,
+    pub origin: RootKeyOrigin,
+}
+
+/// Opens the database (running migrations), the keys and the policy.
+/// `create_key`: a missing development key may be created (serve, migrate).
+pub async fn open(
+    settings: &Settings,
+    clock: &dyn Clock,
+    production: bool,
+    create_key: bool,
+) -> anyhow::Result<Opened> {
+    crypto::install_jwt_provider();
+    let policy = Policy::load_dir(&settings.policy_dir).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let url = settings.database_url().map_err(anyhow::Error::msg)?;
+    if production && url.is_sqlite() {
+        tracing::warn!("running in production mode on SQLite: one process only, no replication");
+    }
+    let (root, origin) =
+        vault::root_key(settings, production, create_key).map_err(anyhow::Error::msg)?;
+    let store = store::open(&url)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let keys = vault::open_keys(store.as_ref(), clock, &root, settings)
+        .await
+        .map_err(anyhow::Error::msg)?;
+    Ok(Opened {
+        store,
+        keys,
+        policy,
+        origin,
+    })
+}
+
+/// Builds the application state and starts the audit sequencer.
+pub async fn build_state(
+    settings: Settings,
+    clock: Arc<dyn Clock>,
+    production: bool,
+) -> anyhow::Result<(AppState, RootKeyOrigin)> {
+    let opened = open(&settings, clock.as_ref(), production, true).await?;
+    let sequencer = Sequencer::start(
+        Arc::clone(&opened.store),
+        Arc::clone(&clock),
+        settings.audit_batch_max,
+    );
+    let policy_digest = policy_digest(&opened.policy);
+    let ev = EventDraft::new(
+        vault::SYSTEM_ACTOR,
+        vault::SYSTEM_ACTOR,
+        "policy.load",
+        "allowed",
+        &uuid::Uuid::now_v7().to_string(),
+    )
+    .reason("sha256", &policy_digest);
+    sequencer
+        .commit(Unit::event(ev))
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot write the policy.load audit event: {e}"))?;
+    let throttle = Throttle::new(
+        settings.login_max_failures,
+        Duration::from_secs(settings.login_window_secs),
+    );
+    let state = AppState::new(Inner {
+        store: opened.store,
+        policy: Arc::new(opened.policy),
+        keys: Arc::new(opened.keys),
+        sequencer,
+        clock,
+        settings: Arc::new(settings),
+        throttle,
+        metrics: telemetry::metrics_handle(),
+    });
+    Ok((state, opened.origin))
+}
+
+/// SHA-256 of the effective policy, recorded when it is loaded.
+pub fn policy_digest(policy: &Policy) -> String {
+    let bytes = serde_json::to_vec(policy).unwrap_or_default();
+    hex::encode(ring::digest::digest(&ring::digest::SHA256, &bytes))
+}
+
+/// Serves the API on `listener` until `shutdown` completes.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, http::app(state))
+        .with_graceful_shutdown(shutdown)
+        .await
+}

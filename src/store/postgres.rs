@@ -1,0 +1,38 @@
+//! PostgreSQL backend: the production store. Several vault processes may
+//! share one database; the audit head row is locked inside every append
+//! transaction (`FOR UPDATE`), so their events form one chain.
+
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::{Postgres, Transaction};
+
+use super::{DatabaseUrl, StoreError, StoreResult};
+
+pub struct PgStore {
+    pool: PgPool,
+}
+
+impl PgStore {
+    const LOCK_HEAD: &'static str = "SELECT seq, hash, at FROM audit_head WHERE id = 1 FOR UPDATE";
+
+    pub async fn open(url: &DatabaseUrl) -> StoreResult<Self> {
+        let opts: PgConnectOptions = url
+            .expose()
+            .parse()
+            .map_err(|e| StoreError::Config(format!("invalid database URL {url}: {e}")))?;
+        let pool = PgPoolOptions::new()
+            .max_connections(16)
+            .acquire_timeout(Duration::from_secs(3))
+            .connect_with(opts)
+            .await?;
+        sqlx::migrate!("./migrations/postgres").run(&pool).await?;
+        Ok(PgStore { pool })
+    }
+
+    async fn begin_write(&self) -> StoreResult<Transaction<'static, Postgres>> {
+        Ok(self.pool.begin().await?)
+    }
+}
+
+super::sql::impl_store!(PgStore, Postgres, "postgres");

@@ -1,0 +1,642 @@
+//! The body of both [`Store`](super::Store) implementations. Every statement
+//! here is valid in SQLite and in PostgreSQL; each backend type provides
+//! `begin_write()` and `LOCK_HEAD` (what differs between the dialects).
+//! All SQL is static text with bound parameters.
+
+pub(super) const CUSTOMER: &str = "SELECT id, external_id, created_at, kek_version, wrapped_dek, \
+     restricted, opted_out_sale, limit_sensitive, erased_at FROM customers WHERE id = $1";
+pub(super) const FIELDS: &str = "SELECT v.field, v.ciphertext, v.collected_by, v.channel, \
+     v.notice_version, v.collected_at, p.purpose, p.collected_at, p.expires_at \
+     FROM field_values v LEFT JOIN value_purposes p \
+     ON p.customer_id = v.customer_id AND p.field = v.field \
+     WHERE v.customer_id = $1 ORDER BY v.field, p.purpose";
+pub(super) const CONSENTS: &str = "SELECT id, customer_id, purpose, action, notice_version, \
+     notice_text_sha256, language, jurisdiction, channel, captured_by, at \
+     FROM consent_events WHERE customer_id = $1 ORDER BY at, id";
+pub(super) const OBJECTIONS: &str =
+    "SELECT purpose FROM objections WHERE customer_id = $1 ORDER BY purpose";
+pub(super) const INSERT_EVENT: &str = "INSERT INTO audit_events (seq, at, actor, role, action, \
+     purpose, customer_id, fields, decision, reasons, request_id, prev_hash, hash) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)";
+pub(super) const UPDATE_HEAD: &str =
+    "UPDATE audit_head SET seq = $1, hash = $2, at = $3 WHERE id = 1";
+pub(super) const AUDIT_QUERY: &str = "SELECT seq, at, actor, role, action, purpose, customer_id, \
+     fields, decision, reasons, request_id, prev_hash, hash FROM audit_events \
+     WHERE seq > $1 \
+     AND ($2 IS NULL OR customer_id = $2) \
+     AND ($3 IS NULL OR actor = $3) \
+     AND ($4 IS NULL OR action = $4) \
+     AND ($5 IS NULL OR purpose = $5) \
+     AND ($6 IS NULL OR decision = $6) \
+     AND ($7 IS NULL OR at >= $7) \
+     AND ($8 IS NULL OR at < $8) \
+     ORDER BY seq LIMIT $9";
+
+pub(super) type EventRow = (
+    i64,
+    i64,
+    String,
+    String,
+    String,
+    Option<String>,
+    Option<String>,
+    String,
+    String,
+    String,
+    String,
+    Vec<u8>,
+    Vec<u8>,
+);
+
+pub(super) fn event_from_row(r: EventRow) -> crate::audit::StoredEvent {
+    let (seq, at, actor, role, action, purpose, customer_id, fields, decision, reasons, rid, p, h) =
+        r;
+    crate::audit::StoredEvent {
+        seq,
+        at,
+        draft: crate::audit::EventDraft {
+            actor,
+            role,
+            action,
+            purpose,
+            customer_id,
+            fields: serde_json::from_str(&fields).unwrap_or_default(),
+            decision,
+            reasons: serde_json::from_str(&reasons).unwrap_or_default(),
+            request_id: rid,
+        },
+        prev_hash: hex::encode(p),
+        hash: hex::encode(h),
+    }
+}
+
+pub(super) type FieldJoinRow = (
+    String,
+    Vec<u8>,
+    String,
+    Option<String>,
+    Option<String>,
+    i64,
+    Option<String>,
+    Option<i64>,
+    Option<i64>,
+);
+
+/// Folds the value/purpose join into one [`FieldRow`](super::FieldRow) per field.
+pub(super) fn fields_from_rows(rows: Vec<FieldJoinRow>) -> Vec<super::FieldRow> {
+    let mut out: Vec<super::FieldRow> = Vec::new();
+    for (field, ciphertext, by, channel, notice, at, purpose, p_at, p_exp) in rows {
+        if out.last().map(|f| f.field != field).unwrap_or(true) {
+            out.push(super::FieldRow {
+                field,
+                ciphertext,
+                collected_by: by,
+                channel,
+                notice_version: notice,
+                collected_at: at,
+                purposes: Vec::new(),
+            });
+        }
+        if let (Some(purpose), Some(collected_at), Some(expires_at), Some(last)) =
+            (purpose, p_at, p_exp, out.last_mut())
+        {
+            last.purposes.push(super::ValuePurpose {
+                purpose,
+                collected_at,
+                expires_at,
+            });
+        }
+    }
+    out
+}
+
+pub(super) type ConsentRow = (
+    uuid::Uuid,
+    uuid::Uuid,
+    String,
+    String,
+    String,
+    String,
+    String,
+    String,
+    String,
+    String,
+    i64,
+);
+
+pub(super) fn consent_from_row(r: ConsentRow) -> super::ConsentEvent {
+    let (id, customer_id, purpose, action, nv, sha, language, jurisdiction, channel, by, at) = r;
+    super::ConsentEvent {
+        id,
+        customer_id,
+        purpose,
+        action,
+        notice_version: nv,
+        notice_text_sha256: sha,
+        language,
+        jurisdiction,
+        channel,
+        captured_by: by,
+        at,
+    }
+}
+
+/// Generates `impl Store for $store` where `$store` has a `pool: Pool<$db>`,
+/// an inherent `async fn begin_write(&self)` and a `LOCK_HEAD` constant.
+macro_rules! impl_store {
+    ($store:ty, $db:ty, $backend:literal) => {
+        #[async_trait::async_trait]
+        impl $crate::store::Store for $store {
+            fn backend(&self) -> &'static str {
+                $backend
+            }
+
+            #[tracing::instrument(skip_all, fields(units = units.len()))]
+            async fn commit_batch(
+                &self,
+                units: &[$crate::store::Unit],
+                at: i64,
+            ) -> $crate::store::StoreResult<Vec<$crate::store::UnitOutcome>> {
+                use $crate::store::StoreError;
+                let mut tx = self.begin_write().await?;
+                let (head_seq, head_hash, head_at): (i64, Vec<u8>, i64) =
+                    sqlx::query_as(Self::LOCK_HEAD).fetch_one(&mut *tx).await?;
+                let at = at.max(head_at);
+                let (mut seq, mut hash) = (head_seq, head_hash);
+                let mut outcomes = Vec::with_capacity(units.len());
+                for unit in units {
+                    // Units with changes get a savepoint so that one refused
+                    // change does not undo the rest of the batch.
+                    let guarded = !unit.mutations.is_empty();
+                    if guarded {
+                        sqlx::query("SAVEPOINT unit").execute(&mut *tx).await?;
+                    }
+                    let mut result: Result<(), StoreError> = Ok(());
+                    for m in &unit.mutations {
+                        result = apply(&mut tx, m).await;
+                        if result.is_err() {
+                            break;
+                        }
+                    }
+                    match result {
+                        Ok(()) => {
+                            let mut stored = Vec::with_capacity(unit.events.len());
+                            for draft in &unit.events {
+                                let e = $crate::audit::chain::link(seq, &hash, at, draft);
+                                let prev = hex::decode(&e.prev_hash).unwrap_or_default();
+                                let this = hex::decode(&e.hash).unwrap_or_default();
+                                sqlx::query($crate::store::sql::INSERT_EVENT)
+                                    .bind(e.seq)
+                                    .bind(e.at)
+                                    .bind(&e.draft.actor)
+                                    .bind(&e.draft.role)
+                                    .bind(&e.draft.action)
+                                    .bind(&e.draft.purpose)
+                                    .bind(&e.draft.customer_id)
+                                    .bind(serde_json::to_string(&e.draft.fields).unwrap_or_default())
+                                    .bind(&e.draft.decision)
+                                    .bind(serde_json::to_string(&e.draft.reasons).unwrap_or_default())
+                                    .bind(&e.draft.request_id)
+                                    .bind(prev)
+                                    .bind(&this)
+                                    .execute(&mut *tx)
+                                    .await?;
+                                seq = e.seq;
+                                hash = this;
+                                stored.push(e);
+                            }
+                            if guarded {
+                                sqlx::query("RELEASE SAVEPOINT unit").execute(&mut *tx).await?;
+                            }
+                            outcomes.push(Ok(stored));
+                        }
+                        Err(e @ (StoreError::Conflict(_) | StoreError::NotFound)) if guarded => {
+                            sqlx::query("ROLLBACK TO SAVEPOINT unit").execute(&mut *tx).await?;
+                            sqlx::query("RELEASE SAVEPOINT unit").execute(&mut *tx).await?;
+                            outcomes.push(Err(e));
+                        }
+                        Err(e) => return Err(e),
+                    }
+                }
+                if seq != head_seq {
+                    sqlx::query($crate::store::sql::UPDATE_HEAD)
+                        .bind(seq)
+                        .bind(&hash)
+                        .bind(at)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                tx.commit().await?;
+                Ok(outcomes)
+            }
+
+            async fn ping(&self) -> $crate::store::StoreResult<()> {
+                sqlx::query("SELECT 1").execute(&self.pool).await?;
+                Ok(())
+            }
+
+            async fn get_meta(&self, name: &str) -> $crate::store::StoreResult<Option<Vec<u8>>> {
+                Ok(sqlx::query_scalar("SELECT value FROM vault_meta WHERE name = $1")
+                    .bind(name)
+                    .fetch_optional(&self.pool)
+                    .await?)
+            }
+
+            async fn keks(&self) -> $crate::store::StoreResult<Vec<$crate::store::KekRow>> {
+                let rows: Vec<(i64, Option<Vec<u8>>, bool, i64, Option<i64>)> = sqlx::query_as(
+                    "SELECT version, wrapped, active, created_at, retired_at FROM keyring ORDER BY version",
+                )
+                .fetch_all(&self.pool)
+                .await?;
+                Ok(rows
+                    .into_iter()
+                    .map(|(version, wrapped, active, created_at, retired_at)| {
+                        $crate::store::KekRow { version, wrapped, active, created_at, retired_at }
+                    })
+                    .collect())
+            }
+
+            async fn signing_keys(
+                &self,
+            ) -> $crate::store::StoreResult<Vec<$crate::store::SigningKeyRow>> {
+                let rows: Vec<(String, i64, Vec<u8>, Vec<u8>, bool, i64)> = sqlx::query_as(
+                    "SELECT kid, kek_version, sealed, public_key, active, created_at \
+                     FROM signing_keys ORDER BY created_at",
+                )
+                .fetch_all(&self.pool)
+                .await?;
+                Ok(rows
+                    .into_iter()
+                    .map(|(kid, kek_version, sealed, public_key, active, created_at)| {
+                        $crate::store::SigningKeyRow {
+                            kid,
+                            kek_version,
+                            sealed,
+                            public_key,
+                            active,
+                            created_at,
+                        }
+                    })
+                    .collect())
+            }
+
+            async fn principal(
+                &self,
+                kind: $crate::store::PrincipalKind,
+                id: uuid::Uuid,
+            ) -> $crate::store::StoreResult<Option<$crate::store::PrincipalRow>> {
+                let sql = match kind {
+                    $crate::store::PrincipalKind::Client => {
+                        "SELECT id, name, role, secret_sha256, disabled FROM clients WHERE id = $1"
+                    }
+                    $crate::store::PrincipalKind::User => {
+                        "SELECT id, username, role, password_hash, disabled FROM users WHERE id = $1"
+                    }
+                };
+                let row: Option<(uuid::Uuid, String, String, String, bool)> =
+                    sqlx::query_as(sql).bind(id).fetch_optional(&self.pool).await?;
+                Ok(row.map(|(id, name, role, credential, disabled)| {
+                    $crate::store::PrincipalRow { id, name, role, credential, disabled }
+                }))
+            }
+
+            async fn user_by_name(
+                &self,
+                username: &str,
+            ) -> $crate::store::StoreResult<Option<$crate::store::PrincipalRow>> {
+                let row: Option<(uuid::Uuid, String, String, String, bool)> = sqlx::query_as(
+                    "SELECT id, username, role, password_hash, disabled FROM users WHERE username = $1",
+                )
+                .bind(username)
+                .fetch_optional(&self.pool)
+                .await?;
+                Ok(row.map(|(id, name, role, credential, disabled)| {
+                    $crate::store::PrincipalRow { id, name, role, credential, disabled }
+                }))
+            }
+
+            async fn client_by_name(
+                &self,
+                name: &str,
+            ) -> $crate::store::StoreResult<Option<$crate::store::PrincipalRow>> {
+                let row: Option<(uuid::Uuid, String, String, String, bool)> = sqlx::query_as(
+                    "SELECT id, name, role, secret_sha256, disabled FROM clients WHERE name = $1",
+                )
+                .bind(name)
+                .fetch_optional(&self.pool)
+                .await?;
+                Ok(row.map(|(id, name, role, credential, disabled)| {
+                    $crate::store::PrincipalRow { id, name, role, credential, disabled }
+                }))
+            }
+
+            #[tracing::instrument(skip_all)]
+            async fn customer_record(
+                &self,
+                id: uuid::Uuid,
+            ) -> $crate::store::StoreResult<Option<$crate::store::CustomerRecord>> {
+                type CustomerTuple = (
+                    uuid::Uuid,
+                    Option<String>,
+                    i64,
+                    Option<i64>,
+                    Option<Vec<u8>>,
+                    bool,
+                    bool,
+                    bool,
+                    Option<i64>,
+                );
+                let mut conn = self.pool.acquire().await?;
+                let row: Option<CustomerTuple> = sqlx::query_as($crate::store::sql::CUSTOMER)
+                    .bind(id)
+                    .fetch_optional(&mut *conn)
+                    .await?;
+                let Some((id, external_id, created_at, kek_version, wrapped_dek, restricted, opted_out_sale, limit_sensitive, erased_at)) = row else {
+                    return Ok(None);
+                };
+                let fields: Vec<$crate::store::sql::FieldJoinRow> =
+                    sqlx::query_as($crate::store::sql::FIELDS)
+                        .bind(id)
+                        .fetch_all(&mut *conn)
+                        .await?;
+                let consents: Vec<$crate::store::sql::ConsentRow> =
+                    sqlx::query_as($crate::store::sql::CONSENTS)
+                        .bind(id)
+                        .fetch_all(&mut *conn)
+                        .await?;
+                let objections: Vec<String> = sqlx::query_scalar($crate::store::sql::OBJECTIONS)
+                    .bind(id)
+                    .fetch_all(&mut *conn)
+                    .await?;
+                Ok(Some($crate::store::CustomerRecord {
+                    customer: $crate::store::CustomerRow {
+                        id,
+                        external_id,
+                        created_at,
+                        kek_version,
+                        wrapped_dek,
+                        restricted,
+                        opted_out_sale,
+                        limit_sensitive,
+                        erased_at,
+                    },
+                    fields: $crate::store::sql::fields_from_rows(fields),
+                    consents: consents.into_iter().map($crate::store::sql::consent_from_row).collect(),
+                    objections,
+                }))
+            }
+
+            #[tracing::instrument(skip_all)]
+            async fn find_by_blind_index(
+                &self,
+                field: &str,
+                digest: &[u8],
+            ) -> $crate::store::StoreResult<Vec<uuid::Uuid>> {
+                Ok(sqlx::query_scalar(
+                    "SELECT customer_id FROM blind_index WHERE field = $1 AND digest = $2 ORDER BY customer_id LIMIT 100",
+                )
+                .bind(field)
+                .bind(digest)
+                .fetch_all(&self.pool)
+                .await?)
+            }
+
+            async fn idempotency(
+                &self,
+                principal: &str,
+                key: &str,
+            ) -> $crate::store::StoreResult<Option<$crate::store::IdempotencyRow>> {
+                let row: Option<(Vec<u8>, i64, String)> = sqlx::query_as(
+                    "SELECT request_hash, status, body FROM idempotency_keys WHERE principal = $1 AND key = $2",
+                )
+                .bind(principal)
+                .bind(key)
+                .fetch_optional(&self.pool)
+                .await?;
+                Ok(row.map(|(request_hash, status, body)| $crate::store::IdempotencyRow {
+                    request_hash,
+                    status,
+                    body,
+                }))
+            }
+
+            async fn audit_events(
+                &self,
+                f: &$crate::store::AuditFilter,
+            ) -> $crate::store::StoreResult<Vec<$crate::audit::StoredEvent>> {
+                let rows: Vec<$crate::store::sql::EventRow> =
+                    sqlx::query_as($crate::store::sql::AUDIT_QUERY)
+                        .bind(f.after_seq)
+                        .bind(&f.customer_id)
+                        .bind(&f.actor)
+                        .bind(&f.action)
+                        .bind(&f.purpose)
+                        .bind(&f.decision)
+                        .bind(f.from)
+                        .bind(f.to)
+                        .bind(f.limit)
+                        .fetch_all(&self.pool)
+                        .await?;
+                Ok(rows.into_iter().map($crate::store::sql::event_from_row).collect())
+            }
+
+            async fn audit_head(&self) -> $crate::store::StoreResult<(i64, Vec<u8>)> {
+                Ok(sqlx::query_as("SELECT seq, hash FROM audit_head WHERE id = 1")
+                    .fetch_one(&self.pool)
+                    .await?)
+            }
+        }
+
+        /// Applies one mutation inside the batch transaction.
+        async fn apply(
+            tx: &mut sqlx::Transaction<'static, $db>,
+            m: &$crate::store::Mutation,
+        ) -> Result<(), $crate::store::StoreError> {
+            use $crate::store::Mutation as M;
+            match m {
+                M::SetMeta { name, value } => {
+                    sqlx::query("INSERT INTO vault_meta (name, value) VALUES ($1, $2)")
+                        .bind(name)
+                        .bind(value)
+                        .execute(&mut **tx)
+                        .await?;
+                }
+                M::InsertKek { version, wrapped, active, at } => {
+                    sqlx::query(
+                        "INSERT INTO keyring (version, wrapped, active, created_at) VALUES ($1, $2, $3, $4)",
+                    )
+                    .bind(version)
+                    .bind(wrapped)
+                    .bind(active)
+                    .bind(at)
+                    .execute(&mut **tx)
+                    .await?;
+                }
+                M::InsertSigningKey(k) => {
+                    sqlx::query(
+                        "INSERT INTO signing_keys (kid, kek_version, sealed, public_key, active, created_at) \
+                         VALUES ($1, $2, $3, $4, $5, $6)",
+                    )
+                    .bind(&k.kid)
+                    .bind(k.kek_version)
+                    .bind(&k.sealed)
+                    .bind(&k.public_key)
+                    .bind(k.active)
+                    .bind(k.created_at)
+                    .execute(&mut **tx)
+                    .await?;
+                }
+                M::InsertClient { id, name, role, secret_sha256, at } => {
+                    sqlx::query(
+                        "INSERT INTO clients (id, name, role, secret_sha256, disabled, created_at) \
+                         VALUES ($1, $2, $3, $4, $5, $6)",
+                    )
+                    .bind(id)
+                    .bind(name)
+                    .bind(role)
+                    .bind(secret_sha256)
+                    .bind(false)
+                    .bind(at)
+                    .execute(&mut **tx)
+                    .await?;
+                }
+                M::SetClientDisabled { id, disabled } => {
+                    let r = sqlx::query("UPDATE clients SET disabled = $2 WHERE id = $1")
+                        .bind(id)
+                        .bind(disabled)
+                        .execute(&mut **tx)
+                        .await?;
+                    if r.rows_affected() == 0 {
+                        return Err($crate::store::StoreError::NotFound);
+                    }
+                }
+                M::InsertUser { id, username, role, password_hash, at } => {
+                    sqlx::query(
+                        "INSERT INTO users (id, username, role, password_hash, disabled, created_at) \
+                         VALUES ($1, $2, $3, $4, $5, $6)",
+                    )
+                    .bind(id)
+                    .bind(username)
+                    .bind(role)
+                    .bind(password_hash)
+                    .bind(false)
+                    .bind(at)
+                    .execute(&mut **tx)
+                    .await?;
+                }
+                M::InsertCustomer { id, external_id, kek_version, wrapped_dek, at } => {
+                    sqlx::query(
+                        "INSERT INTO customers (id, external_id, created_at, kek_version, wrapped_dek) \
+                         VALUES ($1, $2, $3, $4, $5)",
+                    )
+                    .bind(id)
+                    .bind(external_id)
+                    .bind(at)
+                    .bind(kek_version)
+                    .bind(wrapped_dek)
+                    .execute(&mut **tx)
+                    .await?;
+                }
+                M::PutField {
+                    customer_id,
+                    field,
+                    ciphertext,
+                    collected_by,
+                    channel,
+                    notice_version,
+                    at,
+                    purposes,
+                    blind_index,
+                } => {
+                    // Replacing a value removes the old ciphertext, its purposes
+                    // and its index entries (ON DELETE CASCADE).
+                    sqlx::query("DELETE FROM field_values WHERE customer_id = $1 AND field = $2")
+                        .bind(customer_id)
+                        .bind(field)
+                        .execute(&mut **tx)
+                        .await?;
+                    sqlx::query(
+                        "INSERT INTO field_values (customer_id, field, ciphertext, collected_by, channel, notice_version, collected_at) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                    )
+                    .bind(customer_id)
+                    .bind(field)
+                    .bind(ciphertext)
+                    .bind(collected_by)
+                    .bind(channel)
+                    .bind(notice_version)
+                    .bind(at)
+                    .execute(&mut **tx)
+                    .await?;
+                    for p in purposes {
+                        sqlx::query(
+                            "INSERT INTO value_purposes (customer_id, field, purpose, collected_at, expires_at) \
+                             VALUES ($1, $2, $3, $4, $5)",
+                        )
+                        .bind(customer_id)
+                        .bind(field)
+                        .bind(&p.purpose)
+                        .bind(p.collected_at)
+                        .bind(p.expires_at)
+                        .execute(&mut **tx)
+                        .await?;
+                    }
+                    if let Some(digest) = blind_index {
+                        sqlx::query(
+                            "INSERT INTO blind_index (field, digest, customer_id) VALUES ($1, $2, $3)",
+                        )
+                        .bind(field)
+                        .bind(digest)
+                        .bind(customer_id)
+                        .execute(&mut **tx)
+                        .await?;
+                    }
+                }
+                M::DeleteField { customer_id, field } => {
+                    sqlx::query("DELETE FROM field_values WHERE customer_id = $1 AND field = $2")
+                        .bind(customer_id)
+                        .bind(field)
+                        .execute(&mut **tx)
+                        .await?;
+                }
+                M::AppendConsent(c) => {
+                    sqlx::query(
+                        "INSERT INTO consent_events (id, customer_id, purpose, action, notice_version, \
+                         notice_text_sha256, language, jurisdiction, channel, captured_by, at) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+                    )
+                    .bind(c.id)
+                    .bind(c.customer_id)
+                    .bind(&c.purpose)
+                    .bind(&c.action)
+                    .bind(&c.notice_version)
+                    .bind(&c.notice_text_sha256)
+                    .bind(&c.language)
+                    .bind(&c.jurisdiction)
+                    .bind(&c.channel)
+                    .bind(&c.captured_by)
+                    .bind(c.at)
+                    .execute(&mut **tx)
+                    .await?;
+                }
+                M::SaveIdempotency { principal, key, request_hash, status, body, at } => {
+                    sqlx::query(
+                        "INSERT INTO idempotency_keys (principal, key, request_hash, status, body, created_at) \
+                         VALUES ($1, $2, $3, $4, $5, $6)",
+                    )
+                    .bind(principal)
+                    .bind(key)
+                    .bind(request_hash)
+                    .bind(status)
+                    .bind(body)
+                    .bind(at)
+                    .execute(&mut **tx)
+                    .await?;
+                }
+            }
+            Ok(())
+        }
+    };
+}
+
+pub(super) use impl_store;

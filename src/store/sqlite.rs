@@ -1,0 +1,72 @@
+//! SQLite backend: the embedded default. WAL journal, `synchronous=FULL`
+//! (an acknowledged commit survives power loss), foreign keys on, and
+//! `secure_delete` so replaced or erased ciphertext is overwritten in the file.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+use sqlx::{Sqlite, Transaction};
+
+use super::{DatabaseUrl, StoreError, StoreResult};
+
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+impl SqliteStore {
+    /// Locks the head row: `BEGIN IMMEDIATE` already holds the write lock.
+    const LOCK_HEAD: &'static str = "SELECT seq, hash, at FROM audit_head WHERE id = 1";
+
+    pub async fn open(url: &DatabaseUrl) -> StoreResult<Self> {
+        if let Some(path) = url.sqlite_path() {
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir).map_err(|e| {
+                    StoreError::Config(format!("cannot create {}: {e}", dir.display()))
+                })?;
+            }
+        }
+        let opts = SqliteConnectOptions::from_str(url.expose())
+            .map_err(|e| StoreError::Config(format!("invalid database URL {url}: {e}")))?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(5))
+            .pragma("secure_delete", "ON");
+        let pool = SqlitePoolOptions::new()
+            .max_connections(8)
+            .acquire_timeout(Duration::from_secs(5))
+            .connect_with(opts)
+            .await?;
+        sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
+        if let Some(path) = url.sqlite_path() {
+            restrict_permissions(&path);
+        }
+        Ok(SqliteStore { pool })
+    }
+
+    async fn begin_write(&self) -> StoreResult<Transaction<'static, Sqlite>> {
+        Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
+    }
+}
+
+/// The database file is readable by its owner only.
+fn restrict_permissions(path: &std::path::Path) {
+    use std::os::unix::fs::PermissionsExt;
+    for p in [
+        path.to_path_buf(),
+        path.with_extension("db-wal"),
+        path.with_extension("db-shm"),
+    ] {
+        if p.exists() {
+            if let Err(e) = std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)) {
+                tracing::warn!(file = %p.display(), error = %e, "cannot restrict permissions");
+            }
+        }
+    }
+}
+
+super::sql::impl_store!(SqliteStore, Sqlite, "sqlite");

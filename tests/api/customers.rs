@@ -1,0 +1,405 @@
+//! Customers: collection, purpose-bound reads, search, rectification, bad input.
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::helpers::*;
+
+#[tokio::test]
+async fn r1_read_without_purpose_is_refused_and_audited() {
+    on_each_backend(|v| async move {
+        let t = v.token("helpdesk").await;
+        let id = v.create(&t, &ada()).await;
+        let (s, body) = v.get(&t, &format!("/v1/customers/{id}")).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST);
+        assert_eq!(body["code"], "purpose_required");
+        assert!(body.get("fields").is_none());
+        let denied: Vec<_> = v
+            .audit()
+            .await
+            .into_iter()
+            .filter(|e| e.draft.action == "customer.read" && e.draft.decision == "denied")
+            .collect();
+        assert_eq!(denied.len(), 1, "{:?}", v.backend);
+        assert_eq!(denied[0].draft.reasons["purpose"], "purpose_required");
+        assert_eq!(denied[0].draft.customer_id.as_deref(), Some(id.as_str()));
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn r2_undeclared_purpose_is_refused() {
+    on_each_backend(|v| async move {
+        let t = v.token("helpdesk").await;
+        let id = v.create(&t, &ada()).await;
+        let (s, body) = v
+            .get(&t, &format!("/v1/customers/{id}?purpose=astrology"))
+            .await;
+        assert_eq!(s, StatusCode::BAD_REQUEST);
+        assert_eq!(body["code"], "unknown_purpose");
+        // A role that may not read for a declared purpose: 403.
+        let (s, body) = v
+            .get(&t, &format!("/v1/customers/{id}?purpose=billing"))
+            .await;
+        assert_eq!(s, StatusCode::FORBIDDEN);
+        assert_eq!(body["code"], "purpose_not_permitted");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn r3_phone_for_callbacks_is_not_served_for_marketing() {
+    on_each_backend(|v| async move {
+        let helpdesk = v.token("helpdesk").await;
+        let marketing = v.token("marketing_tool").await;
+        let id = v.create(&helpdesk, &ada()).await;
+
+        let (s, body) = v
+            .get(
+                &helpdesk,
+                &format!("/v1/customers/{id}?purpose=support.callback"),
+            )
+            .await;
+        assert_eq!(s, StatusCode::OK, "{body}");
+        assert_eq!(body["fields"]["phone"], "+393331234567");
+        // The email was collected for support, which serves support.callback.
+        assert_eq!(body["fields"]["email"], "ada@example.com");
+
+        let (s, body) = v
+            .get(
+                &marketing,
+                &format!("/v1/customers/{id}/fields/phone?purpose=marketing.sms"),
+            )
+            .await;
+        assert_eq!(s, StatusCode::FORBIDDEN);
+        assert_eq!(body["code"], "not_collected_for_purpose");
+        assert!(!body.to_string().contains("4567"));
+
+        let (s, body) = v
+            .get(
+                &marketing,
+                &format!("/v1/customers/{id}?purpose=marketing.sms"),
+            )
+            .await;
+        assert_eq!(s, StatusCode::OK);
+        assert_eq!(body["fields"], json!({}));
+        let withheld = body["withheld"].as_array().unwrap();
+        assert!(
+            withheld.contains(&json!({"field": "phone", "reason": "not_collected_for_purpose"}))
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn reading_for_support_masks_the_phone_and_hides_values_collected_for_callbacks_only() {
+    on_each_backend(|v| async move {
+        let t = v.token("helpdesk").await;
+        let body = json!({"fields": {
+            "phone": {"value": "+39 333 123 4567", "purposes": ["support"]},
+            "support_note": {"value": "prefers mornings", "purposes": ["support"]}}});
+        let id = v.create(&t, &body).await;
+        let (s, p) = v
+            .get(&t, &format!("/v1/customers/{id}?purpose=support"))
+            .await;
+        assert_eq!(s, StatusCode::OK);
+        assert_eq!(p["fields"]["phone"], "•••• 4567");
+        assert_eq!(p["fields"]["support_note"], "prefers mornings");
+        // For callbacks the helpdesk sees the phone in full.
+        let (_, p) = v
+            .get(&t, &format!("/v1/customers/{id}?purpose=support.callback"))
+            .await;
+        assert_eq!(p["fields"]["phone"], "+393331234567");
+
+        // A value collected only for support.callback does not serve support.
+        let id2 = v.create(&t, &ada()).await;
+        let (_, p) = v
+            .get(&t, &format!("/v1/customers/{id2}?purpose=support"))
+            .await;
+        assert!(p["fields"].get("phone").is_none());
+        assert!(
+            p["withheld"]
+                .as_array()
+                .unwrap()
+                .contains(&json!({"field": "phone", "reason": "not_collected_for_purpose"}))
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn r4_undeclared_field_is_refused_and_nothing_is_stored() {
+    on_each_backend(|v| async move {
+        let t = v.token("helpdesk").await;
+        let before = v.audit().await.len();
+        let body = json!({"fields": {
+            "email": {"value": "ada@example.com", "purposes": ["support"]},
+            "shoe_size": {"value": "42", "purposes": ["support"]}}});
+        let (s, b) = v.post(&t, "/v1/customers?purpose=support", &body).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST);
+        assert_eq!(b["code"], "unknown_field");
+        assert_eq!(b["field"], "shoe_size");
+        let (_, found) = v
+            .post(
+                &t,
+                "/v1/customers/search?purpose=support",
+                &json!({"field": "email", "value": "ada@example.com"}),
+            )
+            .await;
+        assert_eq!(found["customers"], json!([]), "nothing was half-written");
+        let creates = v.audit().await[before..]
+            .iter()
+            .filter(|e| e.draft.action == "customer.create")
+            .count();
+        assert_eq!(creates, 0);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn r9_consent_based_purpose_needs_consent() {
+    on_each_backend(|v| async move {
+        let t = v.token("helpdesk").await;
+        let body = json!({"fields": {"email": {"value": "ada@example.com", "purposes": ["marketing.email"]}}});
+        let (s, b) = v.post(&t, "/v1/customers?purpose=support", &body).await;
+        assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(b["code"], "consent_required");
+
+        // With the consent given in the same request it is accepted.
+        let mut with = body.clone();
+        with["consents"] = json!([{"purpose": "marketing.email", "notice_version": "2026-01",
+            "notice_text_sha256": NOTICE_SHA, "language": "it", "jurisdiction": "EU"}]);
+        let (s, b) = v.post(&t, "/v1/customers?purpose=support", &with).await;
+        assert_eq!(s, StatusCode::CREATED, "{b}");
+        let id = b["id"].as_str().unwrap();
+        let marketing = v.token("marketing_tool").await;
+        let (_, p) = v.get(&marketing, &format!("/v1/customers/{id}?purpose=marketing.email")).await;
+        assert_eq!(p["fields"]["email"], "ada@example.com");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn collection_rules_are_enforced() {
+    on_each_backend(|v| async move {
+        let t = v.token("helpdesk").await;
+        // phone may not be collected for billing.
+        let body =
+            json!({"fields": {"phone": {"value": "+393331234567", "purposes": ["billing"]}}});
+        let (s, b) = v.post(&t, "/v1/customers?purpose=support", &body).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST);
+        assert_eq!(b["code"], "purpose_not_allowed_for_field");
+        // the marketing tool may not collect at all.
+        let m = v.token("marketing_tool").await;
+        let (s, b) = v.post(&m, "/v1/customers?purpose=marketing", &ada()).await;
+        assert_eq!(s, StatusCode::FORBIDDEN);
+        assert_eq!(b["code"], "purpose_not_permitted");
+        // invalid values name the field, never the value.
+        let body =
+            json!({"fields": {"phone": {"value": "call-me-maybe-123", "purposes": ["support"]}}});
+        let (s, b) = v.post(&t, "/v1/customers?purpose=support", &body).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST);
+        assert_eq!(b["code"], "invalid_value");
+        assert_eq!(b["field"], "phone");
+        assert!(!b.to_string().contains("call-me-maybe"));
+        // external ids are unique.
+        let mut a = ada();
+        a["external_id"] = json!("zd-dup");
+        v.create(&t, &a).await;
+        let (s, b) = v.post(&t, "/v1/customers?purpose=support", &a).await;
+        assert_eq!(s, StatusCode::CONFLICT);
+        assert_eq!(b["code"], "external_id_taken");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn search_finds_by_normalised_email_only_for_a_purpose_it_serves() {
+    on_each_backend(|v| async move {
+        let t = v.token("helpdesk").await;
+        let id = v.create(&t, &ada()).await;
+        let (s, b) = v
+            .post(
+                &t,
+                "/v1/customers/search?purpose=support",
+                &json!({"field": "email", "value": "  ADA@Example.com "}),
+            )
+            .await;
+        assert_eq!(s, StatusCode::OK, "{b}");
+        assert_eq!(b["customers"].as_array().unwrap().len(), 1);
+        assert_eq!(b["customers"][0]["id"], id.as_str());
+        assert_eq!(b["customers"][0]["fields"]["email"], "ada@example.com");
+
+        let (_, b) = v
+            .post(
+                &t,
+                "/v1/customers/search?purpose=support",
+                &json!({"field": "email", "value": "bob@example.com"}),
+            )
+            .await;
+        assert_eq!(b["customers"], json!([]));
+        // The phone was collected for callbacks only: a search for support does not use it.
+        let (_, b) = v
+            .post(
+                &t,
+                "/v1/customers/search?purpose=support",
+                &json!({"field": "phone", "value": "+393331234567"}),
+            )
+            .await;
+        assert_eq!(b["customers"], json!([]));
+        let (_, b) = v
+            .post(
+                &t,
+                "/v1/customers/search?purpose=support.callback",
+                &json!({"field": "phone", "value": "+39 333 1234567"}),
+            )
+            .await;
+        assert_eq!(b["customers"].as_array().unwrap().len(), 1);
+        // Not searchable fields are refused.
+        let (s, b) = v
+            .post(
+                &t,
+                "/v1/customers/search?purpose=support",
+                &json!({"field": "support_note", "value": "x"}),
+            )
+            .await;
+        assert_eq!(s, StatusCode::BAD_REQUEST);
+        assert_eq!(b["code"], "field_not_searchable");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn r34_rectification_replaces_the_value_for_good() {
+    on_each_backend(|v| async move {
+        let t = v.token("helpdesk").await;
+        let id = v.create(&t, &ada()).await;
+        let (s, b) = v
+            .patch(
+                &t,
+                &format!("/v1/customers/{id}?purpose=support"),
+                &json!({"fields": {"email": {"value": "ada.lovelace@example.org"}, "phone": null}}),
+            )
+            .await;
+        assert_eq!(s, StatusCode::OK, "{b}");
+        assert_eq!(
+            b["fields"]["email"]["purposes"],
+            json!(["billing", "support"])
+        );
+        let (_, p) = v
+            .get(&t, &format!("/v1/customers/{id}?purpose=support.callback"))
+            .await;
+        assert_eq!(p["fields"]["email"], "ada.lovelace@example.org");
+        assert!(p["fields"].get("phone").is_none());
+        assert!(!p.to_string().contains("ada@example.com"));
+        let (_, found) = v
+            .post(
+                &t,
+                "/v1/customers/search?purpose=support",
+                &json!({"field": "email", "value": "ada@example.com"}),
+            )
+            .await;
+        assert_eq!(
+            found["customers"],
+            json!([]),
+            "the old value's index entry is gone"
+        );
+        let (_, found) = v
+            .post(
+                &t,
+                "/v1/customers/search?purpose=support",
+                &json!({"field": "email", "value": "ada.lovelace@example.org"}),
+            )
+            .await;
+        assert_eq!(found["customers"].as_array().unwrap().len(), 1);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn idempotency_key_replays_the_first_response() {
+    on_each_backend(|v| async move {
+        let t = v.token("helpdesk").await;
+        let body = ada();
+        let send = |key: &'static str, body: Value| {
+            let v = &v;
+            let t = t.clone();
+            async move {
+                let r = v
+                    .http
+                    .post(v.url("/v1/customers?purpose=support"))
+                    .bearer_auth(&t)
+                    .header("Idempotency-Key", key)
+                    .json(&body)
+                    .send()
+                    .await
+                    .unwrap();
+                split(r).await
+            }
+        };
+        let (s1, b1) = send("key-1", body.clone()).await;
+        let (s2, b2) = send("key-1", body.clone()).await;
+        assert_eq!(s1, StatusCode::CREATED);
+        assert_eq!(s2, StatusCode::CREATED);
+        assert_eq!(b1["id"], b2["id"], "one customer, not two");
+        let creates = v
+            .audit()
+            .await
+            .iter()
+            .filter(|e| e.draft.action == "customer.create")
+            .count();
+        assert_eq!(creates, 1);
+        let mut other = body.clone();
+        other["external_id"] = json!("zd-other");
+        let (s3, b3) = send("key-1", other).await;
+        assert_eq!(s3, StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(b3["code"], "idempotency_key_reused");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn bad_input_gets_a_problem_with_a_stable_code_and_no_echo() {
+    on_each_backend(|v| async move {
+        let t = v.token("helpdesk").await;
+        let url = v.url("/v1/customers?purpose=support");
+        let raw = |body: &'static str, ct: &'static str| {
+            let v = &v;
+            let t = t.clone();
+            let url = url.clone();
+            async move {
+                let r = v.http.post(url).bearer_auth(&t).header("content-type", ct).body(body).send().await.unwrap();
+                let ct = r.headers().get("content-type").map(|h| h.to_str().unwrap().to_owned());
+                let (s, b) = split(r).await;
+                (s, b, ct)
+            }
+        };
+        let (s, b, ct) = raw("{\"fields\": {", "application/json").await;
+        assert_eq!(s, StatusCode::BAD_REQUEST);
+        assert_eq!(b["code"], "invalid_request");
+        assert_eq!(ct.as_deref(), Some("application/problem+json"));
+        let (s, b, _) = raw(r#"{"fields": {}, "nickname": "canary-nick-77"}"#, "application/json").await;
+        assert_eq!(s, StatusCode::BAD_REQUEST);
+        assert_eq!(b["code"], "invalid_request");
+        assert!(!b.to_string().contains("canary-nick-77"));
+        let (s, b, _) = raw(r#"{"fields": {"email": {"value": 393331234567, "purposes": ["support"]}}}"#, "application/json").await;
+        assert_eq!(s, StatusCode::BAD_REQUEST);
+        assert!(!b.to_string().contains("393331234567"), "{b}");
+        let (s, b, _) = raw(r#"{"fields": {}}"#, "text/plain").await;
+        assert_eq!(s, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+        assert_eq!(b["code"], "unsupported_media_type");
+
+        let big = json!({"fields": {"support_note": {"value": "x".repeat(2 * 1024 * 1024), "purposes": ["support"]}}});
+        let (s, b) = v.post(&t, "/v1/customers?purpose=support", &big).await;
+        assert_eq!(s, StatusCode::PAYLOAD_TOO_LARGE);
+        assert_eq!(b["code"], "payload_too_large");
+
+        let (s, b) = v.get(&t, "/v1/customers/not-a-uuid?purpose=support").await;
+        assert_eq!(s, StatusCode::BAD_REQUEST);
+        assert_eq!(b["code"], "invalid_id");
+        let (s, b) = v.get(&t, "/v1/customers/0190f6a0-0000-7000-8000-000000000000?purpose=support").await;
+        assert_eq!(s, StatusCode::NOT_FOUND);
+        assert_eq!(b["code"], "customer_not_found");
+    })
+    .await;
+}

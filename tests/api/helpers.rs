@@ -1,0 +1,326 @@
+//! Test harness: a real vault server on 127.0.0.1:0 speaking HTTP, on
+//! SQLite always and on PostgreSQL when `DATABASE_URL` names one (a fresh
+//! database per test).
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+
+use pii_vault::clock::{Clock, SystemClock};
+use pii_vault::config::Settings;
+use pii_vault::state::AppState;
+use pii_vault::store::{Mutation, Unit};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use sqlx::Connection;
+use uuid::Uuid;
+
+/// The system clock plus an offset that tests can move forward.
+#[derive(Default)]
+pub struct TestClock {
+    offset: AtomicI64,
+}
+
+impl TestClock {
+    pub fn advance_days(&self, days: i64) {
+        self.offset
+            .fetch_add(days * 86_400_000_000, Ordering::SeqCst);
+    }
+}
+
+impl Clock for TestClock {
+    fn now_micros(&self) -> i64 {
+        SystemClock.now_micros() + self.offset.load(Ordering::SeqCst)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+pub struct TestVault {
+    pub backend: Backend,
+    pub base: String,
+    pub http: reqwest::Client,
+    pub state: AppState,
+    pub clock: Arc<TestClock>,
+    pub database_url: String,
+    pub dir: tempfile::TempDir,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    server: Option<tokio::task::JoinHandle<()>>,
+}
+
+/// The backends this run covers.
+pub fn backends() -> Vec<Backend> {
+    let mut b = vec![Backend::Sqlite];
+    if std::env::var("DATABASE_URL").is_ok_and(|u| u.starts_with("postgres")) {
+        b.push(Backend::Postgres);
+    }
+    b
+}
+
+/// Runs a scenario once per backend.
+pub async fn on_each_backend<F, Fut>(scenario: F)
+where
+    F: Fn(TestVault) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    for backend in backends() {
+        let v = TestVault::start(backend).await;
+        scenario(v).await;
+    }
+}
+
+pub fn root_key_b64() -> String {
+    use base64::Engine;
+    let bytes: [u8; 32] = std::array::from_fn(|i| (i as u8).wrapping_mul(7).wrapping_add(3));
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+/// A fresh PostgreSQL database named after a new UUID.
+pub async fn fresh_pg_database() -> String {
+    let admin = std::env::var("DATABASE_URL").expect("DATABASE_URL");
+    let name = format!("pii_vault_test_{}", Uuid::now_v7().simple());
+    let mut conn = sqlx::PgConnection::connect(&admin)
+        .await
+        .expect("connect to DATABASE_URL");
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&mut conn)
+        .await
+        .expect("create test database");
+    let (base, _) = admin.rsplit_once('/').expect("database URL has a path");
+    format!("{base}/{name}")
+}
+
+impl TestVault {
+    pub async fn start(backend: Backend) -> TestVault {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let database_url = match backend {
+            Backend::Sqlite => format!("sqlite://{}", dir.path().join("vault.db").display()),
+            Backend::Postgres => fresh_pg_database().await,
+        };
+        Self::start_with(backend, dir, database_url).await
+    }
+
+    pub async fn start_with(
+        backend: Backend,
+        dir: tempfile::TempDir,
+        database_url: String,
+    ) -> TestVault {
+        let settings = settings(&database_url);
+        let clock = Arc::new(TestClock::default());
+        let (state, _) = pii_vault::build_state(settings, clock.clone(), false)
+            .await
+            .expect("vault starts");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let server_state = state.clone();
+        let server = tokio::spawn(async move {
+            let _ = pii_vault::serve(listener, server_state, async {
+                let _ = rx.await;
+            })
+            .await;
+        });
+        TestVault {
+            backend,
+            base: format!("http://{addr}"),
+            http: reqwest::Client::new(),
+            state,
+            clock,
+            database_url,
+            dir,
+            shutdown: Some(tx),
+            server: Some(server),
+        }
+    }
+
+    /// Stops the server and hands back its directory and database.
+    pub async fn stop(mut self) -> (tempfile::TempDir, String) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(s) = self.server.take() {
+            let _ = s.await;
+        }
+        let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().expect("tempdir"));
+        (dir, self.database_url.clone())
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    /// Creates a client with `role` and returns (client_id, secret).
+    pub async fn client(&self, role: &str) -> (String, String) {
+        let id = Uuid::now_v7();
+        let secret = pii_vault::crypto::generate_secret().expect("secret");
+        let unit = Unit {
+            mutations: vec![Mutation::InsertClient {
+                id,
+                name: format!("{role}-{id}"),
+                role: role.into(),
+                secret_sha256: pii_vault::crypto::sha256_hex(&secret),
+                at: self.clock.now_micros(),
+            }],
+            events: vec![],
+        };
+        self.state
+            .sequencer
+            .commit(unit)
+            .await
+            .expect("client created");
+        (id.to_string(), secret)
+    }
+
+    /// A bearer token for a new client with `role`.
+    pub async fn token(&self, role: &str) -> String {
+        let (id, secret) = self.client(role).await;
+        let resp = self
+            .http
+            .post(self.url("/v1/token"))
+            .json(&json!({"grant_type": "client_credentials", "client_id": id, "client_secret": secret}))
+            .send()
+            .await
+            .expect("token request");
+        assert_eq!(resp.status(), StatusCode::OK);
+        resp.json::<Value>().await.expect("json")["access_token"]
+            .as_str()
+            .expect("access_token")
+            .to_owned()
+    }
+
+    pub async fn get(&self, token: &str, path: &str) -> (StatusCode, Value) {
+        let resp = self
+            .http
+            .get(self.url(path))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("request");
+        split(resp).await
+    }
+
+    pub async fn send(
+        &self,
+        method: reqwest::Method,
+        token: &str,
+        path: &str,
+        body: &Value,
+    ) -> (StatusCode, Value) {
+        let resp = self
+            .http
+            .request(method, self.url(path))
+            .bearer_auth(token)
+            .json(body)
+            .send()
+            .await
+            .expect("request");
+        split(resp).await
+    }
+
+    pub async fn post(&self, token: &str, path: &str, body: &Value) -> (StatusCode, Value) {
+        self.send(reqwest::Method::POST, token, path, body).await
+    }
+
+    pub async fn patch(&self, token: &str, path: &str, body: &Value) -> (StatusCode, Value) {
+        self.send(reqwest::Method::PATCH, token, path, body).await
+    }
+
+    /// Creates a customer through the API as a helpdesk and returns its id.
+    pub async fn create(&self, token: &str, body: &Value) -> String {
+        let (status, v) = self
+            .post(token, "/v1/customers?purpose=support", body)
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{v}");
+        v["id"].as_str().expect("id").to_owned()
+    }
+
+    /// Every audit event, in order.
+    pub async fn audit(&self) -> Vec<pii_vault::audit::StoredEvent> {
+        let filter = pii_vault::store::AuditFilter {
+            limit: 1_000_000,
+            ..Default::default()
+        };
+        self.state
+            .store
+            .audit_events(&filter)
+            .await
+            .expect("audit events")
+    }
+
+    /// Runs SQL directly on the vault's database (fault injection).
+    pub async fn exec(&self, sql: &str) {
+        match self.backend {
+            Backend::Sqlite => {
+                let mut c = sqlx::SqliteConnection::connect(&self.database_url)
+                    .await
+                    .expect("connect");
+                sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned()))
+                    .execute(&mut c)
+                    .await
+                    .expect("exec");
+            }
+            Backend::Postgres => {
+                let mut c = sqlx::PgConnection::connect(&self.database_url)
+                    .await
+                    .expect("connect");
+                sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned()))
+                    .execute(&mut c)
+                    .await
+                    .expect("exec");
+            }
+        }
+    }
+}
+
+impl Drop for TestVault {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+pub fn settings(database_url: &str) -> Settings {
+    Settings {
+        database_url: database_url.to_owned(),
+        policy_dir: std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("policies"),
+        master_key: Some(root_key_b64()),
+        login_max_failures: 3,
+        ..Settings::default()
+    }
+}
+
+pub async fn split(resp: reqwest::Response) -> (StatusCode, Value) {
+    let status = resp.status();
+    let text = resp.text().await.expect("body");
+    let v = serde_json::from_str(&text).unwrap_or(Value::String(text));
+    (status, v)
+}
+
+pub const NOTICE_SHA: &str = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08";
+
+/// The README's example customer: email for support and billing, phone for callbacks.
+pub fn ada() -> Value {
+    json!({
+        "external_id": format!("zd-{}", Uuid::now_v7().simple()),
+        "channel": "chat",
+        "notice_version": "2026-01",
+        "fields": {
+            "email": {"value": "ada@example.com", "purposes": ["support", "billing"]},
+            "phone": {"value": "+39 333 123 4567", "purposes": ["support.callback"]}
+        }
+    })
+}
+
+pub fn consent(purpose: &str, action: &str) -> Value {
+    json!({
+        "purpose": purpose, "action": action, "notice_version": "2026-01",
+        "notice_text_sha256": NOTICE_SHA, "language": "it", "jurisdiction": "EU", "channel": "web"
+    })
+}
