@@ -12,6 +12,8 @@ pub mod consent;
 pub mod crypto;
 pub mod http;
 pub mod policy;
+pub mod requests;
+pub mod retention;
 pub mod state;
 pub mod store;
 pub mod telemetry;

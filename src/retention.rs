@@ -1,0 +1,1 @@
+//! Storage limitation: the retention sweeper.
