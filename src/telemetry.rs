@@ -1,8 +1,9 @@
 //! Logs and metrics. Log lines carry the route and the request id, never a
 //! personal value, token or secret (handlers log codes and ids only).
 
+use std::io::IsTerminal;
+
 use tracing_subscriber::EnvFilter;
-use tracing_subscriber::fmt::format::FmtSpan;
 
 /// Starts logging to stderr. `RUST_LOG` sets the level (default `info`).
 pub fn init_tracing(format: &str) {
@@ -10,7 +11,7 @@ pub fn init_tracing(format: &str) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .with_span_events(FmtSpan::CLOSE);
+        .with_ansi(std::io::stderr().is_terminal());
     // A second initialisation (tests) is not an error.
     let _ = if format == "json" {
         builder.json().try_init()

@@ -151,7 +151,7 @@ macro_rules! impl_store {
                 $backend
             }
 
-            #[tracing::instrument(skip_all, fields(units = units.len()))]
+            #[tracing::instrument(level = "debug", skip_all, fields(units = units.len()))]
             async fn commit_batch(
                 &self,
                 units: &[$crate::store::Unit],
@@ -330,7 +330,7 @@ macro_rules! impl_store {
                 }))
             }
 
-            #[tracing::instrument(skip_all)]
+            #[tracing::instrument(level = "debug", skip_all)]
             async fn customer_record(
                 &self,
                 id: uuid::Uuid,
@@ -386,7 +386,7 @@ macro_rules! impl_store {
                 }))
             }
 
-            #[tracing::instrument(skip_all)]
+            #[tracing::instrument(level = "debug", skip_all)]
             async fn find_by_blind_index(
                 &self,
                 field: &str,
