@@ -6,6 +6,7 @@
 //! tests run the same code the binary does.
 
 pub mod audit;
+pub mod bench;
 pub mod clock;
 pub mod config;
 pub mod consent;

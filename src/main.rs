@@ -55,6 +55,46 @@ enum Command {
         #[command(subcommand)]
         command: UsersCommand,
     },
+    /// Run the load benchmark (starts its own vault unless --target is given).
+    Bench(BenchArgs),
+}
+
+#[derive(Args)]
+struct BenchArgs {
+    /// Benchmark a running vault at this URL instead of starting one.
+    #[arg(long, value_name = "URL")]
+    target: Option<String>,
+    /// With --target: `role=client_id:secret` (helpdesk required; dpo for erase, admin for rewrap).
+    #[arg(long = "credentials", value_name = "ROLE=ID:SECRET")]
+    credentials: Vec<String>,
+    /// Database for the vault the benchmark starts (default: SQLite in a temporary directory).
+    #[arg(long, value_name = "URL")]
+    database_url: Option<String>,
+    /// Policy directory for the vault the benchmark starts.
+    #[arg(long, default_value = "./policies")]
+    policy_dir: PathBuf,
+    /// Customers to seed before measuring.
+    #[arg(long, default_value_t = 10_000)]
+    customers: usize,
+    /// Concurrent keep-alive connections.
+    #[arg(long, default_value_t = 32)]
+    connections: usize,
+    /// Seconds per scenario.
+    #[arg(long, default_value_t = 10)]
+    duration: u64,
+    /// Comma-separated scenarios: read, read-field, create, search, mixed, erase, export, rewrap.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "read,read-field,create,search,mixed,erase,export,rewrap"
+    )]
+    scenarios: Vec<String>,
+    /// PID of a targeted server, for its memory figures.
+    #[arg(long)]
+    server_pid: Option<u32>,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Subcommand)]
@@ -110,6 +150,9 @@ fn main() -> ExitCode {
     {
         return policy_check(cli.config.as_deref(), dir.clone());
     }
+    if let Command::Bench(args) = cli.command {
+        return bench(args);
+    }
     let settings = match Settings::load(cli.config.as_deref()) {
         Ok(s) => s,
         Err(e) => {
@@ -132,6 +175,46 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("pii-vault: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn bench(args: BenchArgs) -> ExitCode {
+    telemetry::init_tracing("text");
+    let opts = pii_vault::bench::Options {
+        target: args.target,
+        credentials: args.credentials,
+        database_url: args.database_url,
+        policy_dir: args.policy_dir,
+        customers: args.customers,
+        connections: args.connections.max(1),
+        duration: std::time::Duration::from_secs(args.duration.max(1)),
+        scenarios: args.scenarios,
+        server_pid: args.server_pid,
+    };
+    let report = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(anyhow::Error::from)
+        .and_then(|rt| rt.block_on(pii_vault::bench::run(opts)));
+    match report {
+        Ok(r) if args.json => match serde_json::to_string_pretty(&r) {
+            Ok(s) => {
+                println!("{s}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("pii-vault bench: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Ok(r) => {
+            print!("{}", pii_vault::bench::table(&r));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("pii-vault bench: {e:#}");
             ExitCode::FAILURE
         }
     }
@@ -204,7 +287,7 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
         Command::Users {
             command: UsersCommand::Add { username, role },
         } => users_add(settings, clock, username, role).await,
-        Command::Policy { .. } => Ok(()),
+        Command::Policy { .. } | Command::Bench(_) => Ok(()),
     }
 }
 

@@ -1,0 +1,731 @@
+//! `pii-vault bench`: a reproducible load benchmark over keep-alive HTTP.
+//!
+//! It starts a vault (or targets a running one), seeds customers, obtains
+//! tokens, then runs each scenario for a fixed time with C connections and
+//! reports requests per second, latency percentiles, errors by status and
+//! the server's peak resident memory.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, anyhow, bail};
+use serde::Serialize;
+use serde_json::{Value, json};
+
+pub const SCENARIOS: &[&str] = &[
+    "read",
+    "read-field",
+    "create",
+    "search",
+    "mixed",
+    "erase",
+    "export",
+    "rewrap",
+];
+
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// A running vault; when absent the benchmark starts its own.
+    pub target: Option<String>,
+    /// `role=client_id:secret` credentials for a targeted vault.
+    pub credentials: Vec<String>,
+    /// Database for a vault the benchmark starts (default: SQLite in a temp dir).
+    pub database_url: Option<String>,
+    pub policy_dir: std::path::PathBuf,
+    pub customers: usize,
+    pub connections: usize,
+    pub duration: Duration,
+    pub scenarios: Vec<String>,
+    /// PID of a targeted server, for its memory figures.
+    pub server_pid: Option<u32>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ScenarioResult {
+    pub scenario: String,
+    pub requests: u64,
+    pub seconds: f64,
+    pub requests_per_sec: f64,
+    pub p50_ms: f64,
+    pub p95_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+    pub errors: BTreeMap<String, u64>,
+    pub server_peak_rss_mb: Option<f64>,
+    /// For `rewrap`: data keys rewrapped per second.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub items_per_sec: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub backend: String,
+    pub customers: usize,
+    pub connections: usize,
+    pub duration_secs: f64,
+    pub machine: Machine,
+    pub seed_per_sec: f64,
+    pub results: Vec<ScenarioResult>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Machine {
+    pub cores: usize,
+    pub cpu: String,
+}
+
+fn machine() -> Machine {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|s| s.trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown".into());
+    Machine {
+        cores: std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1),
+        cpu,
+    }
+}
+
+/// A vault process the benchmark started.
+struct Spawned {
+    child: Child,
+    env: Vec<(String, String)>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+struct Target {
+    base: String,
+    pid: Option<u32>,
+    tokens: BTreeMap<String, String>,
+    backend: String,
+    _spawned: Option<Spawned>,
+}
+
+fn exe() -> anyhow::Result<std::path::PathBuf> {
+    std::env::current_exe().context("cannot find the pii-vault executable")
+}
+
+fn cli(env: &[(String, String)], args: &[&str]) -> anyhow::Result<Value> {
+    let out = Command::new(exe()?)
+        .args(args)
+        .envs(env.iter().cloned())
+        .output()
+        .context("cannot run pii-vault")?;
+    if !out.status.success() {
+        bail!(
+            "pii-vault {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    serde_json::from_slice(&out.stdout).context("unexpected output")
+}
+
+fn start_server(opts: &Options) -> anyhow::Result<(Spawned, String, String)> {
+    let dir = tempfile::tempdir()?;
+    let db = opts
+        .database_url
+        .clone()
+        .unwrap_or_else(|| format!("sqlite://{}", dir.path().join("vault.db").display()));
+    let backend = if db.starts_with("postgres") {
+        "postgres"
+    } else {
+        "sqlite"
+    };
+    let (_, key) = crate::crypto::RootKey::generate()?;
+    let env: Vec<(String, String)> = vec![
+        ("PII_VAULT_DATABASE_URL".into(), db),
+        ("PII_VAULT_LISTEN".into(), "127.0.0.1:0".into()),
+        (
+            "PII_VAULT_POLICY_DIR".into(),
+            opts.policy_dir.display().to_string(),
+        ),
+        ("PII_VAULT_MASTER_KEY".into(), key),
+        ("RUST_LOG".into(), "warn".into()),
+    ];
+    let mut child = Command::new(exe()?)
+        .arg("serve")
+        .envs(env.iter().cloned())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("cannot start pii-vault serve")?;
+    let stderr = child.stderr.take().ok_or_else(|| anyhow!("no stderr"))?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut sent = false;
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if !sent {
+                if let Some(addr) = line.split("listening on http://").nth(1) {
+                    let _ = tx.send(addr.trim().to_owned());
+                    sent = true;
+                }
+            }
+        }
+    });
+    let spawned = Spawned {
+        child,
+        env,
+        _dir: Some(dir),
+    };
+    let addr = rx
+        .recv_timeout(Duration::from_secs(120))
+        .map_err(|_| anyhow!("the vault did not start within 120 s"))?;
+    Ok((spawned, format!("http://{addr}"), backend.to_owned()))
+}
+
+async fn token(
+    http: &reqwest::Client,
+    base: &str,
+    id: &str,
+    secret: &str,
+) -> anyhow::Result<String> {
+    let resp: Value = http
+        .post(format!("{base}/v1/token"))
+        .json(
+            &json!({"grant_type": "client_credentials", "client_id": id, "client_secret": secret}),
+        )
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    resp["access_token"]
+        .as_str()
+        .map(str::to_owned)
+        .ok_or_else(|| anyhow!("no access_token"))
+}
+
+async fn connect(opts: &Options, http: &reqwest::Client) -> anyhow::Result<Target> {
+    let roles = ["helpdesk", "dpo", "admin"];
+    if let Some(base) = &opts.target {
+        let mut tokens = BTreeMap::new();
+        for c in &opts.credentials {
+            let (role, rest) = c
+                .split_once('=')
+                .ok_or_else(|| anyhow!("--credentials takes role=client_id:secret"))?;
+            let (id, secret) = rest
+                .split_once(':')
+                .ok_or_else(|| anyhow!("--credentials takes role=client_id:secret"))?;
+            tokens.insert(role.to_owned(), token(http, base, id, secret).await?);
+        }
+        if !tokens.contains_key("helpdesk") {
+            bail!("a targeted vault needs --credentials helpdesk=ID:SECRET");
+        }
+        return Ok(Target {
+            base: base.trim_end_matches('/').to_owned(),
+            pid: opts.server_pid,
+            tokens,
+            backend: "target".into(),
+            _spawned: None,
+        });
+    }
+    let (spawned, base, backend) = start_server(opts)?;
+    let mut tokens = BTreeMap::new();
+    for role in roles {
+        let name = format!("bench-{role}");
+        let creds = cli(
+            &spawned.env,
+            &["clients", "add", "--name", &name, "--role", role, "--json"],
+        )?;
+        let id = creds["client_id"].as_str().unwrap_or_default();
+        let secret = creds["client_secret"].as_str().unwrap_or_default();
+        tokens.insert(role.to_owned(), token(http, &base, id, secret).await?);
+    }
+    Ok(Target {
+        base,
+        pid: Some(spawned.child.id()),
+        tokens,
+        backend,
+        _spawned: Some(spawned),
+    })
+}
+
+fn customer_body(i: u64) -> Value {
+    json!({
+        "external_id": format!("bench-{i}"),
+        "channel": "web",
+        "notice_version": "2026-01",
+        "fields": {
+            "email": {"value": format!("bench-{i}@example.com"), "purposes": ["support", "billing"]},
+            "phone": {"value": format!("+4179{:07}", i % 10_000_000), "purposes": ["support", "support.callback"]},
+            "name": {"value": format!("Customer {i}"), "purposes": ["support"]},
+            "address": {"value": format!("{i} Bench Street, Zurich"), "purposes": ["support", "billing"]},
+            "support_note": {"value": "prefers email", "purposes": ["support"]}
+        },
+        "consents": [{"purpose": "marketing.email", "notice_version": "2026-01",
+                      "notice_text_sha256": "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
+                      "language": "en", "jurisdiction": "EU"}]
+    })
+}
+
+/// xorshift64*: cheap, deterministic per worker.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n.max(1) as u64) as usize
+    }
+}
+
+fn rss_kb(pid: u32, key: &str) -> Option<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    s.lines()
+        .find(|l| l.starts_with(key))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+/// Samples the server's RSS while a scenario runs; returns the peak in MB.
+fn sample_rss(
+    pid: Option<u32>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<Option<f64>> {
+    std::thread::spawn(move || {
+        let pid = pid?;
+        let mut peak = 0u64;
+        while !stop.load(Ordering::Relaxed) {
+            peak = peak.max(rss_kb(pid, "VmRSS:").unwrap_or(0));
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        peak = peak.max(rss_kb(pid, "VmRSS:").unwrap_or(0));
+        Some(peak as f64 / 1024.0)
+    })
+}
+
+#[derive(Clone, Copy)]
+enum Op {
+    Read,
+    ReadField,
+    Create,
+    Search,
+    Update,
+    Erase,
+}
+
+struct Shared {
+    base: String,
+    http: reqwest::Client,
+    helpdesk: String,
+    dpo: Option<String>,
+    ids: Vec<String>,
+    seeded: u64,
+    next_new: AtomicU64,
+    next_erase: AtomicU64,
+}
+
+async fn one(s: &Shared, op: Op, rng: &mut Rng) -> Result<(), String> {
+    let base = &s.base;
+    let mut pick = || {
+        let i = rng.below(s.ids.len());
+        (i, &s.ids[i])
+    };
+    let req = match op {
+        Op::Read => {
+            let (_, id) = pick();
+            s.http
+                .get(format!("{base}/v1/customers/{id}?purpose=support"))
+                .bearer_auth(&s.helpdesk)
+        }
+        Op::ReadField => {
+            let (_, id) = pick();
+            s.http
+                .get(format!(
+                    "{base}/v1/customers/{id}/fields/phone?purpose=support.callback"
+                ))
+                .bearer_auth(&s.helpdesk)
+        }
+        Op::Search => {
+            let (i, _) = pick();
+            s.http
+                .post(format!("{base}/v1/customers/search?purpose=support"))
+                .bearer_auth(&s.helpdesk)
+                .json(&json!({"field": "email", "value": format!("bench-{i}@example.com")}))
+        }
+        Op::Create => {
+            let i = s.seeded + s.next_new.fetch_add(1, Ordering::Relaxed) + 1_000_000_000;
+            s.http
+                .post(format!("{base}/v1/customers?purpose=support"))
+                .bearer_auth(&s.helpdesk)
+                .json(&customer_body(i))
+        }
+        Op::Update => {
+            let (_, id) = pick();
+            s.http
+                .patch(format!("{base}/v1/customers/{id}?purpose=support"))
+                .bearer_auth(&s.helpdesk)
+                .json(&json!({"fields": {"support_note": {"value": format!("note {}", rng.next() % 1000)}}}))
+        }
+        Op::Erase => {
+            let n = s.next_erase.fetch_add(1, Ordering::Relaxed) as usize;
+            let Some(id) = s.ids.get(s.ids.len().saturating_sub(1 + n)) else {
+                return Err("exhausted".into());
+            };
+            s.http
+                .delete(format!("{base}/v1/customers/{id}"))
+                .bearer_auth(s.dpo.as_deref().unwrap_or(&s.helpdesk))
+        }
+    };
+    match req.send().await {
+        Ok(r) if r.status().is_success() => {
+            let _ = r.bytes().await;
+            Ok(())
+        }
+        Ok(r) => Err(r.status().as_u16().to_string()),
+        Err(e) if e.is_timeout() => Err("timeout".into()),
+        Err(_) => Err("connection".into()),
+    }
+}
+
+fn percentile(sorted: &[u32], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    f64::from(sorted[idx.min(sorted.len() - 1)]) / 1000.0
+}
+
+async fn run_load(
+    shared: Arc<Shared>,
+    name: &str,
+    connections: usize,
+    duration: Duration,
+    pid: Option<u32>,
+    choose: fn(&mut Rng) -> Op,
+) -> ScenarioResult {
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sampler = sample_rss(pid, stop.clone());
+    let started = Instant::now();
+    let deadline = started + duration;
+    let mut tasks = Vec::new();
+    for w in 0..connections {
+        let shared = shared.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut rng =
+                Rng(0x9E37_79B9_7F4A_7C15 ^ (w as u64 + 1).wrapping_mul(0xBF58_476D_1CE4_E5B9));
+            let mut lat = Vec::with_capacity(4096);
+            let mut errors: BTreeMap<String, u64> = BTreeMap::new();
+            while Instant::now() < deadline {
+                let op = choose(&mut rng);
+                let t = Instant::now();
+                match one(&shared, op, &mut rng).await {
+                    Ok(()) => lat.push(u32::try_from(t.elapsed().as_micros()).unwrap_or(u32::MAX)),
+                    Err(e) if e == "exhausted" => break,
+                    Err(e) => *errors.entry(e).or_default() += 1,
+                }
+            }
+            (lat, errors)
+        }));
+    }
+    let mut lat = Vec::new();
+    let mut errors: BTreeMap<String, u64> = BTreeMap::new();
+    for t in tasks {
+        if let Ok((l, e)) = t.await {
+            lat.extend(l);
+            for (k, v) in e {
+                *errors.entry(k).or_default() += v;
+            }
+        }
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    stop.store(true, Ordering::Relaxed);
+    let rss = sampler.join().ok().flatten();
+    lat.sort_unstable();
+    let ok = lat.len() as u64;
+    ScenarioResult {
+        scenario: name.to_owned(),
+        requests: ok + errors.values().sum::<u64>(),
+        seconds,
+        requests_per_sec: ok as f64 / seconds.max(1e-9),
+        p50_ms: percentile(&lat, 0.50),
+        p95_ms: percentile(&lat, 0.95),
+        p99_ms: percentile(&lat, 0.99),
+        max_ms: lat.last().map(|m| f64::from(*m) / 1000.0).unwrap_or(0.0),
+        errors,
+        server_peak_rss_mb: rss,
+        items_per_sec: None,
+        note: None,
+    }
+}
+
+/// Seeds `n` customers with `c` concurrent creators, printing progress.
+async fn seed(
+    target: &Target,
+    http: &reqwest::Client,
+    n: usize,
+    c: usize,
+) -> anyhow::Result<(Vec<String>, f64)> {
+    let helpdesk = target.tokens.get("helpdesk").cloned().unwrap_or_default();
+    let next = Arc::new(AtomicU64::new(0));
+    let done = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..c.max(1) {
+        let (http, base, helpdesk, next, done) = (
+            http.clone(),
+            target.base.clone(),
+            helpdesk.clone(),
+            next.clone(),
+            done.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            let mut ids = Vec::new();
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= n as u64 {
+                    break;
+                }
+                let resp = http
+                    .post(format!("{base}/v1/customers?purpose=support"))
+                    .bearer_auth(&helpdesk)
+                    .json(&customer_body(i))
+                    .send()
+                    .await;
+                match resp {
+                    Ok(r) if r.status().is_success() => {
+                        let v: Value = r.json().await.unwrap_or_default();
+                        if let Some(id) = v["id"].as_str() {
+                            ids.push((i, id.to_owned()));
+                        }
+                    }
+                    Ok(r) => return Err(anyhow!("seeding failed: HTTP {}", r.status())),
+                    Err(e) => return Err(anyhow!("seeding failed: {e}")),
+                }
+                done.fetch_add(1, Ordering::Relaxed);
+            }
+            Ok(ids)
+        }));
+    }
+    let progress = {
+        let done = done.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                let d = done.load(Ordering::Relaxed);
+                let rate = d as f64 / started.elapsed().as_secs_f64();
+                eprint!("\rseeding customers: {d}/{n} ({rate:.0}/s)   ");
+                if d >= n as u64 {
+                    break;
+                }
+            }
+        })
+    };
+    let mut all = Vec::with_capacity(n);
+    for t in tasks {
+        all.extend(t.await??);
+    }
+    progress.abort();
+    let rate = n as f64 / started.elapsed().as_secs_f64();
+    eprintln!("\rseeded {n} customers ({rate:.0}/s)                 ");
+    all.sort_by_key(|(i, _)| *i);
+    Ok((all.into_iter().map(|(_, id)| id).collect(), rate))
+}
+
+pub async fn run(opts: Options) -> anyhow::Result<Report> {
+    for s in &opts.scenarios {
+        if !SCENARIOS.contains(&s.as_str()) {
+            bail!("unknown scenario {s:?} (known: {})", SCENARIOS.join(", "));
+        }
+    }
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(opts.connections.max(1) * 2)
+        .timeout(Duration::from_secs(30))
+        .build()?;
+    let target = connect(&opts, &http).await?;
+    let (ids, seed_rate) = seed(&target, &http, opts.customers, opts.connections).await?;
+    if ids.is_empty() {
+        bail!("no customers were seeded");
+    }
+    let shared = Arc::new(Shared {
+        base: target.base.clone(),
+        http: http.clone(),
+        helpdesk: target.tokens.get("helpdesk").cloned().unwrap_or_default(),
+        dpo: target.tokens.get("dpo").cloned(),
+        ids,
+        seeded: opts.customers as u64,
+        next_new: AtomicU64::new(0),
+        next_erase: AtomicU64::new(0),
+    });
+    let mut results = Vec::new();
+    for name in &opts.scenarios {
+        eprintln!(
+            "running {name} for {:?} with {} connections…",
+            opts.duration, opts.connections
+        );
+        let r = match name.as_str() {
+            "read" => {
+                run_load(
+                    shared.clone(),
+                    name,
+                    opts.connections,
+                    opts.duration,
+                    target.pid,
+                    |_| Op::Read,
+                )
+                .await
+            }
+            "read-field" => {
+                run_load(
+                    shared.clone(),
+                    name,
+                    opts.connections,
+                    opts.duration,
+                    target.pid,
+                    |_| Op::ReadField,
+                )
+                .await
+            }
+            "create" => {
+                run_load(
+                    shared.clone(),
+                    name,
+                    opts.connections,
+                    opts.duration,
+                    target.pid,
+                    |_| Op::Create,
+                )
+                .await
+            }
+            "search" => {
+                run_load(
+                    shared.clone(),
+                    name,
+                    opts.connections,
+                    opts.duration,
+                    target.pid,
+                    |_| Op::Search,
+                )
+                .await
+            }
+            "mixed" => {
+                run_load(
+                    shared.clone(),
+                    name,
+                    opts.connections,
+                    opts.duration,
+                    target.pid,
+                    |rng| match rng.below(100) {
+                        0..80 => Op::Read,
+                        80..95 => Op::Update,
+                        _ => Op::Create,
+                    },
+                )
+                .await
+            }
+            "erase" => {
+                // Erasure latency, one at a time, on the most recently seeded customers.
+                let mut r = run_load(shared.clone(), name, 1, opts.duration, target.pid, |_| {
+                    Op::Erase
+                })
+                .await;
+                r.note = Some("sequential erasures (latency), newest seeded customers".into());
+                r
+            }
+            other => ScenarioResult {
+                scenario: other.to_owned(),
+                requests: 0,
+                seconds: 0.0,
+                requests_per_sec: 0.0,
+                p50_ms: 0.0,
+                p95_ms: 0.0,
+                p99_ms: 0.0,
+                max_ms: 0.0,
+                errors: BTreeMap::new(),
+                server_peak_rss_mb: None,
+                items_per_sec: None,
+                note: Some("not measured by this build".into()),
+            },
+        };
+        results.push(r);
+    }
+    Ok(Report {
+        backend: target.backend.clone(),
+        customers: opts.customers,
+        connections: opts.connections,
+        duration_secs: opts.duration.as_secs_f64(),
+        machine: machine(),
+        seed_per_sec: seed_rate,
+        results,
+    })
+}
+
+/// The report as a table.
+pub fn table(r: &Report) -> String {
+    let mut out = format!(
+        "pii-vault bench — backend {}, {} customers, {} connections, {:.0} s per scenario\n\
+         machine: {} cores, {}\nseeding: {:.0} customers/s\n\n",
+        r.backend,
+        r.customers,
+        r.connections,
+        r.duration_secs,
+        r.machine.cores,
+        r.machine.cpu,
+        r.seed_per_sec
+    );
+    out.push_str(&format!(
+        "{:<11} {:>9} {:>10} {:>8} {:>8} {:>8} {:>8} {:>9}  {}\n",
+        "scenario", "requests", "req/s", "p50 ms", "p95 ms", "p99 ms", "max ms", "RSS MB", "errors"
+    ));
+    for s in &r.results {
+        let errors = if s.errors.is_empty() {
+            "-".to_owned()
+        } else {
+            s.errors
+                .iter()
+                .map(|(k, v)| format!("{k}:{v}"))
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        let rss = s
+            .server_peak_rss_mb
+            .map(|m| format!("{m:.0}"))
+            .unwrap_or_else(|| "-".into());
+        let rate = match s.items_per_sec {
+            Some(i) => format!("{i:.0}/s*"),
+            None => format!("{:.0}", s.requests_per_sec),
+        };
+        out.push_str(&format!(
+            "{:<11} {:>9} {:>10} {:>8.2} {:>8.2} {:>8.2} {:>8.2} {:>9}  {}{}\n",
+            s.scenario,
+            s.requests,
+            rate,
+            s.p50_ms,
+            s.p95_ms,
+            s.p99_ms,
+            s.max_ms,
+            rss,
+            errors,
+            s.note
+                .as_deref()
+                .map(|n| format!("  ({n})"))
+                .unwrap_or_default()
+        ));
+    }
+    out
+}
