@@ -157,7 +157,7 @@ fn start_server(opts: &Options) -> anyhow::Result<(Spawned, String, String)> {
         ("PII_VAULT_LISTEN".into(), "127.0.0.1:0".into()),
         (
             "PII_VAULT_POLICY_DIR".into(),
-            opts.policy_dir.display().to_string(),
+            std::path::absolute(&opts.policy_dir)?.display().to_string(),
         ),
         ("PII_VAULT_MASTER_KEY".into(), key),
         ("RUST_LOG".into(), "warn".into()),
@@ -173,13 +173,20 @@ fn start_server(opts: &Options) -> anyhow::Result<(Spawned, String, String)> {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let mut sent = false;
+        let mut last = Vec::new();
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
             if !sent {
                 if let Some(addr) = line.split("listening on http://").nth(1) {
-                    let _ = tx.send(addr.trim().to_owned());
+                    let _ = tx.send(Ok(addr.trim().to_owned()));
                     sent = true;
+                } else {
+                    last.push(line);
                 }
             }
+        }
+        if !sent {
+            // The server exited before listening: pass on what it said.
+            let _ = tx.send(Err(last.join("\n")));
         }
     });
     let spawned = Spawned {
@@ -189,7 +196,8 @@ fn start_server(opts: &Options) -> anyhow::Result<(Spawned, String, String)> {
     };
     let addr = rx
         .recv_timeout(Duration::from_secs(120))
-        .map_err(|_| anyhow!("the vault did not start within 120 s"))?;
+        .map_err(|_| anyhow!("the vault did not start within 120 s"))?
+        .map_err(|said| anyhow!("the vault did not start:\n{said}"))?;
     Ok((spawned, format!("http://{addr}"), backend.to_owned()))
 }
 

@@ -39,11 +39,41 @@ pub struct Settings {
     pub request_timeout_secs: u64,
     /// Most units the audit sequencer commits in one transaction.
     pub audit_batch_max: usize,
+    /// Sign a checkpoint of the audit chain head after this many new events…
+    pub audit_checkpoint_every_events: i64,
+    /// …or when this many seconds have passed since the last one (if there
+    /// are new events).
+    pub audit_checkpoint_every_secs: u64,
+    /// Audit events older than this are pruned (at least 365; default 7 years).
+    pub audit_retention_days: i64,
     /// Failed logins per name within `login_window_secs` before 429.
     pub login_max_failures: u32,
     pub login_window_secs: u64,
+    /// Lifetime of a data subject request's verification code, seconds.
+    pub verification_code_ttl_secs: u64,
+    /// Optional webhook (plain `http://`) the outbox is POSTed to, with
+    /// retries and exponential backoff; the notifier API works either way.
+    pub outbox_webhook_url: Option<String>,
     /// `text` or `json` log lines.
     pub log_format: String,
+    /// The append-only tombstone file (erased customer ids, kept outside the
+    /// database so a restored older backup is erased again). Default: beside
+    /// the SQLite database, or `./data/vault.tombstones`.
+    pub tombstone_file: Option<PathBuf>,
+    /// Seconds between two runs of the retention sweeper; 0 turns it off.
+    pub sweep_interval_secs: u64,
+    /// TEST ONLY: pause after each committed step of an erasure job, so a
+    /// test can kill the process in the middle of one. Leave at 0.
+    pub test_erasure_pause_ms: u64,
+    /// Seconds between keyring polls: a KEK version made active by another
+    /// process is used here within this time.
+    pub keyring_poll_secs: u64,
+    /// Data keys rewrapped per transaction.
+    pub rewrap_batch_size: usize,
+    /// Pause between rewrap batches, milliseconds (lets traffic through).
+    pub rewrap_pause_ms: u64,
+    /// Rewrap data keys of older KEK versions in the background while serving.
+    pub rewrap_background: bool,
 }
 
 impl Default for Settings {
@@ -61,9 +91,21 @@ impl Default for Settings {
             max_body_bytes: 1024 * 1024,
             request_timeout_secs: 30,
             audit_batch_max: 512,
+            audit_checkpoint_every_events: 1000,
+            audit_checkpoint_every_secs: 60,
+            audit_retention_days: 2557,
             login_max_failures: 5,
             login_window_secs: 300,
+            verification_code_ttl_secs: 1800,
+            outbox_webhook_url: None,
             log_format: "text".into(),
+            tombstone_file: None,
+            sweep_interval_secs: 3600,
+            test_erasure_pause_ms: 0,
+            keyring_poll_secs: 2,
+            rewrap_batch_size: 500,
+            rewrap_pause_ms: 5,
+            rewrap_background: true,
         }
     }
 }
@@ -118,6 +160,40 @@ impl Settings {
         }
         if self.audit_batch_max == 0 {
             return Err("audit_batch_max must be at least 1".into());
+        }
+        if self.audit_checkpoint_every_events < 1 {
+            return Err("audit_checkpoint_every_events must be at least 1".into());
+        }
+        if !(1..=86_400).contains(&self.audit_checkpoint_every_secs) {
+            return Err("audit_checkpoint_every_secs must be between 1 and 86400".into());
+        }
+        if self.audit_retention_days < 365 {
+            return Err(
+                "audit_retention_days must be at least 365 (the audit trail is kept for years)"
+                    .into(),
+            );
+        }
+        if !(1..=300).contains(&self.keyring_poll_secs) {
+            return Err("keyring_poll_secs must be between 1 and 300".into());
+        }
+        if !(1..=10_000).contains(&self.rewrap_batch_size) {
+            return Err("rewrap_batch_size must be between 1 and 10000".into());
+        }
+        if self.rewrap_pause_ms > 60_000 {
+            return Err("rewrap_pause_ms must be at most 60000".into());
+        }
+        if !(60..=86_400).contains(&self.verification_code_ttl_secs) {
+            return Err("verification_code_ttl_secs must be between 60 and 86400".into());
+        }
+        if let Some(url) = &self.outbox_webhook_url {
+            // This build has no TLS client: an https:// webhook would fail at
+            // every attempt, so it is refused at start-up instead.
+            if !url.starts_with("http://") || url.len() <= "http://".len() {
+                return Err(
+                    "outbox_webhook_url must be an http:// URL (terminate TLS in a local proxy)"
+                        .into(),
+                );
+            }
         }
         if !matches!(self.log_format.as_str(), "text" | "json") {
             return Err("log_format must be \"text\" or \"json\"".into());
@@ -230,6 +306,18 @@ mod tests {
         let s = Settings::load(Some(&f)).unwrap();
         assert_eq!(s.listen, "127.0.0.1:9000");
         assert_eq!(s.token_lifetime_secs, 600);
+    }
+
+    #[test]
+    fn audit_retention_below_a_year_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("c.toml");
+        std::fs::write(&f, "audit_retention_days = 30\n").unwrap();
+        let err = Settings::load(Some(&f)).unwrap_err();
+        assert!(err.contains("audit_retention_days"), "{err}");
+        std::fs::write(&f, "audit_retention_days = 400\n").unwrap();
+        assert_eq!(Settings::load(Some(&f)).unwrap().audit_retention_days, 400);
+        assert_eq!(Settings::default().audit_retention_days, 2557);
     }
 
     #[test]

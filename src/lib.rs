@@ -12,6 +12,7 @@ pub mod config;
 pub mod consent;
 pub mod crypto;
 pub mod http;
+pub mod keys;
 pub mod policy;
 pub mod requests;
 pub mod retention;
@@ -59,7 +60,7 @@ pub async fn open(
     let store = store::open(&url)
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let keys = vault::open_keys(store.as_ref(), clock, &root, settings)
+    let keys = vault::open_keys(store.as_ref(), clock, root, settings)
         .await
         .map_err(anyhow::Error::msg)?;
     Ok(Opened {
@@ -107,8 +108,27 @@ pub async fn build_state(
         clock,
         settings: Arc::new(settings),
         throttle,
+        auth_cache: Default::default(),
         metrics: telemetry::metrics_handle(),
     });
+    // Before serving: finish erasures a crash interrupted, and erase again
+    // the customers the tombstone file lists that a restored older database
+    // still holds (requests::erasure::recover).
+    let recovery = requests::erasure::recover(&requests::erasure::Ctx::from_state(&state))
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot complete pending erasures: {e}"))?;
+    if recovery != requests::erasure::Recovery::default() {
+        tracing::warn!(
+            resumed = recovery.resumed,
+            re_erased = recovery.re_erased,
+            tombstones_appended = recovery.appended,
+            "erasures completed before serving"
+        );
+    }
+    retention::start_background(&state);
+    keys::start_background(&state);
+    requests::background::start_background(&state);
+    audit::start_background(&state);
     Ok((state, opened.origin))
 }
 

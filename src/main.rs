@@ -38,8 +38,23 @@ enum Command {
         #[arg(long)]
         production: bool,
     },
-    /// Create or upgrade the database schema and the keyring, then exit.
+    /// Create or upgrade the database schema and the keyring, finish
+    /// interrupted erasures and erase again customers listed in the
+    /// tombstone file (after restoring an older backup), then exit.
     Migrate,
+    /// Import a portability export into an EMPTY vault: the same customer,
+    /// values, purposes (with their collection times) and consents.
+    Import {
+        /// The export package (JSON) of an access or portability request.
+        file: PathBuf,
+    },
+    /// Run the retention sweeper once: remove purposes whose retention
+    /// ended, delete values left without one, audit each deletion.
+    Sweep {
+        /// Sweep as of this time instead of now, e.g. 2031-01-01T00:00:00Z.
+        #[arg(long, value_name = "RFC3339")]
+        as_of: Option<String>,
+    },
     /// Validate policy files.
     Policy {
         #[command(subcommand)]
@@ -54,6 +69,17 @@ enum Command {
     Users {
         #[command(subcommand)]
         command: UsersCommand,
+    },
+    /// Rotate and retire keys: KEK versions, the root key, the signing key.
+    Keys {
+        #[command(subcommand)]
+        command: pii_vault::keys::cli::KeysCommand,
+    },
+    /// The audit trail: export, public keys, offline verification,
+    /// checkpoints, retention.
+    Audit {
+        #[command(subcommand)]
+        command: pii_vault::audit::cli::AuditCommand,
     },
     /// Run the load benchmark (starts its own vault unless --target is given).
     Bench(BenchArgs),
@@ -152,6 +178,12 @@ fn main() -> ExitCode {
     }
     if let Command::Bench(args) = cli.command {
         return bench(args);
+    }
+    if let Command::Audit {
+        command: pii_vault::audit::cli::AuditCommand::Verify { public_key, export },
+    } = &cli.command
+    {
+        return pii_vault::audit::cli::verify_command(public_key, export);
     }
     let settings = match Settings::load(cli.config.as_deref()) {
         Ok(s) => s,
@@ -260,7 +292,14 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
                 "database schema and keyring are up to date ({})",
                 opened.store.backend()
             );
-            Ok(())
+            pii_vault::requests::erasure::recover_command(&opened, &settings, clock.as_ref())
+                .await
+        }
+        Command::Import { file } => {
+            pii_vault::requests::export::import_command(&settings, clock.as_ref(), &file).await
+        }
+        Command::Sweep { as_of } => {
+            pii_vault::retention::sweep_command(&settings, clock, as_of.as_deref()).await
         }
         Command::Clients {
             command: ClientsCommand::Add(args),
@@ -287,6 +326,8 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
         Command::Users {
             command: UsersCommand::Add { username, role },
         } => users_add(settings, clock, username, role).await,
+        Command::Keys { command } => pii_vault::keys::cli::run(command, settings, clock).await,
+        Command::Audit { command } => pii_vault::audit::cli::run(command, &settings, clock).await,
         Command::Policy { .. } | Command::Bench(_) => Ok(()),
     }
 }

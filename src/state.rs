@@ -23,6 +23,7 @@ pub struct Inner {
     pub clock: Arc<dyn Clock>,
     pub settings: Arc<Settings>,
     pub throttle: Throttle,
+    pub auth_cache: crate::http::auth_cache::AuthCache,
     pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
 }
 
@@ -36,6 +37,16 @@ impl std::ops::Deref for AppState {
 impl AppState {
     pub fn new(inner: Inner) -> Self {
         AppState(Arc::new(inner))
+    }
+
+    /// A handle that does not keep the state alive (background tasks end
+    /// once every other handle is gone).
+    pub fn downgrade(&self) -> std::sync::Weak<Inner> {
+        Arc::downgrade(&self.0)
+    }
+
+    pub fn upgrade(weak: &std::sync::Weak<Inner>) -> Option<AppState> {
+        weak.upgrade().map(AppState)
     }
 }
 

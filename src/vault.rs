@@ -18,8 +18,8 @@ use crate::store::{Mutation, SigningKeyRow, Store, Unit};
 /// Actor recorded for what the vault does by itself.
 pub const SYSTEM_ACTOR: &str = "system";
 
-const META_ROOT_FINGERPRINT: &str = "root_fingerprint";
-const META_INDEX_SECRET: &str = "index_secret";
+pub const META_ROOT_FINGERPRINT: &str = "root_fingerprint";
+pub const META_INDEX_SECRET: &str = "index_secret";
 const SIGNING_LABEL: &str = "signing-key";
 
 /// The unwrapped key material a running vault uses.
@@ -28,6 +28,10 @@ pub struct Keys {
     pub keyring: ArcSwap<Keyring>,
     pub index: IndexKeys,
     pub tokens: ArcSwap<TokenKeys>,
+    /// The root key, kept to unwrap KEK versions added while serving.
+    pub root: ArcSwap<RootKey>,
+    /// Keyring polling and rewrap state of this process.
+    pub rotation: crate::keys::Rotation,
 }
 
 impl Keys {
@@ -119,7 +123,7 @@ pub fn root_key(
 pub async fn open_keys(
     store: &dyn Store,
     clock: &dyn Clock,
-    root: &RootKey,
+    root: RootKey,
     settings: &Settings,
 ) -> Result<Keys, String> {
     let db = |e: crate::store::StoreError| format!("cannot read the keyring: {e}");
@@ -129,7 +133,7 @@ pub async fn open_keys(
         .map_err(db)?
         .is_none()
     {
-        bootstrap(store, clock, root).await?;
+        bootstrap(store, clock, &root).await?;
     }
     let fingerprint = store
         .get_meta(META_ROOT_FINGERPRINT)
@@ -137,6 +141,21 @@ pub async fn open_keys(
         .map_err(db)?
         .unwrap_or_default();
     if fingerprint != root.fingerprint().as_bytes() {
+        let replaced = store
+            .get_meta(crate::keys::META_RETIRED_ROOTS)
+            .await
+            .map_err(db)?
+            .unwrap_or_default();
+        if String::from_utf8_lossy(&replaced)
+            .lines()
+            .any(|l| l.split(' ').next() == Some(root.fingerprint().as_str()))
+        {
+            return Err(
+                "the configured root key was replaced by `pii-vault keys rotate-root` and no longer \
+                 opens this vault: configure the new root key"
+                    .into(),
+            );
+        }
         return Err(
             "the configured root key does not match this vault's keyring (wrong key, or the \
              root key was rotated)"
@@ -147,7 +166,7 @@ pub async fn open_keys(
     let mut active = None;
     for row in store.keks().await.map_err(db)? {
         let Some(wrapped) = row.wrapped else { continue };
-        let kek = crypto::unwrap_kek(root, row.version, &wrapped).map_err(|_| {
+        let kek = crypto::unwrap_kek(&root, row.version, &wrapped).map_err(|_| {
             format!(
                 "KEK version {} cannot be unwrapped with the root key",
                 row.version
@@ -166,39 +185,23 @@ pub async fn open_keys(
         .await
         .map_err(db)?
         .ok_or("the blind-index secret is missing")?;
-    let index = crypto::unwrap_index_secret(root, &index_wrapped)
+    let index = crypto::unwrap_index_secret(&root, &index_wrapped)
         .map_err(|_| "the blind-index secret cannot be unwrapped".to_owned())?;
 
-    let rows = store.signing_keys().await.map_err(db)?;
-    let current = rows
-        .iter()
-        .rev()
-        .find(|r| r.active)
-        .ok_or("no active signing key")?;
-    let pkcs8 = keyring
-        .open(SIGNING_LABEL, current.kek_version, &current.sealed)
-        .map_err(|_| "the signing key cannot be opened".to_owned())?;
-    let signing = SigningKey::from_pkcs8(&pkcs8).map_err(|e| e.to_string())?;
-    let also_accept = rows
-        .iter()
-        .filter(|r| r.kid != current.kid)
-        .filter_map(|r| {
-            Some((
-                r.kid.clone(),
-                <[u8; 32]>::try_from(r.public_key.as_slice()).ok()?,
-            ))
-        })
-        .collect();
-    let tokens = TokenKeys::new(
-        signing,
-        also_accept,
-        settings.token_issuer.clone(),
-        settings.token_audience.clone(),
-    );
+    let (tokens, token_config) =
+        crate::keys::refresh::load_token_keys(store, &keyring, settings, clock.now_micros())
+            .await?;
+    let rotation = crate::keys::Rotation::default();
+    *rotation
+        .token_config
+        .lock()
+        .unwrap_or_else(|p| p.into_inner()) = Some(token_config);
     Ok(Keys {
         keyring: ArcSwap::from_pointee(keyring),
         index,
         tokens: ArcSwap::from_pointee(tokens),
+        root: ArcSwap::from_pointee(root),
+        rotation,
     })
 }
 

@@ -13,7 +13,7 @@ use std::time::Instant;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::clock::Clock;
-use crate::store::{Store, StoreError, Unit, UnitOutcome};
+use crate::store::{Mutation, Store, StoreError, Unit, UnitOutcome};
 
 use super::StoredEvent;
 
@@ -33,12 +33,17 @@ pub enum CommitError {
 struct Job {
     unit: Unit,
     reply: oneshot::Sender<Result<Vec<StoredEvent>, CommitError>>,
+    /// When the unit was handed over: the audit lag runs from here to durable.
+    enqueued: Instant,
 }
 
 /// Handle to the sequencer task. Cheap to clone.
 #[derive(Clone)]
 pub struct Sequencer {
     tx: mpsc::Sender<Job>,
+    /// Counts committed units that changed a principal (e.g. disabled a
+    /// client); caches of authenticated callers compare against it.
+    principal_epoch: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Sequencer {
@@ -46,17 +51,36 @@ impl Sequencer {
     pub fn start(store: Arc<dyn Store>, clock: Arc<dyn Clock>, max_batch: usize) -> Self {
         let (tx, rx) = mpsc::channel(max_batch.max(1) * 8);
         tokio::spawn(run(store, clock, rx, max_batch.max(1)));
-        Sequencer { tx }
+        Sequencer {
+            tx,
+            principal_epoch: Arc::default(),
+        }
+    }
+
+    /// See [`Sequencer::principal_epoch`]'s field: read it before looking a
+    /// principal up, store it with what was cached.
+    pub fn principal_epoch(&self) -> u64 {
+        self.principal_epoch.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Commits one unit and waits until it is durable.
     pub async fn commit(&self, unit: Unit) -> Result<Vec<StoredEvent>, CommitError> {
+        let changes_principal = unit.mutations.iter().any(Mutation::changes_principal);
         let (reply, rx) = oneshot::channel();
         self.tx
-            .send(Job { unit, reply })
+            .send(Job {
+                unit,
+                reply,
+                enqueued: Instant::now(),
+            })
             .await
             .map_err(|_| CommitError::Unavailable)?;
-        rx.await.map_err(|_| CommitError::Unavailable)?
+        let result = rx.await.map_err(|_| CommitError::Unavailable)?;
+        if changes_principal && result.is_ok() {
+            self.principal_epoch
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+        result
     }
 }
 
@@ -100,6 +124,7 @@ async fn run(
         if n == 0 {
             return; // every handle dropped: shutting down
         }
+        metrics::gauge!("pii_vault_audit_queue_depth").set(rx.len() as f64);
         let units: Vec<Unit> = jobs
             .iter_mut()
             .map(|j| std::mem::take(&mut j.unit))
@@ -117,6 +142,8 @@ async fn run(
                     .sum();
                 metrics::counter!("pii_vault_audit_events_total").increment(appended as u64);
                 for (job, outcome) in jobs.drain(..).zip(outcomes) {
+                    metrics::histogram!("pii_vault_audit_lag_seconds")
+                        .record(job.enqueued.elapsed().as_secs_f64());
                     // A caller that gave up (timeout, disconnect) is not an error.
                     let _ = job.reply.send(outcome.map_err(unit_error));
                 }

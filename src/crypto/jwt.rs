@@ -214,6 +214,18 @@ impl TokenKeys {
         }
     }
 
+    /// Adds public keys that are published (for checkpoints signed before a
+    /// signing-key rotation) but no longer accepted for tokens: their tokens
+    /// have expired. Keys already listed are left as they are.
+    pub fn with_published(mut self, published_only: Vec<(String, [u8; 32])>) -> Self {
+        for (kid, key) in published_only {
+            if !self.public_keys.iter().any(|(k, _)| *k == kid) {
+                self.public_keys.push((kid, key));
+            }
+        }
+        self
+    }
+
     /// The key that signs new tokens.
     pub fn signing_key(&self) -> &SigningKey {
         &self.signing
@@ -473,6 +485,24 @@ mod tests {
         );
         assert!(accepting.verify(&token, NOW).is_ok());
         assert_eq!(accepting.public_keys().len(), 2);
+    }
+
+    #[test]
+    fn published_only_keys_are_listed_but_not_accepted() {
+        let (old, _) = new_key();
+        let old_kid = old.kid().to_owned();
+        let old_pub = old.public_key();
+        let old_keys = TokenKeys::new(old, vec![], ISS.into(), AUD.into());
+        let (token, _) = old_keys.issue("u", "dpo", "user", NOW, 600).unwrap();
+
+        let keys = TokenKeys::new(new_key().0, vec![], ISS.into(), AUD.into())
+            .with_published(vec![(old_kid.clone(), old_pub)]);
+        assert_eq!(keys.public_keys().len(), 2);
+        assert!(keys.public_keys().iter().any(|(k, _)| *k == old_kid));
+        assert_eq!(
+            keys.verify(&token, NOW).unwrap_err(),
+            CryptoError::InvalidToken("unknown key id")
+        );
     }
 
     #[test]

@@ -166,13 +166,13 @@ pub async fn create_customer(
         None,
     )
     .await?;
-    if let Some(ext) = &input.external_id {
-        if ext.is_empty() || ext.len() > 200 || ext.chars().any(char::is_control) {
-            return Err(ApiError::invalid_request(
-                "external_id must be 1–200 printable characters",
-            )
-            .field("external_id"));
-        }
+    if let Some(ext) = &input.external_id
+        && (ext.is_empty() || ext.len() > 200 || ext.chars().any(char::is_control))
+    {
+        return Err(
+            ApiError::invalid_request("external_id must be 1–200 printable characters")
+                .field("external_id"),
+        );
     }
     let channel = valid_channel(input.channel.as_deref())?;
     let notice = valid_notice(input.notice_version.as_deref())?;
@@ -292,15 +292,17 @@ pub async fn get_customer(
     let record = load_live(&state, &caller, id, purpose, "customer.read").await?;
     let now = state.clock.now_micros();
     let profile = view(&state, role, purpose, &record, now)?;
-    state
-        .sequencer
-        .commit(Unit::event(read_event(
-            &caller,
-            "customer.read",
-            purpose,
-            &profile,
-        )))
-        .await?;
+    let mut unit = Unit::event(read_event(&caller, "customer.read", purpose, &profile));
+    // A recipient's read is a disclosure (GDPR Art. 15(1)(c), Art. 19).
+    unit.mutations.extend(crate::requests::outbox::disclosure(
+        role,
+        &caller.id,
+        id,
+        &purpose.name,
+        profile.fields.keys().cloned().collect(),
+        now,
+    ));
+    state.sequencer.commit(unit).await?;
     Ok(Json(profile))
 }
 
@@ -368,7 +370,17 @@ pub async fn get_field(
                 .purpose(Some(&purpose.name))
                 .customer(id)
                 .fields([def.name.clone()]);
-            state.sequencer.commit(Unit::event(ev)).await?;
+            crate::audit::metrics::record_access(&ev);
+            let mut unit = Unit::event(ev);
+            unit.mutations.extend(crate::requests::outbox::disclosure(
+                role,
+                &caller.id,
+                id,
+                &purpose.name,
+                vec![def.name.clone()],
+                now,
+            ));
+            state.sequencer.commit(unit).await?;
             Ok(Json(FieldValue {
                 field: def.name.clone(),
                 value,
@@ -380,6 +392,7 @@ pub async fn get_field(
                 .purpose(Some(&purpose.name))
                 .customer(id)
                 .reason(&def.name, reason.code());
+            crate::audit::metrics::record_access(&ev);
             state.sequencer.commit(Unit::event(ev)).await?;
             Err(ApiError::forbidden(reason.code())
                 .detail("the value is withheld for this purpose")
@@ -457,6 +470,19 @@ pub async fn search(
             found.push(view(&state, role, purpose, &record, now)?);
         }
     }
+    let mutations: Vec<Mutation> = found
+        .iter()
+        .filter_map(|p| {
+            crate::requests::outbox::disclosure(
+                role,
+                &caller.id,
+                p.id,
+                &purpose.name,
+                p.fields.keys().cloned().collect(),
+                now,
+            )
+        })
+        .collect();
     let events: Vec<EventDraft> = if found.is_empty() {
         vec![
             caller
@@ -470,13 +496,7 @@ pub async fn search(
             .map(|p| read_event(&caller, action, purpose, p))
             .collect()
     };
-    state
-        .sequencer
-        .commit(Unit {
-            mutations: Vec::new(),
-            events,
-        })
-        .await?;
+    state.sequencer.commit(Unit { mutations, events }).await?;
     Ok(Json(SearchResult { customers: found }))
 }
 
@@ -673,13 +693,15 @@ async fn check_purpose<'p>(
             if let Some(id) = customer {
                 ev = ev.customer(id);
             }
+            crate::audit::metrics::record_access(&ev);
             state.sequencer.commit(Unit::event(ev)).await?;
             Err(purpose_error(e))
         }
     }
 }
 
-/// Loads a customer that exists and is not erased; a miss is audited.
+/// Loads a customer that exists and is not erased (or, for a read, is
+/// partially erased with a value kept for the purpose); a miss is audited.
 async fn load_live(
     state: &AppState,
     caller: &Caller,
@@ -687,9 +709,11 @@ async fn load_live(
     purpose: &Purpose,
     action: &str,
 ) -> ApiResult<CustomerRecord> {
-    match state.store.customer_record(id).await? {
-        Some(r) if r.customer.erased_at.is_none() && r.customer.wrapped_dek.is_some() => Ok(r),
-        _ => {
+    // A partially erased customer is served only for a purpose one of its
+    // kept values serves (see requests::erasure::readable_record).
+    match crate::requests::erasure::readable_record(state, id, &purpose.name, action).await? {
+        Some(r) => Ok(r),
+        None => {
             let ev = caller
                 .event(action, "not_found")
                 .purpose(Some(&purpose.name))
@@ -816,10 +840,11 @@ fn read_event(caller: &Caller, action: &str, purpose: &Purpose, profile: &Profil
     for w in &profile.withheld {
         ev = ev.reason(&w.field, &w.reason);
     }
+    crate::audit::metrics::record_access(&ev);
     ev
 }
 
-fn unwrap_dek(state: &AppState, record: &CustomerRecord) -> ApiResult<Dek> {
+pub(crate) fn unwrap_dek(state: &AppState, record: &CustomerRecord) -> ApiResult<Dek> {
     let (Some(version), Some(wrapped)) =
         (record.customer.kek_version, &record.customer.wrapped_dek)
     else {
@@ -829,10 +854,18 @@ fn unwrap_dek(state: &AppState, record: &CustomerRecord) -> ApiResult<Dek> {
         .keys
         .keyring()
         .unwrap_dek(record.customer.id, version, wrapped)
-        .map_err(ApiError::internal)
+        .map_err(|e| match e {
+            // Wrapped by a KEK version another process just made active:
+            // reload the keyring now; the client retries (Retry-After).
+            crate::crypto::CryptoError::UnknownKeyVersion(_) => {
+                state.keys.rotation.request_reload();
+                ApiError::unavailable()
+            }
+            e => ApiError::internal(e),
+        })
 }
 
-fn decrypt(dek: &Dek, id: Uuid, row: &crate::store::FieldRow) -> ApiResult<String> {
+pub(crate) fn decrypt(dek: &Dek, id: Uuid, row: &crate::store::FieldRow) -> ApiResult<String> {
     let plain = dek
         .decrypt_field(id, &row.field, &row.ciphertext)
         .map_err(ApiError::internal)?;
@@ -890,7 +923,7 @@ fn require_consents(
 }
 
 #[allow(clippy::too_many_arguments)]
-fn put_field(
+pub(crate) fn put_field(
     state: &AppState,
     dek: &Dek,
     customer: Uuid,

@@ -9,6 +9,7 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use uuid::Uuid;
 
+use super::auth_cache::{CachedCaller, token_digest};
 use super::error::ApiError;
 use crate::policy::Role;
 use crate::state::AppState;
@@ -155,11 +156,28 @@ impl FromRequestParts<AppState> for Caller {
             .strip_prefix("Bearer ")
             .or_else(|| header.strip_prefix("bearer "))
             .ok_or_else(ApiError::unauthenticated)?;
+        let token = token.trim().to_owned();
+        let token = token.as_str();
         let now_secs = state.clock.now_micros() / 1_000_000;
-        let claims = state
-            .keys
-            .tokens()
-            .verify(token.trim(), now_secs)
+        let request_id = RequestId::from_request_parts(parts, state)
+            .await
+            .map(|r| r.0)
+            .unwrap_or_default();
+        // Read the epoch before the principal: see auth_cache.rs.
+        let epoch = state.sequencer.principal_epoch();
+        let keys = state.keys.tokens();
+        let keys_id = std::sync::Arc::as_ptr(&keys) as usize;
+        let digest = token_digest(token);
+        if let Some(c) = state.auth_cache.get(&digest, epoch, keys_id, now_secs) {
+            return Ok(Caller {
+                id: c.id,
+                kind: c.kind,
+                role: c.role,
+                request_id,
+            });
+        }
+        let claims = keys
+            .verify(token, now_secs)
             .map_err(|_| ApiError::unauthenticated())?;
         let kind = match claims.kind.as_str() {
             "client" => PrincipalKind::Client,
@@ -178,10 +196,18 @@ impl FromRequestParts<AppState> for Caller {
             .await?
             .filter(|p| !p.disabled)
             .ok_or_else(ApiError::unauthenticated)?;
-        let request_id = RequestId::from_request_parts(parts, state)
-            .await
-            .map(|r| r.0)
-            .unwrap_or_default();
+        state.auth_cache.put(
+            digest,
+            CachedCaller {
+                id: principal.id.to_string(),
+                kind,
+                role: principal.role.clone(),
+                exp: claims.exp,
+                nbf: claims.nbf,
+            },
+            epoch,
+            keys_id,
+        );
         Ok(Caller {
             id: principal.id.to_string(),
             kind,

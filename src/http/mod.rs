@@ -9,12 +9,20 @@
 //! 5. body limit — 413 past `max_body_bytes`;
 //! 6. security headers; 7. panics become a generic 500.
 
+pub mod audit;
+pub mod auth_cache;
 pub mod consents;
 pub mod customers;
+pub mod erasure;
 pub mod error;
+pub mod export;
+pub mod holds;
 pub mod extract;
 pub mod idempotency;
+pub mod keys;
 pub mod ops;
+pub mod outbox;
+pub mod requests;
 pub mod tokens;
 
 use std::sync::Arc;
@@ -73,14 +81,41 @@ pub fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(tokens::issue_token))
         .routes(routes!(customers::create_customer))
         .routes(routes!(customers::search))
-        .routes(routes!(customers::get_customer, customers::update_customer))
+        .routes(routes!(
+            customers::get_customer,
+            customers::update_customer,
+            erasure::erase_customer
+        ))
+        .routes(routes!(export::export_customer))
+        .routes(routes!(export::export_schema))
+        .routes(routes!(holds::create_hold, holds::list_holds))
+        .routes(routes!(holds::release_hold))
         .routes(routes!(customers::get_field))
         .routes(routes!(consents::record_consent, consents::list_consents))
+        .routes(routes!(audit::query_events))
+        .routes(routes!(audit::export))
+        .routes(routes!(audit::verify_trail))
+        .routes(routes!(audit::public_key))
+        .routes(routes!(audit::access_log))
+        .routes(routes!(requests::file_request, requests::list_requests))
+        .routes(routes!(requests::metrics))
+        .routes(routes!(requests::get_request))
+        .routes(routes!(requests::verify))
+        .routes(routes!(requests::approve))
+        .routes(routes!(requests::deny))
+        .routes(routes!(requests::extend))
+        .routes(routes!(requests::get_export))
+        .routes(routes!(outbox::list_outbox))
+        .routes(routes!(outbox::ack))
         .routes(routes!(ops::healthz))
         .routes(routes!(ops::readyz))
         .routes(routes!(ops::metrics))
         .routes(routes!(ops::policy))
         .routes(routes!(ops::processing_activities))
+        .routes(routes!(keys::key_status))
+        .routes(routes!(keys::rotate_kek))
+        .routes(routes!(keys::retire_kek))
+        .routes(routes!(keys::rotate_signing_key))
         .split_for_parts()
 }
 

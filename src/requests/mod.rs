@@ -4,8 +4,11 @@
 //! objection, opt-out of sale/sharing and limiting sensitive data — plus
 //! legal holds, the outbox and notices to recipients.
 
+pub mod background;
 pub mod erasure;
 pub mod export;
+pub mod flow;
 pub mod holds;
 pub mod lifecycle;
 pub mod outbox;
+pub mod store;

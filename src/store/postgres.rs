@@ -36,3 +36,4 @@ impl PgStore {
 }
 
 super::sql::impl_store!(PgStore, Postgres, "postgres");
+crate::requests::store::impl_request_store!(PgStore, Postgres);

@@ -70,6 +70,19 @@ pub(super) fn event_from_row(r: EventRow) -> crate::audit::StoredEvent {
     }
 }
 
+pub(super) type CheckpointTuple = (i64, Vec<u8>, i64, String, Vec<u8>);
+
+pub(super) fn checkpoint_from_row(r: CheckpointTuple) -> super::CheckpointRow {
+    let (seq, hash, at, kid, signature) = r;
+    super::CheckpointRow {
+        seq,
+        hash,
+        at,
+        kid,
+        signature,
+    }
+}
+
 pub(super) type FieldJoinRow = (
     String,
     Vec<u8>,
@@ -138,6 +151,82 @@ pub(super) fn consent_from_row(r: ConsentRow) -> super::ConsentEvent {
         channel,
         captured_by: by,
         at,
+    }
+}
+
+pub(super) const ERASURE_JOB: &str = "SELECT customer_id, receipt_id, request_id, actor, role, \
+     status, step, force_full, retained, started_at, updated_at, finished_at \
+     FROM erasure_jobs WHERE customer_id = $1";
+
+pub(super) type ErasureJobTuple = (
+    uuid::Uuid,
+    uuid::Uuid,
+    Option<String>,
+    String,
+    String,
+    String,
+    i64,
+    bool,
+    String,
+    i64,
+    i64,
+    Option<i64>,
+);
+
+pub(super) fn erasure_job_from_row(r: ErasureJobTuple) -> super::ErasureJobRow {
+    let (customer_id, receipt_id, request_id, actor, role, status, step, force_full, retained, s, u, f) =
+        r;
+    super::ErasureJobRow {
+        customer_id,
+        receipt_id,
+        request_id,
+        actor,
+        role,
+        status,
+        step,
+        force_full,
+        retained,
+        started_at: s,
+        updated_at: u,
+        finished_at: f,
+    }
+}
+
+pub(super) const HOLD_BY_ID: &str = "SELECT id, customer_id, fields, reason, basis, purpose, \
+     review_at, created_by, created_at, released_at FROM legal_holds WHERE id = $1";
+pub(super) const HOLDS_OF_CUSTOMER: &str = "SELECT id, customer_id, fields, reason, basis, \
+     purpose, review_at, created_by, created_at, released_at FROM legal_holds \
+     WHERE customer_id = $1 ORDER BY review_at, id";
+pub(super) const HOLDS_ACTIVE: &str = "SELECT id, customer_id, fields, reason, basis, purpose, \
+     review_at, created_by, created_at, released_at FROM legal_holds \
+     WHERE released_at IS NULL ORDER BY review_at, id";
+
+pub(super) type HoldTuple = (
+    uuid::Uuid,
+    uuid::Uuid,
+    String,
+    String,
+    String,
+    Option<String>,
+    i64,
+    String,
+    i64,
+    Option<i64>,
+);
+
+pub(super) fn hold_from_row(r: HoldTuple) -> super::LegalHoldRow {
+    let (id, customer_id, fields, reason, basis, purpose, review_at, by, at, released_at) = r;
+    super::LegalHoldRow {
+        id,
+        customer_id,
+        fields: serde_json::from_str(&fields).unwrap_or_default(),
+        reason,
+        basis,
+        purpose,
+        review_at,
+        created_by: by,
+        created_at: at,
+        released_at,
     }
 }
 
@@ -280,6 +369,100 @@ macro_rules! impl_store {
                     .collect())
             }
 
+            async fn kek_states(&self) -> $crate::store::StoreResult<Vec<$crate::store::KekState>> {
+                type Row = (i64, Option<Vec<u8>>, bool, i64, Option<i64>, Option<i64>, Option<i64>);
+                let rows: Vec<Row> = sqlx::query_as(
+                    "SELECT version, wrapped, active, created_at, deactivated_at, retired_at, rewrap_total \
+                     FROM keyring ORDER BY version",
+                )
+                .fetch_all(&self.pool)
+                .await?;
+                Ok(rows
+                    .into_iter()
+                    .map(|(version, wrapped, active, created_at, deactivated_at, retired_at, rewrap_total)| {
+                        $crate::store::KekState {
+                            version,
+                            has_material: wrapped.is_some(),
+                            active,
+                            created_at,
+                            deactivated_at,
+                            retired_at,
+                            rewrap_total,
+                        }
+                    })
+                    .collect())
+            }
+
+            async fn signing_key_states(
+                &self,
+            ) -> $crate::store::StoreResult<Vec<$crate::store::SigningKeyState>> {
+                type Row = (String, i64, Vec<u8>, Vec<u8>, bool, i64, Option<i64>, bool);
+                let rows: Vec<Row> = sqlx::query_as(
+                    "SELECT kid, kek_version, sealed, public_key, active, created_at, retired_at, \
+                     tokens_revoked FROM signing_keys ORDER BY created_at, kid",
+                )
+                .fetch_all(&self.pool)
+                .await?;
+                Ok(rows
+                    .into_iter()
+                    .map(|(kid, kek_version, sealed, public_key, active, created_at, retired_at, tokens_revoked)| {
+                        $crate::store::SigningKeyState {
+                            row: $crate::store::SigningKeyRow {
+                                kid,
+                                kek_version,
+                                sealed,
+                                public_key,
+                                active,
+                                created_at,
+                            },
+                            retired_at,
+                            tokens_revoked,
+                        }
+                    })
+                    .collect())
+            }
+
+            async fn kek_usage(&self) -> $crate::store::StoreResult<Vec<(i64, i64)>> {
+                Ok(sqlx::query_as(
+                    "SELECT kek_version, COUNT(*) FROM customers \
+                     WHERE wrapped_dek IS NOT NULL AND kek_version IS NOT NULL \
+                     GROUP BY kek_version ORDER BY kek_version",
+                )
+                .fetch_all(&self.pool)
+                .await?)
+            }
+
+            #[tracing::instrument(skip_all)]
+            async fn dek_batch(
+                &self,
+                kek_version: i64,
+                after: uuid::Uuid,
+                limit: i64,
+            ) -> $crate::store::StoreResult<Vec<(uuid::Uuid, Vec<u8>)>> {
+                Ok(sqlx::query_as(
+                    "SELECT id, wrapped_dek FROM customers \
+                     WHERE kek_version = $1 AND wrapped_dek IS NOT NULL AND id > $2 \
+                     ORDER BY id LIMIT $3",
+                )
+                .bind(kek_version)
+                .bind(after)
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await?)
+            }
+
+            async fn customer_key(
+                &self,
+                id: uuid::Uuid,
+            ) -> $crate::store::StoreResult<Option<(Option<i64>, bool)>> {
+                let row: Option<(Option<i64>, Option<Vec<u8>>)> =
+                    sqlx::query_as("SELECT kek_version, wrapped_dek FROM customers WHERE id = $1")
+                        .bind(id)
+                        .fetch_optional(&self.pool)
+                        .await?;
+                Ok(row.map(|(v, w)| (v, w.is_some())))
+            }
+
             async fn principal(
                 &self,
                 kind: $crate::store::PrincipalKind,
@@ -420,6 +603,103 @@ macro_rules! impl_store {
                 }))
             }
 
+            async fn erasure_job(
+                &self,
+                customer: uuid::Uuid,
+            ) -> $crate::store::StoreResult<Option<$crate::store::ErasureJobRow>> {
+                let row: Option<$crate::store::sql::ErasureJobTuple> =
+                    sqlx::query_as($crate::store::sql::ERASURE_JOB)
+                        .bind(customer)
+                        .fetch_optional(&self.pool)
+                        .await?;
+                Ok(row.map($crate::store::sql::erasure_job_from_row))
+            }
+
+            async fn erasure_jobs_with_status(
+                &self,
+                status: &str,
+            ) -> $crate::store::StoreResult<Vec<uuid::Uuid>> {
+                Ok(sqlx::query_scalar(
+                    "SELECT customer_id FROM erasure_jobs WHERE status = $1 ORDER BY customer_id",
+                )
+                .bind(status)
+                .fetch_all(&self.pool)
+                .await?)
+            }
+
+            async fn tombstones(
+                &self,
+            ) -> $crate::store::StoreResult<Vec<$crate::store::TombstoneRow>> {
+                let rows: Vec<(uuid::Uuid, String, i64)> = sqlx::query_as(
+                    "SELECT customer_id, status, erased_at FROM tombstones ORDER BY customer_id",
+                )
+                .fetch_all(&self.pool)
+                .await?;
+                Ok(rows
+                    .into_iter()
+                    .map(|(customer_id, status, erased_at)| $crate::store::TombstoneRow {
+                        customer_id,
+                        status,
+                        erased_at,
+                    })
+                    .collect())
+            }
+
+            async fn legal_hold(
+                &self,
+                id: uuid::Uuid,
+            ) -> $crate::store::StoreResult<Option<$crate::store::LegalHoldRow>> {
+                let row: Option<$crate::store::sql::HoldTuple> =
+                    sqlx::query_as($crate::store::sql::HOLD_BY_ID)
+                        .bind(id)
+                        .fetch_optional(&self.pool)
+                        .await?;
+                Ok(row.map($crate::store::sql::hold_from_row))
+            }
+
+            async fn legal_holds(
+                &self,
+                customer: Option<uuid::Uuid>,
+            ) -> $crate::store::StoreResult<Vec<$crate::store::LegalHoldRow>> {
+                let rows: Vec<$crate::store::sql::HoldTuple> = match customer {
+                    Some(c) => {
+                        sqlx::query_as($crate::store::sql::HOLDS_OF_CUSTOMER)
+                            .bind(c)
+                            .fetch_all(&self.pool)
+                            .await?
+                    }
+                    None => {
+                        sqlx::query_as($crate::store::sql::HOLDS_ACTIVE)
+                            .fetch_all(&self.pool)
+                            .await?
+                    }
+                };
+                Ok(rows.into_iter().map($crate::store::sql::hold_from_row).collect())
+            }
+
+            async fn customers_with_expired_purposes(
+                &self,
+                now: i64,
+                after: uuid::Uuid,
+                limit: i64,
+            ) -> $crate::store::StoreResult<Vec<uuid::Uuid>> {
+                Ok(sqlx::query_scalar(
+                    "SELECT DISTINCT customer_id FROM value_purposes \
+                     WHERE expires_at <= $1 AND customer_id > $2 ORDER BY customer_id LIMIT $3",
+                )
+                .bind(now)
+                .bind(after)
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await?)
+            }
+
+            async fn customer_count(&self) -> $crate::store::StoreResult<i64> {
+                Ok(sqlx::query_scalar("SELECT COUNT(*) FROM customers")
+                    .fetch_one(&self.pool)
+                    .await?)
+            }
+
             async fn audit_events(
                 &self,
                 f: &$crate::store::AuditFilter,
@@ -444,6 +724,49 @@ macro_rules! impl_store {
                 Ok(sqlx::query_as("SELECT seq, hash FROM audit_head WHERE id = 1")
                     .fetch_one(&self.pool)
                     .await?)
+            }
+
+            async fn audit_checkpoints(
+                &self,
+                from_seq: i64,
+                through_seq: i64,
+            ) -> $crate::store::StoreResult<Vec<$crate::store::CheckpointRow>> {
+                let rows: Vec<$crate::store::sql::CheckpointTuple> = sqlx::query_as(
+                    "SELECT seq, hash, at, kid, signature FROM audit_checkpoints \
+                     WHERE seq >= $1 AND seq <= $2 ORDER BY seq",
+                )
+                .bind(from_seq)
+                .bind(through_seq)
+                .fetch_all(&self.pool)
+                .await?;
+                Ok(rows.into_iter().map($crate::store::sql::checkpoint_from_row).collect())
+            }
+
+            async fn audit_checkpoint_at_or_before(
+                &self,
+                seq: i64,
+            ) -> $crate::store::StoreResult<Option<$crate::store::CheckpointRow>> {
+                let row: Option<$crate::store::sql::CheckpointTuple> = sqlx::query_as(
+                    "SELECT seq, hash, at, kid, signature FROM audit_checkpoints \
+                     WHERE seq <= $1 ORDER BY seq DESC LIMIT 1",
+                )
+                .bind(seq)
+                .fetch_optional(&self.pool)
+                .await?;
+                Ok(row.map($crate::store::sql::checkpoint_from_row))
+            }
+
+            async fn audit_prune_point(
+                &self,
+                before: i64,
+            ) -> $crate::store::StoreResult<Option<i64>> {
+                Ok(sqlx::query_scalar(
+                    "SELECT c.seq FROM audit_checkpoints c JOIN audit_events e ON e.seq = c.seq \
+                     WHERE e.at < $1 ORDER BY c.seq DESC LIMIT 1",
+                )
+                .bind(before)
+                .fetch_optional(&self.pool)
+                .await?)
             }
         }
 
@@ -483,6 +806,178 @@ macro_rules! impl_store {
                     .bind(&k.public_key)
                     .bind(k.active)
                     .bind(k.created_at)
+                    .execute(&mut **tx)
+                    .await?;
+                }
+                M::RotateKek { version, wrapped, previous, root_fingerprint, at } => {
+                    let same_root: Option<String> = sqlx::query_scalar(
+                        "SELECT name FROM vault_meta WHERE name = $1 AND value = $2",
+                    )
+                    .bind("root_fingerprint")
+                    .bind(root_fingerprint)
+                    .fetch_optional(&mut **tx)
+                    .await?;
+                    if same_root.is_none() {
+                        return Err($crate::store::StoreError::Conflict("root_key_changed".into()));
+                    }
+                    let r = sqlx::query(
+                        "UPDATE keyring SET active = $2, deactivated_at = $3, rewrap_total = \
+                         (SELECT COUNT(*) FROM customers WHERE kek_version = $1 AND wrapped_dek IS NOT NULL) \
+                         WHERE version = $1 AND active",
+                    )
+                    .bind(previous)
+                    .bind(false)
+                    .bind(at)
+                    .execute(&mut **tx)
+                    .await?;
+                    if r.rows_affected() == 0 {
+                        return Err($crate::store::StoreError::Conflict("kek_not_active".into()));
+                    }
+                    sqlx::query(
+                        "INSERT INTO keyring (version, wrapped, active, created_at) VALUES ($1, $2, $3, $4)",
+                    )
+                    .bind(version)
+                    .bind(wrapped)
+                    .bind(true)
+                    .bind(at)
+                    .execute(&mut **tx)
+                    .await?;
+                }
+                M::RewrapKek { version, expected, wrapped } => {
+                    let r = sqlx::query(
+                        "UPDATE keyring SET wrapped = $3 WHERE version = $1 AND wrapped = $2",
+                    )
+                    .bind(version)
+                    .bind(expected)
+                    .bind(wrapped)
+                    .execute(&mut **tx)
+                    .await?;
+                    if r.rows_affected() == 0 {
+                        return Err($crate::store::StoreError::Conflict("kek_changed".into()));
+                    }
+                }
+                M::ReplaceMeta { name, expected: Some(expected), value } => {
+                    let r = sqlx::query("UPDATE vault_meta SET value = $3 WHERE name = $1 AND value = $2")
+                        .bind(name)
+                        .bind(expected)
+                        .bind(value)
+                        .execute(&mut **tx)
+                        .await?;
+                    if r.rows_affected() == 0 {
+                        return Err($crate::store::StoreError::Conflict("meta_changed".into()));
+                    }
+                }
+                M::ReplaceMeta { name, expected: None, value } => {
+                    sqlx::query(
+                        "INSERT INTO vault_meta (name, value) VALUES ($1, $2) \
+                         ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+                    )
+                    .bind(name)
+                    .bind(value)
+                    .execute(&mut **tx)
+                    .await?;
+                }
+                M::ExpectKekCount { count } => {
+                    let n: i64 =
+                        sqlx::query_scalar("SELECT COUNT(*) FROM keyring WHERE wrapped IS NOT NULL")
+                            .fetch_one(&mut **tx)
+                            .await?;
+                    if n != *count {
+                        return Err($crate::store::StoreError::Conflict("keyring_changed".into()));
+                    }
+                }
+                M::RewrapDek { customer_id, from_version, kek_version, wrapped_dek } => {
+                    sqlx::query(
+                        "UPDATE customers SET kek_version = $3, wrapped_dek = $4 \
+                         WHERE id = $1 AND kek_version = $2 AND wrapped_dek IS NOT NULL",
+                    )
+                    .bind(customer_id)
+                    .bind(from_version)
+                    .bind(kek_version)
+                    .bind(wrapped_dek)
+                    .execute(&mut **tx)
+                    .await?;
+                }
+                M::RewrapSigningKey { kid, from_version, kek_version, sealed } => {
+                    sqlx::query(
+                        "UPDATE signing_keys SET kek_version = $3, sealed = $4 \
+                         WHERE kid = $1 AND kek_version = $2",
+                    )
+                    .bind(kid)
+                    .bind(from_version)
+                    .bind(kek_version)
+                    .bind(sealed)
+                    .execute(&mut **tx)
+                    .await?;
+                }
+                M::RetireKek { version, at } => {
+                    let row: Option<(bool, Option<Vec<u8>>)> =
+                        sqlx::query_as("SELECT active, wrapped FROM keyring WHERE version = $1")
+                            .bind(version)
+                            .fetch_optional(&mut **tx)
+                            .await?;
+                    match row {
+                        None => return Err($crate::store::StoreError::NotFound),
+                        Some((true, _)) => {
+                            return Err($crate::store::StoreError::Conflict("kek_active".into()));
+                        }
+                        Some((_, None)) => {
+                            return Err($crate::store::StoreError::Conflict("kek_retired".into()));
+                        }
+                        Some((false, Some(_))) => {}
+                    }
+                    let r = sqlx::query(
+                        "UPDATE keyring SET wrapped = NULL, retired_at = $2 \
+                         WHERE version = $1 AND NOT active AND wrapped IS NOT NULL \
+                         AND NOT EXISTS (SELECT 1 FROM customers \
+                             WHERE kek_version = $1 AND wrapped_dek IS NOT NULL) \
+                         AND NOT EXISTS (SELECT 1 FROM signing_keys \
+                             WHERE kek_version = $1 AND length(sealed) > 0)",
+                    )
+                    .bind(version)
+                    .bind(at)
+                    .execute(&mut **tx)
+                    .await?;
+                    if r.rows_affected() == 0 {
+                        return Err($crate::store::StoreError::Conflict("kek_in_use".into()));
+                    }
+                }
+                M::RotateSigningKey { key, previous_kid, revoke_previous, at } => {
+                    let live: Option<i64> = sqlx::query_scalar(
+                        "SELECT version FROM keyring WHERE version = $1 AND wrapped IS NOT NULL",
+                    )
+                    .bind(key.kek_version)
+                    .fetch_optional(&mut **tx)
+                    .await?;
+                    if live.is_none() {
+                        return Err($crate::store::StoreError::Conflict("kek_retired".into()));
+                    }
+                    let r = sqlx::query(
+                        "UPDATE signing_keys SET active = $2, retired_at = $3, sealed = $4, \
+                         tokens_revoked = $5 WHERE kid = $1 AND active",
+                    )
+                    .bind(previous_kid)
+                    .bind(false)
+                    .bind(at)
+                    .bind(Vec::<u8>::new())
+                    .bind(revoke_previous)
+                    .execute(&mut **tx)
+                    .await?;
+                    if r.rows_affected() == 0 {
+                        return Err($crate::store::StoreError::Conflict(
+                            "signing_key_not_active".into(),
+                        ));
+                    }
+                    sqlx::query(
+                        "INSERT INTO signing_keys (kid, kek_version, sealed, public_key, active, created_at) \
+                         VALUES ($1, $2, $3, $4, $5, $6)",
+                    )
+                    .bind(&key.kid)
+                    .bind(key.kek_version)
+                    .bind(&key.sealed)
+                    .bind(&key.public_key)
+                    .bind(true)
+                    .bind(key.created_at)
                     .execute(&mut **tx)
                     .await?;
                 }
@@ -599,6 +1094,225 @@ macro_rules! impl_store {
                         .execute(&mut **tx)
                         .await?;
                 }
+                M::BeginErasure { customer_id, receipt_id, request_id, actor, role, force_full, at } => {
+                    let r = sqlx::query(
+                        "UPDATE customers SET erased_at = COALESCE(erased_at, $2), external_id = NULL \
+                         WHERE id = $1",
+                    )
+                    .bind(customer_id)
+                    .bind(at)
+                    .execute(&mut **tx)
+                    .await?;
+                    if r.rows_affected() == 0 {
+                        return Err($crate::store::StoreError::NotFound);
+                    }
+                    sqlx::query(
+                        "INSERT INTO erasure_jobs (customer_id, receipt_id, request_id, actor, role, \
+                         status, step, force_full, retained, started_at, updated_at) \
+                         VALUES ($1, $2, $3, $4, $5, 'running', 1, $6, '[]', $7, $7)",
+                    )
+                    .bind(customer_id)
+                    .bind(receipt_id)
+                    .bind(request_id)
+                    .bind(actor)
+                    .bind(role)
+                    .bind(force_full)
+                    .bind(at)
+                    .execute(&mut **tx)
+                    .await?;
+                }
+                M::DeleteConsents { customer_id } => {
+                    sqlx::query("DELETE FROM consent_events WHERE customer_id = $1")
+                        .bind(customer_id)
+                        .execute(&mut **tx)
+                        .await?;
+                    sqlx::query("DELETE FROM objections WHERE customer_id = $1")
+                        .bind(customer_id)
+                        .execute(&mut **tx)
+                        .await?;
+                }
+                M::AdvanceErasure { customer_id, from_step, to_step, retained, at } => {
+                    let r = sqlx::query(
+                        "UPDATE erasure_jobs SET step = $3, retained = COALESCE($4, retained), \
+                         updated_at = $5 WHERE customer_id = $1 AND status = 'running' AND step = $2",
+                    )
+                    .bind(customer_id)
+                    .bind(from_step)
+                    .bind(to_step)
+                    .bind(retained)
+                    .bind(at)
+                    .execute(&mut **tx)
+                    .await?;
+                    if r.rows_affected() == 0 {
+                        return Err($crate::store::StoreError::NotFound);
+                    }
+                }
+                M::ReplaceCiphertext { customer_id, field, ciphertext } => {
+                    let r = sqlx::query(
+                        "UPDATE field_values SET ciphertext = $3 WHERE customer_id = $1 AND field = $2",
+                    )
+                    .bind(customer_id)
+                    .bind(field)
+                    .bind(ciphertext)
+                    .execute(&mut **tx)
+                    .await?;
+                    if r.rows_affected() == 0 {
+                        return Err($crate::store::StoreError::NotFound);
+                    }
+                }
+                M::SetValuePurposes { customer_id, field, purposes } => {
+                    sqlx::query("DELETE FROM value_purposes WHERE customer_id = $1 AND field = $2")
+                        .bind(customer_id)
+                        .bind(field)
+                        .execute(&mut **tx)
+                        .await?;
+                    for p in purposes {
+                        sqlx::query(
+                            "INSERT INTO value_purposes (customer_id, field, purpose, collected_at, expires_at) \
+                             VALUES ($1, $2, $3, $4, $5)",
+                        )
+                        .bind(customer_id)
+                        .bind(field)
+                        .bind(&p.purpose)
+                        .bind(p.collected_at)
+                        .bind(p.expires_at)
+                        .execute(&mut **tx)
+                        .await?;
+                    }
+                }
+                M::RekeyCustomer { customer_id, kek_version, wrapped_dek } => {
+                    let r = sqlx::query(
+                        "UPDATE customers SET kek_version = $2, wrapped_dek = $3 \
+                         WHERE id = $1 AND wrapped_dek IS NOT NULL",
+                    )
+                    .bind(customer_id)
+                    .bind(kek_version)
+                    .bind(wrapped_dek)
+                    .execute(&mut **tx)
+                    .await?;
+                    if r.rows_affected() == 0 {
+                        return Err($crate::store::StoreError::NotFound);
+                    }
+                    sqlx::query("DELETE FROM blind_index WHERE customer_id = $1")
+                        .bind(customer_id)
+                        .execute(&mut **tx)
+                        .await?;
+                }
+                M::FinishErasure { customer_id, status, retained, erased_at, at } => {
+                    let guard = if status == "erased" {
+                        "UPDATE erasure_jobs SET status = 'erased', step = 4, retained = $2, \
+                         updated_at = $3, finished_at = $3 WHERE customer_id = $1 AND status <> 'erased'"
+                    } else {
+                        "UPDATE erasure_jobs SET status = 'partial', step = 4, retained = $2, \
+                         updated_at = $3 WHERE customer_id = $1 AND status = 'running'"
+                    };
+                    let r = sqlx::query(guard)
+                        .bind(customer_id)
+                        .bind(retained)
+                        .bind(at)
+                        .execute(&mut **tx)
+                        .await?;
+                    if r.rows_affected() == 0 {
+                        return Err($crate::store::StoreError::NotFound);
+                    }
+                    let tombstone = if status == "erased" {
+                        for sql in [
+                            "DELETE FROM field_values WHERE customer_id = $1",
+                            "DELETE FROM blind_index WHERE customer_id = $1",
+                            "DELETE FROM consent_events WHERE customer_id = $1",
+                            "DELETE FROM objections WHERE customer_id = $1",
+                        ] {
+                            sqlx::query(sql).bind(customer_id).execute(&mut **tx).await?;
+                        }
+                        sqlx::query(
+                            "UPDATE customers SET wrapped_dek = NULL, kek_version = NULL, \
+                             external_id = NULL, erased_at = COALESCE(erased_at, $2) WHERE id = $1",
+                        )
+                        .bind(customer_id)
+                        .bind(erased_at)
+                        .execute(&mut **tx)
+                        .await?;
+                        "erased"
+                    } else {
+                        "partially_erased"
+                    };
+                    sqlx::query(
+                        "INSERT INTO tombstones (customer_id, status, erased_at) VALUES ($1, $2, $3) \
+                         ON CONFLICT (customer_id) DO UPDATE SET status = excluded.status",
+                    )
+                    .bind(customer_id)
+                    .bind(tombstone)
+                    .bind(erased_at)
+                    .execute(&mut **tx)
+                    .await?;
+                }
+                M::UpdateRetained { customer_id, retained, at } => {
+                    let r = sqlx::query(
+                        "UPDATE erasure_jobs SET retained = $2, updated_at = $3 \
+                         WHERE customer_id = $1 AND status = 'partial'",
+                    )
+                    .bind(customer_id)
+                    .bind(retained)
+                    .bind(at)
+                    .execute(&mut **tx)
+                    .await?;
+                    if r.rows_affected() == 0 {
+                        return Err($crate::store::StoreError::NotFound);
+                    }
+                }
+                M::InsertLegalHold(h) => {
+                    sqlx::query(
+                        "INSERT INTO legal_holds (id, customer_id, fields, reason, basis, purpose, \
+                         review_at, created_by, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                    )
+                    .bind(h.id)
+                    .bind(h.customer_id)
+                    .bind(serde_json::to_string(&h.fields).unwrap_or_default())
+                    .bind(&h.reason)
+                    .bind(&h.basis)
+                    .bind(&h.purpose)
+                    .bind(h.review_at)
+                    .bind(&h.created_by)
+                    .bind(h.created_at)
+                    .execute(&mut **tx)
+                    .await?;
+                }
+                M::ReleaseLegalHold { id, at } => {
+                    let r = sqlx::query(
+                        "UPDATE legal_holds SET released_at = $2 WHERE id = $1 AND released_at IS NULL",
+                    )
+                    .bind(id)
+                    .bind(at)
+                    .execute(&mut **tx)
+                    .await?;
+                    if r.rows_affected() == 0 {
+                        return Err($crate::store::StoreError::NotFound);
+                    }
+                }
+                M::ExpirePurpose { customer_id, field, purpose, now } => {
+                    sqlx::query(
+                        "DELETE FROM value_purposes WHERE customer_id = $1 AND field = $2 \
+                         AND purpose = $3 AND expires_at <= $4",
+                    )
+                    .bind(customer_id)
+                    .bind(field)
+                    .bind(purpose)
+                    .bind(now)
+                    .execute(&mut **tx)
+                    .await?;
+                }
+                M::DeleteFieldIfUnused { customer_id, field } => {
+                    sqlx::query(
+                        "DELETE FROM field_values WHERE customer_id = $1 AND field = $2 \
+                         AND NOT EXISTS (SELECT 1 FROM value_purposes p \
+                         WHERE p.customer_id = $1 AND p.field = $2)",
+                    )
+                    .bind(customer_id)
+                    .bind(field)
+                    .execute(&mut **tx)
+                    .await?;
+                }
+                M::Requests(r) => apply_requests(tx, r).await?,
                 M::AppendConsent(c) => {
                     sqlx::query(
                         "INSERT INTO consent_events (id, customer_id, purpose, action, notice_version, \
@@ -632,6 +1346,72 @@ macro_rules! impl_store {
                     .bind(at)
                     .execute(&mut **tx)
                     .await?;
+                }
+                M::InsertCheckpoint(c) => {
+                    let stored: i64 =
+                        sqlx::query_scalar("SELECT COUNT(*) FROM audit_checkpoints WHERE seq = $1")
+                            .bind(c.seq)
+                            .fetch_one(&mut **tx)
+                            .await?;
+                    if stored > 0 {
+                        return Ok(());
+                    }
+                    let events: i64 = sqlx::query_scalar(
+                        "SELECT COUNT(*) FROM audit_events WHERE seq = $1 AND hash = $2",
+                    )
+                    .bind(c.seq)
+                    .bind(&c.hash)
+                    .fetch_one(&mut **tx)
+                    .await?;
+                    let head: i64 = sqlx::query_scalar(
+                        "SELECT COUNT(*) FROM audit_head WHERE id = 1 AND seq = $1 AND hash = $2",
+                    )
+                    .bind(c.seq)
+                    .bind(&c.hash)
+                    .fetch_one(&mut **tx)
+                    .await?;
+                    if events + head == 0 {
+                        return Err($crate::store::StoreError::NotFound);
+                    }
+                    sqlx::query(
+                        "INSERT INTO audit_checkpoints (seq, hash, at, kid, signature) \
+                         VALUES ($1, $2, $3, $4, $5)",
+                    )
+                    .bind(c.seq)
+                    .bind(&c.hash)
+                    .bind(c.at)
+                    .bind(&c.kid)
+                    .bind(&c.signature)
+                    .execute(&mut **tx)
+                    .await?;
+                }
+                M::PruneAudit { through_seq, before } => {
+                    let anchor: i64 =
+                        sqlx::query_scalar("SELECT COUNT(*) FROM audit_checkpoints WHERE seq = $1")
+                            .bind(through_seq)
+                            .fetch_one(&mut **tx)
+                            .await?;
+                    if anchor == 0 {
+                        return Err($crate::store::StoreError::NotFound);
+                    }
+                    let young: i64 = sqlx::query_scalar(
+                        "SELECT COUNT(*) FROM audit_events WHERE seq <= $1 AND at >= $2",
+                    )
+                    .bind(through_seq)
+                    .bind(before)
+                    .fetch_one(&mut **tx)
+                    .await?;
+                    if young > 0 {
+                        return Err($crate::store::StoreError::Conflict("audit_retention".into()));
+                    }
+                    sqlx::query("DELETE FROM audit_events WHERE seq <= $1")
+                        .bind(through_seq)
+                        .execute(&mut **tx)
+                        .await?;
+                    sqlx::query("DELETE FROM audit_checkpoints WHERE seq < $1")
+                        .bind(through_seq)
+                        .execute(&mut **tx)
+                        .await?;
                 }
             }
             Ok(())

@@ -21,12 +21,12 @@ impl SqliteStore {
     const LOCK_HEAD: &'static str = "SELECT seq, hash, at FROM audit_head WHERE id = 1";
 
     pub async fn open(url: &DatabaseUrl) -> StoreResult<Self> {
-        if let Some(path) = url.sqlite_path() {
-            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                std::fs::create_dir_all(dir).map_err(|e| {
-                    StoreError::Config(format!("cannot create {}: {e}", dir.display()))
-                })?;
-            }
+        if let Some(path) = url.sqlite_path()
+            && let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
+        {
+            std::fs::create_dir_all(dir).map_err(|e| {
+                StoreError::Config(format!("cannot create {}: {e}", dir.display()))
+            })?;
         }
         let opts = SqliteConnectOptions::from_str(url.expose())
             .map_err(|e| StoreError::Config(format!("invalid database URL {url}: {e}")))?
@@ -61,12 +61,13 @@ fn restrict_permissions(path: &std::path::Path) {
         path.with_extension("db-wal"),
         path.with_extension("db-shm"),
     ] {
-        if p.exists() {
-            if let Err(e) = std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)) {
-                tracing::warn!(file = %p.display(), error = %e, "cannot restrict permissions");
-            }
+        if p.exists()
+            && let Err(e) = std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600))
+        {
+            tracing::warn!(file = %p.display(), error = %e, "cannot restrict permissions");
         }
     }
 }
 
 super::sql::impl_store!(SqliteStore, Sqlite, "sqlite");
+crate::requests::store::impl_request_store!(SqliteStore, Sqlite);

@@ -109,7 +109,33 @@ impl TestVault {
         dir: tempfile::TempDir,
         database_url: String,
     ) -> TestVault {
-        let settings = settings(&database_url);
+        Self::start_with_adjusted(backend, dir, database_url, |_, _| {}).await
+    }
+
+    /// A fresh vault whose settings `adjust` changes first (policy
+    /// directory, webhook URL, …).
+    pub async fn start_adjusted(
+        backend: Backend,
+        adjust: impl FnOnce(&mut Settings, &std::path::Path),
+    ) -> TestVault {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let database_url = match backend {
+            Backend::Sqlite => format!("sqlite://{}", dir.path().join("vault.db").display()),
+            Backend::Postgres => fresh_pg_database().await,
+        };
+        Self::start_with_adjusted(backend, dir, database_url, adjust).await
+    }
+
+    pub async fn start_with_adjusted(
+        backend: Backend,
+        dir: tempfile::TempDir,
+        database_url: String,
+        adjust: impl FnOnce(&mut Settings, &std::path::Path),
+    ) -> TestVault {
+        let mut settings = settings(&database_url);
+        // Each test vault keeps its tombstone file in its own directory.
+        settings.tombstone_file = Some(dir.path().join("vault.tombstones"));
+        adjust(&mut settings, dir.path());
         let clock = Arc::new(TestClock::default());
         let (state, _) = pii_vault::build_state(settings, clock.clone(), false)
             .await

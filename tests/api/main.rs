@@ -3,8 +3,15 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod audit;
+mod audit_trail;
 mod auth;
+mod cli;
 mod consents;
 mod customers;
+mod erasure;
+mod export;
 mod helpers;
+mod keys;
 mod leaks;
+mod requests;
+mod retention;

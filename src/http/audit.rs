@@ -1,0 +1,397 @@
+//! The auditor's API: query the trail, export it with signed checkpoints,
+//! verify it, fetch the public keys, and read one customer's access log.
+//!
+//! Only the `audit` capability reads the trail (the access log also
+//! `requests.process`); every call, refused or not, is itself an event,
+//! durable before the answer leaves. Nothing here changes or deletes an
+//! event: other methods on these paths get 405.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::body::{Body, Bytes};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use super::error::{ApiError, ApiResult, Problem};
+use super::extract::{Caller, parse_id};
+use crate::audit::checkpoint::{self, PublicKeys, PublishedKey};
+use crate::audit::export::ExportCursor;
+use crate::audit::query::{self, AccessEntry, EventView, FilterError, RawFilter};
+use crate::audit::verify::{self, Report};
+use crate::audit::{CommitError, EventDraft};
+use crate::clock::rfc3339;
+use crate::policy::Capability;
+use crate::state::AppState;
+use crate::store::{AuditFilter, Mutation, Unit};
+
+/// One page of the trail.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct AuditPage {
+    pub events: Vec<EventView>,
+    /// Pass as `after_seq` for the next page; `null` when there is no more.
+    pub next_after_seq: Option<i64>,
+}
+
+/// `?after_seq=` of the export.
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ExportQuery {
+    /// Events after this sequence number; the export starts at the last
+    /// signed checkpoint at or before it so that it verifies on its own.
+    pub after_seq: Option<String>,
+}
+
+/// `?after_seq=&limit=` of the access log.
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct PageQuery {
+    /// Entries after this sequence number (the previous page's `next_after_seq`).
+    pub after_seq: Option<String>,
+    /// 1–1000, default 100.
+    pub limit: Option<String>,
+}
+
+/// The checkpoint-signing public keys.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct PublicKeySet {
+    /// Key id of the key that signs new checkpoints.
+    pub current: String,
+    /// Every key whose checkpoints may still be in the trail, current first.
+    pub keys: Vec<PublishedKey>,
+    /// The same keys in the file format `pii-vault audit verify --public-key`
+    /// reads: one `KID BASE64-PUBLIC-KEY` line per key.
+    pub key_file: String,
+}
+
+/// Who used a customer's data, when and for which purpose.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct AccessLog {
+    pub customer_id: Uuid,
+    pub entries: Vec<AccessEntry>,
+    /// Pass as `after_seq` for the next page; `null` when there is no more.
+    pub next_after_seq: Option<i64>,
+}
+
+fn invalid_filter(e: FilterError) -> ApiError {
+    ApiError::bad_request("invalid_filter")
+        .detail(format!("{} {}", e.param, e.problem))
+        .field(e.param)
+}
+
+fn query_rejected(_: QueryRejection) -> ApiError {
+    ApiError::bad_request("invalid_filter")
+        .detail("unknown or repeated query parameter; see the API for the accepted filters")
+}
+
+/// Lets the caller through when its role has one of `caps`; otherwise the
+/// refusal is recorded and answered 403.
+async fn authorize(
+    state: &AppState,
+    caller: &Caller,
+    action: &str,
+    caps: &[Capability],
+    customer: Option<Uuid>,
+) -> ApiResult<()> {
+    let allowed = state
+        .policy
+        .role(&caller.role)
+        .is_some_and(|r| caps.iter().any(|c| r.has(*c)));
+    if allowed {
+        return Ok(());
+    }
+    let mut ev = caller
+        .event(action, "denied")
+        .reason("capability", "capability_required");
+    if let Some(id) = customer {
+        ev = ev.customer(id);
+    }
+    state.sequencer.commit(Unit::event(ev)).await?;
+    let names: Vec<&str> = caps.iter().map(|c| c.as_str()).collect();
+    Err(ApiError::forbidden("capability_required").detail(format!(
+        "this call needs the {} capability",
+        names.join(" or ")
+    )))
+}
+
+fn parse_seq(param: &'static str, v: Option<&String>) -> ApiResult<i64> {
+    match v.filter(|s| !s.is_empty()) {
+        None => Ok(0),
+        Some(s) => match s.parse::<i64>() {
+            Ok(n) if n >= 0 => Ok(n),
+            _ => Err(invalid_filter(FilterError {
+                param,
+                problem: "must be a non-negative integer".into(),
+            })),
+        },
+    }
+}
+
+/// The filters, as recorded in the `audit.query` event: validated values,
+/// and only the presence of free-text ones that could hold anything.
+fn with_filters(mut ev: EventDraft, state: &AppState, f: &AuditFilter) -> EventDraft {
+    if let Some(c) = &f.customer_id {
+        ev = ev.customer(c);
+    }
+    if let Some(a) = &f.action {
+        ev = ev.reason("filter.action", a);
+    }
+    if let Some(a) = &f.actor {
+        let shown = if a.parse::<Uuid>().is_ok() {
+            a
+        } else {
+            "given"
+        };
+        ev = ev.reason("filter.actor", shown);
+    }
+    if let Some(p) = &f.purpose {
+        let shown = if state.policy.purpose(p).is_some() {
+            p
+        } else {
+            "given"
+        };
+        ev = ev.reason("filter.purpose", shown);
+    }
+    if let Some(d) = &f.decision {
+        let known = ["allowed", "denied", "withheld", "not_found"].contains(&d.as_str());
+        ev = ev.reason("filter.decision", if known { d } else { "given" });
+    }
+    if let Some(t) = f.from {
+        ev = ev.reason("filter.from", &rfc3339(t));
+    }
+    if let Some(t) = f.to {
+        ev = ev.reason("filter.to", &rfc3339(t));
+    }
+    ev.reason("filter.after_seq", &f.after_seq.to_string())
+        .reason("filter.limit", &f.limit.to_string())
+}
+
+/// Every key that may have signed a checkpoint: the database's and this
+/// process's, by key id.
+async fn verification_keys(state: &AppState) -> ApiResult<(Vec<PublishedKey>, String)> {
+    let tokens = state.keys.tokens();
+    let current = tokens.signing_key().kid().to_owned();
+    let keys =
+        checkpoint::published_keys(state.store.as_ref(), tokens.public_keys(), &current).await?;
+    Ok((keys, current))
+}
+
+/// Query the audit trail.
+#[utoipa::path(get, path = "/v1/audit", tag = "audit",
+    params(RawFilter),
+    responses((status = 200, body = AuditPage),
+        (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem),
+        (status = 503, body = Problem)),
+    security(("bearer" = [])))]
+pub async fn query_events(
+    State(state): State<AppState>,
+    caller: Caller,
+    q: Result<Query<RawFilter>, QueryRejection>,
+) -> ApiResult<Json<AuditPage>> {
+    authorize(&state, &caller, "audit.query", &[Capability::Audit], None).await?;
+    let Query(raw) = q.map_err(query_rejected)?;
+    let filter = raw.parse().map_err(invalid_filter)?;
+    let (events, next) = query::page(state.store.as_ref(), &filter).await?;
+    let ev = with_filters(caller.event("audit.query", "allowed"), &state, &filter)
+        .reason("returned", &events.len().to_string());
+    state.sequencer.commit(Unit::event(ev)).await?;
+    Ok(Json(AuditPage {
+        events: events.iter().map(EventView::from).collect(),
+        next_after_seq: next,
+    }))
+}
+
+/// Export events, then checkpoints, as NDJSON. A checkpoint of the chain
+/// head is signed for the export and closes it.
+#[utoipa::path(get, path = "/v1/audit/export", tag = "audit",
+    params(ExportQuery),
+    responses((status = 200, description = "NDJSON: events, then checkpoints", content_type = "application/x-ndjson"),
+        (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem),
+        (status = 503, body = Problem)),
+    security(("bearer" = [])))]
+pub async fn export(
+    State(state): State<AppState>,
+    caller: Caller,
+    q: Result<Query<ExportQuery>, QueryRejection>,
+) -> ApiResult<Response> {
+    authorize(&state, &caller, "audit.export", &[Capability::Audit], None).await?;
+    let Query(q) = q.map_err(query_rejected)?;
+    let after_seq = parse_seq("after_seq", q.after_seq.as_ref())?;
+    let tokens = state.keys.tokens();
+    let row = checkpoint::sign_head(
+        state.store.as_ref(),
+        tokens.signing_key(),
+        state.clock.now_micros(),
+    )
+    .await?;
+    let through = row.as_ref().map(|r| r.seq).unwrap_or(0);
+    let ev = caller
+        .event("audit.export", "allowed")
+        .reason("after_seq", &after_seq.to_string())
+        .reason("through_seq", &through.to_string());
+    let unit = Unit {
+        mutations: row.into_iter().map(Mutation::InsertCheckpoint).collect(),
+        events: vec![ev],
+    };
+    state.sequencer.commit(unit).await.map_err(|e| match e {
+        // The signed head is always an event or the head row; if not, the
+        // trail changed under us: the caller may simply retry.
+        CommitError::NotFound | CommitError::Conflict(_) => ApiError::unavailable(),
+        other => other.into(),
+    })?;
+    let store = Arc::clone(&state.store);
+    let cursor = ExportCursor::new(store.as_ref(), after_seq, through).await?;
+    let stream = futures_util::stream::unfold(Some((cursor, store)), |st| async move {
+        let (mut cursor, store) = st?;
+        match cursor.next_chunk(store.as_ref()).await {
+            Ok(Some(chunk)) => Some((Ok(Bytes::from(chunk)), Some((cursor, store)))),
+            Ok(None) => None,
+            Err(e) => {
+                tracing::error!(error = %e, "audit export interrupted");
+                Some((Err(std::io::Error::other("audit export interrupted")), None))
+            }
+        }
+    });
+    let mut resp = Body::from_stream(stream).into_response();
+    let headers = resp.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/x-ndjson"),
+    );
+    if let Ok(v) = HeaderValue::from_str(&format!(
+        "attachment; filename=\"pii-vault-audit-{through}.ndjson\""
+    )) {
+        headers.insert(header::CONTENT_DISPOSITION, v);
+    }
+    Ok(resp)
+}
+
+/// Verify the whole stored trail: hashes, links, no gap, checkpoint
+/// signatures, and the last event against the chain head.
+#[utoipa::path(get, path = "/v1/audit/verify", tag = "audit",
+    responses((status = 200, body = Report),
+        (status = 401, body = Problem), (status = 403, body = Problem), (status = 503, body = Problem)),
+    security(("bearer" = [])))]
+pub async fn verify_trail(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> ApiResult<Json<Report>> {
+    authorize(&state, &caller, "audit.verify", &[Capability::Audit], None).await?;
+    let (keys, _) = verification_keys(&state).await?;
+    let keys: PublicKeys = checkpoint::to_public_keys(&keys);
+    let report = verify::verify_store(state.store.as_ref(), &keys).await?;
+    let mut ev = caller
+        .event("audit.verify", "allowed")
+        .reason("ok", if report.ok { "true" } else { "false" })
+        .reason("events", &report.events.to_string())
+        .reason("head_seq", &report.head_seq.to_string());
+    if let Some(bad) = report.first_bad_seq {
+        ev = ev.reason("first_bad_seq", &bad.to_string());
+    }
+    state.sequencer.commit(Unit::event(ev)).await?;
+    if !report.ok {
+        tracing::error!(
+            first_bad_seq = report.first_bad_seq,
+            "audit trail verification failed"
+        );
+    }
+    Ok(Json(report))
+}
+
+/// The public keys that verify checkpoints (Ed25519), current first.
+#[utoipa::path(get, path = "/v1/audit/public-key", tag = "audit",
+    responses((status = 200, body = PublicKeySet),
+        (status = 401, body = Problem), (status = 403, body = Problem), (status = 503, body = Problem)),
+    security(("bearer" = [])))]
+pub async fn public_key(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> ApiResult<Json<PublicKeySet>> {
+    authorize(
+        &state,
+        &caller,
+        "audit.public_key",
+        &[Capability::Audit],
+        None,
+    )
+    .await?;
+    let (keys, current) = verification_keys(&state).await?;
+    let ev = caller
+        .event("audit.public_key", "allowed")
+        .reason("current", &current);
+    state.sequencer.commit(Unit::event(ev)).await?;
+    Ok(Json(PublicKeySet {
+        key_file: checkpoint::key_file(&keys),
+        current,
+        keys,
+    }))
+}
+
+/// Who accessed this customer's data, when and for which purpose.
+#[utoipa::path(get, path = "/v1/customers/{id}/access-log", tag = "audit",
+    params(("id" = String, Path, description = "Customer id"), PageQuery),
+    responses((status = 200, body = AccessLog),
+        (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem),
+        (status = 404, body = Problem), (status = 503, body = Problem)),
+    security(("bearer" = [])))]
+pub async fn access_log(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    q: Result<Query<PageQuery>, QueryRejection>,
+) -> ApiResult<Json<AccessLog>> {
+    let id = parse_id(&id)?;
+    let action = "access_log.read";
+    authorize(
+        &state,
+        &caller,
+        action,
+        &[Capability::RequestsProcess, Capability::Audit],
+        Some(id),
+    )
+    .await?;
+    let Query(q) = q.map_err(query_rejected)?;
+    let after_seq = parse_seq("after_seq", q.after_seq.as_ref())?;
+    let limit = match q.limit.as_ref().filter(|s| !s.is_empty()) {
+        None => query::DEFAULT_LIMIT,
+        Some(s) => s.parse::<i64>().map_err(|_| {
+            invalid_filter(FilterError {
+                param: "limit",
+                problem: "must be an integer".into(),
+            })
+        })?,
+    };
+    let known = state.store.customer_record(id).await?.is_some()
+        || !state
+            .store
+            .audit_events(&AuditFilter {
+                customer_id: Some(id.to_string()),
+                limit: 1,
+                ..AuditFilter::default()
+            })
+            .await?
+            .is_empty();
+    if !known {
+        let ev = caller.event(action, "not_found").customer(id);
+        state.sequencer.commit(Unit::event(ev)).await?;
+        return Err(ApiError::not_found("customer_not_found"));
+    }
+    let (entries, next) = query::access_log(state.store.as_ref(), id, after_seq, limit).await?;
+    let ev = caller
+        .event(action, "allowed")
+        .customer(id)
+        .reason("returned", &entries.len().to_string());
+    state.sequencer.commit(Unit::event(ev)).await?;
+    Ok(Json(AccessLog {
+        customer_id: id,
+        entries,
+        next_after_seq: next,
+    }))
+}

@@ -1,0 +1,87 @@
+//! The export package's JSON Schema (public) and the staff path to a
+//! customer's export: `GET /v1/customers/{id}/export?kind=access|portability`
+//! (capability `requests.process`; the customer's own path is a completed
+//! access or portability request, `GET /v1/requests/{id}/export`).
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+
+use super::error::{ApiError, ApiResult, Problem};
+use super::extract::{Caller, parse_id};
+use crate::policy::Capability;
+use crate::requests::export::{SCHEMA, build_package};
+use crate::state::AppState;
+use crate::store::Unit;
+
+/// The JSON Schema (draft 2020-12) of export packages.
+#[utoipa::path(get, path = "/v1/schemas/export.json", tag = "requests",
+    responses((status = 200, description = "JSON Schema of the export package",
+        content_type = "application/schema+json")))]
+pub async fn export_schema() -> Response {
+    ([(header::CONTENT_TYPE, "application/schema+json")], SCHEMA).into_response()
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ExportQuery {
+    /// `access` (default) or `portability`.
+    pub kind: Option<String>,
+}
+
+/// A customer's export package (staff path; audited as `customer.export`).
+#[utoipa::path(get, path = "/v1/customers/{id}/export", tag = "requests",
+    params(("id" = String, Path, description = "Customer id"), ExportQuery),
+    responses((status = 200, description = "The export package (see /v1/schemas/export.json)"),
+        (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem),
+        (status = 404, body = Problem), (status = 503, body = Problem)),
+    security(("bearer" = [])))]
+pub async fn export_customer(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    Query(q): Query<ExportQuery>,
+) -> ApiResult<Json<serde_json::Value>> {
+    caller.require(&state.policy, Capability::RequestsProcess)?;
+    let id = parse_id(&id)?;
+    let kind = q.kind.as_deref().unwrap_or("access");
+    if !matches!(kind, "access" | "portability") {
+        return Err(ApiError::invalid_request("kind must be access or portability").field("kind"));
+    }
+    let now = state.clock.now_micros();
+    let package = match build_package(&state, id, kind, now).await {
+        Ok(p) => p,
+        Err(e) => {
+            if e.code == "customer_not_found" {
+                state
+                    .sequencer
+                    .commit(Unit::event(
+                        caller.event("customer.export", "not_found").customer(id),
+                    ))
+                    .await?;
+            }
+            return Err(e);
+        }
+    };
+    let fields: Vec<String> = package["data"]
+        .as_array()
+        .map(|d| {
+            d.iter()
+                .filter_map(|v| v["field"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    state
+        .sequencer
+        .commit(Unit::event(
+            caller
+                .event("customer.export", "allowed")
+                .customer(id)
+                .fields(fields)
+                .reason("kind", kind),
+        ))
+        .await?;
+    Ok(Json(package))
+}

@@ -1,0 +1,269 @@
+//! Key management (capability `admin`): the key status, KEK rotation,
+//! retiring an old KEK version, signing-key rotation. Every call, allowed or
+//! refused, is an audit event without key material.
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+
+use super::error::{ApiError, ApiResult, Problem};
+use super::extract::{Caller, parse_id};
+use super::idempotency::{self, Begin, Idem};
+use crate::keys::ops::{KeyStatus, Record, Retired, Rotated, SigningRotated};
+use crate::keys::{self, Actor, Committer, KeyError};
+use crate::policy::Capability;
+use crate::state::AppState;
+use crate::store::Unit;
+
+/// `?customer_id=` on the key status.
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct KeysQuery {
+    /// Also show this customer's data key: `active` (with its KEK version)
+    /// or `destroyed` (erased).
+    pub customer_id: Option<String>,
+}
+
+fn actor(caller: &Caller) -> Actor {
+    Actor {
+        id: caller.id.clone(),
+        role: caller.role.clone(),
+        request_id: caller.request_id.clone(),
+    }
+}
+
+/// The admin capability, or 403 with a `denied` audit event.
+async fn require_admin(state: &AppState, caller: &Caller, action: &str) -> ApiResult<()> {
+    if let Err(e) = caller.require(&state.policy, Capability::Admin) {
+        let ev = caller
+            .event(action, "denied")
+            .reason("error", "capability_required");
+        state.sequencer.commit(Unit::event(ev)).await?;
+        return Err(e);
+    }
+    Ok(())
+}
+
+fn api_error(e: &KeyError) -> ApiError {
+    match e {
+        KeyError::UnknownVersion(_) => ApiError::not_found("key_version_not_found"),
+        KeyError::Active(_) => ApiError::conflict("key_version_active"),
+        KeyError::AlreadyRetired(_) => ApiError::conflict("key_version_retired"),
+        KeyError::InUse { .. } => ApiError::conflict("key_version_in_use"),
+        KeyError::RecentlyActive { .. } => ApiError::conflict("key_version_recently_active"),
+        KeyError::RootChanged => ApiError::conflict("root_key_changed"),
+        KeyError::Concurrent => ApiError::conflict("conflict"),
+        KeyError::SameRoot => ApiError::invalid_request("the new root key is the current one"),
+        KeyError::Crypto(c) => return ApiError::internal(c),
+        KeyError::Unavailable => return ApiError::unavailable(),
+    }
+    .detail(e.to_string())
+}
+
+/// Maps a refused operation to its response, recording the refusal.
+async fn refused(
+    state: &AppState,
+    caller: &Caller,
+    action: &str,
+    idem: &Idem,
+    e: KeyError,
+) -> ApiResult<Response> {
+    if matches!(e, KeyError::Concurrent) {
+        // A concurrent request with the same Idempotency-Key may have won.
+        if let Some(resp) = idempotency::replay_after_conflict(state, idem).await? {
+            return Ok(resp);
+        }
+    }
+    let err = api_error(&e);
+    if err.status.is_client_error() {
+        let ev = caller.event(action, "denied").reason("error", err.code);
+        state.sequencer.commit(Unit::event(ev)).await?;
+    }
+    Err(err)
+}
+
+/// Records the response under the caller's `Idempotency-Key` (in the same
+/// unit as the effect).
+fn recorder(
+    idem: &Idem,
+    status: StatusCode,
+    at: i64,
+) -> impl Fn(&str) -> Option<crate::store::Mutation> + Send + Sync + '_ {
+    move |body: &str| idem.record(status, body, at)
+}
+
+/// KEK versions (with the data keys each wraps and whether it can be
+/// retired), rewrap progress, signing keys; with `customer_id`, that
+/// customer's data key.
+#[utoipa::path(get, path = "/v1/keys", tag = "keys",
+    params(KeysQuery),
+    responses((status = 200, body = KeyStatus),
+        (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem),
+        (status = 404, body = Problem), (status = 503, body = Problem)),
+    security(("bearer" = [])))]
+pub async fn key_status(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(q): Query<KeysQuery>,
+) -> ApiResult<Json<KeyStatus>> {
+    require_admin(&state, &caller, "keys.read").await?;
+    let customer = q.customer_id.as_deref().map(parse_id).transpose()?;
+    let status = keys::status(
+        &state.keys,
+        state.store.as_ref(),
+        state.clock.as_ref(),
+        &state.settings,
+        customer,
+    )
+    .await
+    .map_err(|e| api_error(&e))?;
+    let mut ev = caller.event("keys.read", "allowed");
+    if let Some(id) = customer {
+        ev = ev.customer(id);
+    }
+    let Some(status) = status else {
+        state
+            .sequencer
+            .commit(Unit::event(ev.reason("error", "customer_not_found")))
+            .await?;
+        return Err(ApiError::not_found("customer_not_found"));
+    };
+    state.sequencer.commit(Unit::event(ev)).await?;
+    Ok(Json(status))
+}
+
+/// Adds a KEK version and makes it active. New data keys are wrapped with it
+/// at once (other processes within `keyring_poll_secs`); existing ones are
+/// rewrapped in the background.
+#[utoipa::path(post, path = "/v1/keys/rotate", tag = "keys",
+    responses((status = 201, body = Rotated),
+        (status = 401, body = Problem), (status = 403, body = Problem),
+        (status = 409, body = Problem), (status = 503, body = Problem)),
+    security(("bearer" = [])))]
+pub async fn rotate_kek(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    require_admin(&state, &caller, "keys.rotate").await?;
+    let idem =
+        match idempotency::begin(&state, &caller, &headers, "POST /v1/keys/rotate", &()).await? {
+            Begin::Replay(resp) => return Ok(resp),
+            Begin::Proceed(idem) => idem,
+        };
+    let record = recorder(&idem, StatusCode::CREATED, state.clock.now_micros());
+    let committer = Committer::Sequencer(&state.sequencer);
+    match keys::rotate(
+        &state.keys,
+        state.store.as_ref(),
+        &committer,
+        state.clock.as_ref(),
+        &actor(&caller),
+        Some(&record as &Record<'_>),
+    )
+    .await
+    {
+        Ok(r) => Ok((StatusCode::CREATED, Json(r)).into_response()),
+        Err(e) => refused(&state, &caller, "keys.rotate", &idem, e).await,
+    }
+}
+
+/// Destroys an old KEK version's key material. Refused while it is active,
+/// was active moments ago, or still wraps a data key or the signing key.
+#[utoipa::path(post, path = "/v1/keys/{version}/retire", tag = "keys",
+    params(("version" = i64, Path, description = "KEK version")),
+    responses((status = 200, body = Retired),
+        (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem),
+        (status = 404, body = Problem), (status = 409, body = Problem), (status = 503, body = Problem)),
+    security(("bearer" = [])))]
+pub async fn retire_kek(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(version): Path<String>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    require_admin(&state, &caller, "keys.retire").await?;
+    let version: i64 = version.parse().ok().filter(|v| *v > 0).ok_or_else(|| {
+        ApiError::bad_request("invalid_id").detail("the version is not a positive integer")
+    })?;
+    let route = format!("POST /v1/keys/{version}/retire");
+    let idem = match idempotency::begin(&state, &caller, &headers, &route, &()).await? {
+        Begin::Replay(resp) => return Ok(resp),
+        Begin::Proceed(idem) => idem,
+    };
+    let record = recorder(&idem, StatusCode::OK, state.clock.now_micros());
+    let committer = Committer::Sequencer(&state.sequencer);
+    match keys::retire(
+        Some(&state.keys),
+        state.store.as_ref(),
+        &committer,
+        state.clock.as_ref(),
+        &state.settings,
+        version,
+        &actor(&caller),
+        Some(&record as &Record<'_>),
+    )
+    .await
+    {
+        Ok(r) => Ok(Json(r).into_response()),
+        Err(e) => refused(&state, &caller, "keys.retire", &idem, e).await,
+    }
+}
+
+/// `?revoke_previous=` on signing-key rotation.
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct RotateSigningQuery {
+    /// `true`: refuse tokens signed by the previous key at once (suspected
+    /// leak); otherwise they are accepted until they expire.
+    pub revoke_previous: Option<bool>,
+}
+
+/// A new Ed25519 key signs tokens and audit checkpoints from now on. The
+/// previous public key stays published (older checkpoints) and accepted for
+/// tokens until they expire, unless `revoke_previous=true`.
+#[utoipa::path(post, path = "/v1/keys/signing/rotate", tag = "keys",
+    params(RotateSigningQuery),
+    responses((status = 201, body = SigningRotated),
+        (status = 401, body = Problem), (status = 403, body = Problem),
+        (status = 409, body = Problem), (status = 503, body = Problem)),
+    security(("bearer" = [])))]
+pub async fn rotate_signing_key(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(q): Query<RotateSigningQuery>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    require_admin(&state, &caller, "keys.rotate_signing").await?;
+    let idem = match idempotency::begin(
+        &state,
+        &caller,
+        &headers,
+        "POST /v1/keys/signing/rotate",
+        &q.revoke_previous,
+    )
+    .await?
+    {
+        Begin::Replay(resp) => return Ok(resp),
+        Begin::Proceed(idem) => idem,
+    };
+    let record = recorder(&idem, StatusCode::CREATED, state.clock.now_micros());
+    let committer = Committer::Sequencer(&state.sequencer);
+    match keys::rotate_signing(
+        &state.keys,
+        state.store.as_ref(),
+        &committer,
+        state.clock.as_ref(),
+        &state.settings,
+        q.revoke_previous.unwrap_or(false),
+        &actor(&caller),
+        Some(&record as &Record<'_>),
+    )
+    .await
+    {
+        Ok(r) => Ok((StatusCode::CREATED, Json(r)).into_response()),
+        Err(e) => refused(&state, &caller, "keys.rotate_signing", &idem, e).await,
+    }
+}

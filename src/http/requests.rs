@@ -1,0 +1,958 @@
+//! Data subject requests over HTTP: intake (a customer without a token, or
+//! staff with `requests.file`), verification, approval, denial, extension,
+//! the requester's and the privacy team's views, the overdue listing, the
+//! yearly metrics and the export download. The rules live in
+//! `crate::requests::lifecycle` and the steps in `crate::requests::flow`;
+//! these handlers parse, authorise, call and answer.
+//!
+//! Two kinds of credential reach these endpoints: a staff JWT, or the
+//! request token handed out at intake (`Authorization: Bearer pvr_…`). A
+//! request token is good for its own request's `GET`, `verify` and
+//! `export` only; every other endpoint of the vault takes JWTs alone and
+//! refuses it (401).
+
+use std::collections::BTreeMap;
+
+use axum::Json;
+use axum::extract::{FromRequestParts, Path, Query, State};
+use axum::http::StatusCode;
+use axum::http::request::Parts;
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use time::{Date, Month};
+use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
+
+use super::customers::{UpdateField, valid_channel};
+use super::error::{ApiError, ApiResult, Problem};
+use super::extract::{Body, Caller, RequestId, parse_id};
+use crate::clock::{parse_rfc3339, rfc3339, to_micros};
+use crate::policy::{self, Capability, LegalBasis};
+use crate::requests::flow::{self, Changes, Intake, TOKEN_PREFIX};
+use crate::requests::lifecycle::{
+    self as lc, DenialReason, Kind, KindMetrics, Regulation, Request, Status,
+};
+use crate::requests::store::RequestFilter;
+use crate::state::AppState;
+use crate::store::Unit;
+
+// ---------------------------------------------------------------------------
+// Bodies and answers
+// ---------------------------------------------------------------------------
+
+/// How a customer filing without a token identifies themself.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Identifier {
+    /// A `searchable` field, e.g. `email`.
+    pub field: String,
+    pub value: String,
+}
+
+/// The new values of a rectification: a value replaces the one on file
+/// (keeping its purposes), `null` removes it.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RectificationChanges {
+    #[schema(value_type = BTreeMap<String, UpdateField>)]
+    pub fields: BTreeMap<String, Option<UpdateField>>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FileRequest {
+    /// access, portability, erasure, rectification, restriction, objection,
+    /// opt_out_sale, limit_sensitive
+    pub kind: String,
+    /// gdpr (due in one month) or ccpa (45 days)
+    #[serde(default)]
+    pub regulation: Option<String>,
+    /// A customer filing without a token.
+    #[serde(default)]
+    pub identifier: Option<Identifier>,
+    /// Staff filing for a known customer.
+    #[serde(default)]
+    pub customer_id: Option<String>,
+    /// Staff only: how the requester's identity was checked
+    /// (e.g. `id_document_checked`); the request is then verified at once.
+    #[serde(default)]
+    pub verified_by: Option<String>,
+    /// web, phone, chat, email, in_person, api (default web for customers,
+    /// api for staff).
+    #[serde(default)]
+    pub channel: Option<String>,
+    /// The purpose an objection is about (e.g. `marketing`).
+    #[serde(default)]
+    pub purpose: Option<String>,
+    /// Withdraw what an earlier request of this kind set: opt back in to
+    /// sale/sharing, lift a limit or an objection, or (staff with
+    /// `requests.process`) lift a restriction.
+    #[serde(default)]
+    pub lift: bool,
+    /// Rectification only.
+    #[serde(default)]
+    pub changes: Option<RectificationChanges>,
+}
+
+/// The answer to a filing. `request_token` is shown once.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Filed {
+    pub id: Uuid,
+    pub status: String,
+    pub received_at: String,
+    pub due_at: String,
+    /// Authorises `GET /v1/requests/{id}`, its `verify` and its `export`.
+    pub request_token: String,
+    /// Staff filings only: an open request asking the same was found and is
+    /// answered instead.
+    #[serde(skip_serializing_if = "std::ops::Not::not", default)]
+    pub merged: bool,
+}
+
+/// What the privacy team also sees of a request.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct StaffDetails {
+    pub customer_id: Option<Uuid>,
+    pub channel: String,
+    pub filed_by: String,
+    pub identified_by: Option<String>,
+    pub verification_method: Option<String>,
+    pub verified_by: Option<String>,
+    pub approved_at: Option<String>,
+    pub approved_by: Option<String>,
+    pub extended_at: Option<String>,
+    pub extension_reason: Option<String>,
+    pub code_attempts: i64,
+    pub merged_into: Option<Uuid>,
+    pub overdue: bool,
+}
+
+/// A request as its requester (or the privacy team) sees it.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct RequestView {
+    pub id: Uuid,
+    pub kind: String,
+    pub regulation: String,
+    pub status: String,
+    pub received_at: String,
+    pub due_at: String,
+    /// The deadline was extended (once, with a reason).
+    pub extended: bool,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub verified_at: Option<String>,
+    pub responded_at: Option<String>,
+    /// The outcome: an erasure receipt, the export's address, the subject
+    /// state set, the values rectified.
+    #[schema(value_type = Option<Object>)]
+    pub result: Option<Value>,
+    /// Why it was denied (`reason`) and, under the GDPR, the right to complain.
+    #[schema(value_type = Option<Object>)]
+    pub denial: Option<Value>,
+    /// Data subject requests are free of charge.
+    pub fee: String,
+    #[serde(flatten, skip_serializing_if = "Option::is_none", default)]
+    pub staff: Option<StaffDetails>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct RequestList {
+    pub requests: Vec<RequestView>,
+    /// Pass as `after` for the next page.
+    pub next_after: Option<Uuid>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Metrics {
+    pub year: i32,
+    pub kinds: BTreeMap<String, KindMetrics>,
+    pub total: KindMetrics,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct VerifyBody {
+    /// The one-time code (requester, with the request token).
+    #[serde(default)]
+    pub code: Option<String>,
+    /// Staff: how the requester's identity was checked.
+    #[serde(default)]
+    pub method: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DenyBody {
+    /// identity_not_verified, manifestly_unfounded, excessive,
+    /// legal_obligation, legal_claims, freedom_of_expression,
+    /// public_interest, rights_of_others, other
+    #[serde(default)]
+    pub reason: Option<String>,
+    /// Told to the requester with the reason.
+    #[serde(default)]
+    pub note: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ExtendBody {
+    /// Why more time is needed; told to the requester.
+    #[serde(default)]
+    pub reason: Option<String>,
+    /// The new deadline (RFC 3339); default the latest the regulation allows.
+    #[serde(default)]
+    pub due_at: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ListQuery {
+    pub status: Option<String>,
+    pub kind: Option<String>,
+    /// Only open requests past their deadline.
+    pub overdue: Option<bool>,
+    pub after: Option<Uuid>,
+    pub limit: Option<i64>,
+}
+
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct MetricsQuery {
+    /// Calendar year (UTC); default the current one.
+    pub year: Option<i32>,
+}
+
+// ---------------------------------------------------------------------------
+// Credentials
+// ---------------------------------------------------------------------------
+
+/// A staff principal, or the holder of a request token.
+pub enum RequestAuth {
+    /// The request the token belongs to.
+    Token(Uuid),
+    Staff(Caller),
+}
+
+fn bearer(parts: &Parts) -> Option<&str> {
+    let h = parts
+        .headers
+        .get(axum::http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?;
+    h.strip_prefix("Bearer ")
+        .or_else(|| h.strip_prefix("bearer "))
+        .map(str::trim)
+}
+
+impl FromRequestParts<AppState> for RequestAuth {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        if let Some(token) = bearer(parts).filter(|t| t.starts_with(TOKEN_PREFIX)) {
+            let hash = crate::crypto::sha256_hex(token);
+            return match state.store.request_for_token(&hash).await? {
+                Some(id) => Ok(RequestAuth::Token(id)),
+                None => Err(ApiError::unauthenticated()),
+            };
+        }
+        Ok(RequestAuth::Staff(
+            Caller::from_request_parts(parts, state).await?,
+        ))
+    }
+}
+
+/// A staff JWT when an `Authorization` header is present; nothing when it
+/// is absent (a customer filing without a token).
+pub struct MaybeStaff(Option<Caller>);
+
+impl FromRequestParts<AppState> for MaybeStaff {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        if parts
+            .headers
+            .contains_key(axum::http::header::AUTHORIZATION)
+        {
+            Ok(MaybeStaff(Some(
+                Caller::from_request_parts(parts, state).await?,
+            )))
+        } else {
+            Ok(MaybeStaff(None))
+        }
+    }
+}
+
+fn require_any(state: &AppState, caller: &Caller, caps: &[Capability]) -> ApiResult<()> {
+    let role = caller.role(&state.policy)?;
+    if caps.iter().any(|c| role.has(*c)) {
+        Ok(())
+    } else {
+        let names: Vec<&str> = caps.iter().map(|c| c.as_str()).collect();
+        Err(ApiError::forbidden("capability_required")
+            .detail(format!("this call needs one of: {}", names.join(", "))))
+    }
+}
+
+/// Loads the request the credential may see: its own for a token, any for
+/// staff with one of `caps`.
+async fn load(
+    state: &AppState,
+    auth: &RequestAuth,
+    id: Uuid,
+    caps: &[Capability],
+) -> ApiResult<Request> {
+    match auth {
+        RequestAuth::Token(own) if *own != id => Err(ApiError::forbidden("token_not_for_request")
+            .detail("the request token belongs to another request")),
+        RequestAuth::Staff(caller) => {
+            require_any(state, caller, caps)?;
+            state
+                .store
+                .request(id)
+                .await?
+                .ok_or_else(|| ApiError::not_found("request_not_found"))
+        }
+        RequestAuth::Token(_) => state
+            .store
+            .request(id)
+            .await?
+            .ok_or_else(|| ApiError::not_found("request_not_found")),
+    }
+}
+
+async fn load_staff(state: &AppState, caller: &Caller, id: &str) -> ApiResult<Request> {
+    caller.require(&state.policy, Capability::RequestsProcess)?;
+    let id = parse_id(id)?;
+    state
+        .store
+        .request(id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("request_not_found"))
+}
+
+// ---------------------------------------------------------------------------
+// Views
+// ---------------------------------------------------------------------------
+
+fn view(state: &AppState, r: &Request, staff: bool, now: i64) -> RequestView {
+    RequestView {
+        id: r.id,
+        kind: r.kind.as_str().into(),
+        regulation: r.regulation.as_str().into(),
+        status: r.status.as_str().into(),
+        received_at: rfc3339(r.received_at),
+        due_at: rfc3339(r.due_at),
+        extended: r.extended_at.is_some(),
+        verified_at: r.verified_at.map(rfc3339),
+        responded_at: r.responded_at.map(rfc3339),
+        result: r
+            .result
+            .as_deref()
+            .and_then(|s| serde_json::from_str(s).ok()),
+        denial: flow::denial_view(&state.policy, r),
+        fee: "none".into(),
+        staff: staff.then(|| StaffDetails {
+            customer_id: r.customer_id,
+            channel: r.channel.clone(),
+            filed_by: r.filed_by.clone(),
+            identified_by: r.identifier_field.clone(),
+            verification_method: r.verification_method.clone(),
+            verified_by: r.verified_by.clone(),
+            approved_at: r.approved_at.map(rfc3339),
+            approved_by: r.approved_by.clone(),
+            extended_at: r.extended_at.map(rfc3339),
+            extension_reason: r.extension_reason.clone(),
+            code_attempts: r.code_attempts,
+            merged_into: r.merged_into,
+            overdue: r.is_overdue(now),
+        }),
+    }
+}
+
+/// The requester's view follows a merged request to the one it joined
+/// (keeping its own id).
+async fn requester_view(state: &AppState, r: &Request, now: i64) -> ApiResult<RequestView> {
+    if let Some(into) = r.merged_into
+        && let Some(target) = state.store.request(into).await?
+    {
+        let mut v = view(state, &target, false, now);
+        v.id = r.id;
+        v.received_at = rfc3339(r.received_at);
+        return Ok(v);
+    }
+    Ok(view(state, r, false, now))
+}
+
+async fn answer(state: &AppState, auth: &RequestAuth, r: &Request) -> ApiResult<Json<RequestView>> {
+    let now = state.clock.now_micros();
+    // Request records are for the privacy team and auditors (R20); other
+    // staff (a helpdesk verifying a caller) see what the requester sees.
+    let records = match auth {
+        RequestAuth::Token(_) => false,
+        RequestAuth::Staff(c) => {
+            require_any(state, c, &[Capability::RequestsProcess, Capability::Audit]).is_ok()
+        }
+    };
+    Ok(Json(if records {
+        view(state, r, true, now)
+    } else {
+        requester_view(state, r, now).await?
+    }))
+}
+
+fn actor(auth: &RequestAuth, rid: &str) -> Caller {
+    match auth {
+        RequestAuth::Token(_) => flow::data_subject(rid),
+        RequestAuth::Staff(c) => c.clone(),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Parsing
+// ---------------------------------------------------------------------------
+
+fn printable(s: &str, max: usize) -> bool {
+    !s.trim().is_empty() && s.chars().count() <= max && !s.chars().any(char::is_control)
+}
+
+/// A method name staff record (`id_document_checked`): no free text.
+fn valid_method(m: &str) -> ApiResult<()> {
+    let ok = !m.is_empty()
+        && m.len() <= 64
+        && m.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::invalid_request(
+            "a verification method is 1–64 characters of a-z, 0-9 and _ (e.g. id_document_checked)",
+        )
+        .field("verified_by"))
+    }
+}
+
+fn parse_intake(state: &AppState, f: &FileRequest, staff: bool) -> ApiResult<Intake> {
+    let kind = Kind::parse(&f.kind).ok_or_else(|| {
+        ApiError::bad_request("unknown_kind")
+            .detail(format!(
+                "kind must be one of {}",
+                policy::REQUEST_KINDS.join(", ")
+            ))
+            .field("kind")
+    })?;
+    let regulation = match f.regulation.as_deref() {
+        None => {
+            return Err(ApiError::bad_request("regulation_required")
+                .detail("regulation is gdpr or ccpa")
+                .field("regulation"));
+        }
+        Some(r) => Regulation::parse(r).ok_or_else(|| {
+            ApiError::bad_request("unknown_regulation")
+                .detail("regulation is gdpr or ccpa")
+                .field("regulation")
+        })?,
+    };
+    let channel = valid_channel(f.channel.as_deref())?
+        .unwrap_or(if staff { "api" } else { "web" })
+        .to_owned();
+    if f.lift && !kind.may_lift() {
+        return Err(ApiError::bad_request("lift_not_allowed")
+            .detail("lift applies to restriction, objection, opt_out_sale and limit_sensitive")
+            .field("lift"));
+    }
+    if f.lift && kind == Kind::Restriction && !staff {
+        return Err(ApiError::bad_request("lift_not_allowed")
+            .detail("a restriction is lifted by the controller")
+            .field("lift"));
+    }
+    let purpose = match (kind, f.purpose.as_deref()) {
+        (Kind::Objection, None) => {
+            return Err(ApiError::bad_request("purpose_required")
+                .detail("an objection names the purpose it objects to")
+                .field("purpose"));
+        }
+        (Kind::Objection, Some(p)) => {
+            let declared = state
+                .policy
+                .purpose(p)
+                .ok_or_else(|| ApiError::bad_request("unknown_purpose").field("purpose"))?;
+            // Art. 21 applies to processing on legitimate interests or a
+            // public task, and to direct marketing (consent here).
+            if !matches!(
+                declared.basis,
+                LegalBasis::LegitimateInterest | LegalBasis::PublicTask | LegalBasis::Consent
+            ) {
+                return Err(ApiError::bad_request("objection_not_applicable")
+                    .detail(format!(
+                        "{} is processed on the basis {}, which an objection does not stop",
+                        declared.name, declared.basis
+                    ))
+                    .field("purpose"));
+            }
+            Some(declared.name.clone())
+        }
+        (_, Some(_)) => {
+            return Err(
+                ApiError::invalid_request("purpose applies to objections only").field("purpose"),
+            );
+        }
+        (_, None) => None,
+    };
+    let changes = match (kind, &f.changes) {
+        (Kind::Rectification, None) => {
+            return Err(ApiError::bad_request("changes_required")
+                .detail("a rectification names the values to change")
+                .field("changes"));
+        }
+        (Kind::Rectification, Some(c)) => {
+            if c.fields.is_empty() {
+                return Err(ApiError::bad_request("changes_required")
+                    .detail("a rectification names the values to change")
+                    .field("changes"));
+            }
+            let mut out = Changes::default();
+            for (name, change) in &c.fields {
+                let def = state.policy.field(name).ok_or_else(|| {
+                    ApiError::bad_request("unknown_field")
+                        .detail("the policy does not declare this field")
+                        .field(name.clone())
+                })?;
+                let value = match change {
+                    None => None,
+                    Some(u) => {
+                        if u.purposes.is_some() {
+                            return Err(ApiError::invalid_request(
+                                "a rectification corrects a value; its purposes stay",
+                            )
+                            .field(name.clone()));
+                        }
+                        Some(policy::normalize(def.ty, &u.value).map_err(|e| {
+                            ApiError::bad_request("invalid_value")
+                                .detail(e.to_string())
+                                .field(name.clone())
+                        })?)
+                    }
+                };
+                out.fields.insert(def.name.clone(), value);
+            }
+            Some(out)
+        }
+        (_, Some(_)) => {
+            return Err(
+                ApiError::invalid_request("changes apply to rectification only").field("changes"),
+            );
+        }
+        (_, None) => None,
+    };
+    Ok(Intake {
+        kind,
+        regulation,
+        channel,
+        purpose,
+        lift: f.lift,
+        changes,
+    })
+}
+
+fn filed(f: flow::Filed) -> Response {
+    let body = Filed {
+        id: f.request.id,
+        status: f.request.status.as_str().into(),
+        received_at: rfc3339(f.request.received_at),
+        due_at: rfc3339(f.request.due_at),
+        request_token: f.token,
+        merged: f.merged,
+    };
+    let mut resp = (StatusCode::ACCEPTED, Json(body)).into_response();
+    if let Ok(loc) = format!("/v1/requests/{}", f.request.id).parse() {
+        resp.headers_mut().insert(axum::http::header::LOCATION, loc);
+    }
+    resp
+}
+
+// ---------------------------------------------------------------------------
+// Handlers
+// ---------------------------------------------------------------------------
+
+/// File a data subject request. Without a token: a customer identified by
+/// a searchable field; always 202 with the same shape whether or not such a
+/// customer exists. With a staff token (`requests.file`): for a known
+/// customer. `Sec-GPC: 1` on an identified customer's request records an
+/// opt-out of sale/sharing.
+#[utoipa::path(post, path = "/v1/requests", tag = "requests",
+    params(("Sec-GPC" = Option<String>, Header, description = "Global Privacy Control: 1 opts out of sale/sharing")),
+    request_body = FileRequest,
+    responses((status = 202, body = Filed),
+        (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem),
+        (status = 404, body = Problem), (status = 409, body = Problem), (status = 413, body = Problem),
+        (status = 415, body = Problem), (status = 503, body = Problem)),
+    security((), ("bearer" = [])))]
+pub async fn file_request(
+    State(state): State<AppState>,
+    MaybeStaff(staff): MaybeStaff,
+    RequestId(rid): RequestId,
+    headers: axum::http::HeaderMap,
+    Body(input): Body<FileRequest>,
+) -> ApiResult<Response> {
+    let intake = parse_intake(&state, &input, staff.is_some())?;
+    match staff {
+        Some(caller) => {
+            let Some(raw) = input.customer_id.as_deref() else {
+                return Err(ApiError::bad_request("identifier_required")
+                    .detail("staff file a request with the customer's id")
+                    .field("customer_id"));
+            };
+            if input.identifier.is_some() {
+                return Err(ApiError::invalid_request(
+                    "staff name the customer by customer_id, not by identifier",
+                )
+                .field("identifier"));
+            }
+            let customer = parse_id(raw)?;
+            if let Some(m) = &input.verified_by {
+                valid_method(m)?;
+            }
+            let f =
+                flow::intake_by_staff(&state, &caller, intake, customer, input.verified_by.clone())
+                    .await?;
+            Ok(filed(f))
+        }
+        None => {
+            if input.customer_id.is_some() || input.verified_by.is_some() {
+                return Err(ApiError::unauthenticated()
+                    .detail("customer_id and verified_by are for staff, with a token"));
+            }
+            let Some(ident) = &input.identifier else {
+                return Err(ApiError::bad_request("identifier_required")
+                    .detail("identify yourself with a searchable field, e.g. {\"field\": \"email\", \"value\": …}")
+                    .field("identifier"));
+            };
+            let def = state
+                .policy
+                .field(&ident.field)
+                .ok_or_else(|| ApiError::bad_request("unknown_field").field(ident.field.clone()))?;
+            if !def.searchable {
+                return Err(ApiError::bad_request("field_not_searchable").field(def.name.clone()));
+            }
+            let normalized = policy::normalize(def.ty, &ident.value).map_err(|e| {
+                ApiError::bad_request("invalid_value")
+                    .detail(e.to_string())
+                    .field(def.name.clone())
+            })?;
+            let gpc = headers
+                .get("sec-gpc")
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.trim() == "1");
+            let f = flow::intake_by_customer(&state, &rid, intake, def, &normalized, gpc).await?;
+            Ok(filed(f))
+        }
+    }
+}
+
+/// A request: to its requester (request token) or to the privacy team
+/// (`requests.process`) and auditors (`audit`).
+#[utoipa::path(get, path = "/v1/requests/{id}", tag = "requests",
+    params(("id" = String, Path, description = "Request id")),
+    responses((status = 200, body = RequestView),
+        (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem),
+        (status = 404, body = Problem), (status = 503, body = Problem)),
+    security(("bearer" = [])))]
+pub async fn get_request(
+    State(state): State<AppState>,
+    auth: RequestAuth,
+    RequestId(rid): RequestId,
+    Path(id): Path<String>,
+) -> ApiResult<Json<RequestView>> {
+    let id = parse_id(&id)?;
+    let r = load(
+        &state,
+        &auth,
+        id,
+        &[Capability::RequestsProcess, Capability::Audit],
+    )
+    .await?;
+    let ev = flow::event(&actor(&auth, &rid), "request.read", "allowed", &r);
+    state.sequencer.commit(Unit::event(ev)).await?;
+    answer(&state, &auth, &r).await
+}
+
+/// Verify the requester: the one-time code (request token), or staff
+/// (`requests.file` or `requests.process`) recording the method they used.
+#[utoipa::path(post, path = "/v1/requests/{id}/verify", tag = "requests",
+    params(("id" = String, Path)), request_body = VerifyBody,
+    responses((status = 200, body = RequestView),
+        (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem),
+        (status = 404, body = Problem), (status = 409, body = Problem), (status = 413, body = Problem),
+        (status = 415, body = Problem), (status = 429, body = Problem), (status = 503, body = Problem)),
+    security(("bearer" = [])))]
+pub async fn verify(
+    State(state): State<AppState>,
+    auth: RequestAuth,
+    RequestId(rid): RequestId,
+    Path(id): Path<String>,
+    Body(input): Body<VerifyBody>,
+) -> ApiResult<Json<RequestView>> {
+    let id = parse_id(&id)?;
+    let r = load(
+        &state,
+        &auth,
+        id,
+        &[Capability::RequestsFile, Capability::RequestsProcess],
+    )
+    .await?;
+    let r = match (&auth, input.code, input.method) {
+        (RequestAuth::Token(_), Some(code), None) => {
+            if code.is_empty() || code.len() > 64 {
+                return Err(ApiError::bad_request("invalid_code").detail("the code is wrong"));
+            }
+            flow::verify_code(&state, &rid, r, code).await?
+        }
+        (RequestAuth::Staff(caller), None, Some(method)) => {
+            valid_method(&method).map_err(|e| e.field("method"))?;
+            flow::verify_by_staff(&state, caller, r, &method).await?
+        }
+        (RequestAuth::Token(_), _, _) => {
+            return Err(ApiError::invalid_request("send the code you received").field("code"));
+        }
+        (RequestAuth::Staff(_), _, _) => {
+            return Err(ApiError::invalid_request(
+                "staff send the method they verified the requester with",
+            )
+            .field("method"));
+        }
+    };
+    answer(&state, &auth, &r).await
+}
+
+/// Approve a request waiting for the DPO (`requests.process`); it is then
+/// carried out.
+#[utoipa::path(post, path = "/v1/requests/{id}/approve", tag = "requests",
+    params(("id" = String, Path)),
+    responses((status = 200, body = RequestView),
+        (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem),
+        (status = 404, body = Problem), (status = 409, body = Problem), (status = 503, body = Problem)),
+    security(("bearer" = [])))]
+pub async fn approve(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<RequestView>> {
+    let r = load_staff(&state, &caller, &id).await?;
+    let r = flow::approve(&state, &caller, r).await?;
+    Ok(Json(view(&state, &r, true, state.clock.now_micros())))
+}
+
+/// Deny a request with a machine-readable reason (`requests.process`).
+#[utoipa::path(post, path = "/v1/requests/{id}/deny", tag = "requests",
+    params(("id" = String, Path)), request_body = DenyBody,
+    responses((status = 200, body = RequestView),
+        (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem),
+        (status = 404, body = Problem), (status = 409, body = Problem), (status = 413, body = Problem),
+        (status = 415, body = Problem), (status = 503, body = Problem)),
+    security(("bearer" = [])))]
+pub async fn deny(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    Body(input): Body<DenyBody>,
+) -> ApiResult<Json<RequestView>> {
+    let r = load_staff(&state, &caller, &id).await?;
+    let reason = match input.reason.as_deref().map(str::trim) {
+        None | Some("") => {
+            return Err(ApiError::bad_request("reason_required")
+                .detail("a denial needs a reason")
+                .field("reason"));
+        }
+        Some(code) => DenialReason::parse(code).ok_or_else(|| {
+            let codes: Vec<&str> = DenialReason::ALL.iter().map(|d| d.as_str()).collect();
+            ApiError::bad_request("invalid_reason")
+                .detail(format!("reason must be one of {}", codes.join(", ")))
+                .field("reason")
+        })?,
+    };
+    if let Some(n) = &input.note
+        && !printable(n, 1000)
+    {
+        return Err(
+            ApiError::invalid_request("note must be 1–1000 printable characters").field("note"),
+        );
+    }
+    let r = flow::deny(&state, &caller, r, reason, input.note.clone()).await?;
+    Ok(Json(view(&state, &r, true, state.clock.now_micros())))
+}
+
+/// Extend the deadline once, before it passes, with a reason
+/// (`requests.process`): GDPR up to three months from receipt, CCPA 90 days.
+#[utoipa::path(post, path = "/v1/requests/{id}/extend", tag = "requests",
+    params(("id" = String, Path)), request_body = ExtendBody,
+    responses((status = 200, body = RequestView),
+        (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem),
+        (status = 404, body = Problem), (status = 409, body = Problem), (status = 413, body = Problem),
+        (status = 415, body = Problem), (status = 503, body = Problem)),
+    security(("bearer" = [])))]
+pub async fn extend(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    Body(input): Body<ExtendBody>,
+) -> ApiResult<Json<RequestView>> {
+    let r = load_staff(&state, &caller, &id).await?;
+    let reason = input.reason.as_deref().unwrap_or_default();
+    if reason.trim().is_empty() {
+        return Err(ApiError::bad_request("reason_required")
+            .detail("an extension needs a reason")
+            .field("reason"));
+    }
+    if !printable(reason, 1000) {
+        return Err(
+            ApiError::invalid_request("reason must be 1–1000 printable characters").field("reason"),
+        );
+    }
+    let until = match input.due_at.as_deref() {
+        None => None,
+        Some(s) => Some(parse_rfc3339(s).ok_or_else(|| {
+            ApiError::invalid_request("due_at must be an RFC 3339 time").field("due_at")
+        })?),
+    };
+    let r = flow::extend(&state, &caller, r, reason, until).await?;
+    Ok(Json(view(&state, &r, true, state.clock.now_micros())))
+}
+
+/// Requests by status, kind, or open past their deadline (`requests.process`
+/// or `audit`).
+#[utoipa::path(get, path = "/v1/requests", tag = "requests",
+    params(ListQuery),
+    responses((status = 200, body = RequestList),
+        (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem),
+        (status = 503, body = Problem)),
+    security(("bearer" = [])))]
+pub async fn list_requests(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(q): Query<ListQuery>,
+) -> ApiResult<Json<RequestList>> {
+    require_any(
+        &state,
+        &caller,
+        &[Capability::RequestsProcess, Capability::Audit],
+    )?;
+    if let Some(s) = &q.status {
+        Status::parse(s).ok_or_else(|| ApiError::bad_request("unknown_status").field("status"))?;
+    }
+    if let Some(k) = &q.kind {
+        Kind::parse(k).ok_or_else(|| ApiError::bad_request("unknown_kind").field("kind"))?;
+    }
+    let limit = q.limit.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::invalid_request("limit must be between 1 and 1000").field("limit"));
+    }
+    let now = state.clock.now_micros();
+    let filter = RequestFilter {
+        status: q.status.clone(),
+        kind: q.kind.clone(),
+        overdue: q.overdue.unwrap_or(false),
+        now,
+        after: q.after,
+        limit,
+    };
+    let rows = state.store.list_requests(&filter).await?;
+    let mut ev = caller.event("request.list", "allowed");
+    for (k, v) in [("status", &q.status), ("kind", &q.kind)] {
+        if let Some(v) = v {
+            ev = ev.reason(k, v);
+        }
+    }
+    if filter.overdue {
+        ev = ev.reason("overdue", "true");
+    }
+    state.sequencer.commit(Unit::event(ev)).await?;
+    let next_after = (rows.len() as i64 == limit)
+        .then(|| rows.last().map(|r| r.id))
+        .flatten();
+    Ok(Json(RequestList {
+        requests: rows.iter().map(|r| view(&state, r, true, now)).collect(),
+        next_after,
+    }))
+}
+
+/// Yearly figures per kind: received, completed, partially completed,
+/// denied, still open, median days to respond (`requests.process` or
+/// `audit`).
+#[utoipa::path(get, path = "/v1/requests/metrics", tag = "requests",
+    params(MetricsQuery),
+    responses((status = 200, body = Metrics),
+        (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem),
+        (status = 503, body = Problem)),
+    security(("bearer" = [])))]
+pub async fn metrics(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(q): Query<MetricsQuery>,
+) -> ApiResult<Json<Metrics>> {
+    require_any(
+        &state,
+        &caller,
+        &[Capability::RequestsProcess, Capability::Audit],
+    )?;
+    let year = q.year.unwrap_or_else(|| state.clock.now().year());
+    let start = |y: i32| {
+        Date::from_calendar_date(y, Month::January, 1)
+            .map(|d| to_micros(d.midnight().assume_utc()))
+            .map_err(|_| ApiError::invalid_request("year is out of range").field("year"))
+    };
+    let (from, to) = (start(year)?, start(year + 1)?);
+    let rows = state.store.requests_received(from, to).await?;
+    let mut kinds = BTreeMap::new();
+    for k in Kind::ALL {
+        let of_kind: Vec<&Request> = rows.iter().filter(|r| r.kind == *k).collect();
+        kinds.insert(k.as_str().to_owned(), lc::metrics(of_kind));
+    }
+    let ev = caller
+        .event("request.metrics", "allowed")
+        .reason("year", &year.to_string());
+    state.sequencer.commit(Unit::event(ev)).await?;
+    Ok(Json(Metrics {
+        year,
+        kinds,
+        total: lc::metrics(rows.iter()),
+    }))
+}
+
+/// The package of a completed access or portability request (request token
+/// or `requests.process`); once the customer is erased, only the receipt.
+#[utoipa::path(get, path = "/v1/requests/{id}/export", tag = "requests",
+    params(("id" = String, Path)),
+    responses((status = 200, description = "The export package (see /v1/schemas/export.json)", body = Object),
+        (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem),
+        (status = 404, body = Problem), (status = 409, body = Problem), (status = 503, body = Problem)),
+    security(("bearer" = [])))]
+pub async fn get_export(
+    State(state): State<AppState>,
+    auth: RequestAuth,
+    RequestId(rid): RequestId,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let id = parse_id(&id)?;
+    let r = load(&state, &auth, id, &[Capability::RequestsProcess]).await?;
+    // A merged request's export is that of the request it joined.
+    let r = match r.merged_into {
+        Some(into) => state.store.request(into).await?.unwrap_or(r),
+        None => r,
+    };
+    let package = flow::export_package(&state, &r).await?;
+    let ev = flow::event(&actor(&auth, &rid), "request.exported", "allowed", &r);
+    state.sequencer.commit(Unit::event(ev)).await?;
+    Ok(Json(package))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn methods_are_names_not_free_text() {
+        assert!(valid_method("id_document_checked").is_ok());
+        assert!(valid_method("Ada Lovelace's passport").is_err());
+        assert!(valid_method("").is_err());
+    }
+}

@@ -1,0 +1,1182 @@
+//! Carrying a data subject request from intake to its outcome: the effects
+//! around the pure rules of [`lifecycle`](super::lifecycle). Every step is
+//! one unit (the request row, what it changes, the outbox messages it
+//! queues and its audit events commit together or not at all), and every
+//! update names the version of the request it read, so two concurrent steps
+//! never both apply.
+//!
+//! Identity is never revealed to an unauthenticated requester: an intake
+//! whose identifier matches no customer still files a request, hashes a
+//! code and answers the same; that request simply can never be verified.
+
+use std::collections::BTreeMap;
+
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use uuid::Uuid;
+use zeroize::Zeroizing;
+
+use super::lifecycle::{self as lc, DenialReason, Filing, Kind, Refusal, Request, Status};
+use super::outbox::{self, Contact};
+use super::store::{ExportRow, RequestMutation as RM};
+use crate::audit::{CommitError, EventDraft};
+use crate::clock::rfc3339;
+use crate::crypto::{self, Dek};
+use crate::http::customers::{decrypt, put_field, unwrap_dek};
+use crate::http::error::{ApiError, ApiResult};
+use crate::http::extract::Caller;
+use crate::policy::{Capability, FieldDef, Policy};
+use crate::state::AppState;
+use crate::store::{CustomerRecord, Mutation, PrincipalKind, Unit};
+use crate::vault::SYSTEM_ACTOR;
+
+/// Actor id and role of a requester who has no account (a request token or
+/// no authentication at all).
+pub const DATA_SUBJECT: &str = "data_subject";
+/// Request tokens start with this, so they are told apart from JWTs (and
+/// recognised by secret scanners).
+pub const TOKEN_PREFIX: &str = "pvr_";
+
+/// A verified request waits this long before the background resumes it (the
+/// step that verified or approved it is normally carrying it out).
+const RESUME_AFTER_US: i64 = 5 * 60 * 1_000_000;
+
+/// The new values of a rectification, normalised; `None` removes a value.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Changes {
+    pub fields: BTreeMap<String, Option<String>>,
+}
+
+/// A request as parsed at the edge.
+#[derive(Debug, Clone)]
+pub struct Intake {
+    pub kind: Kind,
+    pub regulation: lc::Regulation,
+    pub channel: String,
+    pub purpose: Option<String>,
+    pub lift: bool,
+    pub changes: Option<Changes>,
+}
+
+/// The outcome of an intake.
+#[derive(Debug, Clone)]
+pub struct Filed {
+    pub request: Request,
+    /// Authorises reading and verifying this request (shown once).
+    pub token: String,
+    /// An open request asking the same was found and is answered instead.
+    pub merged: bool,
+}
+
+/// The principal of a requester who acts through a request token.
+pub fn data_subject(http_request_id: &str) -> Caller {
+    Caller {
+        id: DATA_SUBJECT.into(),
+        kind: PrincipalKind::User,
+        role: DATA_SUBJECT.into(),
+        request_id: http_request_id.into(),
+    }
+}
+
+/// The vault itself (background work).
+pub fn system_actor() -> Caller {
+    Caller {
+        id: SYSTEM_ACTOR.into(),
+        kind: PrincipalKind::Client,
+        role: SYSTEM_ACTOR.into(),
+        request_id: Uuid::now_v7().to_string(),
+    }
+}
+
+/// An audit event about a request: ids, kind, regulation and status only.
+pub fn event(actor: &Caller, action: &str, decision: &str, r: &Request) -> EventDraft {
+    let mut e = actor
+        .event(action, decision)
+        .reason("request", &r.id.to_string())
+        .reason("kind", r.kind.as_str())
+        .reason("regulation", r.regulation.as_str())
+        .reason("status", r.status.as_str());
+    if let Some(c) = r.customer_id {
+        e = e.customer(c);
+    }
+    if r.kind == Kind::Objection {
+        e = e.purpose(r.purpose.as_deref());
+    }
+    e
+}
+
+/// The API answer to a refused transition.
+pub fn refusal(e: Refusal) -> ApiError {
+    let err = match e {
+        Refusal::Closed => ApiError::conflict("request_closed"),
+        Refusal::NotVerifying => ApiError::conflict("not_verifying"),
+        Refusal::CodeExpired => ApiError::bad_request("code_expired"),
+        Refusal::InvalidCode => ApiError::bad_request("invalid_code"),
+        Refusal::TooManyAttempts => {
+            ApiError::new(StatusCode::TOO_MANY_REQUESTS, "too_many_attempts")
+        }
+        Refusal::AlreadyVerified => ApiError::conflict("already_verified"),
+        Refusal::NotAwaitingApproval => ApiError::conflict("not_awaiting_approval"),
+        Refusal::AlreadyExtended => ApiError::conflict("already_extended"),
+        Refusal::PastDue => ApiError::conflict("past_due"),
+        Refusal::ReasonRequired => ApiError::bad_request("reason_required"),
+        Refusal::ExtensionTooLong => ApiError::bad_request("extension_too_long"),
+        Refusal::ExtensionTooShort => ApiError::bad_request("extension_too_short"),
+        Refusal::NotVerified => ApiError::conflict("not_verified"),
+        Refusal::NotApproved => ApiError::conflict("not_approved"),
+    };
+    err.detail(e.to_string())
+}
+
+/// Commits one step. A request that changed since it was read (or a
+/// customer erased meanwhile) refuses the whole unit: 409.
+async fn commit(
+    state: &AppState,
+    mutations: Vec<Mutation>,
+    events: Vec<EventDraft>,
+) -> ApiResult<()> {
+    state
+        .sequencer
+        .commit(Unit { mutations, events })
+        .await
+        .map_err(|e| match e {
+            CommitError::NotFound | CommitError::Conflict(_) => {
+                ApiError::conflict("request_changed")
+                    .detail("the request changed meanwhile; read it again and retry")
+            }
+            other => other.into(),
+        })?;
+    Ok(())
+}
+
+fn update(r: &Request) -> Mutation {
+    RM::UpdateRequest(Box::new(r.clone())).into()
+}
+
+/// The request as stored after an [`update`] committed.
+fn saved(mut r: Request) -> Request {
+    r.version += 1;
+    r
+}
+
+fn live(r: &CustomerRecord) -> bool {
+    r.customer.erased_at.is_none() && r.customer.wrapped_dek.is_some()
+}
+
+fn new_token() -> ApiResult<(String, String)> {
+    let token = format!(
+        "{TOKEN_PREFIX}{}",
+        crypto::generate_secret().map_err(ApiError::internal)?
+    );
+    let hash = crypto::sha256_hex(&token);
+    Ok((token, hash))
+}
+
+/// A fresh one-time code and its argon2id hash (hashed off the async threads).
+async fn new_code() -> ApiResult<(Zeroizing<String>, String)> {
+    let code = Zeroizing::new(crypto::random_digits(lc::CODE_DIGITS).map_err(ApiError::internal)?);
+    let input = code.clone();
+    let hash = tokio::task::spawn_blocking(move || crypto::hash_password(&input))
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(ApiError::internal)?;
+    Ok((code, hash))
+}
+
+fn changes_label(request: Uuid) -> String {
+    format!("request:{request}")
+}
+
+fn export_label(request: Uuid) -> String {
+    format!("export:{request}")
+}
+
+fn seal_changes(dek: &Dek, owner: Uuid, request: Uuid, changes: &Changes) -> ApiResult<Vec<u8>> {
+    let plain = Zeroizing::new(serde_json::to_vec(changes).map_err(ApiError::internal)?);
+    dek.encrypt_field(owner, &changes_label(request), &plain)
+        .map_err(ApiError::internal)
+}
+
+fn open_changes(dek: &Dek, customer: Uuid, r: &Request) -> ApiResult<Changes> {
+    let Some(sealed) = r.changes.as_ref() else {
+        return Ok(Changes::default());
+    };
+    let plain = dek
+        .decrypt_field(customer, &changes_label(r.id), sealed)
+        .map_err(ApiError::internal)?;
+    serde_json::from_slice(&plain).map_err(ApiError::internal)
+}
+
+/// The live customer whose searchable `def` field holds `normalized`: the
+/// blind index finds candidates, the decrypted value must really be equal.
+pub async fn find_customer(
+    state: &AppState,
+    def: &FieldDef,
+    normalized: &str,
+) -> ApiResult<Option<CustomerRecord>> {
+    let digest = state.keys.index.blind_index(&def.name, normalized);
+    for id in state.store.find_by_blind_index(&def.name, &digest).await? {
+        let Some(record) = state.store.customer_record(id).await? else {
+            continue;
+        };
+        if !live(&record) {
+            continue;
+        }
+        let Some(row) = record.fields.iter().find(|f| f.field == def.name) else {
+            continue;
+        };
+        let Ok(dek) = unwrap_dek(state, &record) else {
+            continue;
+        };
+        let Ok(value) = decrypt(&dek, id, row) else {
+            continue;
+        };
+        if crypto::constant_time_eq(value.as_bytes(), normalized.as_bytes()) {
+            return Ok(Some(record));
+        }
+    }
+    Ok(None)
+}
+
+fn code_message(
+    dek: &Dek,
+    r: &Request,
+    to: &Contact,
+    code: &str,
+    expires_at: i64,
+    now: i64,
+) -> ApiResult<Mutation> {
+    let Some(customer) = r.customer_id else {
+        return Err(ApiError::internal("a code message needs a customer"));
+    };
+    let confirming = r.lift && matches!(r.kind, Kind::OptOutSale | Kind::LimitSensitive);
+    let body = json!({
+        "request_id": r.id,
+        "request_kind": r.kind,
+        "lift": r.lift,
+        "purpose": if confirming { "confirm_request" } else { "verify_identity" },
+        "code": code,
+        "expires_at": rfc3339(expires_at),
+        "message": if confirming {
+            "Enter this code to confirm your request. Ignore this message if you did not ask for it."
+        } else {
+            "Enter this code to confirm it is you who filed the request. Ignore this message if you did not."
+        },
+    });
+    outbox::customer_message(
+        dek,
+        customer,
+        outbox::VERIFICATION_CODE,
+        Some(r.id),
+        to,
+        body,
+        now,
+    )
+    .map_err(ApiError::internal)
+}
+
+/// The denial as the requester sees it; under the GDPR with the right to
+/// complain to a supervisory authority (Art. 12(4), R19).
+pub fn denial_view(policy: &Policy, r: &Request) -> Option<Value> {
+    let reason = r.denial_reason?;
+    let mut v = json!({"reason": reason.as_str()});
+    if let Some(note) = &r.denial_note {
+        v["note"] = json!(note);
+    }
+    if r.regulation == lc::Regulation::Gdpr {
+        v["complaint"] = json!({
+            "right": "You may lodge a complaint with a supervisory authority, in particular in the EU member state of your habitual residence, place of work or place of the alleged infringement (GDPR Art. 77), and seek a judicial remedy (Art. 79).",
+            "controller": policy.controller.name,
+            "contact": policy.controller.dpo_contact.as_ref().unwrap_or(&policy.controller.contact),
+        });
+    }
+    Some(v)
+}
+
+/// A message to the customer about `r`, to the contact on file; `None` when
+/// there is no live customer or no contact to write to.
+async fn tell_customer(
+    state: &AppState,
+    r: &Request,
+    kind: &str,
+    body: Value,
+    now: i64,
+) -> ApiResult<Option<Mutation>> {
+    let Some(customer) = r.customer_id else {
+        return Ok(None);
+    };
+    let Some(record) = state.store.customer_record(customer).await? else {
+        return Ok(None);
+    };
+    if !live(&record) {
+        return Ok(None);
+    }
+    let dek = unwrap_dek(state, &record)?;
+    let Some(to) =
+        outbox::contact_on_file(&state.policy, &record, &dek, r.identifier_field.as_deref())
+    else {
+        return Ok(None);
+    };
+    outbox::customer_message(&dek, customer, kind, Some(r.id), &to, body, now)
+        .map(Some)
+        .map_err(ApiError::internal)
+}
+
+fn outcome_body(policy: &Policy, r: &Request) -> Value {
+    json!({
+        "request_id": r.id,
+        "request_kind": r.kind,
+        "status": r.status,
+        "result": r.result.as_deref().and_then(|s| serde_json::from_str::<Value>(s).ok()),
+        "denial": denial_view(policy, r),
+        "message": "Follow the request with your request token: GET /v1/requests/{id}.",
+    })
+}
+
+// ---------------------------------------------------------------------------
+// Intake
+// ---------------------------------------------------------------------------
+
+/// A request filed by a customer without a token, identified by a
+/// searchable field. Answers alike whether or not a customer matches.
+/// `gpc`: the request carried `Sec-GPC: 1` (an opt-out of sale/sharing for
+/// an identified customer, R11).
+pub async fn intake_by_customer(
+    state: &AppState,
+    http_request_id: &str,
+    intake: Intake,
+    def: &FieldDef,
+    normalized: &str,
+    gpc: bool,
+) -> ApiResult<Filed> {
+    let actor = data_subject(http_request_id);
+    let now = state.clock.now_micros();
+    let record = find_customer(state, def, normalized).await?;
+    let dek = record.as_ref().map(|r| unwrap_dek(state, r)).transpose()?;
+    let id = Uuid::now_v7();
+    let mut r = Request::file(
+        id,
+        Filing {
+            kind: intake.kind,
+            regulation: intake.regulation,
+            channel: intake.channel.clone(),
+            customer_id: record.as_ref().map(|r| r.customer.id),
+            identifier_field: Some(def.name.clone()),
+            filed_by: DATA_SUBJECT.into(),
+            purpose: intake.purpose.clone(),
+            lift: intake.lift,
+        },
+        now,
+    );
+    let (token, token_hash) = new_token()?;
+    let mut mutations: Vec<Mutation> = Vec::new();
+    let mut events = Vec::new();
+    if let Some(changes) = &intake.changes {
+        // With no customer the values are sealed under a key that is thrown
+        // away at once: the same work, and never readable.
+        let sealed = match &dek {
+            Some(k) => seal_changes(k, r.customer_id.unwrap_or(id), id, changes)?,
+            None => seal_changes(
+                &Dek::generate().map_err(ApiError::internal)?,
+                id,
+                id,
+                changes,
+            )?,
+        };
+        r.changes = Some(sealed);
+    }
+    if r.kind.skips_verification(r.lift) {
+        r = lc::accept_unverified(&r).map_err(refusal)?;
+    } else {
+        let (code, hash) = new_code().await?;
+        let expires = now + ttl(state);
+        r = lc::send_code(&r, hash, expires).map_err(refusal)?;
+        if let (Some(record), Some(dek)) = (&record, &dek)
+            && let Some(to) = outbox::contact_on_file(&state.policy, record, dek, Some(&def.name))
+        {
+            mutations.push(code_message(dek, &r, &to, &code, expires, now)?);
+            events
+                .push(event(&actor, "request.code_sent", "allowed", &r).fields([to.field.clone()]));
+        }
+    }
+    events.insert(
+        0,
+        event(&actor, "request.received", "allowed", &r)
+            .reason("channel", &r.channel)
+            .reason("identified_by", &def.name),
+    );
+    if gpc && let Some(record) = record.as_ref().filter(|r| !r.customer.opted_out_sale) {
+        mutations.push(
+            RM::SetOptedOutSale {
+                customer_id: record.customer.id,
+                value: true,
+            }
+            .into(),
+        );
+        events.push(
+            actor
+                .event("subject.opt_out_sale", "allowed")
+                .customer(record.customer.id)
+                .reason("source", "global_privacy_control")
+                .reason("request", &id.to_string()),
+        );
+    }
+    mutations.insert(0, RM::InsertRequest(Box::new(r.clone())).into());
+    mutations.push(
+        RM::InsertToken {
+            token_sha256: token_hash,
+            request_id: id,
+            at: now,
+        }
+        .into(),
+    );
+    commit(state, mutations, events).await?;
+    if r.status == Status::Verified {
+        r = execute(state, &actor, r).await?;
+    }
+    outbox::wake();
+    Ok(Filed {
+        request: r,
+        token,
+        merged: false,
+    })
+}
+
+fn ttl(state: &AppState) -> i64 {
+    i64::try_from(state.settings.verification_code_ttl_secs)
+        .unwrap_or(1800)
+        .saturating_mul(1_000_000)
+}
+
+/// A request filed by staff (capability `requests.file`) for a known
+/// customer; `verified_by` records how staff verified the requester.
+pub async fn intake_by_staff(
+    state: &AppState,
+    caller: &Caller,
+    intake: Intake,
+    customer: Uuid,
+    verified_by: Option<String>,
+) -> ApiResult<Filed> {
+    caller.require(&state.policy, Capability::RequestsFile)?;
+    if intake.kind == Kind::Restriction && intake.lift {
+        // Lifting a restriction is the controller's decision (Art. 18(3)).
+        caller.require(&state.policy, Capability::RequestsProcess)?;
+    }
+    let now = state.clock.now_micros();
+    let record = match state.store.customer_record(customer).await? {
+        Some(r) if live(&r) => r,
+        _ => {
+            let ev = caller
+                .event("request.received", "not_found")
+                .customer(customer)
+                .reason("kind", intake.kind.as_str());
+            state.sequencer.commit(Unit::event(ev)).await?;
+            return Err(ApiError::not_found("customer_not_found"));
+        }
+    };
+    let dek = unwrap_dek(state, &record)?;
+    let id = Uuid::now_v7();
+    let mut r = Request::file(
+        id,
+        Filing {
+            kind: intake.kind,
+            regulation: intake.regulation,
+            channel: intake.channel.clone(),
+            customer_id: Some(customer),
+            identifier_field: None,
+            filed_by: caller.id.clone(),
+            purpose: intake.purpose.clone(),
+            lift: intake.lift,
+        },
+        now,
+    );
+    let (token, token_hash) = new_token()?;
+    // Duplicates are merged: staff may see every open request of the customer.
+    let open = state.store.open_requests_of(customer).await?;
+    if let Some(s) = open
+        .into_iter()
+        .find(|s| lc::same_ask(s, &r) && (s.verified_at.is_some() || s.filed_by != DATA_SUBJECT))
+    {
+        let ev = event(caller, "request.merged", "allowed", &s).reason("filed_again_by", "staff");
+        commit(
+            state,
+            vec![
+                RM::InsertToken {
+                    token_sha256: token_hash,
+                    request_id: s.id,
+                    at: now,
+                }
+                .into(),
+            ],
+            vec![ev],
+        )
+        .await?;
+        let request = match verified_by {
+            Some(method) if s.verified_at.is_none() && !s.status.is_closed() => {
+                verify_by_staff(state, caller, s, &method).await?
+            }
+            _ => s,
+        };
+        return Ok(Filed {
+            request,
+            token,
+            merged: true,
+        });
+    }
+    if let Some(changes) = &intake.changes {
+        r.changes = Some(seal_changes(&dek, customer, id, changes)?);
+    }
+    let mut mutations: Vec<Mutation> = Vec::new();
+    let mut events =
+        vec![event(caller, "request.received", "allowed", &r).reason("channel", &r.channel)];
+    let needs = state.policy.needs_approval(r.kind.as_str());
+    if r.kind == Kind::Restriction && r.lift {
+        r = lc::verified(&r, now, "controller_decision", &caller.id, false).map_err(refusal)?;
+    } else if let Some(method) = &verified_by {
+        r = lc::verified(&r, now, method, &caller.id, needs).map_err(refusal)?;
+        events.push(event(caller, "request.verified", "allowed", &r).reason("method", method));
+    } else if r.kind.skips_verification(r.lift) {
+        r = lc::accept_unverified(&r).map_err(refusal)?;
+    } else if let Some(to) = outbox::contact_on_file(&state.policy, &record, &dek, None) {
+        let (code, hash) = new_code().await?;
+        let expires = now + ttl(state);
+        r = lc::send_code(&r, hash, expires).map_err(refusal)?;
+        mutations.push(code_message(&dek, &r, &to, &code, expires, now)?);
+        events.push(event(caller, "request.code_sent", "allowed", &r).fields([to.field.clone()]));
+    }
+    // Otherwise it stays `received` until staff verify the requester.
+    events[0]
+        .reasons
+        .insert("status".into(), r.status.as_str().into());
+    mutations.insert(0, RM::InsertRequest(Box::new(r.clone())).into());
+    mutations.push(
+        RM::InsertToken {
+            token_sha256: token_hash,
+            request_id: id,
+            at: now,
+        }
+        .into(),
+    );
+    commit(state, mutations, events).await?;
+    if r.status == Status::Verified {
+        r = execute(state, caller, r).await?;
+    }
+    outbox::wake();
+    Ok(Filed {
+        request: r,
+        token,
+        merged: false,
+    })
+}
+
+// ---------------------------------------------------------------------------
+// Verification, approval, denial, extension
+// ---------------------------------------------------------------------------
+
+/// The requester enters the code (with the request token).
+pub async fn verify_code(
+    state: &AppState,
+    http_request_id: &str,
+    r: Request,
+    code: String,
+) -> ApiResult<Request> {
+    let actor = data_subject(http_request_id);
+    let now = state.clock.now_micros();
+    lc::check_code_allowed(&r, now).map_err(refusal)?;
+    let hash = r.code_hash.clone().unwrap_or_default();
+    let code = Zeroizing::new(code);
+    let right = tokio::task::spawn_blocking(move || crypto::verify_password(&hash, &code))
+        .await
+        .map_err(ApiError::internal)?;
+    if !right {
+        let (n, why) = lc::wrong_code(&r, now);
+        let mut mutations = vec![update(&n)];
+        let mut events = vec![
+            event(&actor, "request.verification_failed", "denied", &n)
+                .reason("attempts", &n.code_attempts.to_string()),
+        ];
+        if n.status == Status::Denied {
+            events.push(
+                event(&actor, "request.denied", "denied", &n)
+                    .reason("denial_reason", DenialReason::TooManyAttempts.as_str()),
+            );
+            let body = outcome_body(&state.policy, &n);
+            mutations.extend(tell_customer(state, &n, outbox::REQUEST_OUTCOME, body, now).await?);
+        }
+        commit(state, mutations, events).await?;
+        return Err(refusal(why));
+    }
+    let needs = state.policy.needs_approval(r.kind.as_str());
+    let v = lc::verified(&r, now, "code", DATA_SUBJECT, needs).map_err(refusal)?;
+    after_verified(state, &actor, v).await
+}
+
+/// Staff verify the requester on the customer's behalf, recording how.
+pub async fn verify_by_staff(
+    state: &AppState,
+    caller: &Caller,
+    r: Request,
+    method: &str,
+) -> ApiResult<Request> {
+    let role = caller.role(&state.policy)?;
+    if !role.has(Capability::RequestsFile) && !role.has(Capability::RequestsProcess) {
+        return Err(ApiError::forbidden("capability_required")
+            .detail("this call needs the requests.file or requests.process capability"));
+    }
+    if r.status.is_closed() {
+        return Err(refusal(Refusal::Closed));
+    }
+    if r.customer_id.is_none() {
+        return Err(ApiError::conflict("request_unmatched").detail(
+            "the identifier given matched no customer; file a new request with the customer's id",
+        ));
+    }
+    let now = state.clock.now_micros();
+    let needs = state.policy.needs_approval(r.kind.as_str());
+    let v = lc::verified(&r, now, method, &caller.id, needs).map_err(refusal)?;
+    after_verified(state, caller, v).await
+}
+
+/// Stores a verification; a verified duplicate of an open verified request
+/// is merged into it; a request ready to be carried out is carried out.
+async fn after_verified(state: &AppState, actor: &Caller, v: Request) -> ApiResult<Request> {
+    let now = state.clock.now_micros();
+    let method = v.verification_method.clone().unwrap_or_default();
+    let verified_ev = event(actor, "request.verified", "allowed", &v).reason("method", &method);
+    if let Some(customer) = v.customer_id {
+        let open = state.store.open_requests_of(customer).await?;
+        if let Some(s) = open
+            .iter()
+            .find(|s| s.id != v.id && s.verified_at.is_some() && lc::same_ask(s, &v))
+        {
+            let m = lc::merge(&v, s.id, now).map_err(refusal)?;
+            let merged_ev =
+                event(actor, "request.merged", "allowed", &m).reason("into", &s.id.to_string());
+            commit(state, vec![update(&m)], vec![verified_ev, merged_ev]).await?;
+            return Ok(saved(m));
+        }
+    }
+    commit(state, vec![update(&v)], vec![verified_ev]).await?;
+    let v = saved(v);
+    if v.status == Status::Verified {
+        return execute(state, actor, v).await;
+    }
+    Ok(v)
+}
+
+/// The DPO approves; the request is carried out at once.
+pub async fn approve(state: &AppState, caller: &Caller, r: Request) -> ApiResult<Request> {
+    caller.require(&state.policy, Capability::RequestsProcess)?;
+    let now = state.clock.now_micros();
+    let a = lc::approve(&r, now, &caller.id).map_err(refusal)?;
+    commit(
+        state,
+        vec![update(&a)],
+        vec![event(caller, "request.approved", "allowed", &a)],
+    )
+    .await?;
+    execute(state, caller, saved(a)).await
+}
+
+/// The DPO denies, with a machine-readable reason; the customer is told.
+pub async fn deny(
+    state: &AppState,
+    caller: &Caller,
+    r: Request,
+    reason: DenialReason,
+    note: Option<String>,
+) -> ApiResult<Request> {
+    caller.require(&state.policy, Capability::RequestsProcess)?;
+    let now = state.clock.now_micros();
+    let d = lc::deny(&r, now, reason, note).map_err(refusal)?;
+    let mut mutations = vec![update(&d)];
+    let body = outcome_body(&state.policy, &d);
+    mutations.extend(tell_customer(state, &d, outbox::REQUEST_OUTCOME, body, now).await?);
+    let ev = event(caller, "request.denied", "denied", &d).reason("denial_reason", reason.as_str());
+    commit(state, mutations, vec![ev]).await?;
+    outbox::wake();
+    Ok(saved(d))
+}
+
+/// The DPO extends the deadline once, with a reason; the customer is told
+/// of the extension and the reason (Art. 12(3)).
+pub async fn extend(
+    state: &AppState,
+    caller: &Caller,
+    r: Request,
+    reason: &str,
+    until: Option<i64>,
+) -> ApiResult<Request> {
+    caller.require(&state.policy, Capability::RequestsProcess)?;
+    let now = state.clock.now_micros();
+    let e = lc::extend(&r, now, reason, until).map_err(refusal)?;
+    let mut mutations = vec![update(&e)];
+    let body = json!({
+        "request_id": e.id,
+        "request_kind": e.kind,
+        "due_at": rfc3339(e.due_at),
+        "reason": e.extension_reason,
+    });
+    mutations.extend(tell_customer(state, &e, outbox::REQUEST_EXTENDED, body, now).await?);
+    let ev = event(caller, "request.extended", "allowed", &e).reason("due_at", &rfc3339(e.due_at));
+    commit(state, mutations, vec![ev]).await?;
+    outbox::wake();
+    Ok(saved(e))
+}
+
+// ---------------------------------------------------------------------------
+// Carrying a request out
+// ---------------------------------------------------------------------------
+
+/// The id of the notice a restriction lift waits for, if any.
+pub fn waiting_notice(r: &Request) -> Option<Uuid> {
+    let v: Value = serde_json::from_str(r.result.as_deref()?).ok()?;
+    if v.get("lifted").and_then(Value::as_bool) == Some(false) {
+        v.get("notice_id")?.as_str()?.parse().ok()
+    } else {
+        None
+    }
+}
+
+/// What a request that changes subject state answers, matched or not.
+fn state_result(r: &Request) -> Value {
+    match r.kind {
+        Kind::OptOutSale => json!({"opted_out_sale": !r.lift}),
+        Kind::LimitSensitive => json!({"limit_sensitive": !r.lift}),
+        Kind::Objection => json!({"objection": r.purpose, "withdrawn": r.lift}),
+        Kind::Restriction => json!({"restricted": !r.lift}),
+        _ => json!({}),
+    }
+}
+
+/// Carries out a verified (and, if the policy says so, approved) request.
+pub async fn execute(state: &AppState, actor: &Caller, r: Request) -> ApiResult<Request> {
+    let needs = state.policy.needs_approval(r.kind.as_str());
+    lc::ready(&r, needs).map_err(refusal)?;
+    let now = state.clock.now_micros();
+    let Some(customer) = r.customer_id else {
+        // Only requests that need no verification get here unmatched: they
+        // complete like any other, with nothing to change.
+        let result = state_result(&r);
+        return finish(state, actor, r, false, result, Vec::new(), Vec::new()).await;
+    };
+    if r.kind == Kind::Erasure {
+        let receipt = super::erasure::erase(state, customer, actor, Some(r.id)).await?;
+        let partial = receipt.status == super::erasure::ErasureStatus::PartiallyErased;
+        let result = serde_json::to_value(&receipt).map_err(ApiError::internal)?;
+        // Undelivered messages sealed for the customer are dropped with it.
+        let drop = RM::DropCustomerOutbox {
+            customer_id: customer,
+            at: now,
+        };
+        return finish(
+            state,
+            actor,
+            r,
+            partial,
+            result,
+            vec![drop.into()],
+            Vec::new(),
+        )
+        .await;
+    }
+    let record = state.store.customer_record(customer).await?;
+    let Some(record) = record.filter(live) else {
+        // Erased since the request was filed: nothing is left to act on.
+        let mut result = json!({"customer_erased": true});
+        if matches!(r.kind, Kind::Access | Kind::Portability) {
+            result["export"] = json!(format!("/v1/requests/{}/export", r.id));
+        }
+        return finish(state, actor, r, false, result, Vec::new(), Vec::new()).await;
+    };
+    let dek = unwrap_dek(state, &record)?;
+    let mut m: Vec<Mutation> = Vec::new();
+    let mut ev: Vec<EventDraft> = Vec::new();
+    let subject_ev = |action: &str| {
+        actor
+            .event(action, "allowed")
+            .customer(customer)
+            .reason("request", &r.id.to_string())
+    };
+    let (partial, result) = match r.kind {
+        Kind::OptOutSale => {
+            m.push(
+                RM::SetOptedOutSale {
+                    customer_id: customer,
+                    value: !r.lift,
+                }
+                .into(),
+            );
+            ev.push(subject_ev(if r.lift {
+                "subject.opt_in_sale"
+            } else {
+                "subject.opt_out_sale"
+            }));
+            (false, state_result(&r))
+        }
+        Kind::LimitSensitive => {
+            m.push(
+                RM::SetLimitSensitive {
+                    customer_id: customer,
+                    value: !r.lift,
+                }
+                .into(),
+            );
+            ev.push(subject_ev(if r.lift {
+                "subject.unlimit_sensitive"
+            } else {
+                "subject.limit_sensitive"
+            }));
+            (false, state_result(&r))
+        }
+        Kind::Objection => {
+            let purpose = r.purpose.clone().unwrap_or_default();
+            if r.lift {
+                m.push(
+                    RM::RemoveObjection {
+                        customer_id: customer,
+                        purpose: purpose.clone(),
+                    }
+                    .into(),
+                );
+                ev.push(subject_ev("subject.objection_withdrawn").purpose(Some(&purpose)));
+            } else {
+                m.push(
+                    RM::AddObjection {
+                        customer_id: customer,
+                        purpose: purpose.clone(),
+                        at: now,
+                    }
+                    .into(),
+                );
+                ev.push(subject_ev("subject.objection").purpose(Some(&purpose)));
+            }
+            (false, state_result(&r))
+        }
+        Kind::Restriction if !r.lift => {
+            m.push(
+                RM::SetRestricted {
+                    customer_id: customer,
+                    value: true,
+                }
+                .into(),
+            );
+            let notices = outbox::recipient_notices(
+                state.store.as_ref(),
+                customer,
+                "restriction",
+                Some(r.id),
+                &[],
+                now,
+            )
+            .await?;
+            let n = notices.len();
+            m.extend(notices);
+            ev.push(subject_ev("subject.restricted").reason("recipients_notified", &n.to_string()));
+            (false, json!({"restricted": true, "recipients_notified": n}))
+        }
+        Kind::Restriction => {
+            if waiting_notice(&r).is_some() {
+                return Ok(r);
+            }
+            let to = outbox::contact_on_file(&state.policy, &record, &dek, None);
+            match to {
+                Some(to) => {
+                    // Art. 18(3): the customer is told before the restriction
+                    // is lifted; it is lifted once the notice is delivered.
+                    let body = json!({
+                        "request_id": r.id,
+                        "request_kind": r.kind,
+                        "message": "The restriction of the processing of your personal data will be lifted.",
+                    });
+                    let msg = outbox::customer_message(
+                        &dek,
+                        customer,
+                        outbox::RESTRICTION_LIFT_NOTICE,
+                        Some(r.id),
+                        &to,
+                        body,
+                        now,
+                    )
+                    .map_err(ApiError::internal)?;
+                    let notice_id = outbox::message_id(&msg).unwrap_or_default();
+                    let mut w = r.clone();
+                    w.result = Some(json!({"lifted": false, "notice_id": notice_id}).to_string());
+                    let e = event(actor, "request.lift_notice_queued", "allowed", &w)
+                        .fields([to.field.clone()]);
+                    commit(state, vec![update(&w), msg], vec![e]).await?;
+                    outbox::wake();
+                    return Ok(saved(w));
+                }
+                None => {
+                    m.push(
+                        RM::SetRestricted {
+                            customer_id: customer,
+                            value: false,
+                        }
+                        .into(),
+                    );
+                    ev.push(
+                        subject_ev("subject.restriction_lifted")
+                            .reason("notice", "no_contact_on_file"),
+                    );
+                    (
+                        false,
+                        json!({"restricted": false, "notice": "no_contact_on_file"}),
+                    )
+                }
+            }
+        }
+        Kind::Rectification => {
+            let changes = open_changes(&dek, customer, &r)?;
+            let mut rectified = Vec::new();
+            let mut not_held = Vec::new();
+            for (name, value) in &changes.fields {
+                let existing = record.fields.iter().find(|f| &f.field == name);
+                let def = state.policy.field(name);
+                match (value, existing, def) {
+                    (None, Some(_), _) => {
+                        m.push(Mutation::DeleteField {
+                            customer_id: customer,
+                            field: name.clone(),
+                        });
+                        rectified.push(name.clone());
+                    }
+                    (Some(v), Some(old), Some(def)) => {
+                        // The value's purposes stay; only the value changes.
+                        let purposes: Vec<String> =
+                            old.purposes.iter().map(|p| p.purpose.clone()).collect();
+                        m.push(put_field(
+                            state,
+                            &dek,
+                            customer,
+                            def,
+                            v,
+                            &purposes,
+                            actor,
+                            old.channel.as_deref(),
+                            old.notice_version.as_deref(),
+                            now,
+                        )?);
+                        rectified.push(name.clone());
+                    }
+                    _ => not_held.push(name.clone()),
+                }
+            }
+            let notices = outbox::recipient_notices(
+                state.store.as_ref(),
+                customer,
+                "rectification",
+                Some(r.id),
+                &rectified,
+                now,
+            )
+            .await?;
+            let n = notices.len();
+            m.extend(notices);
+            if !rectified.is_empty() {
+                ev.push(
+                    actor
+                        .event("customer.rectify", "allowed")
+                        .customer(customer)
+                        .fields(rectified.clone())
+                        .reason("request", &r.id.to_string()),
+                );
+            }
+            (
+                !not_held.is_empty(),
+                json!({"rectified": rectified, "not_held": not_held, "recipients_notified": n}),
+            )
+        }
+        Kind::Access | Kind::Portability => {
+            let package =
+                super::export::build_package(state, customer, r.kind.as_str(), now).await?;
+            let plain = Zeroizing::new(serde_json::to_vec(&package).map_err(ApiError::internal)?);
+            let ciphertext = dek
+                .encrypt_field(customer, &export_label(r.id), &plain)
+                .map_err(ApiError::internal)?;
+            m.push(
+                RM::PutExport(ExportRow {
+                    request_id: r.id,
+                    customer_id: customer,
+                    ciphertext,
+                    created_at: now,
+                })
+                .into(),
+            );
+            (
+                false,
+                json!({"export": format!("/v1/requests/{}/export", r.id), "format": "application/json"}),
+            )
+        }
+        Kind::Erasure => return Err(ApiError::internal("erasure is carried out above")),
+    };
+    finish(state, actor, r, partial, result, m, ev).await
+}
+
+/// Completes a request with its outcome, in one unit with its effects; the
+/// customer is told (except after an erasure: no address is left to use).
+async fn finish(
+    state: &AppState,
+    actor: &Caller,
+    r: Request,
+    partial: bool,
+    result: Value,
+    effects: Vec<Mutation>,
+    mut events: Vec<EventDraft>,
+) -> ApiResult<Request> {
+    let needs = state.policy.needs_approval(r.kind.as_str());
+    let now = state.clock.now_micros();
+    let done = lc::complete(&r, now, needs, partial, Some(result.to_string())).map_err(refusal)?;
+    let mut mutations = vec![update(&done)];
+    mutations.extend(effects);
+    if done.kind != Kind::Erasure {
+        let body = outcome_body(&state.policy, &done);
+        mutations.extend(tell_customer(state, &done, outbox::REQUEST_OUTCOME, body, now).await?);
+    }
+    events.insert(
+        0,
+        event(
+            actor,
+            "request.completed",
+            if partial {
+                "partially_completed"
+            } else {
+                "completed"
+            },
+            &done,
+        ),
+    );
+    commit(state, mutations, events).await?;
+    outbox::wake();
+    Ok(saved(done))
+}
+
+/// The export package of a completed access or portability request, or,
+/// once the customer is erased, only the erasure receipt (R26).
+pub async fn export_package(state: &AppState, r: &Request) -> ApiResult<Value> {
+    if !matches!(r.kind, Kind::Access | Kind::Portability) {
+        return Err(ApiError::conflict("not_an_export")
+            .detail("only access and portability requests have an export"));
+    }
+    if !matches!(r.status, Status::Completed | Status::PartiallyCompleted) {
+        return Err(ApiError::conflict("export_not_ready").detail("the request is not completed"));
+    }
+    let Some(customer) = r.customer_id else {
+        return Err(ApiError::conflict("export_not_ready").detail("the request is not completed"));
+    };
+    let record = state.store.customer_record(customer).await?;
+    let stored = state.store.request_export(r.id).await?;
+    if let (Some(record), Some(stored)) = (record.as_ref().filter(|c| live(c)), stored) {
+        let dek = unwrap_dek(state, record)?;
+        if let Ok(plain) = dek.decrypt_field(customer, &export_label(r.id), &stored.ciphertext) {
+            return serde_json::from_slice(&plain).map_err(ApiError::internal);
+        }
+    }
+    let receipt = super::erasure::receipt_of(state.store.as_ref(), customer).await?;
+    Ok(json!({
+        "customer_id": customer,
+        "erased": true,
+        "receipt": receipt,
+    }))
+}
+
+/// Marks a message delivered (notifier acknowledgement or webhook 2xx). The
+/// notice before lifting a restriction lifts it in the same unit.
+pub async fn acknowledge(
+    state: &AppState,
+    actor: &Caller,
+    row: &super::store::OutboxRow,
+    via: &str,
+) -> ApiResult<()> {
+    let now = state.clock.now_micros();
+    let mut mutations: Vec<Mutation> = vec![
+        RM::AckOutbox {
+            id: row.id,
+            at: now,
+        }
+        .into(),
+    ];
+    let mut ack = actor
+        .event("outbox.acknowledged", "allowed")
+        .reason("message", &row.id.to_string())
+        .reason("kind", &row.kind)
+        .reason("via", via);
+    if let Some(c) = row.customer_id {
+        ack = ack.customer(c);
+    }
+    let mut events = vec![ack];
+    if row.kind == outbox::RESTRICTION_LIFT_NOTICE
+        && let (Some(rid), Some(customer)) = (row.request_id, row.customer_id)
+        && let Some(r) = state.store.request(rid).await?
+        && r.status == Status::Verified
+        && waiting_notice(&r) == Some(row.id)
+    {
+        let needs = state.policy.needs_approval(r.kind.as_str());
+        let result = json!({
+            "restricted": false,
+            "notice_id": row.id,
+            "notice_delivered_at": rfc3339(now),
+        });
+        let done =
+            lc::complete(&r, now, needs, false, Some(result.to_string())).map_err(refusal)?;
+        mutations.push(update(&done));
+        mutations.push(
+            RM::SetRestricted {
+                customer_id: customer,
+                value: false,
+            }
+            .into(),
+        );
+        events.push(
+            actor
+                .event("subject.restriction_lifted", "allowed")
+                .customer(customer)
+                .reason("request", &r.id.to_string())
+                .reason("notice", "delivered"),
+        );
+        events.push(event(actor, "request.completed", "completed", &done));
+    }
+    commit(state, mutations, events).await
+}
+
+/// Background upkeep: requests never verified are denied once their
+/// deadline passes; verified requests whose carrying out was interrupted
+/// (a crash, a database outage) are carried out.
+pub async fn housekeeping(state: &AppState) -> ApiResult<()> {
+    let actor = system_actor();
+    let now = state.clock.now_micros();
+    for r in state.store.requests_with_status("verifying", 200).await? {
+        if now <= r.due_at {
+            continue;
+        }
+        let Ok(d) = lc::deny(&r, now, DenialReason::IdentityNotVerified, None) else {
+            continue;
+        };
+        let mut mutations = vec![update(&d)];
+        let body = outcome_body(&state.policy, &d);
+        mutations.extend(tell_customer(state, &d, outbox::REQUEST_OUTCOME, body, now).await?);
+        let ev = event(&actor, "request.denied", "denied", &d)
+            .reason("denial_reason", DenialReason::IdentityNotVerified.as_str());
+        if let Err(e) = commit(state, mutations, vec![ev]).await {
+            tracing::debug!(code = e.code, "request housekeeping: deny skipped");
+        }
+    }
+    for r in state.store.requests_with_status("verified", 50).await? {
+        if waiting_notice(&r).is_some() {
+            continue;
+        }
+        let since = r.approved_at.or(r.verified_at).unwrap_or(r.received_at);
+        if now - since < RESUME_AFTER_US {
+            continue;
+        }
+        if let Err(e) = execute(state, &actor, r).await {
+            tracing::warn!(
+                code = e.code,
+                "request housekeeping: resuming a request failed"
+            );
+        }
+    }
+    Ok(())
+}
