@@ -74,6 +74,11 @@ pub struct Settings {
     pub rewrap_pause_ms: u64,
     /// Rewrap data keys of older KEK versions in the background while serving.
     pub rewrap_background: bool,
+    /// Requests per second each authenticated caller may sustain (token
+    /// bucket per principal); past it 429 `rate_limited`. 0 turns it off.
+    pub rate_limit_per_sec: u32,
+    /// Requests a caller may send at once before the rate applies.
+    pub rate_limit_burst: u32,
 }
 
 impl Default for Settings {
@@ -106,6 +111,8 @@ impl Default for Settings {
             rewrap_batch_size: 500,
             rewrap_pause_ms: 5,
             rewrap_background: true,
+            rate_limit_per_sec: 2000,
+            rate_limit_burst: 4000,
         }
     }
 }
@@ -318,6 +325,23 @@ mod tests {
         std::fs::write(&f, "audit_retention_days = 400\n").unwrap();
         assert_eq!(Settings::load(Some(&f)).unwrap().audit_retention_days, 400);
         assert_eq!(Settings::default().audit_retention_days, 2557);
+    }
+
+    #[test]
+    fn the_outbox_webhook_must_be_plain_http() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("c.toml");
+        std::fs::write(&f, "outbox_webhook_url = \"https://hooks.example.com/x\"\n").unwrap();
+        let err = Settings::load(Some(&f)).unwrap_err();
+        assert!(err.contains("outbox_webhook_url"), "{err}");
+        std::fs::write(
+            &f,
+            "outbox_webhook_url = \"http://127.0.0.1:9000/x\"\nverification_code_ttl_secs = 600\n",
+        )
+        .unwrap();
+        let s = Settings::load(Some(&f)).unwrap();
+        assert_eq!(s.verification_code_ttl_secs, 600);
+        assert_eq!(Settings::default().verification_code_ttl_secs, 1800);
     }
 
     #[test]

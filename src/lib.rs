@@ -100,6 +100,8 @@ pub async fn build_state(
         settings.login_max_failures,
         Duration::from_secs(settings.login_window_secs),
     );
+    let rate_limit =
+        http::rate_limit::RateLimiter::new(settings.rate_limit_per_sec, settings.rate_limit_burst);
     let state = AppState::new(Inner {
         store: opened.store,
         policy: Arc::new(opened.policy),
@@ -108,6 +110,7 @@ pub async fn build_state(
         clock,
         settings: Arc::new(settings),
         throttle,
+        rate_limit,
         auth_cache: Default::default(),
         metrics: telemetry::metrics_handle(),
     });

@@ -23,6 +23,7 @@ pub struct Inner {
     pub clock: Arc<dyn Clock>,
     pub settings: Arc<Settings>,
     pub throttle: Throttle,
+    pub rate_limit: crate::http::rate_limit::RateLimiter,
     pub auth_cache: crate::http::auth_cache::AuthCache,
     pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
 }

@@ -169,6 +169,7 @@ impl FromRequestParts<AppState> for Caller {
         let keys_id = std::sync::Arc::as_ptr(&keys) as usize;
         let digest = token_digest(token);
         if let Some(c) = state.auth_cache.get(&digest, epoch, keys_id, now_secs) {
+            rate_limited(state, &c.id)?;
             return Ok(Caller {
                 id: c.id,
                 kind: c.kind,
@@ -208,6 +209,7 @@ impl FromRequestParts<AppState> for Caller {
             epoch,
             keys_id,
         );
+        rate_limited(state, &principal.id.to_string())?;
         Ok(Caller {
             id: principal.id.to_string(),
             kind,
@@ -215,6 +217,15 @@ impl FromRequestParts<AppState> for Caller {
             request_id,
         })
     }
+}
+
+/// 429 `rate_limited` once `principal` has used up its bucket
+/// (`rate_limit.rs`).
+fn rate_limited(state: &AppState, principal: &str) -> Result<(), ApiError> {
+    state.rate_limit.check(principal).map_err(|wait| {
+        ApiError::too_many("rate_limited", wait)
+            .detail("too many requests from this caller; retry after the indicated time")
+    })
 }
 
 /// `?purpose=` on calls that read or write personal data.

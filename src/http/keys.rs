@@ -217,8 +217,8 @@ pub async fn retire_kek(
 #[into_params(parameter_in = Query)]
 pub struct RotateSigningQuery {
     /// `true`: refuse tokens signed by the previous key at once (suspected
-    /// leak); otherwise they are accepted until they expire.
-    pub revoke_previous: Option<bool>,
+    /// leak); `false` (default): they are accepted until they expire.
+    pub revoke_previous: Option<String>,
 }
 
 /// A new Ed25519 key signs tokens and audit checkpoints from now on. The
@@ -237,12 +237,22 @@ pub async fn rotate_signing_key(
     headers: HeaderMap,
 ) -> ApiResult<Response> {
     require_admin(&state, &caller, "keys.rotate_signing").await?;
+    let revoke_previous = match q.revoke_previous.as_deref() {
+        None | Some("false") => false,
+        Some("true") => true,
+        Some(_) => {
+            return Err(
+                ApiError::invalid_request("revoke_previous must be true or false")
+                    .field("revoke_previous"),
+            );
+        }
+    };
     let idem = match idempotency::begin(
         &state,
         &caller,
         &headers,
         "POST /v1/keys/signing/rotate",
-        &q.revoke_previous,
+        &revoke_previous,
     )
     .await?
     {
@@ -257,7 +267,7 @@ pub async fn rotate_signing_key(
         &committer,
         state.clock.as_ref(),
         &state.settings,
-        q.revoke_previous.unwrap_or(false),
+        revoke_previous,
         &actor(&caller),
         Some(&record as &Record<'_>),
     )

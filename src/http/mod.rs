@@ -22,6 +22,7 @@ pub mod idempotency;
 pub mod keys;
 pub mod ops;
 pub mod outbox;
+pub mod rate_limit;
 pub mod requests;
 pub mod tokens;
 

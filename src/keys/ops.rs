@@ -659,3 +659,61 @@ fn signing_info(s: &SigningKeyState, now: i64, settings: &Settings) -> SigningKe
         kek_version: (!s.row.sealed.is_empty()).then_some(s.row.kek_version),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kek(version: i64, active: bool, created_at: i64, deactivated_at: Option<i64>) -> KekState {
+        KekState {
+            version,
+            has_material: true,
+            active,
+            created_at,
+            deactivated_at,
+            retired_at: None,
+            rewrap_total: None,
+        }
+    }
+
+    #[test]
+    fn grace_is_two_polls_and_a_second() {
+        let settings = Settings {
+            keyring_poll_secs: 2,
+            ..Settings::default()
+        };
+        assert_eq!(retire_grace_micros(&settings), 5_000_000);
+    }
+
+    #[test]
+    fn a_replaced_version_is_retirable_after_the_grace_period() {
+        let settings = Settings::default();
+        let grace = retire_grace_micros(&settings);
+        let states = vec![kek(1, false, 0, Some(1_000)), kek(2, true, 1_000, None)];
+        assert_eq!(
+            retirable_from(&states, &states[0], &settings),
+            Some(1_000 + grace)
+        );
+        assert_eq!(retirable_from(&states, &states[1], &settings), None);
+        // Without a recorded deactivation, the next version's creation counts.
+        let states = vec![kek(1, false, 0, None), kek(2, true, 7_000, None)];
+        assert_eq!(
+            retirable_from(&states, &states[0], &settings),
+            Some(7_000 + grace)
+        );
+    }
+
+    #[test]
+    fn key_errors_name_versions_not_material() {
+        let e = KeyError::InUse {
+            version: 3,
+            data_keys: 12,
+            signing_keys: 1,
+        };
+        let text = e.to_string();
+        assert!(
+            text.contains("version 3") && text.contains("12 data key"),
+            "{text}"
+        );
+    }
+}

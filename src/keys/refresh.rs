@@ -357,3 +357,44 @@ async fn rewrap_loop(weak: Weak<Inner>, keys: Arc<Keys>, poll: Duration) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::SigningKeyRow;
+
+    fn state(active: bool, retired_at: Option<i64>, tokens_revoked: bool) -> SigningKeyState {
+        SigningKeyState {
+            row: SigningKeyRow {
+                kid: "k".into(),
+                kek_version: 1,
+                sealed: Vec::new(),
+                public_key: vec![0; 32],
+                active,
+                created_at: 0,
+            },
+            retired_at,
+            tokens_revoked,
+        }
+    }
+
+    #[test]
+    fn replaced_keys_are_accepted_for_one_token_lifetime_plus_leeway() {
+        let settings = Settings {
+            token_lifetime_secs: 900,
+            ..Settings::default()
+        };
+        let at = 1_000_000_000;
+        let window = (900 + JWT_LEEWAY_SECS) * 1_000_000;
+        let s = state(false, Some(at), false);
+        assert!(still_accepted(&s, at, &settings));
+        assert!(still_accepted(&s, at + window - 1, &settings));
+        assert!(!still_accepted(&s, at + window, &settings));
+        assert!(still_accepted(&state(true, None, false), at, &settings));
+        assert!(!still_accepted(
+            &state(false, Some(at), true),
+            at,
+            &settings
+        ));
+    }
+}

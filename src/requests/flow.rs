@@ -43,9 +43,18 @@ pub const TOKEN_PREFIX: &str = "pvr_";
 const RESUME_AFTER_US: i64 = 5 * 60 * 1_000_000;
 
 /// The new values of a rectification, normalised; `None` removes a value.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Clone, Default, Serialize, Deserialize)]
 pub struct Changes {
     pub fields: BTreeMap<String, Option<String>>,
+}
+
+impl std::fmt::Debug for Changes {
+    /// Field names only, never the values.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Changes")
+            .field("fields", &self.fields.keys().collect::<Vec<_>>())
+            .finish()
+    }
 }
 
 /// A request as parsed at the edge.
@@ -59,8 +68,8 @@ pub struct Intake {
     pub changes: Option<Changes>,
 }
 
-/// The outcome of an intake.
-#[derive(Debug, Clone)]
+/// The outcome of an intake. (No `Debug`: it holds the request token.)
+#[derive(Clone)]
 pub struct Filed {
     pub request: Request,
     /// Authorises reading and verifying this request (shown once).

@@ -3,18 +3,25 @@
 //! `begin_write()` and `LOCK_HEAD` (what differs between the dialects).
 //! All SQL is static text with bound parameters.
 
-pub(super) const CUSTOMER: &str = "SELECT id, external_id, created_at, kek_version, wrapped_dek, \
-     restricted, opted_out_sale, limit_sensitive, erased_at FROM customers WHERE id = $1";
-pub(super) const FIELDS: &str = "SELECT v.field, v.ciphertext, v.collected_by, v.channel, \
-     v.notice_version, v.collected_at, p.purpose, p.collected_at, p.expires_at \
-     FROM field_values v LEFT JOIN value_purposes p \
-     ON p.customer_id = v.customer_id AND p.field = v.field \
-     WHERE v.customer_id = $1 ORDER BY v.field, p.purpose";
-pub(super) const CONSENTS: &str = "SELECT id, customer_id, purpose, action, notice_version, \
-     notice_text_sha256, language, jurisdiction, channel, captured_by, at \
-     FROM consent_events WHERE customer_id = $1 ORDER BY at, id";
-pub(super) const OBJECTIONS: &str =
-    "SELECT purpose FROM objections WHERE customer_id = $1 ORDER BY purpose";
+/// A customer with every value and each value's purposes, in one statement
+/// (a customer without values yields one row with NULL value columns).
+pub(super) const CUSTOMER_VALUES: &str = "SELECT c.id, c.external_id, c.created_at, \
+     c.kek_version, c.wrapped_dek, c.restricted, c.opted_out_sale, c.limit_sensitive, \
+     c.erased_at, v.field, v.ciphertext, v.collected_by, v.channel, v.notice_version, \
+     v.collected_at AS value_collected_at, p.purpose, p.collected_at AS purpose_collected_at, \
+     p.expires_at \
+     FROM customers c \
+     LEFT JOIN field_values v ON v.customer_id = c.id \
+     LEFT JOIN value_purposes p ON p.customer_id = v.customer_id AND p.field = v.field \
+     WHERE c.id = $1 ORDER BY v.field, p.purpose";
+/// The consent ledger and the objections of a customer, in one statement.
+pub(super) const SUBJECT_EVENTS: &str = "SELECT 'consent' AS kind, id, purpose, action, \
+     notice_version, notice_text_sha256, language, jurisdiction, channel, captured_by, at \
+     FROM consent_events WHERE customer_id = $1 \
+     UNION ALL \
+     SELECT 'objection', NULL, purpose, NULL, NULL, NULL, NULL, NULL, NULL, NULL, at \
+     FROM objections WHERE customer_id = $1 \
+     ORDER BY at, id";
 pub(super) const INSERT_EVENT: &str = "INSERT INTO audit_events (seq, at, actor, role, action, \
      purpose, customer_id, fields, decision, reasons, request_id, prev_hash, hash) \
      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)";
@@ -83,35 +90,65 @@ pub(super) fn checkpoint_from_row(r: CheckpointTuple) -> super::CheckpointRow {
     }
 }
 
-pub(super) type FieldJoinRow = (
-    String,
-    Vec<u8>,
-    String,
-    Option<String>,
-    Option<String>,
-    i64,
-    Option<String>,
-    Option<i64>,
-    Option<i64>,
-);
+#[derive(sqlx::FromRow)]
+pub(super) struct CustomerValueRow {
+    id: uuid::Uuid,
+    external_id: Option<String>,
+    created_at: i64,
+    kek_version: Option<i64>,
+    wrapped_dek: Option<Vec<u8>>,
+    restricted: bool,
+    opted_out_sale: bool,
+    limit_sensitive: bool,
+    erased_at: Option<i64>,
+    field: Option<String>,
+    ciphertext: Option<Vec<u8>>,
+    collected_by: Option<String>,
+    channel: Option<String>,
+    notice_version: Option<String>,
+    value_collected_at: Option<i64>,
+    purpose: Option<String>,
+    purpose_collected_at: Option<i64>,
+    expires_at: Option<i64>,
+}
 
-/// Folds the value/purpose join into one [`FieldRow`](super::FieldRow) per field.
-pub(super) fn fields_from_rows(rows: Vec<FieldJoinRow>) -> Vec<super::FieldRow> {
-    let mut out: Vec<super::FieldRow> = Vec::new();
-    for (field, ciphertext, by, channel, notice, at, purpose, p_at, p_exp) in rows {
-        if out.last().map(|f| f.field != field).unwrap_or(true) {
-            out.push(super::FieldRow {
+/// Folds the customer/value/purpose join into the customer and one
+/// [`FieldRow`](super::FieldRow) per field.
+pub(super) fn customer_from_rows(
+    rows: Vec<CustomerValueRow>,
+) -> Option<(super::CustomerRow, Vec<super::FieldRow>)> {
+    let first = rows.first()?;
+    let customer = super::CustomerRow {
+        id: first.id,
+        external_id: first.external_id.clone(),
+        created_at: first.created_at,
+        kek_version: first.kek_version,
+        wrapped_dek: first.wrapped_dek.clone(),
+        restricted: first.restricted,
+        opted_out_sale: first.opted_out_sale,
+        limit_sensitive: first.limit_sensitive,
+        erased_at: first.erased_at,
+    };
+    let mut fields: Vec<super::FieldRow> = Vec::new();
+    for r in rows {
+        let (Some(field), Some(ciphertext), Some(collected_by), Some(collected_at)) =
+            (r.field, r.ciphertext, r.collected_by, r.value_collected_at)
+        else {
+            continue;
+        };
+        if fields.last().map(|f| f.field != field).unwrap_or(true) {
+            fields.push(super::FieldRow {
                 field,
                 ciphertext,
-                collected_by: by,
-                channel,
-                notice_version: notice,
-                collected_at: at,
+                collected_by,
+                channel: r.channel,
+                notice_version: r.notice_version,
+                collected_at,
                 purposes: Vec::new(),
             });
         }
         if let (Some(purpose), Some(collected_at), Some(expires_at), Some(last)) =
-            (purpose, p_at, p_exp, out.last_mut())
+            (r.purpose, r.purpose_collected_at, r.expires_at, fields.last_mut())
         {
             last.purposes.push(super::ValuePurpose {
                 purpose,
@@ -120,38 +157,51 @@ pub(super) fn fields_from_rows(rows: Vec<FieldJoinRow>) -> Vec<super::FieldRow> 
             });
         }
     }
-    out
+    Some((customer, fields))
 }
 
-pub(super) type ConsentRow = (
-    uuid::Uuid,
-    uuid::Uuid,
+pub(super) type SubjectEventRow = (
     String,
+    Option<uuid::Uuid>,
     String,
-    String,
-    String,
-    String,
-    String,
-    String,
-    String,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
     i64,
 );
 
-pub(super) fn consent_from_row(r: ConsentRow) -> super::ConsentEvent {
-    let (id, customer_id, purpose, action, nv, sha, language, jurisdiction, channel, by, at) = r;
-    super::ConsentEvent {
-        id,
-        customer_id,
-        purpose,
-        action,
-        notice_version: nv,
-        notice_text_sha256: sha,
-        language,
-        jurisdiction,
-        channel,
-        captured_by: by,
-        at,
+/// Splits the union of consent events and objections.
+pub(super) fn subject_events(
+    customer_id: uuid::Uuid,
+    rows: Vec<SubjectEventRow>,
+) -> (Vec<super::ConsentEvent>, Vec<String>) {
+    let mut consents = Vec::new();
+    let mut objections = Vec::new();
+    for (kind, id, purpose, action, nv, sha, language, jurisdiction, channel, by, at) in rows {
+        if kind == "objection" {
+            objections.push(purpose);
+            continue;
+        }
+        consents.push(super::ConsentEvent {
+            id: id.unwrap_or_default(),
+            customer_id,
+            purpose,
+            action: action.unwrap_or_default(),
+            notice_version: nv.unwrap_or_default(),
+            notice_text_sha256: sha.unwrap_or_default(),
+            language: language.unwrap_or_default(),
+            jurisdiction: jurisdiction.unwrap_or_default(),
+            channel: channel.unwrap_or_default(),
+            captured_by: by.unwrap_or_default(),
+            at,
+        });
     }
+    objections.sort();
+    (consents, objections)
 }
 
 pub(super) const ERASURE_JOB: &str = "SELECT customer_id, receipt_id, request_id, actor, role, \
@@ -260,9 +310,18 @@ macro_rules! impl_store {
                     if guarded {
                         sqlx::query("SAVEPOINT unit").execute(&mut *tx).await?;
                     }
+                    // Customers this unit creates have no earlier values to replace.
+                    let fresh: Vec<uuid::Uuid> = unit
+                        .mutations
+                        .iter()
+                        .filter_map(|m| match m {
+                            $crate::store::Mutation::InsertCustomer { id, .. } => Some(*id),
+                            _ => None,
+                        })
+                        .collect();
                     let mut result: Result<(), StoreError> = Ok(());
                     for m in &unit.mutations {
-                        result = apply(&mut tx, m).await;
+                        result = apply(&mut tx, m, &fresh).await;
                         if result.is_err() {
                             break;
                         }
@@ -518,53 +577,27 @@ macro_rules! impl_store {
                 &self,
                 id: uuid::Uuid,
             ) -> $crate::store::StoreResult<Option<$crate::store::CustomerRecord>> {
-                type CustomerTuple = (
-                    uuid::Uuid,
-                    Option<String>,
-                    i64,
-                    Option<i64>,
-                    Option<Vec<u8>>,
-                    bool,
-                    bool,
-                    bool,
-                    Option<i64>,
-                );
+                // Two statements on one connection: every statement is a
+                // round trip to the database (for SQLite, to its worker thread).
                 let mut conn = self.pool.acquire().await?;
-                let row: Option<CustomerTuple> = sqlx::query_as($crate::store::sql::CUSTOMER)
-                    .bind(id)
-                    .fetch_optional(&mut *conn)
-                    .await?;
-                let Some((id, external_id, created_at, kek_version, wrapped_dek, restricted, opted_out_sale, limit_sensitive, erased_at)) = row else {
+                let rows: Vec<$crate::store::sql::CustomerValueRow> =
+                    sqlx::query_as($crate::store::sql::CUSTOMER_VALUES)
+                        .bind(id)
+                        .fetch_all(&mut *conn)
+                        .await?;
+                let Some((customer, fields)) = $crate::store::sql::customer_from_rows(rows) else {
                     return Ok(None);
                 };
-                let fields: Vec<$crate::store::sql::FieldJoinRow> =
-                    sqlx::query_as($crate::store::sql::FIELDS)
+                let events: Vec<$crate::store::sql::SubjectEventRow> =
+                    sqlx::query_as($crate::store::sql::SUBJECT_EVENTS)
                         .bind(id)
                         .fetch_all(&mut *conn)
                         .await?;
-                let consents: Vec<$crate::store::sql::ConsentRow> =
-                    sqlx::query_as($crate::store::sql::CONSENTS)
-                        .bind(id)
-                        .fetch_all(&mut *conn)
-                        .await?;
-                let objections: Vec<String> = sqlx::query_scalar($crate::store::sql::OBJECTIONS)
-                    .bind(id)
-                    .fetch_all(&mut *conn)
-                    .await?;
+                let (consents, objections) = $crate::store::sql::subject_events(id, events);
                 Ok(Some($crate::store::CustomerRecord {
-                    customer: $crate::store::CustomerRow {
-                        id,
-                        external_id,
-                        created_at,
-                        kek_version,
-                        wrapped_dek,
-                        restricted,
-                        opted_out_sale,
-                        limit_sensitive,
-                        erased_at,
-                    },
-                    fields: $crate::store::sql::fields_from_rows(fields),
-                    consents: consents.into_iter().map($crate::store::sql::consent_from_row).collect(),
+                    customer,
+                    fields,
+                    consents,
                     objections,
                 }))
             }
@@ -774,6 +807,7 @@ macro_rules! impl_store {
         async fn apply(
             tx: &mut sqlx::Transaction<'static, $db>,
             m: &$crate::store::Mutation,
+            fresh: &[uuid::Uuid],
         ) -> Result<(), $crate::store::StoreError> {
             use $crate::store::Mutation as M;
             match m {
@@ -1044,12 +1078,15 @@ macro_rules! impl_store {
                     blind_index,
                 } => {
                     // Replacing a value removes the old ciphertext, its purposes
-                    // and its index entries (ON DELETE CASCADE).
-                    sqlx::query("DELETE FROM field_values WHERE customer_id = $1 AND field = $2")
-                        .bind(customer_id)
-                        .bind(field)
-                        .execute(&mut **tx)
-                        .await?;
+                    // and its index entries (ON DELETE CASCADE). A customer
+                    // created in this unit has none: one statement fewer each.
+                    if !fresh.contains(customer_id) {
+                        sqlx::query("DELETE FROM field_values WHERE customer_id = $1 AND field = $2")
+                            .bind(customer_id)
+                            .bind(field)
+                            .execute(&mut **tx)
+                            .await?;
+                    }
                     sqlx::query(
                         "INSERT INTO field_values (customer_id, field, ciphertext, collected_by, channel, notice_version, collected_at) \
                          VALUES ($1, $2, $3, $4, $5, $6, $7)",

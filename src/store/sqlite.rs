@@ -24,9 +24,8 @@ impl SqliteStore {
         if let Some(path) = url.sqlite_path()
             && let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
         {
-            std::fs::create_dir_all(dir).map_err(|e| {
-                StoreError::Config(format!("cannot create {}: {e}", dir.display()))
-            })?;
+            std::fs::create_dir_all(dir)
+                .map_err(|e| StoreError::Config(format!("cannot create {}: {e}", dir.display())))?;
         }
         let opts = SqliteConnectOptions::from_str(url.expose())
             .map_err(|e| StoreError::Config(format!("invalid database URL {url}: {e}")))?

@@ -1051,3 +1051,95 @@ async fn rewrap_speed() {
         }
     }
 }
+
+#[tokio::test]
+async fn a_running_vault_follows_a_root_key_rotation_through_its_key_file() {
+    for backend in backends() {
+        let v = TestVault::start_adjusted(backend, |s, dir| {
+            let file = dir.join("root.key");
+            std::fs::write(&file, format!("{}\n", root_key_b64())).unwrap();
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+            s.master_key = None;
+            s.master_key_file = Some(file);
+        })
+        .await;
+        let admin = v.token("admin").await;
+        let helpdesk = v.token("helpdesk").await;
+        let customers = seed(&v, 10, "follow").await;
+
+        // Another process replaces the root key.
+        let (new_root, new_b64) = pii_vault::crypto::RootKey::generate().unwrap();
+        let old_root = pii_vault::crypto::RootKey::from_base64(&root_key_b64()).unwrap();
+        pii_vault::keys::rotate_root(
+            v.state.store.as_ref(),
+            &SystemClock,
+            &old_root,
+            &new_root,
+            &Actor::cli(),
+        )
+        .await
+        .unwrap();
+
+        // Still serving with the keys it holds; a KEK rotation is refused
+        // (it would be wrapped by the replaced root key).
+        check_all(&v, &helpdesk, &customers).await;
+        let (s, e) = v.post(&admin, "/v1/keys/rotate", &json!({})).await;
+        assert_eq!(
+            (s, e["code"].as_str()),
+            (StatusCode::CONFLICT, Some("root_key_changed"))
+        );
+        let st = status(&v, &admin).await;
+        assert_eq!(st["root_key_current"], false);
+
+        // The key file is replaced in place: the process picks the new key up.
+        let file = v.dir.path().join("root.key");
+        std::fs::write(&file, format!("{new_b64}\n")).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while v.state.keys.root.load().fingerprint() != new_root.fingerprint() {
+            assert!(
+                Instant::now() < deadline,
+                "the new root key was not picked up"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let (s, r) = v.post(&admin, "/v1/keys/rotate", &json!({})).await;
+        assert_eq!(s, StatusCode::CREATED, "{r}");
+        let st = wait_rewrap_complete(&v, &admin).await;
+        assert_eq!(st["root_key_current"], true);
+        check_all(&v, &helpdesk, &customers).await;
+
+        // The key endpoints are in the OpenAPI document.
+        let doc: Value = v
+            .http
+            .get(v.url("/openapi.json"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        for path in [
+            "/v1/keys",
+            "/v1/keys/rotate",
+            "/v1/keys/{version}/retire",
+            "/v1/keys/signing/rotate",
+        ] {
+            assert!(
+                doc["paths"].get(path).is_some(),
+                "{path} missing from /openapi.json"
+            );
+        }
+        let (s, e) = v
+            .post(
+                &admin,
+                "/v1/keys/signing/rotate?revoke_previous=maybe",
+                &json!({}),
+            )
+            .await;
+        assert_eq!(
+            (s, e["code"].as_str()),
+            (StatusCode::BAD_REQUEST, Some("invalid_request"))
+        );
+    }
+}

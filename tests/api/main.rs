@@ -2,6 +2,7 @@
 //! real HTTP, on SQLite and (with DATABASE_URL) on PostgreSQL.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod attacks;
 mod audit;
 mod audit_trail;
 mod auth;
@@ -10,8 +11,10 @@ mod consents;
 mod customers;
 mod erasure;
 mod export;
+mod faults;
 mod helpers;
 mod keys;
 mod leaks;
+mod limits;
 mod requests;
 mod retention;
