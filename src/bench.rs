@@ -335,6 +335,7 @@ enum Op {
     Search,
     Update,
     Erase,
+    Export,
 }
 
 struct Shared {
@@ -389,6 +390,12 @@ async fn one(s: &Shared, op: Op, rng: &mut Rng) -> Result<(), String> {
                 .patch(format!("{base}/v1/customers/{id}?purpose=support"))
                 .bearer_auth(&s.helpdesk)
                 .json(&json!({"fields": {"support_note": {"value": format!("note {}", rng.next() % 1000)}}}))
+        }
+        Op::Export => {
+            // The first seeded customer, given 1,000 audit events beforehand.
+            s.http
+                .get(format!("{base}/v1/customers/{}/export?kind=access", s.ids[0]))
+                .bearer_auth(s.dpo.as_deref().unwrap_or(&s.helpdesk))
         }
         Op::Erase => {
             let n = s.next_erase.fetch_add(1, Ordering::Relaxed) as usize;
@@ -479,6 +486,26 @@ async fn run_load(
         server_peak_rss_mb: rss,
         items_per_sec: None,
         note: None,
+    }
+}
+
+/// Reads the first seeded customer `n` times so its access log is long.
+async fn give_audit_events(s: &Shared, n: usize) {
+    let mut done = 0;
+    while done < n {
+        let batch = (n - done).min(32);
+        let reads = (0..batch).map(|_| {
+            s.http
+                .get(format!("{}/v1/customers/{}?purpose=support", s.base, s.ids[0]))
+                .bearer_auth(&s.helpdesk)
+                .send()
+        });
+        for r in futures_util::future::join_all(reads).await {
+            if let Ok(r) = r {
+                let _ = r.bytes().await;
+            }
+        }
+        done += batch;
     }
 }
 
@@ -645,6 +672,12 @@ pub async fn run(opts: Options) -> anyhow::Result<Report> {
                     },
                 )
                 .await
+            }
+            "export" => {
+                give_audit_events(&shared, 1_000).await;
+                let mut r = run_load(shared.clone(), name, 1, opts.duration, target.pid, |_| Op::Export).await;
+                r.note = Some("sequential exports (latency) of a customer with 1,000+ audit events".into());
+                r
             }
             "erase" => {
                 // Erasure latency, one at a time, on the most recently seeded customers.

@@ -23,12 +23,12 @@ use crate::helpers::*;
 const WRITERS: usize = 8;
 const CYCLES: usize = 20;
 
-fn vault_cmd(dir: &std::path::Path, db: &str) -> Command {
+pub(crate) fn vault_cmd(dir: &std::path::Path, db: &str, rust_log: &str) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_pii-vault"));
     c.current_dir(dir)
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("RUST_LOG", "warn")
+        .env("RUST_LOG", rust_log)
         .env("PII_VAULT_DATABASE_URL", db)
         .env("PII_VAULT_LISTEN", "127.0.0.1:0")
         .env(
@@ -43,32 +43,50 @@ fn vault_cmd(dir: &std::path::Path, db: &str) -> Command {
     c
 }
 
+/// A running `pii-vault serve`; every line it printed is in `logs`.
+pub(crate) struct Proc {
+    pub child: Child,
+    pub base: String,
+    pub logs: Arc<Mutex<Vec<String>>>,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// Starts the server and waits for its "listening on" line.
-fn start(dir: &std::path::Path, db: &str) -> (Child, String) {
-    let mut child = vault_cmd(dir, db)
+pub(crate) fn spawn_vault(dir: &std::path::Path, db: &str, rust_log: &str) -> Proc {
+    let mut child = vault_cmd(dir, db, rust_log)
         .arg("serve")
-        .stdout(Stdio::null())
+        .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn pii-vault");
+    let logs = Arc::new(Mutex::new(Vec::new()));
     let (tx, rx) = std::sync::mpsc::channel();
-    let stderr = child.stderr.take().unwrap();
-    std::thread::spawn(move || {
-        let mut seen = Vec::new();
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Some(addr) = line.split("listening on http://").nth(1) {
-                let _ = tx.send(Ok(format!("http://{}", addr.trim())));
-            } else if seen.len() < 50 {
-                seen.push(line);
+    for stream in [
+        Box::new(child.stderr.take().unwrap()) as Box<dyn std::io::Read + Send>,
+        Box::new(child.stdout.take().unwrap()),
+    ] {
+        let (logs, tx) = (Arc::clone(&logs), tx.clone());
+        std::thread::spawn(move || {
+            for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                if let Some(addr) = line.split("listening on http://").nth(1) {
+                    let _ = tx.send(format!("http://{}", addr.trim()));
+                }
+                logs.lock().unwrap().push(line);
             }
-        }
-        let _ = tx.send(Err(seen));
-    });
+        });
+    }
+    drop(tx);
     match rx.recv_timeout(Duration::from_secs(60)) {
-        Ok(Ok(base)) => (child, base),
-        other => {
+        Ok(base) => Proc { child, base, logs },
+        Err(_) => {
             let _ = child.kill();
-            panic!("server did not start: {other:?}");
+            panic!("server did not start: {:?}", logs.lock().unwrap());
         }
     }
 }
@@ -262,7 +280,7 @@ async fn writer(w: usize, shared: Arc<Shared>) {
     }
 }
 
-async fn helpdesk_token(base: &str, creds: &Value) -> String {
+pub(crate) async fn client_token(base: &str, creds: &Value) -> String {
     let r: Value = reqwest::Client::new()
         .post(format!("{base}/v1/token"))
         .json(&json!({"grant_type": "client_credentials", "client_id": creds["client_id"], "client_secret": creds["client_secret"]}))
@@ -275,8 +293,8 @@ async fn helpdesk_token(base: &str, creds: &Value) -> String {
     r["access_token"].as_str().unwrap().to_owned()
 }
 
-fn add_client(dir: &std::path::Path, db: &str, role: &str) -> Value {
-    let out = vault_cmd(dir, db)
+pub(crate) fn add_client(dir: &std::path::Path, db: &str, role: &str) -> Value {
+    let out = vault_cmd(dir, db, "warn")
         .args(["clients", "add", "--name", role, "--role", role, "--json"])
         .output()
         .unwrap();
@@ -314,12 +332,13 @@ async fn crash_cycles(backend: Backend) {
         Backend::Sqlite => format!("sqlite://{}", dir.path().join("vault.db").display()),
         Backend::Postgres => fresh_pg_database().await,
     };
-    let (mut child, base) = start(dir.path(), &db);
+    let mut server = spawn_vault(dir.path(), &db, "warn");
+    let base = server.base.clone();
     let helpdesk = add_client(dir.path(), &db, "helpdesk");
     let auditor = add_client(dir.path(), &db, "auditor");
     let shared = Arc::new(Shared {
         base: RwLock::new(base.clone()),
-        token: helpdesk_token(&base, &helpdesk).await,
+        token: client_token(&base, &helpdesk).await,
         stop: AtomicBool::new(false),
         acked: AtomicUsize::new(0),
         ledger: Mutex::new(Ledger::default()),
@@ -334,14 +353,13 @@ async fn crash_cycles(backend: Backend) {
         // Run 150–900 ms, then SIGKILL (Child::kill sends SIGKILL).
         let run_ms = 150 + rng.next() % 750;
         tokio::time::sleep(Duration::from_millis(run_ms)).await;
-        child.kill().unwrap();
-        child.wait().unwrap();
+        server.child.kill().unwrap();
+        server.child.wait().unwrap();
         acked_before_kill.push(shared.acked.load(Ordering::SeqCst));
         // Down for 0–200 ms: writers see refused connections meanwhile.
         tokio::time::sleep(Duration::from_millis(rng.next() % 200)).await;
-        let (c, b) = tokio::task::block_in_place(|| start(dir.path(), &db));
-        child = c;
-        *shared.base.write().unwrap() = b;
+        server = tokio::task::block_in_place(|| spawn_vault(dir.path(), &db, "warn"));
+        *shared.base.write().unwrap() = server.base.clone();
     }
     // Let the writers finish what they have in flight on a live server.
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -455,7 +473,7 @@ async fn crash_cycles(backend: Backend) {
     pii_vault::audit::chain::verify((0, hex::encode(pii_vault::audit::chain::GENESIS)), &events)
         .unwrap_or_else(|e| panic!("{backend:?}: chain broken at {}", e.seq()));
 
-    let auditor_token = helpdesk_token(&base, &auditor).await;
+    let auditor_token = client_token(&base, &auditor).await;
     let (s, report) = split(
         http.get(format!("{base}/v1/audit/verify"))
             .bearer_auth(&auditor_token)
@@ -467,10 +485,10 @@ async fn crash_cycles(backend: Backend) {
     assert_eq!(s, StatusCode::OK, "{report}");
     assert_eq!(report["ok"], true, "{backend:?}: {report}");
 
-    child.kill().unwrap();
-    child.wait().unwrap();
+    drop(server);
+    let retried = ledger.created.values().filter(|(_, a)| a.len() > 1).count();
     eprintln!(
-        "{backend:?}: {CYCLES} SIGKILL cycles survived, {} customers created, {} updates, {} audit events",
+        "{backend:?}: {CYCLES} SIGKILL cycles survived, {} customers created ({retried} after a retry), {} updates, {} audit events",
         ledger.created.len(),
         ledger.updated.len(),
         events.len()
