@@ -63,6 +63,26 @@ pub struct ScenarioResult {
     pub note: Option<String>,
 }
 
+impl ScenarioResult {
+    /// A result with nothing measured yet.
+    fn empty(scenario: &str) -> Self {
+        ScenarioResult {
+            scenario: scenario.to_owned(),
+            requests: 0,
+            seconds: 0.0,
+            requests_per_sec: 0.0,
+            p50_ms: 0.0,
+            p95_ms: 0.0,
+            p99_ms: 0.0,
+            max_ms: 0.0,
+            errors: BTreeMap::new(),
+            server_peak_rss_mb: None,
+            items_per_sec: None,
+            note: None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
     pub backend: String,
@@ -394,7 +414,10 @@ async fn one(s: &Shared, op: Op, rng: &mut Rng) -> Result<(), String> {
         Op::Export => {
             // The first seeded customer, given 1,000 audit events beforehand.
             s.http
-                .get(format!("{base}/v1/customers/{}/export?kind=access", s.ids[0]))
+                .get(format!(
+                    "{base}/v1/customers/{}/export?kind=access",
+                    s.ids[0]
+                ))
                 .bearer_auth(s.dpo.as_deref().unwrap_or(&s.helpdesk))
         }
         Op::Erase => {
@@ -489,6 +512,71 @@ async fn run_load(
     }
 }
 
+/// Rotates the KEK through the API and times the background rewrap of every
+/// data key (polling `GET /v1/keys` until no data key is left on an older version).
+async fn rewrap(s: &Shared, admin: Option<&String>, pid: Option<u32>) -> ScenarioResult {
+    let mut r = ScenarioResult::empty("rewrap");
+    let Some(admin) = admin else {
+        r.note = Some("needs admin credentials".into());
+        return r;
+    };
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sampler = sample_rss(pid, stop.clone());
+    let started = Instant::now();
+    let rotated = s
+        .http
+        .post(format!("{}/v1/keys/rotate", s.base))
+        .bearer_auth(admin)
+        .json(&json!({}))
+        .send()
+        .await;
+    match rotated {
+        Ok(resp) if resp.status().is_success() => {}
+        Ok(resp) => {
+            r.errors.insert(resp.status().as_u16().to_string(), 1);
+            stop.store(true, Ordering::Relaxed);
+            return r;
+        }
+        Err(_) => {
+            r.errors.insert("connection".into(), 1);
+            stop.store(true, Ordering::Relaxed);
+            return r;
+        }
+    }
+    let mut total: Option<i64> = None;
+    let deadline = started + Duration::from_secs(600);
+    loop {
+        let status: Value = match s
+            .http
+            .get(format!("{}/v1/keys", s.base))
+            .bearer_auth(admin)
+            .send()
+            .await
+        {
+            Ok(resp) => resp.json().await.unwrap_or_default(),
+            Err(_) => Value::Null,
+        };
+        let pending = status["rewrap"]["pending"].as_i64().unwrap_or(-1);
+        if total.is_none() && pending > 0 {
+            total = Some(pending);
+        }
+        if status["rewrap"]["complete"].as_bool() == Some(true) || Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    r.seconds = started.elapsed().as_secs_f64();
+    let keys = total.unwrap_or(s.ids.len() as i64).max(0) as f64;
+    r.requests = keys as u64;
+    r.items_per_sec = Some(keys / r.seconds.max(1e-9));
+    r.note = Some(format!(
+        "{keys:.0} data keys rewrapped after one rotation (keys/s)"
+    ));
+    stop.store(true, Ordering::Relaxed);
+    r.server_peak_rss_mb = sampler.join().ok().flatten();
+    r
+}
+
 /// Reads the first seeded customer `n` times so its access log is long.
 async fn give_audit_events(s: &Shared, n: usize) {
     let mut done = 0;
@@ -496,14 +584,19 @@ async fn give_audit_events(s: &Shared, n: usize) {
         let batch = (n - done).min(32);
         let reads = (0..batch).map(|_| {
             s.http
-                .get(format!("{}/v1/customers/{}?purpose=support", s.base, s.ids[0]))
+                .get(format!(
+                    "{}/v1/customers/{}?purpose=support",
+                    s.base, s.ids[0]
+                ))
                 .bearer_auth(&s.helpdesk)
                 .send()
         });
-        for r in futures_util::future::join_all(reads).await {
-            if let Ok(r) = r {
-                let _ = r.bytes().await;
-            }
+        for r in futures_util::future::join_all(reads)
+            .await
+            .into_iter()
+            .flatten()
+        {
+            let _ = r.bytes().await;
         }
         done += batch;
     }
@@ -675,10 +768,16 @@ pub async fn run(opts: Options) -> anyhow::Result<Report> {
             }
             "export" => {
                 give_audit_events(&shared, 1_000).await;
-                let mut r = run_load(shared.clone(), name, 1, opts.duration, target.pid, |_| Op::Export).await;
-                r.note = Some("sequential exports (latency) of a customer with 1,000+ audit events".into());
+                let mut r = run_load(shared.clone(), name, 1, opts.duration, target.pid, |_| {
+                    Op::Export
+                })
+                .await;
+                r.note = Some(
+                    "sequential exports (latency) of a customer with 1,000+ audit events".into(),
+                );
                 r
             }
+            "rewrap" => rewrap(&shared, target.tokens.get("admin"), target.pid).await,
             "erase" => {
                 // Erasure latency, one at a time, on the most recently seeded customers.
                 let mut r = run_load(shared.clone(), name, 1, opts.duration, target.pid, |_| {
@@ -688,20 +787,7 @@ pub async fn run(opts: Options) -> anyhow::Result<Report> {
                 r.note = Some("sequential erasures (latency), newest seeded customers".into());
                 r
             }
-            other => ScenarioResult {
-                scenario: other.to_owned(),
-                requests: 0,
-                seconds: 0.0,
-                requests_per_sec: 0.0,
-                p50_ms: 0.0,
-                p95_ms: 0.0,
-                p99_ms: 0.0,
-                max_ms: 0.0,
-                errors: BTreeMap::new(),
-                server_peak_rss_mb: None,
-                items_per_sec: None,
-                note: Some("not measured by this build".into()),
-            },
+            other => ScenarioResult::empty(other),
         };
         results.push(r);
     }

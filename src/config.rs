@@ -302,6 +302,13 @@ mod tests {
     }
 
     #[test]
+    fn the_example_configuration_is_valid() {
+        let f = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("pii-vault.example.toml");
+        let s = Settings::load(Some(&f)).unwrap();
+        assert_eq!(s.listen, "127.0.0.1:8080");
+    }
+
+    #[test]
     fn file_values_are_read() {
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("c.toml");

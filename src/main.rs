@@ -292,8 +292,7 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
                 "database schema and keyring are up to date ({})",
                 opened.store.backend()
             );
-            pii_vault::requests::erasure::recover_command(&opened, &settings, clock.as_ref())
-                .await
+            pii_vault::requests::erasure::recover_command(&opened, &settings, clock.as_ref()).await
         }
         Command::Import { file } => {
             pii_vault::requests::export::import_command(&settings, clock.as_ref(), &file).await

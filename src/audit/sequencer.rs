@@ -60,7 +60,8 @@ impl Sequencer {
     /// See [`Sequencer::principal_epoch`]'s field: read it before looking a
     /// principal up, store it with what was cached.
     pub fn principal_epoch(&self) -> u64 {
-        self.principal_epoch.load(std::sync::atomic::Ordering::SeqCst)
+        self.principal_epoch
+            .load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Commits one unit and waits until it is durable.

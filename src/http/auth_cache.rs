@@ -53,12 +53,19 @@ pub fn token_digest(token: &str) -> [u8; 32] {
 impl AuthCache {
     /// The cached caller, if the entry is fresh, from the current principal
     /// epoch and token keys, and the token is valid at `now` (seconds).
-    pub fn get(&self, digest: &[u8; 32], epoch: u64, keys: usize, now: i64) -> Option<CachedCaller> {
+    pub fn get(
+        &self,
+        digest: &[u8; 32],
+        epoch: u64,
+        keys: usize,
+        now: i64,
+    ) -> Option<CachedCaller> {
         let map = self.entries.lock().unwrap_or_else(|p| p.into_inner());
         let e = map.get(digest)?;
         let leeway = crate::crypto::JWT_LEEWAY_SECS;
         let fresh = e.at.elapsed() < TTL && e.epoch == epoch && e.keys == keys;
-        let valid = now <= e.caller.exp.saturating_add(leeway) && e.caller.nbf <= now.saturating_add(leeway);
+        let valid = now <= e.caller.exp.saturating_add(leeway)
+            && e.caller.nbf <= now.saturating_add(leeway);
         (fresh && valid).then(|| e.caller.clone())
     }
 

@@ -16,12 +16,13 @@ pub mod customers;
 pub mod erasure;
 pub mod error;
 pub mod export;
-pub mod holds;
 pub mod extract;
+pub mod holds;
 pub mod idempotency;
 pub mod keys;
 pub mod ops;
 pub mod outbox;
+pub mod problems;
 pub mod rate_limit;
 pub mod requests;
 pub mod tokens;
@@ -78,7 +79,7 @@ impl Modify for BearerAuth {
 
 /// The routes and the OpenAPI document generated from their handlers.
 pub fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
-    OpenApiRouter::with_openapi(ApiDoc::openapi())
+    let routes = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(tokens::issue_token))
         .routes(routes!(customers::create_customer))
         .routes(routes!(customers::search))
@@ -117,7 +118,10 @@ pub fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(keys::rotate_kek))
         .routes(routes!(keys::retire_kek))
         .routes(routes!(keys::rotate_signing_key))
-        .split_for_parts()
+        .split_for_parts();
+    let (router, mut openapi) = routes;
+    problems::document(&mut openapi);
+    (router, openapi)
 }
 
 /// The application: routes, `/openapi.json`, fallbacks and middleware.
@@ -148,6 +152,7 @@ pub fn app(state: AppState) -> Router {
                         .on_response(DefaultOnResponse::new().level(tracing::Level::INFO)),
                 )
                 .layer(middleware::from_fn(record_metrics))
+                .layer(middleware::from_fn(problems::normalize))
                 .layer(TimeoutLayer::with_status_code(
                     StatusCode::SERVICE_UNAVAILABLE,
                     timeout,

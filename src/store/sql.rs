@@ -147,9 +147,12 @@ pub(super) fn customer_from_rows(
                 purposes: Vec::new(),
             });
         }
-        if let (Some(purpose), Some(collected_at), Some(expires_at), Some(last)) =
-            (r.purpose, r.purpose_collected_at, r.expires_at, fields.last_mut())
-        {
+        if let (Some(purpose), Some(collected_at), Some(expires_at), Some(last)) = (
+            r.purpose,
+            r.purpose_collected_at,
+            r.expires_at,
+            fields.last_mut(),
+        ) {
             last.purposes.push(super::ValuePurpose {
                 purpose,
                 collected_at,
@@ -224,8 +227,20 @@ pub(super) type ErasureJobTuple = (
 );
 
 pub(super) fn erasure_job_from_row(r: ErasureJobTuple) -> super::ErasureJobRow {
-    let (customer_id, receipt_id, request_id, actor, role, status, step, force_full, retained, s, u, f) =
-        r;
+    let (
+        customer_id,
+        receipt_id,
+        request_id,
+        actor,
+        role,
+        status,
+        step,
+        force_full,
+        retained,
+        s,
+        u,
+        f,
+    ) = r;
     super::ErasureJobRow {
         customer_id,
         receipt_id,

@@ -1,0 +1,174 @@
+//! Every error answer is `application/problem+json`, and the OpenAPI
+//! document says so.
+//!
+//! Handlers answer errors with [`ApiError`]; what axum and tower answer on
+//! their own (a query string that does not parse, a path that does not
+//! match, a timeout) is a plain-text or empty body. [`normalize`] replaces
+//! such bodies with a problem document carrying a generic detail, so no
+//! framework message (which may quote the request) reaches the caller.
+
+use axum::extract::Request;
+use axum::http::{StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+use super::error::ApiError;
+
+/// Rewrites error responses that are not problem documents.
+pub async fn normalize(req: Request, next: Next) -> Response {
+    let resp = next.run(req).await;
+    let status = resp.status();
+    if !(status.is_client_error() || status.is_server_error()) {
+        return resp;
+    }
+    let is_problem = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.starts_with("application/problem+json"));
+    if is_problem {
+        return resp;
+    }
+    let retry_after = resp.headers().get(header::RETRY_AFTER).cloned();
+    let mut fixed = replacement(status).into_response();
+    if let Some(v) = retry_after {
+        fixed.headers_mut().insert(header::RETRY_AFTER, v);
+    }
+    fixed
+}
+
+fn replacement(status: StatusCode) -> ApiError {
+    match status {
+        StatusCode::BAD_REQUEST | StatusCode::UNPROCESSABLE_ENTITY => {
+            ApiError::new(status, "invalid_request")
+                .detail("the request (path, query string or body) could not be read")
+        }
+        StatusCode::NOT_FOUND => ApiError::not_found("not_found"),
+        StatusCode::METHOD_NOT_ALLOWED => {
+            ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed")
+        }
+        StatusCode::PAYLOAD_TOO_LARGE => {
+            ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large")
+                .detail("the request body is larger than the vault accepts")
+        }
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => {
+            ApiError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
+                .detail("send the body as application/json")
+        }
+        StatusCode::SERVICE_UNAVAILABLE | StatusCode::GATEWAY_TIMEOUT => ApiError::unavailable(),
+        s if s.is_server_error() => ApiError::new(s, "internal"),
+        s => ApiError::new(s, "invalid_request"),
+    }
+}
+
+/// Error responses are documented as `application/problem+json`; every
+/// operation with parameters or a body may answer 400, and every
+/// authenticated one 429 `rate_limited` (rate_limit.rs).
+pub fn document(openapi: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::{Content, Ref, RefOr, ResponseBuilder};
+    for item in openapi.paths.paths.values_mut() {
+        let ops = [
+            &mut item.get,
+            &mut item.put,
+            &mut item.post,
+            &mut item.delete,
+            &mut item.patch,
+        ];
+        for op in ops.into_iter().flatten() {
+            for (status, resp) in op.responses.responses.iter_mut() {
+                if !(status.starts_with('4') || status.starts_with('5')) {
+                    continue;
+                }
+                if let RefOr::T(r) = resp
+                    && let Some(c) = r.content.shift_remove("application/json")
+                {
+                    r.content.insert("application/problem+json".into(), c);
+                }
+            }
+            // Every parameter and body is read by an extractor that answers
+            // 400 `invalid_request` when it does not parse.
+            let has_input =
+                op.request_body.is_some() || op.parameters.as_ref().is_some_and(|p| !p.is_empty());
+            if has_input && !op.responses.responses.contains_key("400") {
+                let problem = Content::new(Some(Ref::from_schema_name("Problem")));
+                op.responses.responses.insert(
+                    "400".into(),
+                    RefOr::T(
+                        ResponseBuilder::new()
+                            .description("The request could not be read (`invalid_request`)")
+                            .content("application/problem+json", problem)
+                            .build(),
+                    ),
+                );
+            }
+            let authenticated = op.security.as_ref().is_some_and(|s| !s.is_empty());
+            if authenticated && !op.responses.responses.contains_key("429") {
+                let problem = Content::new(Some(Ref::from_schema_name("Problem")));
+                op.responses.responses.insert(
+                    "429".into(),
+                    RefOr::T(
+                        ResponseBuilder::new()
+                            .description("Too many requests from this caller (`rate_limited`)")
+                            .content("application/problem+json", problem)
+                            .build(),
+                    ),
+                );
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn plain_text_errors_become_problems() {
+        use axum::Router;
+        use axum::routing::get;
+        use tower::ServiceExt;
+        let app = Router::new()
+            .route(
+                "/q",
+                get(|| async {
+                    (
+                        StatusCode::BAD_REQUEST,
+                        "Failed to deserialize query string: x=ada@example.com",
+                    )
+                }),
+            )
+            .route("/ok", get(|| async { "fine" }))
+            .layer(axum::middleware::from_fn(normalize));
+        let resp = app
+            .clone()
+            .oneshot(
+                Request::builder()
+                    .uri("/q")
+                    .body(axum::body::Body::empty())
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+        assert_eq!(
+            resp.headers()[header::CONTENT_TYPE],
+            "application/problem+json"
+        );
+        let body = axum::body::to_bytes(resp.into_body(), 1 << 16)
+            .await
+            .unwrap();
+        let text = String::from_utf8_lossy(&body);
+        assert!(text.contains("\"code\":\"invalid_request\""), "{text}");
+        assert!(!text.contains("ada@example.com"), "{text}");
+        let resp = app
+            .oneshot(
+                Request::builder()
+                    .uri("/ok")
+                    .body(axum::body::Body::empty())
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+    }
+}
