@@ -23,6 +23,14 @@ impl PgStore {
             .map_err(|e| StoreError::Config(format!("invalid database URL {url}: {e}")))?;
         let pool = PgPoolOptions::new()
             .max_connections(16)
+            // A connection whose transaction could not be rolled back (SQLite
+            // rolls back by itself on "disk full", so the ROLLBACK sqlx sends
+            // on drop fails and the connection still counts a transaction)
+            // would refuse every later BEGIN: close it and open a fresh one.
+            .before_acquire(|conn, _| {
+                let clean = !sqlx::Connection::is_in_transaction(conn);
+                Box::pin(async move { Ok(clean) })
+            })
             .acquire_timeout(Duration::from_secs(3))
             .connect_with(opts)
             .await?;

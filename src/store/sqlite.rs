@@ -37,6 +37,14 @@ impl SqliteStore {
             .pragma("secure_delete", "ON");
         let pool = SqlitePoolOptions::new()
             .max_connections(8)
+            // A connection whose transaction could not be rolled back (SQLite
+            // rolls back by itself on "disk full", so the ROLLBACK sqlx sends
+            // on drop fails and the connection still counts a transaction)
+            // would refuse every later BEGIN: close it and open a fresh one.
+            .before_acquire(|conn, _| {
+                let clean = !sqlx::Connection::is_in_transaction(conn);
+                Box::pin(async move { Ok(clean) })
+            })
             .acquire_timeout(Duration::from_secs(5))
             .connect_with(opts)
             .await?;
