@@ -706,64 +706,28 @@ pub async fn run(opts: Options) -> anyhow::Result<Report> {
             "running {name} for {:?} with {} connections…",
             opts.duration, opts.connections
         );
+        // The concurrent scenarios differ only in the operation they repeat.
+        let load = |choose: fn(&mut Rng) -> Op| {
+            run_load(
+                shared.clone(),
+                name,
+                opts.connections,
+                opts.duration,
+                target.pid,
+                choose,
+            )
+        };
         let r = match name.as_str() {
-            "read" => {
-                run_load(
-                    shared.clone(),
-                    name,
-                    opts.connections,
-                    opts.duration,
-                    target.pid,
-                    |_| Op::Read,
-                )
-                .await
-            }
-            "read-field" => {
-                run_load(
-                    shared.clone(),
-                    name,
-                    opts.connections,
-                    opts.duration,
-                    target.pid,
-                    |_| Op::ReadField,
-                )
-                .await
-            }
-            "create" => {
-                run_load(
-                    shared.clone(),
-                    name,
-                    opts.connections,
-                    opts.duration,
-                    target.pid,
-                    |_| Op::Create,
-                )
-                .await
-            }
-            "search" => {
-                run_load(
-                    shared.clone(),
-                    name,
-                    opts.connections,
-                    opts.duration,
-                    target.pid,
-                    |_| Op::Search,
-                )
-                .await
-            }
+            "read" => load(|_| Op::Read).await,
+            "read-field" => load(|_| Op::ReadField).await,
+            "create" => load(|_| Op::Create).await,
+            "search" => load(|_| Op::Search).await,
             "mixed" => {
-                run_load(
-                    shared.clone(),
-                    name,
-                    opts.connections,
-                    opts.duration,
-                    target.pid,
-                    |rng| match rng.below(100) {
-                        0..80 => Op::Read,
-                        80..95 => Op::Update,
-                        _ => Op::Create,
-                    },
-                )
+                load(|rng| match rng.below(100) {
+                    0..80 => Op::Read,
+                    80..95 => Op::Update,
+                    _ => Op::Create,
+                })
                 .await
             }
             "export" => {
