@@ -818,6 +818,29 @@ macro_rules! impl_store {
             }
         }
 
+        /// Records the purposes one value was collected for.
+        async fn insert_value_purposes(
+            tx: &mut sqlx::Transaction<'static, $db>,
+            customer_id: &uuid::Uuid,
+            field: &str,
+            purposes: &[$crate::store::ValuePurpose],
+        ) -> Result<(), $crate::store::StoreError> {
+            for p in purposes {
+                sqlx::query(
+                    "INSERT INTO value_purposes (customer_id, field, purpose, collected_at, expires_at) \
+                     VALUES ($1, $2, $3, $4, $5)",
+                )
+                .bind(customer_id)
+                .bind(field)
+                .bind(&p.purpose)
+                .bind(p.collected_at)
+                .bind(p.expires_at)
+                .execute(&mut **tx)
+                .await?;
+            }
+            Ok(())
+        }
+
         /// Applies one mutation inside the batch transaction.
         async fn apply(
             tx: &mut sqlx::Transaction<'static, $db>,
@@ -1115,19 +1138,7 @@ macro_rules! impl_store {
                     .bind(at)
                     .execute(&mut **tx)
                     .await?;
-                    for p in purposes {
-                        sqlx::query(
-                            "INSERT INTO value_purposes (customer_id, field, purpose, collected_at, expires_at) \
-                             VALUES ($1, $2, $3, $4, $5)",
-                        )
-                        .bind(customer_id)
-                        .bind(field)
-                        .bind(&p.purpose)
-                        .bind(p.collected_at)
-                        .bind(p.expires_at)
-                        .execute(&mut **tx)
-                        .await?;
-                    }
+                    insert_value_purposes(tx, customer_id, field, purposes).await?;
                     if let Some(digest) = blind_index {
                         sqlx::query(
                             "INSERT INTO blind_index (field, digest, customer_id) VALUES ($1, $2, $3)",
@@ -1218,19 +1229,7 @@ macro_rules! impl_store {
                         .bind(field)
                         .execute(&mut **tx)
                         .await?;
-                    for p in purposes {
-                        sqlx::query(
-                            "INSERT INTO value_purposes (customer_id, field, purpose, collected_at, expires_at) \
-                             VALUES ($1, $2, $3, $4, $5)",
-                        )
-                        .bind(customer_id)
-                        .bind(field)
-                        .bind(&p.purpose)
-                        .bind(p.collected_at)
-                        .bind(p.expires_at)
-                        .execute(&mut **tx)
-                        .await?;
-                    }
+                    insert_value_purposes(tx, customer_id, field, purposes).await?;
                 }
                 M::RekeyCustomer { customer_id, kek_version, wrapped_dek } => {
                     let r = sqlx::query(
