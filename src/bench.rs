@@ -56,6 +56,10 @@ pub struct ScenarioResult {
     pub max_ms: f64,
     pub errors: BTreeMap<String, u64>,
     pub server_peak_rss_mb: Option<f64>,
+    /// Server CPU time (user + system, all threads) per successful request,
+    /// in microseconds: steadier than requests/s on a shared machine.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub server_cpu_us_per_req: Option<f64>,
     /// For `rewrap`: data keys rewrapped per second.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub items_per_sec: Option<f64>,
@@ -77,6 +81,7 @@ impl ScenarioResult {
             max_ms: 0.0,
             errors: BTreeMap::new(),
             server_peak_rss_mb: None,
+            server_cpu_us_per_req: None,
             items_per_sec: None,
             note: None,
         }
@@ -181,6 +186,9 @@ fn start_server(opts: &Options) -> anyhow::Result<(Spawned, String, String)> {
         ),
         ("PII_VAULT_MASTER_KEY".into(), key),
         ("RUST_LOG".into(), "warn".into()),
+        // The benchmark measures what the server can do, not the per-client
+        // rate limit (which would answer most requests with a cheap 429).
+        ("PII_VAULT_RATE_LIMIT_PER_SEC".into(), "0".into()),
     ];
     let mut child = Command::new(exe()?)
         .arg("serve")
@@ -330,6 +338,17 @@ fn rss_kb(pid: u32, key: &str) -> Option<u64> {
         .ok()
 }
 
+/// CPU time the process has used (user + system, all threads), in
+/// microseconds. `/proc` counts it in USER_HZ ticks, 100 per second on Linux.
+fn cpu_us(pid: u32) -> Option<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after = s.rsplit_once(')')?.1;
+    let mut f = after.split_whitespace().skip(11);
+    let utime: u64 = f.next()?.parse().ok()?;
+    let stime: u64 = f.next()?.parse().ok()?;
+    Some((utime + stime) * 10_000)
+}
+
 /// Samples the server's RSS while a scenario runs; returns the peak in MB.
 fn sample_rss(
     pid: Option<u32>,
@@ -459,6 +478,7 @@ async fn run_load(
 ) -> ScenarioResult {
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let sampler = sample_rss(pid, stop.clone());
+    let cpu_before = pid.and_then(cpu_us);
     let started = Instant::now();
     let deadline = started + duration;
     let mut tasks = Vec::new();
@@ -494,6 +514,10 @@ async fn run_load(
     let seconds = started.elapsed().as_secs_f64();
     stop.store(true, Ordering::Relaxed);
     let rss = sampler.join().ok().flatten();
+    let cpu = pid
+        .and_then(cpu_us)
+        .zip(cpu_before)
+        .map(|(after, before)| after.saturating_sub(before));
     lat.sort_unstable();
     let ok = lat.len() as u64;
     ScenarioResult {
@@ -507,6 +531,7 @@ async fn run_load(
         max_ms: lat.last().map(|m| f64::from(*m) / 1000.0).unwrap_or(0.0),
         errors,
         server_peak_rss_mb: rss,
+        server_cpu_us_per_req: cpu.filter(|_| ok > 0).map(|us| us as f64 / ok as f64),
         items_per_sec: None,
         note: None,
     }
@@ -563,7 +588,7 @@ async fn rewrap(s: &Shared, admin: Option<&String>, pid: Option<u32>) -> Scenari
         if status["rewrap"]["complete"].as_bool() == Some(true) || Instant::now() > deadline {
             break;
         }
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
     r.seconds = started.elapsed().as_secs_f64();
     let keys = total.unwrap_or(s.ids.len() as i64).max(0) as f64;
@@ -780,8 +805,17 @@ pub fn table(r: &Report) -> String {
         r.seed_per_sec
     );
     out.push_str(&format!(
-        "{:<11} {:>9} {:>10} {:>8} {:>8} {:>8} {:>8} {:>9}  {}\n",
-        "scenario", "requests", "req/s", "p50 ms", "p95 ms", "p99 ms", "max ms", "RSS MB", "errors"
+        "{:<11} {:>9} {:>10} {:>8} {:>8} {:>8} {:>8} {:>9} {:>11}  {}\n",
+        "scenario",
+        "requests",
+        "req/s",
+        "p50 ms",
+        "p95 ms",
+        "p99 ms",
+        "max ms",
+        "RSS MB",
+        "CPU µs/req",
+        "errors"
     ));
     for s in &r.results {
         let errors = if s.errors.is_empty() {
@@ -797,12 +831,16 @@ pub fn table(r: &Report) -> String {
             .server_peak_rss_mb
             .map(|m| format!("{m:.0}"))
             .unwrap_or_else(|| "-".into());
+        let cpu = s
+            .server_cpu_us_per_req
+            .map(|c| format!("{c:.0}"))
+            .unwrap_or_else(|| "-".into());
         let rate = match s.items_per_sec {
             Some(i) => format!("{i:.0}/s*"),
             None => format!("{:.0}", s.requests_per_sec),
         };
         out.push_str(&format!(
-            "{:<11} {:>9} {:>10} {:>8.2} {:>8.2} {:>8.2} {:>8.2} {:>9}  {}{}\n",
+            "{:<11} {:>9} {:>10} {:>8.2} {:>8.2} {:>8.2} {:>8.2} {:>9} {:>11}  {}{}\n",
             s.scenario,
             s.requests,
             rate,
@@ -811,6 +849,7 @@ pub fn table(r: &Report) -> String {
             s.p99_ms,
             s.max_ms,
             rss,
+            cpu,
             errors,
             s.note
                 .as_deref()

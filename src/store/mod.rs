@@ -569,6 +569,35 @@ impl Mutation {
     pub fn changes_principal(&self) -> bool {
         matches!(self, Mutation::SetClientDisabled { .. })
     }
+
+    /// Whether applying this reads or removes audit events, so the events
+    /// linked earlier in the batch must be inserted first.
+    pub fn reads_audit(&self) -> bool {
+        matches!(
+            self,
+            Mutation::InsertCheckpoint(_) | Mutation::PruneAudit { .. }
+        )
+    }
+
+    /// The leading `RewrapDek`s of `ms`.
+    pub fn rewrap_run(ms: &[Mutation]) -> Vec<&Mutation> {
+        ms.iter()
+            .take_while(|m| matches!(m, Mutation::RewrapDek { .. }))
+            .collect()
+    }
+
+    /// The leading `PutField`s of `ms` that are for the same customer (none
+    /// when `ms` does not start with one).
+    pub fn put_field_run(ms: &[Mutation]) -> Vec<&Mutation> {
+        let Some(Mutation::PutField { customer_id, .. }) = ms.first() else {
+            return Vec::new();
+        };
+        ms.iter()
+            .take_while(
+                |m| matches!(m, Mutation::PutField { customer_id: c, .. } if c == customer_id),
+            )
+            .collect()
+    }
 }
 
 /// A unit of work: changes plus the audit events that record them.

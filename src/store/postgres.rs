@@ -14,6 +14,7 @@ pub struct PgStore {
 }
 
 impl PgStore {
+    const SQL: super::sql::DialectSql = super::sql::POSTGRES_SQL;
     const LOCK_HEAD: &'static str = "SELECT seq, hash, at FROM audit_head WHERE id = 1 FOR UPDATE";
 
     pub async fn open(url: &DatabaseUrl) -> StoreResult<Self> {

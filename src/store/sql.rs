@@ -3,28 +3,328 @@
 //! `begin_write()` and `LOCK_HEAD` (what differs between the dialects).
 //! All SQL is static text with bound parameters.
 
-/// A customer with every value and each value's purposes, in one statement
-/// (a customer without values yields one row with NULL value columns).
-pub(super) const CUSTOMER_VALUES: &str = "SELECT c.id, c.external_id, c.created_at, \
-     c.kek_version, c.wrapped_dek, c.restricted, c.opted_out_sale, c.limit_sensitive, \
-     c.erased_at, v.field, v.ciphertext, v.collected_by, v.channel, v.notice_version, \
-     v.collected_at AS value_collected_at, p.purpose, p.collected_at AS purpose_collected_at, \
-     p.expires_at \
-     FROM customers c \
-     LEFT JOIN field_values v ON v.customer_id = c.id \
-     LEFT JOIN value_purposes p ON p.customer_id = v.customer_id AND p.field = v.field \
-     WHERE c.id = $1 ORDER BY v.field, p.purpose";
-/// The consent ledger and the objections of a customer, in one statement.
-pub(super) const SUBJECT_EVENTS: &str = "SELECT 'consent' AS kind, id, purpose, action, \
-     notice_version, notice_text_sha256, language, jurisdiction, channel, captured_by, at \
-     FROM consent_events WHERE customer_id = $1 \
-     UNION ALL \
-     SELECT 'objection', NULL, purpose, NULL, NULL, NULL, NULL, NULL, NULL, NULL, at \
-     FROM objections WHERE customer_id = $1 \
-     ORDER BY at, id";
-pub(super) const INSERT_EVENT: &str = "INSERT INTO audit_events (seq, at, actor, role, action, \
-     purpose, customer_id, fields, decision, reasons, request_id, prev_hash, hash) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)";
+/// The statements whose text differs between the dialects.
+///
+/// `record` reads a whole customer (values with purposes, consent events,
+/// objections) as one row, the nested parts as JSON arrays: one statement
+/// and one row per read.
+///
+/// The others insert many rows at once. Rows travel as one JSON array
+/// bound to one parameter (static SQL; `json_each` in SQLite,
+/// `jsonb_array_elements` in PostgreSQL), so a batch of audit events or the
+/// values of a new customer cost one statement instead of one per row: for
+/// SQLite every statement is a hand-off to the connection's worker thread,
+/// for PostgreSQL a network round trip. Bytes travel as hex.
+pub(super) struct DialectSql {
+    /// `$1`: customer id; one [`RecordRow`] or none.
+    pub record: &'static str,
+    /// `$1`: array of [`EventJson`].
+    pub events: &'static str,
+    /// `$1`: customer id; `$2`: array of [`ValueJson`].
+    pub values: &'static str,
+    /// `$1`: customer id; `$2`: array of [`PurposeJson`].
+    pub purposes: &'static str,
+    /// `$1`: customer id; `$2`: array of [`DigestJson`].
+    pub digests: &'static str,
+    /// `$1`: array of [`RewrapJson`]; a row is changed only while still
+    /// wrapped by its `from` version (as [`Mutation::RewrapDek`](super::Mutation::RewrapDek)).
+    pub rewraps: &'static str,
+}
+
+pub(super) const SQLITE_SQL: DialectSql = DialectSql {
+    record: "SELECT c.id, c.external_id, c.created_at, c.kek_version, c.wrapped_dek, \
+         c.restricted, c.opted_out_sale, c.limit_sensitive, c.erased_at, \
+         (SELECT json_group_array(json_object('field', v.field, \
+             'ciphertext', hex(v.ciphertext), 'collected_by', v.collected_by, \
+             'channel', v.channel, 'notice_version', v.notice_version, \
+             'collected_at', v.collected_at, \
+             'purposes', json((SELECT json_group_array(json_object('purpose', p.purpose, \
+                 'collected_at', p.collected_at, 'expires_at', p.expires_at) \
+                 ORDER BY p.purpose) \
+                 FROM value_purposes p \
+                 WHERE p.customer_id = v.customer_id AND p.field = v.field))) \
+             ORDER BY v.field) \
+          FROM field_values v WHERE v.customer_id = c.id), \
+         (SELECT json_group_array(json_object('id', hex(e.id), 'purpose', e.purpose, \
+             'action', e.action, 'notice_version', e.notice_version, \
+             'notice_text_sha256', e.notice_text_sha256, 'language', e.language, \
+             'jurisdiction', e.jurisdiction, 'channel', e.channel, \
+             'captured_by', e.captured_by, 'at', e.at) ORDER BY e.at, e.id) \
+          FROM consent_events e WHERE e.customer_id = c.id), \
+         (SELECT json_group_array(o.purpose ORDER BY o.purpose) \
+          FROM objections o WHERE o.customer_id = c.id) \
+         FROM customers c WHERE c.id = $1",
+    events: "INSERT INTO audit_events (seq, at, actor, role, action, purpose, customer_id, \
+         fields, decision, reasons, request_id, prev_hash, hash) \
+         SELECT value->>'seq', value->>'at', value->>'actor', value->>'role', value->>'action', \
+         value->>'purpose', value->>'customer_id', value->>'fields', value->>'decision', \
+         value->>'reasons', value->>'request_id', unhex(value->>'prev_hash'), \
+         unhex(value->>'hash') FROM json_each($1)",
+    values: "INSERT INTO field_values (customer_id, field, ciphertext, collected_by, channel, \
+         notice_version, collected_at) \
+         SELECT $1, value->>'field', unhex(value->>'ciphertext'), value->>'collected_by', \
+         value->>'channel', value->>'notice_version', value->>'at' FROM json_each($2)",
+    purposes: "INSERT INTO value_purposes (customer_id, field, purpose, collected_at, expires_at) \
+         SELECT $1, value->>'field', value->>'purpose', value->>'collected_at', \
+         value->>'expires_at' FROM json_each($2)",
+    digests: "INSERT INTO blind_index (field, digest, customer_id) \
+         SELECT value->>'field', unhex(value->>'digest'), $1 FROM json_each($2)",
+    rewraps: "UPDATE customers SET kek_version = j.value->>'to', \
+         wrapped_dek = unhex(j.value->>'dek') \
+         FROM json_each($1) AS j \
+         WHERE customers.id = unhex(j.value->>'id') \
+         AND customers.kek_version = j.value->>'from' AND customers.wrapped_dek IS NOT NULL",
+};
+
+pub(super) const POSTGRES_SQL: DialectSql = DialectSql {
+    record: "SELECT c.id, c.external_id, c.created_at, c.kek_version, c.wrapped_dek, \
+         c.restricted, c.opted_out_sale, c.limit_sensitive, c.erased_at, \
+         (SELECT json_agg(json_build_object('field', v.field, \
+             'ciphertext', encode(v.ciphertext, 'hex'), 'collected_by', v.collected_by, \
+             'channel', v.channel, 'notice_version', v.notice_version, \
+             'collected_at', v.collected_at, \
+             'purposes', (SELECT json_agg(json_build_object('purpose', p.purpose, \
+                 'collected_at', p.collected_at, 'expires_at', p.expires_at) \
+                 ORDER BY p.purpose) \
+                 FROM value_purposes p \
+                 WHERE p.customer_id = v.customer_id AND p.field = v.field)) \
+             ORDER BY v.field)::text \
+          FROM field_values v WHERE v.customer_id = c.id), \
+         (SELECT json_agg(json_build_object('id', e.id, 'purpose', e.purpose, \
+             'action', e.action, 'notice_version', e.notice_version, \
+             'notice_text_sha256', e.notice_text_sha256, 'language', e.language, \
+             'jurisdiction', e.jurisdiction, 'channel', e.channel, \
+             'captured_by', e.captured_by, 'at', e.at) ORDER BY e.at, e.id)::text \
+          FROM consent_events e WHERE e.customer_id = c.id), \
+         (SELECT json_agg(o.purpose ORDER BY o.purpose)::text \
+          FROM objections o WHERE o.customer_id = c.id) \
+         FROM customers c WHERE c.id = $1",
+    events: "INSERT INTO audit_events (seq, at, actor, role, action, purpose, customer_id, \
+         fields, decision, reasons, request_id, prev_hash, hash) \
+         SELECT (e->>'seq')::bigint, (e->>'at')::bigint, e->>'actor', e->>'role', e->>'action', \
+         e->>'purpose', e->>'customer_id', e->>'fields', e->>'decision', e->>'reasons', \
+         e->>'request_id', decode(e->>'prev_hash', 'hex'), decode(e->>'hash', 'hex') \
+         FROM jsonb_array_elements($1::jsonb) AS e",
+    values: "INSERT INTO field_values (customer_id, field, ciphertext, collected_by, channel, \
+         notice_version, collected_at) \
+         SELECT $1, e->>'field', decode(e->>'ciphertext', 'hex'), e->>'collected_by', \
+         e->>'channel', e->>'notice_version', (e->>'at')::bigint \
+         FROM jsonb_array_elements($2::jsonb) AS e",
+    purposes: "INSERT INTO value_purposes (customer_id, field, purpose, collected_at, expires_at) \
+         SELECT $1, e->>'field', e->>'purpose', (e->>'collected_at')::bigint, \
+         (e->>'expires_at')::bigint FROM jsonb_array_elements($2::jsonb) AS e",
+    digests: "INSERT INTO blind_index (field, digest, customer_id) \
+         SELECT e->>'field', decode(e->>'digest', 'hex'), $1 \
+         FROM jsonb_array_elements($2::jsonb) AS e",
+    rewraps: "UPDATE customers AS c SET kek_version = (e->>'to')::bigint, \
+         wrapped_dek = decode(e->>'dek', 'hex') \
+         FROM jsonb_array_elements($1::jsonb) AS e \
+         WHERE c.id = (e->>'id')::uuid \
+         AND c.kek_version = (e->>'from')::bigint AND c.wrapped_dek IS NOT NULL",
+};
+
+/// One audit event as a row of [`DialectSql::events`]. `fields` and `reasons`
+/// are the exact JSON texts stored in their columns.
+#[derive(serde::Serialize)]
+struct EventJson<'a> {
+    seq: i64,
+    at: i64,
+    actor: &'a str,
+    role: &'a str,
+    action: &'a str,
+    purpose: Option<&'a str>,
+    customer_id: Option<&'a str>,
+    fields: String,
+    decision: &'a str,
+    reasons: String,
+    request_id: &'a str,
+    prev_hash: &'a str,
+    hash: &'a str,
+}
+
+/// Audit events linked in a batch but not yet inserted.
+#[derive(Default)]
+pub(super) struct PendingEvents {
+    json: String,
+    count: usize,
+}
+
+impl PendingEvents {
+    pub fn push(&mut self, e: &crate::audit::StoredEvent) -> Result<(), super::StoreError> {
+        let row = EventJson {
+            seq: e.seq,
+            at: e.at,
+            actor: &e.draft.actor,
+            role: &e.draft.role,
+            action: &e.draft.action,
+            purpose: e.draft.purpose.as_deref(),
+            customer_id: e.draft.customer_id.as_deref(),
+            fields: serde_json::to_string(&e.draft.fields).map_err(json_error)?,
+            decision: &e.draft.decision,
+            reasons: serde_json::to_string(&e.draft.reasons).map_err(json_error)?,
+            request_id: &e.draft.request_id,
+            prev_hash: &e.prev_hash,
+            hash: &e.hash,
+        };
+        self.json.push(if self.count == 0 { '[' } else { ',' });
+        self.json
+            .push_str(&serde_json::to_string(&row).map_err(json_error)?);
+        self.count += 1;
+        Ok(())
+    }
+
+    /// The JSON array of the pending events, leaving none pending; `None`
+    /// when there are none.
+    pub fn take(&mut self) -> Option<String> {
+        if self.count == 0 {
+            return None;
+        }
+        self.count = 0;
+        let mut json = std::mem::take(&mut self.json);
+        json.push(']');
+        Some(json)
+    }
+}
+
+fn json_error(e: serde_json::Error) -> super::StoreError {
+    super::StoreError::Database(format!("cannot encode rows: {e}"))
+}
+
+#[derive(serde::Serialize)]
+struct ValueJson<'a> {
+    field: &'a str,
+    ciphertext: String,
+    collected_by: &'a str,
+    channel: Option<&'a str>,
+    notice_version: Option<&'a str>,
+    at: i64,
+}
+
+#[derive(serde::Serialize)]
+struct PurposeJson<'a> {
+    field: &'a str,
+    purpose: &'a str,
+    collected_at: i64,
+    expires_at: i64,
+}
+
+#[derive(serde::Serialize)]
+struct DigestJson<'a> {
+    field: &'a str,
+    digest: String,
+}
+
+/// The rows for [`DialectSql::values`], [`DialectSql::purposes`] and
+/// [`DialectSql::digests`] of some `PutField`s of one customer (`None` where
+/// there is no row).
+pub(super) struct FieldRows {
+    pub values: String,
+    pub purposes: Option<String>,
+    pub digests: Option<String>,
+}
+
+pub(super) fn field_rows(puts: &[&super::Mutation]) -> Result<FieldRows, super::StoreError> {
+    let mut values = Vec::with_capacity(puts.len());
+    let mut purposes = Vec::new();
+    let mut digests = Vec::new();
+    for m in puts {
+        let super::Mutation::PutField {
+            field,
+            ciphertext,
+            collected_by,
+            channel,
+            notice_version,
+            at,
+            purposes: ps,
+            blind_index,
+            ..
+        } = m
+        else {
+            continue;
+        };
+        values.push(ValueJson {
+            field,
+            ciphertext: hex::encode(ciphertext),
+            collected_by,
+            channel: channel.as_deref(),
+            notice_version: notice_version.as_deref(),
+            at: *at,
+        });
+        purposes.extend(ps.iter().map(|p| PurposeJson {
+            field,
+            purpose: &p.purpose,
+            collected_at: p.collected_at,
+            expires_at: p.expires_at,
+        }));
+        if let Some(d) = blind_index {
+            digests.push(DigestJson {
+                field,
+                digest: hex::encode(d),
+            });
+        }
+    }
+    Ok(FieldRows {
+        values: serde_json::to_string(&values).map_err(json_error)?,
+        purposes: nonempty_json(&purposes)?,
+        digests: nonempty_json(&digests)?,
+    })
+}
+
+#[derive(serde::Serialize)]
+struct RewrapJson {
+    /// The customer id as 32 hex digits (SQLite stores its 16 bytes).
+    id: String,
+    from: i64,
+    to: i64,
+    dek: String,
+}
+
+/// The rows for [`DialectSql::rewraps`] of some `RewrapDek`s.
+pub(super) fn rewrap_rows(rewraps: &[&super::Mutation]) -> Result<String, super::StoreError> {
+    let rows: Vec<RewrapJson> = rewraps
+        .iter()
+        .filter_map(|m| match m {
+            super::Mutation::RewrapDek {
+                customer_id,
+                from_version,
+                kek_version,
+                wrapped_dek,
+            } => Some(RewrapJson {
+                id: customer_id.simple().to_string(),
+                from: *from_version,
+                to: *kek_version,
+                dek: hex::encode(wrapped_dek),
+            }),
+            _ => None,
+        })
+        .collect();
+    serde_json::to_string(&rows).map_err(json_error)
+}
+
+/// The rows for [`DialectSql::purposes`] of one value.
+pub(super) fn purpose_rows(
+    field: &str,
+    purposes: &[super::ValuePurpose],
+) -> Result<Option<String>, super::StoreError> {
+    let rows: Vec<PurposeJson> = purposes
+        .iter()
+        .map(|p| PurposeJson {
+            field,
+            purpose: &p.purpose,
+            collected_at: p.collected_at,
+            expires_at: p.expires_at,
+        })
+        .collect();
+    nonempty_json(&rows)
+}
+
+fn nonempty_json<T: serde::Serialize>(rows: &[T]) -> Result<Option<String>, super::StoreError> {
+    if rows.is_empty() {
+        return Ok(None);
+    }
+    serde_json::to_string(rows).map(Some).map_err(json_error)
+}
+
 pub(super) const UPDATE_HEAD: &str =
     "UPDATE audit_head SET seq = $1, hash = $2, at = $3 WHERE id = 1";
 pub(super) const AUDIT_QUERY: &str = "SELECT seq, at, actor, role, action, purpose, customer_id, \
@@ -90,121 +390,137 @@ pub(super) fn checkpoint_from_row(r: CheckpointTuple) -> super::CheckpointRow {
     }
 }
 
-#[derive(sqlx::FromRow)]
-pub(super) struct CustomerValueRow {
-    id: uuid::Uuid,
-    external_id: Option<String>,
-    created_at: i64,
-    kek_version: Option<i64>,
-    wrapped_dek: Option<Vec<u8>>,
-    restricted: bool,
-    opted_out_sale: bool,
-    limit_sensitive: bool,
-    erased_at: Option<i64>,
-    field: Option<String>,
-    ciphertext: Option<Vec<u8>>,
-    collected_by: Option<String>,
-    channel: Option<String>,
-    notice_version: Option<String>,
-    value_collected_at: Option<i64>,
-    purpose: Option<String>,
-    purpose_collected_at: Option<i64>,
-    expires_at: Option<i64>,
-}
-
-/// Folds the customer/value/purpose join into the customer and one
-/// [`FieldRow`](super::FieldRow) per field.
-pub(super) fn customer_from_rows(
-    rows: Vec<CustomerValueRow>,
-) -> Option<(super::CustomerRow, Vec<super::FieldRow>)> {
-    let first = rows.first()?;
-    let customer = super::CustomerRow {
-        id: first.id,
-        external_id: first.external_id.clone(),
-        created_at: first.created_at,
-        kek_version: first.kek_version,
-        wrapped_dek: first.wrapped_dek.clone(),
-        restricted: first.restricted,
-        opted_out_sale: first.opted_out_sale,
-        limit_sensitive: first.limit_sensitive,
-        erased_at: first.erased_at,
-    };
-    let mut fields: Vec<super::FieldRow> = Vec::new();
-    for r in rows {
-        let (Some(field), Some(ciphertext), Some(collected_by), Some(collected_at)) =
-            (r.field, r.ciphertext, r.collected_by, r.value_collected_at)
-        else {
-            continue;
-        };
-        if fields.last().map(|f| f.field != field).unwrap_or(true) {
-            fields.push(super::FieldRow {
-                field,
-                ciphertext,
-                collected_by,
-                channel: r.channel,
-                notice_version: r.notice_version,
-                collected_at,
-                purposes: Vec::new(),
-            });
-        }
-        if let (Some(purpose), Some(collected_at), Some(expires_at), Some(last)) = (
-            r.purpose,
-            r.purpose_collected_at,
-            r.expires_at,
-            fields.last_mut(),
-        ) {
-            last.purposes.push(super::ValuePurpose {
-                purpose,
-                collected_at,
-                expires_at,
-            });
-        }
-    }
-    Some((customer, fields))
-}
-
-pub(super) type SubjectEventRow = (
-    String,
-    Option<uuid::Uuid>,
-    String,
-    Option<String>,
-    Option<String>,
-    Option<String>,
-    Option<String>,
-    Option<String>,
-    Option<String>,
+/// What [`DialectSql::record`] returns: the customer's columns, then its
+/// values (with their purposes), consent events and objections as JSON
+/// arrays (`NULL` or `[]` when there are none).
+pub(super) type RecordRow = (
+    uuid::Uuid,
     Option<String>,
     i64,
+    Option<i64>,
+    Option<Vec<u8>>,
+    bool,
+    bool,
+    bool,
+    Option<i64>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
 );
 
-/// Splits the union of consent events and objections.
-pub(super) fn subject_events(
-    customer_id: uuid::Uuid,
-    rows: Vec<SubjectEventRow>,
-) -> (Vec<super::ConsentEvent>, Vec<String>) {
-    let mut consents = Vec::new();
-    let mut objections = Vec::new();
-    for (kind, id, purpose, action, nv, sha, language, jurisdiction, channel, by, at) in rows {
-        if kind == "objection" {
-            objections.push(purpose);
-            continue;
-        }
-        consents.push(super::ConsentEvent {
-            id: id.unwrap_or_default(),
-            customer_id,
-            purpose,
-            action: action.unwrap_or_default(),
-            notice_version: nv.unwrap_or_default(),
-            notice_text_sha256: sha.unwrap_or_default(),
-            language: language.unwrap_or_default(),
-            jurisdiction: jurisdiction.unwrap_or_default(),
-            channel: channel.unwrap_or_default(),
-            captured_by: by.unwrap_or_default(),
-            at,
-        });
+#[derive(serde::Deserialize)]
+struct FieldOut {
+    field: String,
+    /// Hex (either case).
+    ciphertext: String,
+    collected_by: String,
+    channel: Option<String>,
+    notice_version: Option<String>,
+    collected_at: i64,
+    purposes: Option<Vec<PurposeOut>>,
+}
+
+#[derive(serde::Deserialize)]
+struct PurposeOut {
+    purpose: String,
+    collected_at: i64,
+    expires_at: i64,
+}
+
+#[derive(serde::Deserialize)]
+struct ConsentOut {
+    /// Hex of the 16 bytes (SQLite) or the hyphenated form (PostgreSQL).
+    id: String,
+    purpose: String,
+    action: String,
+    notice_version: String,
+    notice_text_sha256: String,
+    language: String,
+    jurisdiction: String,
+    channel: String,
+    captured_by: String,
+    at: i64,
+}
+
+fn unreadable(what: &str) -> super::StoreError {
+    super::StoreError::Database(format!("stored customer record unreadable ({what})"))
+}
+
+fn json_array<T: serde::de::DeserializeOwned>(
+    text: Option<String>,
+    what: &str,
+) -> Result<Vec<T>, super::StoreError> {
+    match text {
+        None => Ok(Vec::new()),
+        Some(t) => serde_json::from_str::<Option<Vec<T>>>(&t)
+            .map(Option::unwrap_or_default)
+            .map_err(|_| unreadable(what)),
     }
-    objections.sort();
-    (consents, objections)
+}
+
+/// Builds the record from the one row of [`DialectSql::record`].
+pub(super) fn record_from_row(r: RecordRow) -> Result<super::CustomerRecord, super::StoreError> {
+    let (id, external_id, created_at, kek_version, wrapped_dek, restricted, opted_out_sale) =
+        (r.0, r.1, r.2, r.3, r.4, r.5, r.6);
+    let (limit_sensitive, erased_at, fields, consents, objections) = (r.7, r.8, r.9, r.10, r.11);
+    let fields = json_array::<FieldOut>(fields, "values")?
+        .into_iter()
+        .map(|f| {
+            Ok(super::FieldRow {
+                ciphertext: hex::decode(&f.ciphertext).map_err(|_| unreadable("ciphertext"))?,
+                field: f.field,
+                collected_by: f.collected_by,
+                channel: f.channel,
+                notice_version: f.notice_version,
+                collected_at: f.collected_at,
+                purposes: f
+                    .purposes
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|p| super::ValuePurpose {
+                        purpose: p.purpose,
+                        collected_at: p.collected_at,
+                        expires_at: p.expires_at,
+                    })
+                    .collect(),
+            })
+        })
+        .collect::<Result<Vec<_>, super::StoreError>>()?;
+    let consents = json_array::<ConsentOut>(consents, "consents")?
+        .into_iter()
+        .map(|c| {
+            Ok(super::ConsentEvent {
+                id: uuid::Uuid::try_parse(&c.id).map_err(|_| unreadable("consent id"))?,
+                customer_id: id,
+                purpose: c.purpose,
+                action: c.action,
+                notice_version: c.notice_version,
+                notice_text_sha256: c.notice_text_sha256,
+                language: c.language,
+                jurisdiction: c.jurisdiction,
+                channel: c.channel,
+                captured_by: c.captured_by,
+                at: c.at,
+            })
+        })
+        .collect::<Result<Vec<_>, super::StoreError>>()?;
+    let objections = json_array::<String>(objections, "objections")?;
+    Ok(super::CustomerRecord {
+        customer: super::CustomerRow {
+            id,
+            external_id,
+            created_at,
+            kek_version,
+            wrapped_dek,
+            restricted,
+            opted_out_sale,
+            limit_sensitive,
+            erased_at,
+        },
+        fields,
+        consents,
+        objections,
+    })
 }
 
 pub(super) const ERASURE_JOB: &str = "SELECT customer_id, receipt_id, request_id, actor, role, \
@@ -296,7 +612,8 @@ pub(super) fn hold_from_row(r: HoldTuple) -> super::LegalHoldRow {
 }
 
 /// Generates `impl Store for $store` where `$store` has a `pool: Pool<$db>`,
-/// an inherent `async fn begin_write(&self)` and a `LOCK_HEAD` constant.
+/// an inherent `async fn begin_write(&self)`, a `LOCK_HEAD` constant and a
+/// `SQL` constant (its dialect's [`DialectSql`]).
 macro_rules! impl_store {
     ($store:ty, $db:ty, $backend:literal) => {
         #[async_trait::async_trait]
@@ -318,7 +635,13 @@ macro_rules! impl_store {
                 let at = at.max(head_at);
                 let (mut seq, mut hash) = (head_seq, head_hash);
                 let mut outcomes = Vec::with_capacity(units.len());
+                // Events are linked as their units succeed and inserted
+                // together (one statement) before the head moves.
+                let mut pending = $crate::store::sql::PendingEvents::default();
                 for unit in units {
+                    if unit.mutations.iter().any($crate::store::Mutation::reads_audit) {
+                        insert_events(&mut tx, &mut pending).await?;
+                    }
                     // Units with changes get a savepoint so that one refused
                     // change does not undo the rest of the batch.
                     let guarded = !unit.mutations.is_empty();
@@ -335,8 +658,20 @@ macro_rules! impl_store {
                         })
                         .collect();
                     let mut result: Result<(), StoreError> = Ok(());
-                    for m in &unit.mutations {
-                        result = apply(&mut tx, m, &fresh).await;
+                    let mut rest = unit.mutations.as_slice();
+                    while !rest.is_empty() {
+                        // Consecutive values of one customer go in together,
+                        // and so do consecutive data-key rewraps.
+                        let puts = $crate::store::Mutation::put_field_run(rest);
+                        let rewraps = $crate::store::Mutation::rewrap_run(rest);
+                        result = if !puts.is_empty() {
+                            put_fields(&mut tx, &puts, &fresh).await
+                        } else if !rewraps.is_empty() {
+                            rewrap_deks(&mut tx, &rewraps).await
+                        } else {
+                            apply(&mut tx, &rest[0], &fresh).await
+                        };
+                        rest = &rest[puts.len().max(rewraps.len()).max(1)..];
                         if result.is_err() {
                             break;
                         }
@@ -346,26 +681,9 @@ macro_rules! impl_store {
                             let mut stored = Vec::with_capacity(unit.events.len());
                             for draft in &unit.events {
                                 let e = $crate::audit::chain::link(seq, &hash, at, draft);
-                                let prev = hex::decode(&e.prev_hash).unwrap_or_default();
-                                let this = hex::decode(&e.hash).unwrap_or_default();
-                                sqlx::query($crate::store::sql::INSERT_EVENT)
-                                    .bind(e.seq)
-                                    .bind(e.at)
-                                    .bind(&e.draft.actor)
-                                    .bind(&e.draft.role)
-                                    .bind(&e.draft.action)
-                                    .bind(&e.draft.purpose)
-                                    .bind(&e.draft.customer_id)
-                                    .bind(serde_json::to_string(&e.draft.fields).unwrap_or_default())
-                                    .bind(&e.draft.decision)
-                                    .bind(serde_json::to_string(&e.draft.reasons).unwrap_or_default())
-                                    .bind(&e.draft.request_id)
-                                    .bind(prev)
-                                    .bind(&this)
-                                    .execute(&mut *tx)
-                                    .await?;
+                                pending.push(&e)?;
                                 seq = e.seq;
-                                hash = this;
+                                hash = hex::decode(&e.hash).unwrap_or_default();
                                 stored.push(e);
                             }
                             if guarded {
@@ -381,6 +699,7 @@ macro_rules! impl_store {
                         Err(e) => return Err(e),
                     }
                 }
+                insert_events(&mut tx, &mut pending).await?;
                 if seq != head_seq {
                     sqlx::query($crate::store::sql::UPDATE_HEAD)
                         .bind(seq)
@@ -592,29 +911,12 @@ macro_rules! impl_store {
                 &self,
                 id: uuid::Uuid,
             ) -> $crate::store::StoreResult<Option<$crate::store::CustomerRecord>> {
-                // Two statements on one connection: every statement is a
-                // round trip to the database (for SQLite, to its worker thread).
-                let mut conn = self.pool.acquire().await?;
-                let rows: Vec<$crate::store::sql::CustomerValueRow> =
-                    sqlx::query_as($crate::store::sql::CUSTOMER_VALUES)
+                let row: Option<$crate::store::sql::RecordRow> =
+                    sqlx::query_as(Self::SQL.record)
                         .bind(id)
-                        .fetch_all(&mut *conn)
+                        .fetch_optional(&self.pool)
                         .await?;
-                let Some((customer, fields)) = $crate::store::sql::customer_from_rows(rows) else {
-                    return Ok(None);
-                };
-                let events: Vec<$crate::store::sql::SubjectEventRow> =
-                    sqlx::query_as($crate::store::sql::SUBJECT_EVENTS)
-                        .bind(id)
-                        .fetch_all(&mut *conn)
-                        .await?;
-                let (consents, objections) = $crate::store::sql::subject_events(id, events);
-                Ok(Some($crate::store::CustomerRecord {
-                    customer,
-                    fields,
-                    consents,
-                    objections,
-                }))
+                row.map($crate::store::sql::record_from_row).transpose()
             }
 
             #[tracing::instrument(level = "debug", skip_all)]
@@ -818,25 +1120,77 @@ macro_rules! impl_store {
             }
         }
 
-        /// Records the purposes one value was collected for.
-        async fn insert_value_purposes(
+        /// Inserts the events linked so far, in one statement.
+        async fn insert_events(
             tx: &mut sqlx::Transaction<'static, $db>,
-            customer_id: &uuid::Uuid,
-            field: &str,
-            purposes: &[$crate::store::ValuePurpose],
+            pending: &mut $crate::store::sql::PendingEvents,
         ) -> Result<(), $crate::store::StoreError> {
-            for p in purposes {
-                sqlx::query(
-                    "INSERT INTO value_purposes (customer_id, field, purpose, collected_at, expires_at) \
-                     VALUES ($1, $2, $3, $4, $5)",
-                )
-                .bind(customer_id)
-                .bind(field)
-                .bind(&p.purpose)
-                .bind(p.collected_at)
-                .bind(p.expires_at)
+            if let Some(rows) = pending.take() {
+                sqlx::query(<$store>::SQL.events)
+                    .bind(rows)
+                    .execute(&mut **tx)
+                    .await?;
+            }
+            Ok(())
+        }
+
+        /// Stores rewrapped data keys, in one statement.
+        async fn rewrap_deks(
+            tx: &mut sqlx::Transaction<'static, $db>,
+            rewraps: &[&$crate::store::Mutation],
+        ) -> Result<(), $crate::store::StoreError> {
+            sqlx::query(<$store>::SQL.rewraps)
+                .bind($crate::store::sql::rewrap_rows(rewraps)?)
                 .execute(&mut **tx)
                 .await?;
+            Ok(())
+        }
+
+        /// Stores some values of one customer (consecutive `PutField`s of a
+        /// unit) with their purposes and blind index entries: three
+        /// statements however many values, plus one `DELETE` per replaced
+        /// value of a customer not created in this unit.
+        async fn put_fields(
+            tx: &mut sqlx::Transaction<'static, $db>,
+            puts: &[&$crate::store::Mutation],
+            fresh: &[uuid::Uuid],
+        ) -> Result<(), $crate::store::StoreError> {
+            let Some($crate::store::Mutation::PutField { customer_id, .. }) = puts.first() else {
+                return Ok(());
+            };
+            // Replacing a value removes the old ciphertext, its purposes and
+            // its index entries (ON DELETE CASCADE). A customer created in
+            // this unit has none: one statement fewer per value.
+            if !fresh.contains(customer_id) {
+                for m in puts {
+                    if let $crate::store::Mutation::PutField { field, .. } = m {
+                        sqlx::query("DELETE FROM field_values WHERE customer_id = $1 AND field = $2")
+                            .bind(customer_id)
+                            .bind(field)
+                            .execute(&mut **tx)
+                            .await?;
+                    }
+                }
+            }
+            let rows = $crate::store::sql::field_rows(puts)?;
+            sqlx::query(<$store>::SQL.values)
+                .bind(customer_id)
+                .bind(rows.values)
+                .execute(&mut **tx)
+                .await?;
+            if let Some(purposes) = rows.purposes {
+                sqlx::query(<$store>::SQL.purposes)
+                    .bind(customer_id)
+                    .bind(purposes)
+                    .execute(&mut **tx)
+                    .await?;
+            }
+            if let Some(digests) = rows.digests {
+                sqlx::query(<$store>::SQL.digests)
+                    .bind(customer_id)
+                    .bind(digests)
+                    .execute(&mut **tx)
+                    .await?;
             }
             Ok(())
         }
@@ -958,18 +1312,7 @@ macro_rules! impl_store {
                         return Err($crate::store::StoreError::Conflict("keyring_changed".into()));
                     }
                 }
-                M::RewrapDek { customer_id, from_version, kek_version, wrapped_dek } => {
-                    sqlx::query(
-                        "UPDATE customers SET kek_version = $3, wrapped_dek = $4 \
-                         WHERE id = $1 AND kek_version = $2 AND wrapped_dek IS NOT NULL",
-                    )
-                    .bind(customer_id)
-                    .bind(from_version)
-                    .bind(kek_version)
-                    .bind(wrapped_dek)
-                    .execute(&mut **tx)
-                    .await?;
-                }
+                M::RewrapDek { .. } => rewrap_deks(tx, &[m]).await?,
                 M::RewrapSigningKey { kid, from_version, kek_version, sealed } => {
                     sqlx::query(
                         "UPDATE signing_keys SET kek_version = $3, sealed = $4 \
@@ -1104,52 +1447,7 @@ macro_rules! impl_store {
                     .execute(&mut **tx)
                     .await?;
                 }
-                M::PutField {
-                    customer_id,
-                    field,
-                    ciphertext,
-                    collected_by,
-                    channel,
-                    notice_version,
-                    at,
-                    purposes,
-                    blind_index,
-                } => {
-                    // Replacing a value removes the old ciphertext, its purposes
-                    // and its index entries (ON DELETE CASCADE). A customer
-                    // created in this unit has none: one statement fewer each.
-                    if !fresh.contains(customer_id) {
-                        sqlx::query("DELETE FROM field_values WHERE customer_id = $1 AND field = $2")
-                            .bind(customer_id)
-                            .bind(field)
-                            .execute(&mut **tx)
-                            .await?;
-                    }
-                    sqlx::query(
-                        "INSERT INTO field_values (customer_id, field, ciphertext, collected_by, channel, notice_version, collected_at) \
-                         VALUES ($1, $2, $3, $4, $5, $6, $7)",
-                    )
-                    .bind(customer_id)
-                    .bind(field)
-                    .bind(ciphertext)
-                    .bind(collected_by)
-                    .bind(channel)
-                    .bind(notice_version)
-                    .bind(at)
-                    .execute(&mut **tx)
-                    .await?;
-                    insert_value_purposes(tx, customer_id, field, purposes).await?;
-                    if let Some(digest) = blind_index {
-                        sqlx::query(
-                            "INSERT INTO blind_index (field, digest, customer_id) VALUES ($1, $2, $3)",
-                        )
-                        .bind(field)
-                        .bind(digest)
-                        .bind(customer_id)
-                        .execute(&mut **tx)
-                        .await?;
-                    }
-                }
+                M::PutField { .. } => put_fields(tx, &[m], fresh).await?,
                 M::DeleteField { customer_id, field } => {
                     sqlx::query("DELETE FROM field_values WHERE customer_id = $1 AND field = $2")
                         .bind(customer_id)
@@ -1229,7 +1527,13 @@ macro_rules! impl_store {
                         .bind(field)
                         .execute(&mut **tx)
                         .await?;
-                    insert_value_purposes(tx, customer_id, field, purposes).await?;
+                    if let Some(rows) = $crate::store::sql::purpose_rows(field, purposes)? {
+                        sqlx::query(<$store>::SQL.purposes)
+                            .bind(customer_id)
+                            .bind(rows)
+                            .execute(&mut **tx)
+                            .await?;
+                    }
                 }
                 M::RekeyCustomer { customer_id, kek_version, wrapped_dek } => {
                     let r = sqlx::query(

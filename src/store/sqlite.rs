@@ -17,6 +17,7 @@ pub struct SqliteStore {
 }
 
 impl SqliteStore {
+    const SQL: super::sql::DialectSql = super::sql::SQLITE_SQL;
     /// Locks the head row: `BEGIN IMMEDIATE` already holds the write lock.
     const LOCK_HEAD: &'static str = "SELECT seq, hash, at FROM audit_head WHERE id = 1";
 
