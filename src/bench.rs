@@ -140,9 +140,23 @@ impl Drop for Spawned {
 struct Target {
     base: String,
     pid: Option<u32>,
-    tokens: BTreeMap<String, String>,
+    /// Role to `(client_id, secret)`: tokens expire (15 minutes by
+    /// default, shorter than seeding a million customers), so they are
+    /// issued afresh before each scenario and when seeding meets a 401.
+    credentials: BTreeMap<String, (String, String)>,
     backend: String,
     _spawned: Option<Spawned>,
+}
+
+impl Target {
+    /// A fresh token for every role the benchmark has credentials for.
+    async fn tokens(&self, http: &reqwest::Client) -> anyhow::Result<BTreeMap<String, String>> {
+        let mut tokens = BTreeMap::new();
+        for (role, (id, secret)) in &self.credentials {
+            tokens.insert(role.clone(), token(http, &self.base, id, secret).await?);
+        }
+        Ok(tokens)
+    }
 }
 
 fn exe() -> anyhow::Result<std::path::PathBuf> {
@@ -254,7 +268,7 @@ async fn token(
 async fn connect(opts: &Options, http: &reqwest::Client) -> anyhow::Result<Target> {
     let roles = ["helpdesk", "dpo", "admin"];
     if let Some(base) = &opts.target {
-        let mut tokens = BTreeMap::new();
+        let mut credentials = BTreeMap::new();
         for c in &opts.credentials {
             let (role, rest) = c
                 .split_once('=')
@@ -262,21 +276,22 @@ async fn connect(opts: &Options, http: &reqwest::Client) -> anyhow::Result<Targe
             let (id, secret) = rest
                 .split_once(':')
                 .ok_or_else(|| anyhow!("--credentials takes role=client_id:secret"))?;
-            tokens.insert(role.to_owned(), token(http, base, id, secret).await?);
+            token(http, base, id, secret).await?;
+            credentials.insert(role.to_owned(), (id.to_owned(), secret.to_owned()));
         }
-        if !tokens.contains_key("helpdesk") {
+        if !credentials.contains_key("helpdesk") {
             bail!("a targeted vault needs --credentials helpdesk=ID:SECRET");
         }
         return Ok(Target {
             base: base.trim_end_matches('/').to_owned(),
             pid: opts.server_pid,
-            tokens,
+            credentials,
             backend: "target".into(),
             _spawned: None,
         });
     }
     let (spawned, base, backend) = start_server(opts)?;
-    let mut tokens = BTreeMap::new();
+    let mut credentials = BTreeMap::new();
     for role in roles {
         let name = format!("bench-{role}");
         let creds = cli(
@@ -285,12 +300,12 @@ async fn connect(opts: &Options, http: &reqwest::Client) -> anyhow::Result<Targe
         )?;
         let id = creds["client_id"].as_str().unwrap_or_default();
         let secret = creds["client_secret"].as_str().unwrap_or_default();
-        tokens.insert(role.to_owned(), token(http, &base, id, secret).await?);
+        credentials.insert(role.to_owned(), (id.to_owned(), secret.to_owned()));
     }
     Ok(Target {
         base,
         pid: Some(spawned.child.id()),
-        tokens,
+        credentials,
         backend,
         _spawned: Some(spawned),
     })
@@ -380,12 +395,24 @@ enum Op {
 struct Shared {
     base: String,
     http: reqwest::Client,
-    helpdesk: String,
-    dpo: Option<String>,
+    /// Role to its current token (renewed before each scenario).
+    tokens: std::sync::RwLock<BTreeMap<String, String>>,
     ids: Vec<String>,
     seeded: u64,
     next_new: AtomicU64,
     next_erase: AtomicU64,
+}
+
+impl Shared {
+    /// The current token of `role` (the helpdesk's when there is none).
+    fn token(&self, role: &str) -> String {
+        let tokens = self.tokens.read().unwrap_or_else(|p| p.into_inner());
+        tokens
+            .get(role)
+            .or_else(|| tokens.get("helpdesk"))
+            .cloned()
+            .unwrap_or_default()
+    }
 }
 
 async fn one(s: &Shared, op: Op, rng: &mut Rng) -> Result<(), String> {
@@ -399,7 +426,7 @@ async fn one(s: &Shared, op: Op, rng: &mut Rng) -> Result<(), String> {
             let (_, id) = pick();
             s.http
                 .get(format!("{base}/v1/customers/{id}?purpose=support"))
-                .bearer_auth(&s.helpdesk)
+                .bearer_auth(s.token("helpdesk"))
         }
         Op::ReadField => {
             let (_, id) = pick();
@@ -407,27 +434,27 @@ async fn one(s: &Shared, op: Op, rng: &mut Rng) -> Result<(), String> {
                 .get(format!(
                     "{base}/v1/customers/{id}/fields/phone?purpose=support.callback"
                 ))
-                .bearer_auth(&s.helpdesk)
+                .bearer_auth(s.token("helpdesk"))
         }
         Op::Search => {
             let (i, _) = pick();
             s.http
                 .post(format!("{base}/v1/customers/search?purpose=support"))
-                .bearer_auth(&s.helpdesk)
+                .bearer_auth(s.token("helpdesk"))
                 .json(&json!({"field": "email", "value": format!("bench-{i}@example.com")}))
         }
         Op::Create => {
             let i = s.seeded + s.next_new.fetch_add(1, Ordering::Relaxed) + 1_000_000_000;
             s.http
                 .post(format!("{base}/v1/customers?purpose=support"))
-                .bearer_auth(&s.helpdesk)
+                .bearer_auth(s.token("helpdesk"))
                 .json(&customer_body(i))
         }
         Op::Update => {
             let (_, id) = pick();
             s.http
                 .patch(format!("{base}/v1/customers/{id}?purpose=support"))
-                .bearer_auth(&s.helpdesk)
+                .bearer_auth(s.token("helpdesk"))
                 .json(&json!({"fields": {"support_note": {"value": format!("note {}", rng.next() % 1000)}}}))
         }
         Op::Export => {
@@ -437,7 +464,7 @@ async fn one(s: &Shared, op: Op, rng: &mut Rng) -> Result<(), String> {
                     "{base}/v1/customers/{}/export?kind=access",
                     s.ids[0]
                 ))
-                .bearer_auth(s.dpo.as_deref().unwrap_or(&s.helpdesk))
+                .bearer_auth(s.token("dpo"))
         }
         Op::Erase => {
             let n = s.next_erase.fetch_add(1, Ordering::Relaxed) as usize;
@@ -446,7 +473,7 @@ async fn one(s: &Shared, op: Op, rng: &mut Rng) -> Result<(), String> {
             };
             s.http
                 .delete(format!("{base}/v1/customers/{id}"))
-                .bearer_auth(s.dpo.as_deref().unwrap_or(&s.helpdesk))
+                .bearer_auth(s.token("dpo"))
         }
     };
     match req.send().await {
@@ -613,7 +640,7 @@ async fn give_audit_events(s: &Shared, n: usize) {
                     "{}/v1/customers/{}?purpose=support",
                     s.base, s.ids[0]
                 ))
-                .bearer_auth(&s.helpdesk)
+                .bearer_auth(s.token("helpdesk"))
                 .send()
         });
         for r in futures_util::future::join_all(reads)
@@ -634,7 +661,14 @@ async fn seed(
     n: usize,
     c: usize,
 ) -> anyhow::Result<(Vec<String>, f64)> {
-    let helpdesk = target.tokens.get("helpdesk").cloned().unwrap_or_default();
+    let (id, secret) = target
+        .credentials
+        .get("helpdesk")
+        .cloned()
+        .ok_or_else(|| anyhow!("no helpdesk credentials"))?;
+    let helpdesk = Arc::new(tokio::sync::RwLock::new(
+        token(http, &target.base, &id, &secret).await?,
+    ));
     let next = Arc::new(AtomicU64::new(0));
     let done = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
@@ -647,6 +681,7 @@ async fn seed(
             next.clone(),
             done.clone(),
         );
+        let (id, secret) = (id.clone(), secret.clone());
         tasks.push(tokio::spawn(async move {
             let mut ids = Vec::new();
             loop {
@@ -654,12 +689,29 @@ async fn seed(
                 if i >= n as u64 {
                     break;
                 }
-                let resp = http
-                    .post(format!("{base}/v1/customers?purpose=support"))
-                    .bearer_auth(&helpdesk)
-                    .json(&customer_body(i))
-                    .send()
-                    .await;
+                let mut resp = None;
+                for _attempt in 0..2 {
+                    let bearer = helpdesk.read().await.clone();
+                    let r = http
+                        .post(format!("{base}/v1/customers?purpose=support"))
+                        .bearer_auth(&bearer)
+                        .json(&customer_body(i))
+                        .send()
+                        .await;
+                    if matches!(&r, Ok(r) if r.status() == reqwest::StatusCode::UNAUTHORIZED) {
+                        // The token expired: one task renews it, then retry.
+                        let mut t = helpdesk.write().await;
+                        if *t == bearer {
+                            *t = token(&http, &base, &id, &secret).await?;
+                        }
+                        continue;
+                    }
+                    resp = Some(r);
+                    break;
+                }
+                let Some(resp) = resp else {
+                    return Err(anyhow!("seeding failed: HTTP 401 after a fresh token"));
+                };
                 match resp {
                     Ok(r) if r.status().is_success() => {
                         let v: Value = r.json().await.unwrap_or_default();
@@ -718,8 +770,7 @@ pub async fn run(opts: Options) -> anyhow::Result<Report> {
     let shared = Arc::new(Shared {
         base: target.base.clone(),
         http: http.clone(),
-        helpdesk: target.tokens.get("helpdesk").cloned().unwrap_or_default(),
-        dpo: target.tokens.get("dpo").cloned(),
+        tokens: std::sync::RwLock::new(BTreeMap::new()),
         ids,
         seeded: opts.customers as u64,
         next_new: AtomicU64::new(0),
@@ -727,6 +778,9 @@ pub async fn run(opts: Options) -> anyhow::Result<Report> {
     });
     let mut results = Vec::new();
     for name in &opts.scenarios {
+        let fresh = target.tokens(&http).await?;
+        let admin = fresh.get("admin").cloned();
+        *shared.tokens.write().unwrap_or_else(|p| p.into_inner()) = fresh;
         eprintln!(
             "running {name} for {:?} with {} connections…",
             opts.duration, opts.connections
@@ -766,7 +820,7 @@ pub async fn run(opts: Options) -> anyhow::Result<Report> {
                 );
                 r
             }
-            "rewrap" => rewrap(&shared, target.tokens.get("admin"), target.pid).await,
+            "rewrap" => rewrap(&shared, admin.as_ref(), target.pid).await,
             "erase" => {
                 // Erasure latency, one at a time, on the most recently seeded customers.
                 let mut r = run_load(shared.clone(), name, 1, opts.duration, target.pid, |_| {

@@ -79,6 +79,12 @@ pub struct Settings {
     pub rate_limit_per_sec: u32,
     /// Requests a caller may send at once before the rate applies.
     pub rate_limit_burst: u32,
+    /// Verification codes that anonymous intake sends for one identifier
+    /// per hour (at most this many at once, refilled evenly over the hour).
+    /// Further filings get the same 202 and are recorded, but send no code,
+    /// so nobody can flood a customer with codes. Counted per process.
+    /// 0 turns the limit off.
+    pub intake_codes_per_hour: u32,
 }
 
 impl Default for Settings {
@@ -113,6 +119,7 @@ impl Default for Settings {
             rewrap_background: true,
             rate_limit_per_sec: 2000,
             rate_limit_burst: 4000,
+            intake_codes_per_hour: 5,
         }
     }
 }

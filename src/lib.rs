@@ -102,6 +102,7 @@ pub async fn build_state(
     );
     let rate_limit =
         http::rate_limit::RateLimiter::new(settings.rate_limit_per_sec, settings.rate_limit_burst);
+    let intake_codes = http::rate_limit::RateLimiter::per_hour(settings.intake_codes_per_hour);
     let state = AppState::new(Inner {
         store: opened.store,
         policy: Arc::new(opened.policy),
@@ -111,6 +112,7 @@ pub async fn build_state(
         settings: Arc::new(settings),
         throttle,
         rate_limit,
+        intake_codes,
         auth_cache: Default::default(),
         metrics: telemetry::metrics_handle(),
     });

@@ -47,6 +47,7 @@ pub const ACTIONS: &[&str] = &[
     "request.received",
     "request.merged",
     "request.code_sent",
+    "request.code_withheld",
     "request.verified",
     "request.verification_failed",
     "request.approved",

@@ -47,6 +47,15 @@ impl RateLimiter {
         }
     }
 
+    /// At most `n` at once, refilled evenly over an hour; 0 turns it off.
+    pub fn per_hour(n: u32) -> Self {
+        RateLimiter {
+            per_sec: f64::from(n) / 3600.0,
+            burst: f64::from(n.max(1)),
+            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+        }
+    }
+
     fn shard(&self, key: &str) -> &Mutex<HashMap<String, Bucket>> {
         // FNV-1a: cheap, and keys are server-assigned ids, not attacker text.
         let mut h: u64 = 0xcbf2_9ce4_8422_2325;

@@ -361,6 +361,15 @@ pub async fn intake_by_customer(
 ) -> ApiResult<Filed> {
     let actor = data_subject(http_request_id);
     let now = state.clock.now_micros();
+    // Counted whether or not the customer exists, so the limit reveals
+    // nothing either: past it the filing is answered and recorded the same
+    // way, but no code is sent.
+    let code_allowed = state
+        .intake_codes
+        .check(&hex::encode(
+            state.keys.index.blind_index(&def.name, normalized),
+        ))
+        .is_ok();
     let record = find_customer(state, def, normalized).await?;
     let dek = record.as_ref().map(|r| unwrap_dek(state, r)).transpose()?;
     let id = Uuid::now_v7();
@@ -404,9 +413,18 @@ pub async fn intake_by_customer(
         if let (Some(record), Some(dek)) = (&record, &dek)
             && let Some(to) = outbox::contact_on_file(&state.policy, record, dek, Some(&def.name))
         {
-            mutations.push(code_message(dek, &r, &to, &code, expires, now)?);
-            events
-                .push(event(&actor, "request.code_sent", "allowed", &r).fields([to.field.clone()]));
+            if code_allowed {
+                mutations.push(code_message(dek, &r, &to, &code, expires, now)?);
+                events.push(
+                    event(&actor, "request.code_sent", "allowed", &r).fields([to.field.clone()]),
+                );
+            } else {
+                events.push(
+                    event(&actor, "request.code_withheld", "denied", &r)
+                        .fields([to.field.clone()])
+                        .reason("code", "intake_codes_per_hour"),
+                );
+            }
         }
     }
     events.insert(

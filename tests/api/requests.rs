@@ -254,6 +254,66 @@ async fn r15_filing_answers_alike_whether_or_not_the_customer_exists() {
     .await;
 }
 
+/// Anonymous filings cannot flood a customer with codes: past
+/// `intake_codes_per_hour` (5 by default) for one identifier, filings are
+/// answered and recorded alike but send no code; other identifiers are not
+/// affected.
+#[tokio::test]
+async fn repeated_anonymous_filings_stop_sending_codes_to_the_customer() {
+    on_each_backend(|v| async move {
+        let helpdesk = v.token("helpdesk").await;
+        let notifier = v.token("notifier").await;
+        let dpo = v.token("dpo").await;
+        v.create(&helpdesk, &ada()).await;
+        let mut grace = ada();
+        grace["fields"]["email"]["value"] = json!("grace@example.com");
+        v.create(&helpdesk, &grace).await;
+
+        let mut filed = Vec::new();
+        for _ in 0..7 {
+            for email in ["ada@example.com", "nobody@example.com"] {
+                let (st, b) = anon(&v, &by_email("erasure", "gdpr", email)).await;
+                assert_eq!(st, StatusCode::ACCEPTED, "{b}");
+                assert_eq!(
+                    keys(&b),
+                    ["due_at", "id", "received_at", "request_token", "status"]
+                );
+                assert_eq!(b["status"], "verifying");
+                filed.push(b);
+            }
+        }
+        let (st, g) = anon(&v, &by_email("erasure", "gdpr", "grace@example.com")).await;
+        assert_eq!(st, StatusCode::ACCEPTED, "{g}");
+
+        let msgs = outbox(&v, &notifier).await;
+        let codes_to = |address: &str| {
+            msgs.iter()
+                .filter(|m| m["kind"] == "verification_code" && m["to"]["address"] == address)
+                .count()
+        };
+        assert_eq!(codes_to("ada@example.com"), 5);
+        assert_eq!(codes_to("grace@example.com"), 1);
+        assert_eq!(codes_to("nobody@example.com"), 0);
+
+        // Every filing is on record; the withheld codes are in the trail,
+        // without the address.
+        let (_, list) = v.get(&dpo, "/v1/requests?status=verifying").await;
+        assert_eq!(list["requests"].as_array().unwrap().len(), 15);
+        let auditor = v.token("auditor").await;
+        let (_, withheld) = v
+            .get(&auditor, "/v1/audit?action=request.code_withheld")
+            .await;
+        assert_eq!(
+            withheld["events"].as_array().unwrap().len(),
+            2,
+            "{withheld}"
+        );
+        let trail = audit_text(&v).await;
+        assert!(!trail.contains("ada@example.com"));
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn r16_one_extension_with_a_reason_before_the_deadline() {
     on_each_backend(|v| async move {
