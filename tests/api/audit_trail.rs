@@ -4,11 +4,9 @@
 //! filters, pages, refuses and records; pruning keeps the trail verifiable.
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
 
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -18,23 +16,6 @@ use crate::helpers::*;
 // ---------------------------------------------------------------------------
 // Helpers
 // ---------------------------------------------------------------------------
-
-/// A `pii-vault` command on `db` with the test root key and policy.
-fn vault_cmd(dir: &Path, db: &str) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_pii-vault"));
-    c.current_dir(dir)
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("RUST_LOG", "warn")
-        .env("PII_VAULT_DATABASE_URL", db)
-        .env("PII_VAULT_LISTEN", "127.0.0.1:0")
-        .env(
-            "PII_VAULT_POLICY_DIR",
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("policies"),
-        )
-        .env("PII_VAULT_MASTER_KEY", root_key_b64());
-    c
-}
 
 /// Runs `pii-vault audit verify --public-key KEY EXPORT` (no database, no
 /// settings): exit code and standard output.
@@ -382,84 +363,6 @@ async fn after_a_load_of_reads_the_trail_holds_exactly_one_event_per_read() {
     .await;
 }
 
-struct Server {
-    child: Child,
-    base: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_server(dir: &Path, db: &str) -> Server {
-    let mut server = Server {
-        child: vault_cmd(dir, db)
-            .arg("serve")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
-        base: String::new(),
-    };
-    let lines = Arc::new(Mutex::new(Vec::<String>::new()));
-    let stderr = server.child.stderr.take().unwrap();
-    let sink = Arc::clone(&lines);
-    std::thread::spawn(move || {
-        for l in BufReader::new(stderr).lines().map_while(Result::ok) {
-            sink.lock().unwrap().push(l);
-        }
-    });
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Some(l) = lines
-            .lock()
-            .unwrap()
-            .iter()
-            .find(|l| l.contains("pii-vault listening on http://"))
-        {
-            let addr = l.rsplit("http://").next().unwrap().trim().to_owned();
-            server.base = format!("http://{addr}");
-            return server;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "server did not start: {:?}",
-            lines.lock().unwrap()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-fn add_client(dir: &Path, db: &str, name: &str, role: &str) -> Value {
-    let out = vault_cmd(dir, db)
-        .args(["clients", "add", "--name", name, "--role", role, "--json"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
-}
-
-async fn token_at(http: &reqwest::Client, base: &str, creds: &Value) -> String {
-    let r: Value = http
-        .post(format!("{base}/v1/token"))
-        .json(&json!({"grant_type": "client_credentials",
-            "client_id": creds["client_id"], "client_secret": creds["client_secret"]}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    r["access_token"].as_str().unwrap().to_owned()
-}
-
 #[tokio::test]
 async fn two_processes_on_one_postgres_keep_one_unbroken_chain() {
     if !backends().contains(&Backend::Postgres) {
@@ -468,14 +371,14 @@ async fn two_processes_on_one_postgres_keep_one_unbroken_chain() {
     }
     let dir = tempfile::tempdir().unwrap();
     let db = fresh_pg_database().await;
-    let a = start_server(dir.path(), &db);
-    let b = start_server(dir.path(), &db);
-    let helpdesk = add_client(dir.path(), &db, "helpdesk", "helpdesk");
-    let auditor = add_client(dir.path(), &db, "auditor", "auditor");
+    let a = spawn_vault(dir.path(), &db, "warn");
+    let b = spawn_vault(dir.path(), &db, "warn");
+    let helpdesk = add_client(dir.path(), &db, "helpdesk");
+    let auditor = add_client(dir.path(), &db, "auditor");
     let http = reqwest::Client::new();
     let bases = [a.base.clone(), b.base.clone()];
-    let helpdesk_token = token_at(&http, &bases[0], &helpdesk).await;
-    let auditor_token = token_at(&http, &bases[1], &auditor).await;
+    let helpdesk_token = client_token(&bases[0], &helpdesk).await;
+    let auditor_token = client_token(&bases[1], &auditor).await;
 
     // 2 processes × 4 writers, each creating customers and reading them.
     let acknowledged = Arc::new(Mutex::new(Vec::<String>::new()));
@@ -1004,7 +907,10 @@ async fn the_command_line_exports_publishes_the_key_and_verifies() {
         activity(&v, &auditor).await;
         let dir = v.dir.path();
         let run = |args: &[&str]| {
-            let out = vault_cmd(dir, &v.database_url).args(args).output().unwrap();
+            let out = vault_cmd(dir, &v.database_url, "warn")
+                .args(args)
+                .output()
+                .unwrap();
             assert!(
                 out.status.success(),
                 "{args:?}: {}",

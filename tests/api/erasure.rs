@@ -2,9 +2,6 @@
 //! legal hold or a legal obligation, holds and their release, the job
 //! finished after a SIGKILL, and a restored older backup erased again.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
@@ -654,108 +651,11 @@ async fn pg_copy(url: &str) -> String {
 // The real binary, killed in the middle of an erasure
 // ---------------------------------------------------------------------------
 
-struct Server {
-    child: Child,
-    logs: Arc<Mutex<Vec<String>>>,
-    base: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn vault_cmd(dir: &std::path::Path, db: &str) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_pii-vault"));
-    c.current_dir(dir)
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("RUST_LOG", "info")
-        .env("PII_VAULT_DATABASE_URL", db)
-        .env("PII_VAULT_LISTEN", "127.0.0.1:0")
-        .env("PII_VAULT_TOMBSTONE_FILE", dir.join("vault.tombstones"))
-        .env(
-            "PII_VAULT_POLICY_DIR",
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("policies"),
-        )
-        .env("PII_VAULT_MASTER_KEY", root_key_b64());
-    c
-}
-
-fn start(dir: &std::path::Path, db: &str, pause_ms: u64) -> Server {
-    let mut child = vault_cmd(dir, db)
-        .env("PII_VAULT_TEST_ERASURE_PAUSE_MS", pause_ms.to_string())
-        .arg("serve")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn pii-vault");
-    let logs = Arc::new(Mutex::new(Vec::new()));
-    for stream in [
-        Box::new(child.stderr.take().unwrap()) as Box<dyn std::io::Read + Send>,
-        Box::new(child.stdout.take().unwrap()),
-    ] {
-        let logs = logs.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stream).lines().map_while(Result::ok) {
-                logs.lock().unwrap().push(line);
-            }
-        });
-    }
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let base = loop {
-        if let Some(l) = logs
-            .lock()
-            .unwrap()
-            .iter()
-            .find(|l| l.contains("pii-vault listening on http://"))
-        {
-            break format!("http://{}", l.rsplit("http://").next().unwrap().trim());
-        }
-        assert!(
-            Instant::now() < deadline,
-            "server did not start: {:?}",
-            logs.lock().unwrap()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    Server { child, logs, base }
-}
-
-fn client(dir: &std::path::Path, db: &str, role: &str) -> Value {
-    let out = vault_cmd(dir, db)
-        .args([
-            "clients",
-            "add",
-            "--name",
-            &format!("{role}-{}", Uuid::now_v7()),
-            "--role",
-            role,
-            "--json",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
-}
-
-async fn token(http: &reqwest::Client, base: &str, creds: &Value) -> String {
-    let v: Value = http
-        .post(format!("{base}/v1/token"))
-        .json(&json!({"grant_type": "client_credentials", "client_id": creds["client_id"], "client_secret": creds["client_secret"]}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    v["access_token"].as_str().unwrap().to_owned()
+/// The real binary with a test-only pause between an erasure job's steps.
+fn start(dir: &std::path::Path, db: &str, pause_ms: u64) -> Proc {
+    let mut cmd = vault_cmd(dir, db, "info");
+    cmd.env("PII_VAULT_TEST_ERASURE_PAUSE_MS", pause_ms.to_string());
+    serve(cmd)
 }
 
 async fn job_state(url: &str, id: Uuid) -> Option<(String, i64)> {
@@ -779,12 +679,12 @@ async fn r27_an_erasure_killed_half_way_is_finished_at_the_next_start() {
         // Test-only pause between the job's steps, so there is a "middle".
         let server = start(dir.path(), &db, 3_000);
         let (hd, dp) = (
-            client(dir.path(), &db, "helpdesk"),
-            client(dir.path(), &db, "dpo"),
+            add_client(dir.path(), &db, "helpdesk"),
+            add_client(dir.path(), &db, "dpo"),
         );
         let http = reqwest::Client::new();
-        let helpdesk = token(&http, &server.base, &hd).await;
-        let dpo = token(&http, &server.base, &dp).await;
+        let helpdesk = client_token(&server.base, &hd).await;
+        let dpo = client_token(&server.base, &dp).await;
         let created: Value = http
             .post(format!("{}/v1/customers?purpose=support", server.base))
             .bearer_auth(&helpdesk)

@@ -280,16 +280,7 @@ async fn r21_r22_r23_r24_r25_the_export_holds_everything_about_this_customer_and
 }
 
 fn import(v: &TestVault, file: &std::path::Path) -> std::process::Output {
-    std::process::Command::new(env!("CARGO_BIN_EXE_pii-vault"))
-        .current_dir(v.dir.path())
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("PII_VAULT_DATABASE_URL", &v.database_url)
-        .env(
-            "PII_VAULT_POLICY_DIR",
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("policies"),
-        )
-        .env("PII_VAULT_MASTER_KEY", root_key_b64())
+    vault_cmd(v.dir.path(), &v.database_url, "warn")
         .args(["import", file.to_str().unwrap()])
         .output()
         .unwrap()

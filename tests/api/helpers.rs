@@ -3,8 +3,11 @@
 //! database per test).
 
 use std::future::Future;
-use std::sync::Arc;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use pii_vault::clock::{Clock, SystemClock};
 use pii_vault::config::Settings;
@@ -349,4 +352,114 @@ pub fn consent(purpose: &str, action: &str) -> Value {
         "purpose": purpose, "action": action, "notice_version": "2026-01",
         "notice_text_sha256": NOTICE_SHA, "language": "it", "jurisdiction": "EU", "channel": "web"
     })
+}
+
+// ---------------------------------------------------------------------------
+// The real binary
+// ---------------------------------------------------------------------------
+
+/// `pii-vault` in `dir` with a clean environment: database `db`, the test
+/// root key, the shipped policy, any free port, the tombstone file in `dir`
+/// (where the in-process test vaults keep theirs) and `RUST_LOG=rust_log`.
+pub fn vault_cmd(dir: &std::path::Path, db: &str, rust_log: &str) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_pii-vault"));
+    c.current_dir(dir)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("RUST_LOG", rust_log)
+        .env("PII_VAULT_DATABASE_URL", db)
+        .env("PII_VAULT_LISTEN", "127.0.0.1:0")
+        .env(
+            "PII_VAULT_POLICY_DIR",
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("policies"),
+        )
+        .env("PII_VAULT_MASTER_KEY", root_key_b64())
+        .env(
+            "PII_VAULT_TOMBSTONE_FILE",
+            dir.join("vault.tombstones").display().to_string(),
+        );
+    c
+}
+
+/// A running `pii-vault serve`; every line it printed is in `logs`.
+pub struct Proc {
+    pub child: Child,
+    pub base: String,
+    pub logs: Arc<Mutex<Vec<String>>>,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `pii-vault serve` as [`vault_cmd`] sets it up and waits for its
+/// "listening on" line.
+pub fn spawn_vault(dir: &std::path::Path, db: &str, rust_log: &str) -> Proc {
+    serve(vault_cmd(dir, db, rust_log))
+}
+
+/// Starts `cmd serve` (a [`vault_cmd`], perhaps with more settings) and
+/// waits for its "listening on" line.
+pub fn serve(mut cmd: Command) -> Proc {
+    let mut child = cmd
+        .arg("serve")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn pii-vault");
+    let logs = Arc::new(Mutex::new(Vec::new()));
+    let (tx, rx) = std::sync::mpsc::channel();
+    for stream in [
+        Box::new(child.stderr.take().unwrap()) as Box<dyn std::io::Read + Send>,
+        Box::new(child.stdout.take().unwrap()),
+    ] {
+        let (logs, tx) = (Arc::clone(&logs), tx.clone());
+        std::thread::spawn(move || {
+            for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                if let Some(addr) = line.split("listening on http://").nth(1) {
+                    let _ = tx.send(format!("http://{}", addr.trim()));
+                }
+                logs.lock().unwrap().push(line);
+            }
+        });
+    }
+    drop(tx);
+    match rx.recv_timeout(Duration::from_secs(60)) {
+        Ok(base) => Proc { child, base, logs },
+        Err(_) => {
+            let _ = child.kill();
+            panic!("server did not start: {:?}", logs.lock().unwrap());
+        }
+    }
+}
+
+/// A token for client credentials as `pii-vault clients add --json` prints them.
+pub async fn client_token(base: &str, creds: &Value) -> String {
+    let r: Value = reqwest::Client::new()
+        .post(format!("{base}/v1/token"))
+        .json(&json!({"grant_type": "client_credentials", "client_id": creds["client_id"], "client_secret": creds["client_secret"]}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    r["access_token"].as_str().unwrap().to_owned()
+}
+
+/// `pii-vault clients add --name ROLE --role ROLE --json`: the credentials.
+pub fn add_client(dir: &std::path::Path, db: &str, role: &str) -> Value {
+    let out = vault_cmd(dir, db, "warn")
+        .args(["clients", "add", "--name", role, "--role", role, "--json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
 }

@@ -731,19 +731,7 @@ async fn other_processes_pick_up_a_new_version_and_signing_key_within_seconds() 
 // ---------------------------------------------------------------------------
 
 fn pv(dir: &Path, db: &str) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_pii-vault"));
-    c.current_dir(dir)
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("RUST_LOG", "warn")
-        .env("PII_VAULT_DATABASE_URL", db)
-        .env("PII_VAULT_LISTEN", "127.0.0.1:0")
-        .env(
-            "PII_VAULT_POLICY_DIR",
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("policies"),
-        )
-        .env("PII_VAULT_MASTER_KEY", root_key_b64());
-    c
+    vault_cmd(dir, db, "warn")
 }
 
 /// Runs `c` off the test's runtime thread (the vault's tasks keep running).

@@ -7,7 +7,6 @@
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use crate::faults::{add_client, client_token, spawn_vault};
 use crate::helpers::*;
 
 const CANARIES: &[&str] = &[

@@ -2,10 +2,7 @@
 //! body, no audit event and not in the database file (R36, R39).
 //! Runs the real binary so the logs are exactly what an operator would see.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{Value, json};
 
@@ -20,75 +17,6 @@ const CANARIES: &[&str] = &[
     "CH93-CANARY-4711",
 ];
 
-struct Server {
-    child: Child,
-    logs: Arc<Mutex<Vec<String>>>,
-    base: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn vault_cmd(dir: &std::path::Path, db: &str) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_pii-vault"));
-    c.current_dir(dir)
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("RUST_LOG", "trace")
-        .env("PII_VAULT_DATABASE_URL", db)
-        .env("PII_VAULT_LISTEN", "127.0.0.1:0")
-        .env(
-            "PII_VAULT_POLICY_DIR",
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("policies"),
-        )
-        .env("PII_VAULT_MASTER_KEY", root_key_b64());
-    c
-}
-
-fn start(dir: &std::path::Path, db: &str) -> Server {
-    let mut child = vault_cmd(dir, db)
-        .arg("serve")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn pii-vault");
-    let logs = Arc::new(Mutex::new(Vec::new()));
-    for stream in [
-        Box::new(child.stderr.take().unwrap()) as Box<dyn std::io::Read + Send>,
-        Box::new(child.stdout.take().unwrap()),
-    ] {
-        let logs = logs.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stream).lines().map_while(Result::ok) {
-                logs.lock().unwrap().push(line);
-            }
-        });
-    }
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let base = loop {
-        if let Some(l) = logs
-            .lock()
-            .unwrap()
-            .iter()
-            .find(|l| l.contains("pii-vault listening on http://"))
-        {
-            let addr = l.rsplit("http://").next().unwrap().trim().to_owned();
-            break format!("http://{addr}");
-        }
-        assert!(
-            Instant::now() < deadline,
-            "server did not start: {:?}",
-            logs.lock().unwrap()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    Server { child, logs, base }
-}
-
 #[tokio::test]
 async fn canaries_reach_no_log_error_body_audit_event_or_database_file() {
     for backend in backends() {
@@ -97,26 +25,11 @@ async fn canaries_reach_no_log_error_body_audit_event_or_database_file() {
             Backend::Sqlite => format!("sqlite://{}", dir.path().join("vault.db").display()),
             Backend::Postgres => fresh_pg_database().await,
         };
-        let server = start(dir.path(), &db);
-        let out = vault_cmd(dir.path(), &db)
-            .args([
-                "clients", "add", "--name", "helpdesk", "--role", "helpdesk", "--json",
-            ])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let creds: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let server = spawn_vault(dir.path(), &db, "trace");
+        let creds = add_client(dir.path(), &db, "helpdesk");
         let http = reqwest::Client::new();
         let url = |p: &str| format!("{}{}", server.base, p);
-        let token_resp: Value = http
-            .post(url("/v1/token"))
-            .json(&json!({"grant_type": "client_credentials", "client_id": creds["client_id"], "client_secret": creds["client_secret"]}))
-            .send().await.unwrap().json().await.unwrap();
-        let token = token_resp["access_token"].as_str().unwrap().to_owned();
+        let token = client_token(&server.base, &creds).await;
 
         let mut bodies = Vec::new();
         let call = |resp: reqwest::Response| async move { resp.text().await.unwrap() };

@@ -144,16 +144,7 @@ async fn r35_pii_vault_sweep_as_of_a_date_runs_the_sweeper_from_the_command_line
         let id = v.create(&helpdesk, &ada()).await;
         let cid: Uuid = id.parse().unwrap();
         let run = |as_of: &str| {
-            std::process::Command::new(env!("CARGO_BIN_EXE_pii-vault"))
-                .current_dir(v.dir.path())
-                .env_clear()
-                .env("PATH", std::env::var("PATH").unwrap_or_default())
-                .env("PII_VAULT_DATABASE_URL", &v.database_url)
-                .env(
-                    "PII_VAULT_POLICY_DIR",
-                    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("policies"),
-                )
-                .env("PII_VAULT_MASTER_KEY", root_key_b64())
+            vault_cmd(v.dir.path(), &v.database_url, "warn")
                 .args(["sweep", "--as-of", as_of])
                 .output()
                 .unwrap()
