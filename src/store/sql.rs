@@ -208,6 +208,17 @@ struct PurposeJson<'a> {
     expires_at: i64,
 }
 
+impl<'a> PurposeJson<'a> {
+    fn of(field: &'a str, p: &'a super::ValuePurpose) -> Self {
+        PurposeJson {
+            field,
+            purpose: &p.purpose,
+            collected_at: p.collected_at,
+            expires_at: p.expires_at,
+        }
+    }
+}
+
 #[derive(serde::Serialize)]
 struct DigestJson<'a> {
     field: &'a str,
@@ -250,12 +261,7 @@ pub(super) fn field_rows(puts: &[&super::Mutation]) -> Result<FieldRows, super::
             notice_version: notice_version.as_deref(),
             at: *at,
         });
-        purposes.extend(ps.iter().map(|p| PurposeJson {
-            field,
-            purpose: &p.purpose,
-            collected_at: p.collected_at,
-            expires_at: p.expires_at,
-        }));
+        purposes.extend(ps.iter().map(|p| PurposeJson::of(field, p)));
         if let Some(d) = blind_index {
             digests.push(DigestJson {
                 field,
@@ -306,15 +312,7 @@ pub(super) fn purpose_rows(
     field: &str,
     purposes: &[super::ValuePurpose],
 ) -> Result<Option<String>, super::StoreError> {
-    let rows: Vec<PurposeJson> = purposes
-        .iter()
-        .map(|p| PurposeJson {
-            field,
-            purpose: &p.purpose,
-            collected_at: p.collected_at,
-            expires_at: p.expires_at,
-        })
-        .collect();
+    let rows: Vec<PurposeJson> = purposes.iter().map(|p| PurposeJson::of(field, p)).collect();
     nonempty_json(&rows)
 }
 
@@ -460,9 +458,20 @@ fn json_array<T: serde::de::DeserializeOwned>(
 
 /// Builds the record from the one row of [`DialectSql::record`].
 pub(super) fn record_from_row(r: RecordRow) -> Result<super::CustomerRecord, super::StoreError> {
-    let (id, external_id, created_at, kek_version, wrapped_dek, restricted, opted_out_sale) =
-        (r.0, r.1, r.2, r.3, r.4, r.5, r.6);
-    let (limit_sensitive, erased_at, fields, consents, objections) = (r.7, r.8, r.9, r.10, r.11);
+    let (
+        id,
+        external_id,
+        created_at,
+        kek_version,
+        wrapped_dek,
+        restricted,
+        opted_out_sale,
+        limit_sensitive,
+        erased_at,
+        fields,
+        consents,
+        objections,
+    ) = r;
     let fields = json_array::<FieldOut>(fields, "values")?
         .into_iter()
         .map(|f| {
