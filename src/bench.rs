@@ -276,6 +276,7 @@ async fn connect(opts: &Options, http: &reqwest::Client) -> anyhow::Result<Targe
             let (id, secret) = rest
                 .split_once(':')
                 .ok_or_else(|| anyhow!("--credentials takes role=client_id:secret"))?;
+            // Refuse wrong credentials now, not after seeding.
             token(http, base, id, secret).await?;
             credentials.insert(role.to_owned(), (id.to_owned(), secret.to_owned()));
         }

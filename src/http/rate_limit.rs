@@ -40,24 +40,25 @@ impl RateLimiter {
     /// `per_sec == 0` turns limiting off. A burst below `per_sec` is raised
     /// to it.
     pub fn new(per_sec: u32, burst: u32) -> Self {
-        RateLimiter {
-            per_sec: f64::from(per_sec),
-            burst: f64::from(burst.max(per_sec).max(1)),
-            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
-        }
+        Self::with_rate(f64::from(per_sec), f64::from(burst.max(per_sec).max(1)))
     }
 
     /// At most `n` at once, refilled evenly over an hour; 0 turns it off.
     pub fn per_hour(n: u32) -> Self {
+        Self::with_rate(f64::from(n) / 3600.0, f64::from(n.max(1)))
+    }
+
+    fn with_rate(per_sec: f64, burst: f64) -> Self {
         RateLimiter {
-            per_sec: f64::from(n) / 3600.0,
-            burst: f64::from(n.max(1)),
+            per_sec,
+            burst,
             shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
         }
     }
 
     fn shard(&self, key: &str) -> &Mutex<HashMap<String, Bucket>> {
-        // FNV-1a: cheap, and keys are server-assigned ids, not attacker text.
+        // FNV-1a: cheap, and keys are server-assigned ids or keyed digests
+        // (blind indexes), not attacker text.
         let mut h: u64 = 0xcbf2_9ce4_8422_2325;
         for b in key.as_bytes() {
             h ^= u64::from(*b);

@@ -217,15 +217,16 @@ fn open_changes(dek: &Dek, customer: Uuid, r: &Request) -> ApiResult<Changes> {
     serde_json::from_slice(&plain).map_err(ApiError::internal)
 }
 
-/// The live customer whose searchable `def` field holds `normalized`: the
-/// blind index finds candidates, the decrypted value must really be equal.
+/// The live customer whose searchable `def` field holds `normalized`: its
+/// blind index `digest` finds candidates, the decrypted value must really
+/// be equal.
 pub async fn find_customer(
     state: &AppState,
     def: &FieldDef,
     normalized: &str,
+    digest: &[u8],
 ) -> ApiResult<Option<CustomerRecord>> {
-    let digest = state.keys.index.blind_index(&def.name, normalized);
-    for id in state.store.find_by_blind_index(&def.name, &digest).await? {
+    for id in state.store.find_by_blind_index(&def.name, digest).await? {
         let Some(record) = state.store.customer_record(id).await? else {
             continue;
         };
@@ -364,13 +365,9 @@ pub async fn intake_by_customer(
     // Counted whether or not the customer exists, so the limit reveals
     // nothing either: past it the filing is answered and recorded the same
     // way, but no code is sent.
-    let code_allowed = state
-        .intake_codes
-        .check(&hex::encode(
-            state.keys.index.blind_index(&def.name, normalized),
-        ))
-        .is_ok();
-    let record = find_customer(state, def, normalized).await?;
+    let digest = state.keys.index.blind_index(&def.name, normalized);
+    let code_allowed = state.intake_codes.check(&hex::encode(digest)).is_ok();
+    let record = find_customer(state, def, normalized, &digest).await?;
     let dek = record.as_ref().map(|r| unwrap_dek(state, r)).transpose()?;
     let id = Uuid::now_v7();
     let mut r = Request::file(
