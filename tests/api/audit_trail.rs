@@ -907,20 +907,13 @@ async fn the_command_line_exports_publishes_the_key_and_verifies() {
         activity(&v, &auditor).await;
         let dir = v.dir.path();
         let run = |args: &[&str]| {
-            let out = vault_cmd(dir, &v.database_url, "warn")
-                .args(args)
-                .output()
-                .unwrap();
-            assert!(
-                out.status.success(),
-                "{args:?}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            String::from_utf8_lossy(&out.stdout).to_string()
+            let mut c = vault_cmd(dir, &v.database_url, "warn");
+            c.args(args);
+            run_ok(c)
         };
-        run(&["audit", "public-key", "--output", "cli.pub"]);
-        run(&["audit", "export", "--output", "cli.ndjson"]);
-        let stdout_export = run(&["audit", "export"]);
+        run(&["audit", "public-key", "--output", "cli.pub"]).await;
+        run(&["audit", "export", "--output", "cli.ndjson"]).await;
+        let stdout_export = run(&["audit", "export"]).await;
         assert!(stdout_export.starts_with("{\"type\":\"event\""));
         let key = dir.join("cli.pub");
         let file = dir.join("cli.ndjson");
@@ -950,9 +943,9 @@ async fn the_command_line_exports_publishes_the_key_and_verifies() {
         let (code, _) = offline_verify(&dir.join("missing.pub"), &file);
         assert_eq!(code, 2);
 
-        let out = run(&["audit", "checkpoint"]);
+        let out = run(&["audit", "checkpoint"]).await;
         assert!(out.contains("checkpoint at seq"), "{out}");
-        let out = run(&["audit", "prune"]);
+        let out = run(&["audit", "prune"]).await;
         assert!(out.contains("nothing to prune"), "{out}");
     })
     .await;

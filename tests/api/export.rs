@@ -279,11 +279,10 @@ async fn r21_r22_r23_r24_r25_the_export_holds_everything_about_this_customer_and
     .await;
 }
 
-fn import(v: &TestVault, file: &std::path::Path) -> std::process::Output {
-    vault_cmd(v.dir.path(), &v.database_url, "warn")
-        .args(["import", file.to_str().unwrap()])
-        .output()
-        .unwrap()
+async fn import(v: &TestVault, file: &std::path::Path) -> std::process::Output {
+    let mut c = vault_cmd(v.dir.path(), &v.database_url, "warn");
+    c.args(["import", file.to_str().unwrap()]);
+    output(c).await
 }
 
 #[tokio::test]
@@ -310,7 +309,7 @@ async fn r23_a_portability_export_imports_into_an_empty_vault_without_loss() {
 
         // A fresh, empty vault of the same backend.
         let target = TestVault::start(source.backend).await;
-        let out = import(&target, &file);
+        let out = import(&target, &file).await;
         assert!(
             out.status.success(),
             "{}",
@@ -354,7 +353,7 @@ async fn r23_a_portability_export_imports_into_an_empty_vault_without_loss() {
         );
 
         // Only into an empty vault; an erased customer's package has nothing to import.
-        let again = import(&target, &file);
+        let again = import(&target, &file).await;
         assert!(!again.status.success());
         assert!(String::from_utf8_lossy(&again.stderr).contains("empty vault"));
         let empty = TestVault::start(source.backend).await;
@@ -370,7 +369,7 @@ async fn r23_a_portability_export_imports_into_an_empty_vault_without_loss() {
         }
         let erased_file = source.dir.path().join("erased.json");
         std::fs::write(&erased_file, erased.to_string()).unwrap();
-        let out = import(&empty, &erased_file);
+        let out = import(&empty, &erased_file).await;
         assert!(!out.status.success());
         let garbage = source.dir.path().join("garbage.json");
         std::fs::write(
@@ -378,7 +377,7 @@ async fn r23_a_portability_export_imports_into_an_empty_vault_without_loss() {
             r#"{"schema_version": "1", "kind": "ada@example.com"}"#,
         )
         .unwrap();
-        let out = import(&empty, &garbage);
+        let out = import(&empty, &garbage).await;
         assert!(!out.status.success());
         assert!(
             !String::from_utf8_lossy(&out.stderr).contains("ada@"),

@@ -395,6 +395,29 @@ impl Drop for Proc {
     }
 }
 
+/// Runs `c` to the end on a blocking thread. Tests run on a current-thread
+/// runtime that also drives the in-process test vault: waiting for a child
+/// process on that thread would freeze the vault's tasks, together with any
+/// SQLite write transaction one of them holds, and the child would find
+/// the database locked.
+pub async fn output(mut c: Command) -> std::process::Output {
+    tokio::task::spawn_blocking(move || c.output().expect("run pii-vault"))
+        .await
+        .expect("the command's thread")
+}
+
+/// [`output`], asserting success: the standard output.
+pub async fn run_ok(c: Command) -> String {
+    let out = output(c).await;
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// Starts `pii-vault serve` as [`vault_cmd`] sets it up and waits for its
 /// "listening on" line.
 pub fn spawn_vault(dir: &std::path::Path, db: &str, rust_log: &str) -> Proc {

@@ -734,24 +734,6 @@ fn pv(dir: &Path, db: &str) -> Command {
     vault_cmd(dir, db, "warn")
 }
 
-/// Runs `c` off the test's runtime thread (the vault's tasks keep running).
-async fn run_ok(c: Command) -> String {
-    tokio::task::spawn_blocking(move || run_ok_blocking(c))
-        .await
-        .unwrap()
-}
-
-fn run_ok_blocking(mut c: Command) -> String {
-    let out = c.output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 /// Runs `c` until it exits (at most 60 s); (success, stderr).
 async fn run_to_exit(c: Command) -> (bool, String) {
     tokio::task::spawn_blocking(move || run_to_exit_blocking(c))

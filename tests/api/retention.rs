@@ -144,16 +144,15 @@ async fn r35_pii_vault_sweep_as_of_a_date_runs_the_sweeper_from_the_command_line
         let id = v.create(&helpdesk, &ada()).await;
         let cid: Uuid = id.parse().unwrap();
         let run = |as_of: &str| {
-            vault_cmd(v.dir.path(), &v.database_url, "warn")
-                .args(["sweep", "--as-of", as_of])
-                .output()
-                .unwrap()
+            let mut c = vault_cmd(v.dir.path(), &v.database_url, "warn");
+            c.args(["sweep", "--as-of", as_of]);
+            output(c)
         };
-        let bad = run("next tuesday");
+        let bad = run("next tuesday").await;
         assert!(!bad.status.success());
         assert!(String::from_utf8_lossy(&bad.stderr).contains("RFC 3339"));
 
-        let out = run("2031-01-01T00:00:00Z");
+        let out = run("2031-01-01T00:00:00Z").await;
         let stdout = String::from_utf8_lossy(&out.stdout);
         assert!(
             out.status.success(),
