@@ -5,12 +5,15 @@
 //! `main.rs` parses the command line; everything else lives here so that
 //! tests run the same code the binary does.
 
+pub mod actor;
 pub mod audit;
+pub mod auth;
 pub mod bench;
 pub mod clock;
 pub mod config;
 pub mod consent;
 pub mod crypto;
+pub mod error;
 pub mod http;
 pub mod keys;
 pub mod policy;
@@ -21,6 +24,7 @@ pub mod store;
 pub mod telemetry;
 pub mod vault;
 
+use crate::audit::{Action, Decision};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -87,8 +91,8 @@ pub async fn build_state(
     let ev = EventDraft::new(
         vault::SYSTEM_ACTOR,
         vault::SYSTEM_ACTOR,
-        "policy.load",
-        "allowed",
+        Action::PolicyLoad,
+        Decision::Allowed,
         &uuid::Uuid::now_v7().to_string(),
     )
     .reason("sha256", &policy_digest);
@@ -101,8 +105,8 @@ pub async fn build_state(
         Duration::from_secs(settings.login_window_secs),
     );
     let rate_limit =
-        http::rate_limit::RateLimiter::new(settings.rate_limit_per_sec, settings.rate_limit_burst);
-    let intake_codes = http::rate_limit::RateLimiter::per_hour(settings.intake_codes_per_hour);
+        auth::rate_limit::RateLimiter::new(settings.rate_limit_per_sec, settings.rate_limit_burst);
+    let intake_codes = auth::rate_limit::RateLimiter::per_hour(settings.intake_codes_per_hour);
     let state = AppState::new(Inner {
         store: opened.store,
         policy: Arc::new(opened.policy),

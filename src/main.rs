@@ -1,5 +1,6 @@
 //! The `pii-vault` command: parse, set up logging, load settings, run.
 
+use pii_vault::audit::{Action, Decision};
 use std::io::{BufRead, IsTerminal};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -309,7 +310,7 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
             let opened = pii_vault::open(&settings, clock.as_ref(), false, false).await?;
             let unit = Unit {
                 mutations: vec![Mutation::SetClientDisabled { id, disabled: true }],
-                events: vec![cli_event("client.disable").reason("client_id", &id.to_string())],
+                events: vec![cli_event(Action::ClientDisable).reason("client_id", &id.to_string())],
             };
             commit_now(opened.store.as_ref(), clock.as_ref(), unit)
                 .await
@@ -331,14 +332,8 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
     }
 }
 
-fn cli_event(action: &str) -> EventDraft {
-    EventDraft::new(
-        "cli",
-        "admin",
-        action,
-        "allowed",
-        &Uuid::now_v7().to_string(),
-    )
+fn cli_event(action: Action) -> EventDraft {
+    pii_vault::actor::Actor::cli().event(action, Decision::Allowed)
 }
 
 fn warn_dev_key(origin: &RootKeyOrigin) {
@@ -426,7 +421,7 @@ async fn clients_add(
             at: clock.now_micros(),
         }],
         events: vec![
-            cli_event("client.create")
+            cli_event(Action::ClientCreate)
                 .reason("client_id", &id.to_string())
                 .reason("role", &args.role),
         ],
@@ -490,7 +485,7 @@ async fn users_add(
             at: clock.now_micros(),
         }],
         events: vec![
-            cli_event("user.create")
+            cli_event(Action::UserCreate)
                 .reason("user_id", &id.to_string())
                 .reason("role", &role),
         ],

@@ -23,13 +23,15 @@
 //! Runs in the background every `sweep_interval_secs` while serving, and as
 //! `pii-vault sweep [--as-of RFC3339]`. Time comes from the injected clock.
 
+use crate::actor::Actor;
+use crate::audit::{Action, Decision};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Weak;
 use std::time::Duration;
 
 use uuid::Uuid;
 
-use crate::requests::erasure::{Actor, Ctx, EraseError, settle};
+use crate::requests::erasure::{Ctx, EraseError, settle};
 use crate::state::{AppState, Inner};
 use crate::store::{Mutation, Unit};
 
@@ -165,8 +167,8 @@ async fn sweep_customer(
         let mut ev = crate::audit::EventDraft::new(
             &actor.id,
             &actor.role,
-            "retention.expired",
-            "deleted",
+            Action::RetentionExpired,
+            Decision::Deleted,
             &actor.request_id,
         )
         .customer(customer)
@@ -181,8 +183,8 @@ async fn sweep_customer(
         let mut ev = crate::audit::EventDraft::new(
             &actor.id,
             &actor.role,
-            "retention.purpose_removed",
-            "allowed",
+            Action::RetentionPurposeRemoved,
+            Decision::Allowed,
             &actor.request_id,
         )
         .customer(customer)

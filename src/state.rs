@@ -23,11 +23,11 @@ pub struct Inner {
     pub clock: Arc<dyn Clock>,
     pub settings: Arc<Settings>,
     pub throttle: Throttle,
-    pub rate_limit: crate::http::rate_limit::RateLimiter,
+    pub rate_limit: crate::auth::rate_limit::RateLimiter,
     /// Verification codes per identifier (`intake_codes_per_hour`), keyed
     /// by the identifier's blind index, never by the value.
-    pub intake_codes: crate::http::rate_limit::RateLimiter,
-    pub auth_cache: crate::http::auth_cache::AuthCache,
+    pub intake_codes: crate::auth::rate_limit::RateLimiter,
+    pub auth_cache: crate::auth::cache::AuthCache,
     pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
 }
 

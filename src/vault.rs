@@ -2,6 +2,7 @@
 //! Every command goes through here, so `serve` and the command-line tools
 //! agree on the database and the keys.
 
+use crate::audit::{Action, Decision};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
@@ -243,8 +244,8 @@ async fn bootstrap(store: &dyn Store, clock: &dyn Clock, root: &RootKey) -> Resu
             EventDraft::new(
                 SYSTEM_ACTOR,
                 SYSTEM_ACTOR,
-                "keys.init",
-                "allowed",
+                Action::KeysInit,
+                Decision::Allowed,
                 &Uuid::now_v7().to_string(),
             )
             .reason("kek_version", "1")

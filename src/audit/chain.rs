@@ -126,11 +126,17 @@ mod tests {
         let mut out: Vec<StoredEvent> = Vec::new();
         let mut prev = (0i64, GENESIS.to_vec());
         for i in 0..n {
-            let d = EventDraft::new("c1", "helpdesk", "customer.read", "allowed", "r")
-                .purpose(Some("support"))
-                .customer(format!("cust-{i}"))
-                .fields(["phone"])
-                .reason("email", "not_collected_for_purpose");
+            let d = EventDraft::new(
+                "c1",
+                "helpdesk",
+                crate::audit::Action::CustomerRead,
+                crate::audit::Decision::Allowed,
+                "r",
+            )
+            .purpose(Some("support"))
+            .customer(format!("cust-{i}"))
+            .fields(["phone"])
+            .reason("email", "not_collected_for_purpose");
             let e = link(prev.0, &prev.1, 1_000 + i as i64, &d);
             prev = (e.seq, hex::decode(&e.hash).unwrap_or_default());
             out.push(e);

@@ -1,6 +1,7 @@
 //! `pii-vault audit …`: export the trail, publish the public keys, verify
 //! an export offline, sign a checkpoint, prune past retention.
 
+use crate::audit::{Action, Decision};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -89,12 +90,12 @@ pub fn verify_command(public_key: &Path, export_file: &Path) -> ExitCode {
     }
 }
 
-fn cli_event(action: &str) -> EventDraft {
+fn cli_event(action: Action) -> EventDraft {
     EventDraft::new(
         "cli",
         "admin",
         action,
-        "allowed",
+        Decision::Allowed,
         &uuid::Uuid::now_v7().to_string(),
     )
 }
@@ -134,7 +135,7 @@ pub async fn run(
             let unit = Unit {
                 mutations: vec![Mutation::InsertCheckpoint(row)],
                 events: vec![
-                    cli_event("audit.export")
+                    cli_event(Action::AuditExport)
                         .reason("after_seq", &after_seq.to_string())
                         .reason("through_seq", &through.to_string()),
                 ],

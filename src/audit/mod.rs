@@ -23,92 +23,175 @@ use serde::{Deserialize, Serialize};
 
 pub use sequencer::{CommitError, Sequencer};
 
-/// Every action the vault records, in one place. The auditor's query
-/// (`GET /v1/audit?action=`) accepts exactly these and answers 400
-/// `invalid_filter` for anything else. A module that records a new action
-/// adds it here (a unit test checks that the actions written in `src/` are
-/// listed).
-pub const ACTIONS: &[&str] = &[
-    // Customers and their data
-    "customer.create",
-    "customer.read",
-    "customer.read_field",
-    "customer.search",
-    "customer.update",
-    "customer.rectify",
-    "customer.export",
-    "customer.import",
-    "customer.erase",
-    // Consent
-    "consent.grant",
-    "consent.withdraw",
-    "consent.read",
-    // Data subject requests and the subject's choices
-    "request.received",
-    "request.merged",
-    "request.code_sent",
-    "request.code_withheld",
-    "request.verified",
-    "request.verification_failed",
-    "request.approved",
-    "request.denied",
-    "request.extended",
-    "request.completed",
-    "request.exported",
-    "request.read",
-    "request.list",
-    "request.metrics",
-    "request.lift_notice_queued",
-    "subject.restricted",
-    "subject.restriction_lifted",
-    "subject.objection",
-    "subject.objection_withdrawn",
-    "subject.opt_out_sale",
-    "subject.opt_in_sale",
-    "subject.limit_sensitive",
-    "subject.unlimit_sensitive",
-    // Erasure, legal holds, retention
-    "erasure.started",
-    "erasure.values_deleted",
-    "erasure.consents_deleted",
-    "erasure.retained_reduced",
-    "erasure.reapplied",
-    "legal_hold.create",
-    "legal_hold.release",
-    "legal_hold.list",
-    "retention.expired",
-    "retention.purpose_removed",
-    // Outbox
-    "outbox.read",
-    "outbox.send",
-    "outbox.acknowledged",
-    "outbox.dropped",
-    // Authentication and principals
-    "token.issue",
-    "client.create",
-    "client.disable",
-    "user.create",
-    // Keys and policy
-    "keys.init",
-    "keys.read",
-    "keys.rotate",
-    "keys.rotate_root",
-    "keys.rotate_signing",
-    "keys.retire",
-    "keys.rewrap",
-    "policy.load",
-    // The audit trail itself
-    "audit.query",
-    "audit.export",
-    "audit.verify",
-    "audit.public_key",
-    "audit.prune",
-    "access_log.read",
-];
+macro_rules! actions {
+    ($($variant:ident => $name:literal,)*) => {
+        /// Every action the vault records, in one place. The auditor's query
+        /// (`GET /v1/audit?action=`) accepts exactly these names and answers
+        /// 400 `invalid_filter` for anything else.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum Action {
+            $($variant,)*
+        }
 
-/// Whether `action` is one of [`ACTIONS`].
+        impl Action {
+            pub const ALL: &'static [Action] = &[$(Action::$variant,)*];
+
+            /// The name recorded in the trail.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(Action::$variant => $name,)*
+                }
+            }
+
+            pub fn parse(name: &str) -> Option<Action> {
+                match name {
+                    $($name => Some(Action::$variant),)*
+                    _ => None,
+                }
+            }
+        }
+    };
+}
+
+actions! {
+    CustomerCreate => "customer.create",
+    CustomerRead => "customer.read",
+    CustomerReadField => "customer.read_field",
+    CustomerSearch => "customer.search",
+    CustomerUpdate => "customer.update",
+    CustomerRectify => "customer.rectify",
+    CustomerExport => "customer.export",
+    CustomerImport => "customer.import",
+    CustomerErase => "customer.erase",
+    ConsentGrant => "consent.grant",
+    ConsentWithdraw => "consent.withdraw",
+    ConsentRead => "consent.read",
+    RequestReceived => "request.received",
+    RequestMerged => "request.merged",
+    RequestCodeSent => "request.code_sent",
+    RequestCodeWithheld => "request.code_withheld",
+    RequestVerified => "request.verified",
+    RequestVerificationFailed => "request.verification_failed",
+    RequestApproved => "request.approved",
+    RequestDenied => "request.denied",
+    RequestExtended => "request.extended",
+    RequestCompleted => "request.completed",
+    RequestExported => "request.exported",
+    RequestRead => "request.read",
+    RequestList => "request.list",
+    RequestMetrics => "request.metrics",
+    RequestLiftNoticeQueued => "request.lift_notice_queued",
+    SubjectRestricted => "subject.restricted",
+    SubjectRestrictionLifted => "subject.restriction_lifted",
+    SubjectObjection => "subject.objection",
+    SubjectObjectionWithdrawn => "subject.objection_withdrawn",
+    SubjectOptOutSale => "subject.opt_out_sale",
+    SubjectOptInSale => "subject.opt_in_sale",
+    SubjectLimitSensitive => "subject.limit_sensitive",
+    SubjectUnlimitSensitive => "subject.unlimit_sensitive",
+    ErasureStarted => "erasure.started",
+    ErasureValuesDeleted => "erasure.values_deleted",
+    ErasureConsentsDeleted => "erasure.consents_deleted",
+    ErasureRetainedReduced => "erasure.retained_reduced",
+    ErasureReapplied => "erasure.reapplied",
+    LegalHoldCreate => "legal_hold.create",
+    LegalHoldRelease => "legal_hold.release",
+    LegalHoldList => "legal_hold.list",
+    RetentionExpired => "retention.expired",
+    RetentionPurposeRemoved => "retention.purpose_removed",
+    OutboxRead => "outbox.read",
+    OutboxSend => "outbox.send",
+    OutboxAcknowledged => "outbox.acknowledged",
+    OutboxDropped => "outbox.dropped",
+    TokenIssue => "token.issue",
+    ClientCreate => "client.create",
+    ClientDisable => "client.disable",
+    UserCreate => "user.create",
+    KeysInit => "keys.init",
+    KeysRead => "keys.read",
+    KeysRotate => "keys.rotate",
+    KeysRotateRoot => "keys.rotate_root",
+    KeysRotateSigning => "keys.rotate_signing",
+    KeysRetire => "keys.retire",
+    KeysRewrap => "keys.rewrap",
+    PolicyLoad => "policy.load",
+    AuditQuery => "audit.query",
+    AuditExport => "audit.export",
+    AuditVerify => "audit.verify",
+    AuditPublicKey => "audit.public_key",
+    AuditPrune => "audit.prune",
+    AccessLogRead => "access_log.read",
+}
+
+impl Action {
+    /// A read of a customer's values (whole profile or one field): what a
+    /// partially erased customer may still be served for a kept purpose.
+    pub fn is_customer_read(self) -> bool {
+        matches!(self, Action::CustomerRead | Action::CustomerReadField)
+    }
+}
+
+impl std::fmt::Display for Action {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Whether `action` names one of the recorded [`Action`]s.
 pub fn is_known_action(action: &str) -> bool {
-    ACTIONS.contains(&action)
+    Action::parse(action).is_some()
+}
+
+macro_rules! decisions {
+    ($($(#[$doc:meta])* $variant:ident => $name:literal,)*) => {
+        /// The outcome an audit event records.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum Decision {
+            $($(#[$doc])* $variant,)*
+        }
+
+        impl Decision {
+            pub const ALL: &'static [Decision] = &[$(Decision::$variant,)*];
+
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(Decision::$variant => $name,)*
+                }
+            }
+
+            pub fn parse(name: &str) -> Option<Decision> {
+                match name {
+                    $($name => Some(Decision::$variant),)*
+                    _ => None,
+                }
+            }
+        }
+    };
+}
+
+decisions! {
+    Allowed => "allowed",
+    /// Refused: the caller may not do this (purpose, capability, scope).
+    Denied => "denied",
+    /// A read that served nothing: every value withheld by the decision.
+    Withheld => "withheld",
+    NotFound => "not_found",
+    /// Refused: the input was malformed or breaks a rule.
+    Invalid => "invalid",
+    Completed => "completed",
+    PartiallyCompleted => "partially_completed",
+    Erased => "erased",
+    Deleted => "deleted",
+    PartiallyErased => "partially_erased",
+    AlreadyErased => "already_erased",
+    Undeliverable => "undeliverable",
+    Failed => "failed",
+}
+
+impl std::fmt::Display for Decision {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// Starts the audit trail's background jobs in a serving process: signed
@@ -134,12 +217,18 @@ pub struct EventDraft {
 }
 
 impl EventDraft {
-    pub fn new(actor: &str, role: &str, action: &str, decision: &str, request_id: &str) -> Self {
+    pub fn new(
+        actor: &str,
+        role: &str,
+        action: Action,
+        decision: Decision,
+        request_id: &str,
+    ) -> Self {
         EventDraft {
             actor: actor.to_owned(),
             role: role.to_owned(),
-            action: action.to_owned(),
-            decision: decision.to_owned(),
+            action: action.as_str().to_owned(),
+            decision: decision.as_str().to_owned(),
             request_id: request_id.to_owned(),
             ..EventDraft::default()
         }

@@ -3,6 +3,7 @@
 //! kept. The trail then starts just after that checkpoint and still
 //! verifies from it. Pruning is itself an audit event (`audit.prune`).
 
+use crate::audit::{Action, Decision};
 use std::time::Duration;
 
 use super::EventDraft;
@@ -57,9 +58,15 @@ pub fn unit(plan: PrunePlan, actor: &str, role: &str, request_id: &str) -> Unit 
             before: plan.before,
         }],
         events: vec![
-            EventDraft::new(actor, role, "audit.prune", "allowed", request_id)
-                .reason("through_seq", &plan.through_seq.to_string())
-                .reason("older_than", &rfc3339(plan.before)),
+            EventDraft::new(
+                actor,
+                role,
+                Action::AuditPrune,
+                Decision::Allowed,
+                request_id,
+            )
+            .reason("through_seq", &plan.through_seq.to_string())
+            .reason("older_than", &rfc3339(plan.before)),
         ],
     }
 }

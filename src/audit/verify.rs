@@ -376,10 +376,16 @@ mod tests {
         let mut events: Vec<StoredEvent> = Vec::new();
         let mut prev = (0i64, GENESIS.to_vec());
         for i in 0..n {
-            let d = EventDraft::new("c1", "helpdesk", "customer.read", "allowed", "r")
-                .purpose(Some("support"))
-                .customer(format!("cust-{i}"))
-                .fields(["phone"]);
+            let d = EventDraft::new(
+                "c1",
+                "helpdesk",
+                crate::audit::Action::CustomerRead,
+                crate::audit::Decision::Allowed,
+                "r",
+            )
+            .purpose(Some("support"))
+            .customer(format!("cust-{i}"))
+            .fields(["phone"]);
             let e = link(prev.0, &prev.1, 1_000 + i as i64, &d);
             prev = (e.seq, hex::decode(&e.hash).unwrap());
             events.push(e);

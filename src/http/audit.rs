@@ -6,6 +6,7 @@
 //! durable before the answer leaves. Nothing here changes or deletes an
 //! event: other methods on these paths get 405.
 
+use crate::audit::{Action, Decision};
 use std::sync::Arc;
 
 use axum::Json;
@@ -18,8 +19,9 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use super::error::{ApiError, ApiResult, Problem};
-use super::extract::{Caller, parse_id};
+use super::error::{ApiResult, Problem, ServiceError};
+use super::extract::parse_id;
+use crate::actor::Actor;
 use crate::audit::checkpoint::{self, PublicKeys, PublishedKey};
 use crate::audit::export::ExportCursor;
 use crate::audit::query::{self, AccessEntry, EventView, FilterError, RawFilter};
@@ -80,14 +82,14 @@ pub struct AccessLog {
     pub next_after_seq: Option<i64>,
 }
 
-fn invalid_filter(e: FilterError) -> ApiError {
-    ApiError::bad_request("invalid_filter")
+fn invalid_filter(e: FilterError) -> ServiceError {
+    ServiceError::bad_request("invalid_filter")
         .detail(format!("{} {}", e.param, e.problem))
         .field(e.param)
 }
 
-fn query_rejected(_: QueryRejection) -> ApiError {
-    ApiError::bad_request("invalid_filter")
+fn query_rejected(_: QueryRejection) -> ServiceError {
+    ServiceError::bad_request("invalid_filter")
         .detail("unknown or repeated query parameter; see the API for the accepted filters")
 }
 
@@ -95,8 +97,8 @@ fn query_rejected(_: QueryRejection) -> ApiError {
 /// refusal is recorded and answered 403.
 async fn authorize(
     state: &AppState,
-    caller: &Caller,
-    action: &str,
+    caller: &Actor,
+    action: Action,
     caps: &[Capability],
     customer: Option<Uuid>,
 ) -> ApiResult<()> {
@@ -108,17 +110,19 @@ async fn authorize(
         return Ok(());
     }
     let mut ev = caller
-        .event(action, "denied")
+        .event(action, Decision::Denied)
         .reason("capability", "capability_required");
     if let Some(id) = customer {
         ev = ev.customer(id);
     }
     state.sequencer.commit(Unit::event(ev)).await?;
     let names: Vec<&str> = caps.iter().map(|c| c.as_str()).collect();
-    Err(ApiError::forbidden("capability_required").detail(format!(
-        "this call needs the {} capability",
-        names.join(" or ")
-    )))
+    Err(
+        ServiceError::forbidden("capability_required").detail(format!(
+            "this call needs the {} capability",
+            names.join(" or ")
+        )),
+    )
 }
 
 fn parse_seq(param: &'static str, v: Option<&String>) -> ApiResult<i64> {
@@ -192,15 +196,26 @@ async fn verification_keys(state: &AppState) -> ApiResult<(Vec<PublishedKey>, St
     security(("bearer" = [])))]
 pub async fn query_events(
     State(state): State<AppState>,
-    caller: Caller,
+    caller: Actor,
     q: Result<Query<RawFilter>, QueryRejection>,
 ) -> ApiResult<Json<AuditPage>> {
-    authorize(&state, &caller, "audit.query", &[Capability::Audit], None).await?;
+    authorize(
+        &state,
+        &caller,
+        Action::AuditQuery,
+        &[Capability::Audit],
+        None,
+    )
+    .await?;
     let Query(raw) = q.map_err(query_rejected)?;
     let filter = raw.parse().map_err(invalid_filter)?;
     let (events, next) = query::page(state.store.as_ref(), &filter).await?;
-    let ev = with_filters(caller.event("audit.query", "allowed"), &state, &filter)
-        .reason("returned", &events.len().to_string());
+    let ev = with_filters(
+        caller.event(Action::AuditQuery, Decision::Allowed),
+        &state,
+        &filter,
+    )
+    .reason("returned", &events.len().to_string());
     state.sequencer.commit(Unit::event(ev)).await?;
     Ok(Json(AuditPage {
         events: events.iter().map(EventView::from).collect(),
@@ -218,10 +233,17 @@ pub async fn query_events(
     security(("bearer" = [])))]
 pub async fn export(
     State(state): State<AppState>,
-    caller: Caller,
+    caller: Actor,
     q: Result<Query<ExportQuery>, QueryRejection>,
 ) -> ApiResult<Response> {
-    authorize(&state, &caller, "audit.export", &[Capability::Audit], None).await?;
+    authorize(
+        &state,
+        &caller,
+        Action::AuditExport,
+        &[Capability::Audit],
+        None,
+    )
+    .await?;
     let Query(q) = q.map_err(query_rejected)?;
     let after_seq = parse_seq("after_seq", q.after_seq.as_ref())?;
     let tokens = state.keys.tokens();
@@ -233,7 +255,7 @@ pub async fn export(
     .await?;
     let through = row.as_ref().map(|r| r.seq).unwrap_or(0);
     let ev = caller
-        .event("audit.export", "allowed")
+        .event(Action::AuditExport, Decision::Allowed)
         .reason("after_seq", &after_seq.to_string())
         .reason("through_seq", &through.to_string());
     let unit = Unit {
@@ -243,7 +265,7 @@ pub async fn export(
     state.sequencer.commit(unit).await.map_err(|e| match e {
         // The signed head is always an event or the head row; if not, the
         // trail changed under us: the caller may simply retry.
-        CommitError::NotFound | CommitError::Conflict(_) => ApiError::unavailable(),
+        CommitError::NotFound | CommitError::Conflict(_) => ServiceError::unavailable(),
         other => other.into(),
     })?;
     let store = Arc::clone(&state.store);
@@ -279,16 +301,20 @@ pub async fn export(
     responses((status = 200, body = Report),
         (status = 401, body = Problem), (status = 403, body = Problem), (status = 503, body = Problem)),
     security(("bearer" = [])))]
-pub async fn verify_trail(
-    State(state): State<AppState>,
-    caller: Caller,
-) -> ApiResult<Json<Report>> {
-    authorize(&state, &caller, "audit.verify", &[Capability::Audit], None).await?;
+pub async fn verify_trail(State(state): State<AppState>, caller: Actor) -> ApiResult<Json<Report>> {
+    authorize(
+        &state,
+        &caller,
+        Action::AuditVerify,
+        &[Capability::Audit],
+        None,
+    )
+    .await?;
     let (keys, _) = verification_keys(&state).await?;
     let keys: PublicKeys = checkpoint::to_public_keys(&keys);
     let report = verify::verify_store(state.store.as_ref(), &keys).await?;
     let mut ev = caller
-        .event("audit.verify", "allowed")
+        .event(Action::AuditVerify, Decision::Allowed)
         .reason("ok", if report.ok { "true" } else { "false" })
         .reason("events", &report.events.to_string())
         .reason("head_seq", &report.head_seq.to_string());
@@ -312,19 +338,19 @@ pub async fn verify_trail(
     security(("bearer" = [])))]
 pub async fn public_key(
     State(state): State<AppState>,
-    caller: Caller,
+    caller: Actor,
 ) -> ApiResult<Json<PublicKeySet>> {
     authorize(
         &state,
         &caller,
-        "audit.public_key",
+        Action::AuditPublicKey,
         &[Capability::Audit],
         None,
     )
     .await?;
     let (keys, current) = verification_keys(&state).await?;
     let ev = caller
-        .event("audit.public_key", "allowed")
+        .event(Action::AuditPublicKey, Decision::Allowed)
         .reason("current", &current);
     state.sequencer.commit(Unit::event(ev)).await?;
     Ok(Json(PublicKeySet {
@@ -343,12 +369,12 @@ pub async fn public_key(
     security(("bearer" = [])))]
 pub async fn access_log(
     State(state): State<AppState>,
-    caller: Caller,
+    caller: Actor,
     Path(id): Path<String>,
     q: Result<Query<PageQuery>, QueryRejection>,
 ) -> ApiResult<Json<AccessLog>> {
     let id = parse_id(&id)?;
-    let action = "access_log.read";
+    let action = Action::AccessLogRead;
     authorize(
         &state,
         &caller,
@@ -379,13 +405,13 @@ pub async fn access_log(
             .await?
             .is_empty();
     if !known {
-        let ev = caller.event(action, "not_found").customer(id);
+        let ev = caller.event(action, Decision::NotFound).customer(id);
         state.sequencer.commit(Unit::event(ev)).await?;
-        return Err(ApiError::not_found("customer_not_found"));
+        return Err(ServiceError::not_found("customer_not_found"));
     }
     let (entries, next) = query::access_log(state.store.as_ref(), id, after_seq, limit).await?;
     let ev = caller
-        .event(action, "allowed")
+        .event(action, Decision::Allowed)
         .customer(id)
         .reason("returned", &entries.len().to_string());
     state.sequencer.commit(Unit::event(ev)).await?;

@@ -1,6 +1,7 @@
 //! Consent: an append-only ledger per customer. There is no PUT, PATCH or
 //! DELETE: a withdrawal is a new event, and earlier events stay.
 
+use crate::audit::{Action, Decision};
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -9,8 +10,9 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::customers::valid_channel;
-use super::error::{ApiError, ApiResult, Problem};
-use super::extract::{Body, Caller, parse_id};
+use super::error::{ApiResult, Problem, ServiceError};
+use super::extract::{Body, parse_id};
+use crate::actor::Actor;
 use crate::clock::rfc3339;
 use crate::consent::{ConsentState, ConsentStatus};
 use crate::policy::{Capability, Policy};
@@ -103,20 +105,20 @@ pub struct Consents {
 /// Validates consent facts and builds the ledger event.
 pub fn consent_event(
     policy: &Policy,
-    caller: &Caller,
+    caller: &Actor,
     customer: Uuid,
     c: &ConsentInput,
     action: &str,
     at: i64,
 ) -> ApiResult<ConsentEvent> {
     if policy.purpose(&c.purpose).is_none() {
-        return Err(ApiError::bad_request("unknown_purpose").field("purpose"));
+        return Err(ServiceError::bad_request("unknown_purpose").field("purpose"));
     }
     let sha_ok = c.notice_text_sha256.len() == 64
         && c.notice_text_sha256.bytes().all(|b| b.is_ascii_hexdigit());
     if !sha_ok {
         return Err(
-            ApiError::invalid_request("notice_text_sha256 must be 64 hex digits")
+            ServiceError::invalid_request("notice_text_sha256 must be 64 hex digits")
                 .field("notice_text_sha256"),
         );
     }
@@ -124,25 +126,25 @@ pub fn consent_event(
         !s.is_empty() && s.len() <= max && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
     };
     if !tag(&c.language, 35) {
-        return Err(ApiError::invalid_request(
+        return Err(ServiceError::invalid_request(
             "language must be a language tag such as en or it-IT",
         )
         .field("language"));
     }
     if !tag(&c.jurisdiction, 16) {
-        return Err(
-            ApiError::invalid_request("jurisdiction must be a code such as EU or US-CA")
-                .field("jurisdiction"),
-        );
+        return Err(ServiceError::invalid_request(
+            "jurisdiction must be a code such as EU or US-CA",
+        )
+        .field("jurisdiction"));
     }
     if c.notice_version.is_empty()
         || c.notice_version.len() > 64
         || c.notice_version.chars().any(char::is_control)
     {
-        return Err(
-            ApiError::invalid_request("notice_version must be 1–64 printable characters")
-                .field("notice_version"),
-        );
+        return Err(ServiceError::invalid_request(
+            "notice_version must be 1–64 printable characters",
+        )
+        .field("notice_version"));
     }
     let channel = valid_channel(c.channel.as_deref())?.unwrap_or("api");
     Ok(ConsentEvent {
@@ -170,7 +172,7 @@ pub fn consent_event(
     security(("bearer" = [])))]
 pub async fn record_consent(
     State(state): State<AppState>,
-    caller: Caller,
+    caller: Actor,
     Path(id): Path<String>,
     Body(input): Body<ConsentRequest>,
 ) -> ApiResult<(StatusCode, Json<ConsentEventView>)> {
@@ -193,7 +195,14 @@ pub async fn record_consent(
     live_customer(&state, id).await?;
     let view = ConsentEventView::from(&event);
     let audit = caller
-        .event(&format!("consent.{action}"), "allowed")
+        .event(
+            if action == "grant" {
+                Action::ConsentGrant
+            } else {
+                Action::ConsentWithdraw
+            },
+            Decision::Allowed,
+        )
         .purpose(Some(&event.purpose))
         .customer(id);
     state
@@ -205,7 +214,7 @@ pub async fn record_consent(
         .await
         .map_err(|e| match e {
             crate::audit::CommitError::Conflict(_) | crate::audit::CommitError::NotFound => {
-                ApiError::not_found("customer_not_found")
+                ServiceError::not_found("customer_not_found")
             }
             other => other.into(),
         })?;
@@ -221,7 +230,7 @@ pub async fn record_consent(
     security(("bearer" = [])))]
 pub async fn list_consents(
     State(state): State<AppState>,
-    caller: Caller,
+    caller: Actor,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Consents>> {
     caller.require(&state.policy, Capability::Consents)?;
@@ -240,7 +249,9 @@ pub async fn list_consents(
     state
         .sequencer
         .commit(Unit::event(
-            caller.event("consent.read", "allowed").customer(id),
+            caller
+                .event(Action::ConsentRead, Decision::Allowed)
+                .customer(id),
         ))
         .await?;
     Ok(Json(Consents { current, events }))
@@ -249,6 +260,6 @@ pub async fn list_consents(
 async fn live_customer(state: &AppState, id: Uuid) -> ApiResult<crate::store::CustomerRecord> {
     match state.store.customer_record(id).await? {
         Some(r) if r.customer.erased_at.is_none() => Ok(r),
-        _ => Err(ApiError::not_found("customer_not_found")),
+        _ => Err(ServiceError::not_found("customer_not_found")),
     }
 }

@@ -5,6 +5,8 @@
 //! audit event durable → response. If the event cannot be stored the caller
 //! gets 503 and no personal data.
 
+use crate::audit::{Action, Decision as Outcome};
+use crate::error::ErrorKind;
 use std::collections::BTreeMap;
 
 use axum::Json;
@@ -16,9 +18,10 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::consents::{ConsentInput, consent_event};
-use super::error::{ApiError, ApiResult, Problem};
-use super::extract::{Body, Caller, PurposeQuery, parse_id};
+use super::error::{ApiResult, Problem, ServiceError};
+use super::extract::{Body, PurposeQuery, parse_id};
 use super::idempotency::{self, Begin};
+use crate::actor::Actor;
 use crate::audit::EventDraft;
 use crate::clock::{from_micros, rfc3339, to_micros};
 use crate::consent::ConsentState;
@@ -146,7 +149,7 @@ pub struct SearchResult {
     security(("bearer" = [])))]
 pub async fn create_customer(
     State(state): State<AppState>,
-    caller: Caller,
+    caller: Actor,
     Query(q): Query<PurposeQuery>,
     headers: HeaderMap,
     Body(input): Body<CreateCustomer>,
@@ -162,22 +165,24 @@ pub async fn create_customer(
         &caller,
         role,
         q.purpose.as_deref(),
-        "customer.create",
+        Action::CustomerCreate,
         None,
     )
     .await?;
     if let Some(ext) = &input.external_id
         && (ext.is_empty() || ext.len() > 200 || ext.chars().any(char::is_control))
     {
-        return Err(
-            ApiError::invalid_request("external_id must be 1–200 printable characters")
-                .field("external_id"),
-        );
+        return Err(ServiceError::invalid_request(
+            "external_id must be 1–200 printable characters",
+        )
+        .field("external_id"));
     }
     let channel = valid_channel(input.channel.as_deref())?;
     let notice = valid_notice(input.notice_version.as_deref())?;
     if input.fields.is_empty() {
-        return Err(ApiError::invalid_request("at least one field is required").field("fields"));
+        return Err(
+            ServiceError::invalid_request("at least one field is required").field("fields"),
+        );
     }
     if !input.consents.is_empty() {
         caller.require(&state.policy, policy::Capability::Consents)?;
@@ -198,9 +203,9 @@ pub async fn create_customer(
         prepared.push((def, normalized, f.purposes.clone()));
     }
 
-    let dek = Dek::generate().map_err(ApiError::internal)?;
+    let dek = Dek::generate().map_err(ServiceError::internal)?;
     let keyring = state.keys.keyring();
-    let (kek_version, wrapped_dek) = keyring.wrap_dek(id, &dek).map_err(ApiError::internal)?;
+    let (kek_version, wrapped_dek) = keyring.wrap_dek(id, &dek).map_err(ServiceError::internal)?;
     let mut mutations = vec![Mutation::InsertCustomer {
         id,
         external_id: input.external_id.clone(),
@@ -228,7 +233,7 @@ pub async fn create_customer(
     }
     events.push(
         caller
-            .event("customer.create", "allowed")
+            .event(Action::CustomerCreate, Outcome::Allowed)
             .purpose(q.purpose.as_deref())
             .customer(id)
             .fields(prepared.iter().map(|(d, _, _)| d.name.clone())),
@@ -236,13 +241,13 @@ pub async fn create_customer(
     for c in consent_events {
         events.push(
             caller
-                .event("consent.grant", "allowed")
+                .event(Action::ConsentGrant, Outcome::Allowed)
                 .purpose(Some(&c.purpose))
                 .customer(id),
         );
         mutations.push(Mutation::AppendConsent(c));
     }
-    let body = serde_json::to_string(&stored).map_err(ApiError::internal)?;
+    let body = serde_json::to_string(&stored).map_err(ServiceError::internal)?;
     if let Some(m) = idem.record(StatusCode::CREATED, &body, now) {
         mutations.push(m);
     }
@@ -252,7 +257,7 @@ pub async fn create_customer(
             if let Some(resp) = idempotency::replay_after_conflict(&state, &idem).await? {
                 return Ok(resp);
             }
-            return Err(ApiError::conflict("external_id_taken")
+            return Err(ServiceError::conflict("external_id_taken")
                 .detail("another customer has this external_id")
                 .field("external_id"));
         }
@@ -274,7 +279,7 @@ pub async fn create_customer(
     security(("bearer" = [])))]
 pub async fn get_customer(
     State(state): State<AppState>,
-    caller: Caller,
+    caller: Actor,
     Path(id): Path<String>,
     Query(q): Query<PurposeQuery>,
 ) -> ApiResult<Json<Profile>> {
@@ -285,14 +290,14 @@ pub async fn get_customer(
         &caller,
         role,
         q.purpose.as_deref(),
-        "customer.read",
+        Action::CustomerRead,
         Some(id),
     )
     .await?;
-    let record = load_live(&state, &caller, id, purpose, "customer.read").await?;
+    let record = load_live(&state, &caller, id, purpose, Action::CustomerRead).await?;
     let now = state.clock.now_micros();
     let profile = view(&state, role, purpose, &record, now)?;
-    let mut unit = Unit::event(read_event(&caller, "customer.read", purpose, &profile));
+    let mut unit = Unit::event(read_event(&caller, Action::CustomerRead, purpose, &profile));
     // A recipient's read is a disclosure (GDPR Art. 15(1)(c), Art. 19).
     unit.mutations.extend(crate::requests::outbox::disclosure(
         role,
@@ -315,13 +320,13 @@ pub async fn get_customer(
     security(("bearer" = [])))]
 pub async fn get_field(
     State(state): State<AppState>,
-    caller: Caller,
+    caller: Actor,
     Path((id, field)): Path<(String, String)>,
     Query(q): Query<PurposeQuery>,
 ) -> ApiResult<Json<FieldValue>> {
     let role = caller.role(&state.policy)?;
     let id = parse_id(&id)?;
-    let action = "customer.read_field";
+    let action = Action::CustomerReadField;
     let purpose = read_purpose(
         &state,
         &caller,
@@ -334,17 +339,17 @@ pub async fn get_field(
     let def = state
         .policy
         .field(&field)
-        .ok_or_else(|| ApiError::bad_request("unknown_field").field(field.clone()))?;
+        .ok_or_else(|| ServiceError::bad_request("unknown_field").field(field.clone()))?;
     let record = load_live(&state, &caller, id, purpose, action).await?;
     let now = state.clock.now_micros();
     let Some(row) = record.fields.iter().find(|f| f.field == def.name) else {
         let ev = caller
-            .event(action, "not_found")
+            .event(action, Outcome::NotFound)
             .purpose(Some(&purpose.name))
             .customer(id)
             .fields([def.name.clone()]);
         state.sequencer.commit(Unit::event(ev)).await?;
-        return Err(ApiError::not_found("field_not_found").field(def.name.clone()));
+        return Err(ServiceError::not_found("field_not_found").field(def.name.clone()));
     };
     let consents = ConsentState::derive(&state.policy, &record.consents, now);
     let decision = decide_row(
@@ -366,7 +371,7 @@ pub async fn get_field(
                 None => value,
             };
             let ev = caller
-                .event(action, "allowed")
+                .event(action, Outcome::Allowed)
                 .purpose(Some(&purpose.name))
                 .customer(id)
                 .fields([def.name.clone()]);
@@ -388,13 +393,13 @@ pub async fn get_field(
         }
         Decision::Withheld(reason) => {
             let ev = caller
-                .event(action, "withheld")
+                .event(action, Outcome::Withheld)
                 .purpose(Some(&purpose.name))
                 .customer(id)
                 .reason(&def.name, reason.code());
             crate::audit::metrics::record_access(&ev);
             state.sequencer.commit(Unit::event(ev)).await?;
-            Err(ApiError::forbidden(reason.code())
+            Err(ServiceError::forbidden(reason.code())
                 .detail("the value is withheld for this purpose")
                 .field(def.name.clone()))
         }
@@ -410,22 +415,22 @@ pub async fn get_field(
     security(("bearer" = [])))]
 pub async fn search(
     State(state): State<AppState>,
-    caller: Caller,
+    caller: Actor,
     Query(q): Query<PurposeQuery>,
     Body(input): Body<SearchRequest>,
 ) -> ApiResult<Json<SearchResult>> {
     let role = caller.role(&state.policy)?;
-    let action = "customer.search";
+    let action = Action::CustomerSearch;
     let purpose = read_purpose(&state, &caller, role, q.purpose.as_deref(), action, None).await?;
     let def = state
         .policy
         .field(&input.field)
-        .ok_or_else(|| ApiError::bad_request("unknown_field").field(input.field.clone()))?;
+        .ok_or_else(|| ServiceError::bad_request("unknown_field").field(input.field.clone()))?;
     if !def.searchable {
-        return Err(ApiError::bad_request("field_not_searchable").field(def.name.clone()));
+        return Err(ServiceError::bad_request("field_not_searchable").field(def.name.clone()));
     }
     let normalized = policy::normalize(def.ty, &input.value).map_err(|e| {
-        ApiError::bad_request("invalid_value")
+        ServiceError::bad_request("invalid_value")
             .detail(e.to_string())
             .field(def.name.clone())
     })?;
@@ -486,7 +491,7 @@ pub async fn search(
     let events: Vec<EventDraft> = if found.is_empty() {
         vec![
             caller
-                .event(action, "not_found")
+                .event(action, Outcome::NotFound)
                 .purpose(Some(&purpose.name))
                 .fields([def.name.clone()]),
         ]
@@ -510,14 +515,14 @@ pub async fn search(
     security(("bearer" = [])))]
 pub async fn update_customer(
     State(state): State<AppState>,
-    caller: Caller,
+    caller: Actor,
     Path(id): Path<String>,
     Query(q): Query<PurposeQuery>,
     Body(input): Body<UpdateCustomer>,
 ) -> ApiResult<Json<CustomerStored>> {
     let role = caller.role(&state.policy)?;
     let id = parse_id(&id)?;
-    let action = "customer.update";
+    let action = Action::CustomerUpdate;
     let purpose = write_purpose(
         &state,
         &caller,
@@ -530,7 +535,9 @@ pub async fn update_customer(
     let channel = valid_channel(input.channel.as_deref())?;
     let notice = valid_notice(input.notice_version.as_deref())?;
     if input.fields.is_empty() {
-        return Err(ApiError::invalid_request("at least one field is required").field("fields"));
+        return Err(
+            ServiceError::invalid_request("at least one field is required").field("fields"),
+        );
     }
     let record = load_live(&state, &caller, id, purpose, action).await?;
     let now = state.clock.now_micros();
@@ -549,7 +556,7 @@ pub async fn update_customer(
         if let Some(old) = existing {
             for p in &old.purposes {
                 if !role.write.iter().any(|w| policy::covers(w, &p.purpose)) {
-                    return Err(ApiError::forbidden("purpose_not_permitted")
+                    return Err(ServiceError::forbidden("purpose_not_permitted")
                         .detail(format!(
                             "the value was collected for {}, which this role may not write",
                             p.purpose
@@ -561,7 +568,7 @@ pub async fn update_customer(
         match change {
             None => {
                 if state.policy.field(name).is_none() {
-                    return Err(ApiError::bad_request("unknown_field").field(name.clone()));
+                    return Err(ServiceError::bad_request("unknown_field").field(name.clone()));
                 }
                 if existing.is_some() {
                     mutations.push(Mutation::DeleteField {
@@ -575,7 +582,7 @@ pub async fn update_customer(
                     (Some(p), _) => p.clone(),
                     (None, Some(old)) => old.purposes.iter().map(|p| p.purpose.clone()).collect(),
                     (None, None) => {
-                        return Err(ApiError::invalid_request(
+                        return Err(ServiceError::invalid_request(
                             "purposes are required for a new value",
                         )
                         .field(name.clone()));
@@ -609,7 +616,7 @@ pub async fn update_customer(
         }
     }
     let ev = caller
-        .event(action, "allowed")
+        .event(action, Outcome::Allowed)
         .purpose(Some(&purpose.name))
         .customer(id)
         .fields(input.fields.keys().cloned());
@@ -622,7 +629,7 @@ pub async fn update_customer(
         .await
         .map_err(|e| match e {
             crate::audit::CommitError::Conflict(_) | crate::audit::CommitError::NotFound => {
-                ApiError::not_found("customer_not_found")
+                ServiceError::not_found("customer_not_found")
             }
             other => other.into(),
         })?;
@@ -633,19 +640,18 @@ pub async fn update_customer(
 // The shared steps
 // ---------------------------------------------------------------------------
 
-fn purpose_error(e: PurposeError) -> ApiError {
-    let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::BAD_REQUEST);
-    ApiError::new(status, e.code())
+fn purpose_error(e: PurposeError) -> ServiceError {
+    e.into()
 }
 
 /// Steps 1–2 of the decision for a read. A refusal is audited (R1) before
 /// it is answered.
 pub async fn read_purpose<'p>(
     state: &'p AppState,
-    caller: &Caller,
+    caller: &Actor,
     role: &Role,
     purpose: Option<&str>,
-    action: &str,
+    action: Action,
     customer: Option<Uuid>,
 ) -> ApiResult<&'p Purpose> {
     check_purpose(state, caller, purpose, action, customer, |p| {
@@ -657,10 +663,10 @@ pub async fn read_purpose<'p>(
 /// Steps 1–2 for a write, against the role's write grants.
 pub async fn write_purpose<'p>(
     state: &'p AppState,
-    caller: &Caller,
+    caller: &Actor,
     role: &Role,
     purpose: Option<&str>,
-    action: &str,
+    action: Action,
     customer: Option<Uuid>,
 ) -> ApiResult<&'p Purpose> {
     check_purpose(state, caller, purpose, action, customer, |p| {
@@ -671,9 +677,9 @@ pub async fn write_purpose<'p>(
 
 async fn check_purpose<'p>(
     state: &'p AppState,
-    caller: &Caller,
+    caller: &Actor,
     purpose: Option<&str>,
-    action: &str,
+    action: Action,
     customer: Option<Uuid>,
     check: impl FnOnce(Option<&str>) -> Result<&'p Purpose, PurposeError>,
 ) -> ApiResult<&'p Purpose> {
@@ -687,7 +693,7 @@ async fn check_purpose<'p>(
                 _ => None,
             };
             let mut ev = caller
-                .event(action, "denied")
+                .event(action, Outcome::Denied)
                 .purpose(recorded)
                 .reason("purpose", e.code());
             if let Some(id) = customer {
@@ -704,10 +710,10 @@ async fn check_purpose<'p>(
 /// partially erased with a value kept for the purpose); a miss is audited.
 async fn load_live(
     state: &AppState,
-    caller: &Caller,
+    caller: &Actor,
     id: Uuid,
     purpose: &Purpose,
-    action: &str,
+    action: Action,
 ) -> ApiResult<CustomerRecord> {
     // A partially erased customer is served only for a purpose one of its
     // kept values serves (see requests::erasure::readable_record).
@@ -715,11 +721,11 @@ async fn load_live(
         Some(r) => Ok(r),
         None => {
             let ev = caller
-                .event(action, "not_found")
+                .event(action, Outcome::NotFound)
                 .purpose(Some(&purpose.name))
                 .customer(id);
             state.sequencer.commit(Unit::event(ev)).await?;
-            Err(ApiError::not_found("customer_not_found"))
+            Err(ServiceError::not_found("customer_not_found"))
         }
     }
 }
@@ -826,11 +832,11 @@ fn view(
     Ok(profile)
 }
 
-fn read_event(caller: &Caller, action: &str, purpose: &Purpose, profile: &Profile) -> EventDraft {
+fn read_event(caller: &Actor, action: Action, purpose: &Purpose, profile: &Profile) -> EventDraft {
     let decision = if profile.fields.is_empty() && !profile.withheld.is_empty() {
-        "withheld"
+        Outcome::Withheld
     } else {
-        "allowed"
+        Outcome::Allowed
     };
     let mut ev = caller
         .event(action, decision)
@@ -848,7 +854,7 @@ pub(crate) fn unwrap_dek(state: &AppState, record: &CustomerRecord) -> ApiResult
     let (Some(version), Some(wrapped)) =
         (record.customer.kek_version, &record.customer.wrapped_dek)
     else {
-        return Err(ApiError::not_found("customer_not_found"));
+        return Err(ServiceError::not_found("customer_not_found"));
     };
     state
         .keys
@@ -859,17 +865,17 @@ pub(crate) fn unwrap_dek(state: &AppState, record: &CustomerRecord) -> ApiResult
             // reload the keyring now; the client retries (Retry-After).
             crate::crypto::CryptoError::UnknownKeyVersion(_) => {
                 state.keys.rotation.request_reload();
-                ApiError::unavailable()
+                ServiceError::unavailable()
             }
-            e => ApiError::internal(e),
+            e => ServiceError::internal(e),
         })
 }
 
 pub(crate) fn decrypt(dek: &Dek, id: Uuid, row: &crate::store::FieldRow) -> ApiResult<String> {
     let plain = dek
         .decrypt_field(id, &row.field, &row.ciphertext)
-        .map_err(ApiError::internal)?;
-    String::from_utf8(plain.to_vec()).map_err(ApiError::internal)
+        .map_err(ServiceError::internal)?;
+    String::from_utf8(plain.to_vec()).map_err(ServiceError::internal)
 }
 
 /// Validates a value for a field and the purposes it is collected for.
@@ -881,26 +887,23 @@ fn prepare_value<'p>(
     purposes: &[String],
 ) -> ApiResult<(&'p FieldDef, String)> {
     let def = policy.field(name).ok_or_else(|| {
-        ApiError::bad_request("unknown_field")
+        ServiceError::bad_request("unknown_field")
             .detail("the policy does not declare this field")
             .field(name.to_owned())
     })?;
     if purposes.is_empty() {
         return Err(
-            ApiError::invalid_request("a value needs at least one purpose").field(name.to_owned()),
+            ServiceError::invalid_request("a value needs at least one purpose")
+                .field(name.to_owned()),
         );
     }
     let normalized = policy::normalize(def.ty, value).map_err(|e| {
-        ApiError::bad_request("invalid_value")
+        ServiceError::bad_request("invalid_value")
             .detail(e.to_string())
             .field(name.to_owned())
     })?;
-    policy::check_collect(policy, role, def, purposes).map_err(|e| {
-        let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::BAD_REQUEST);
-        ApiError::new(status, e.code())
-            .detail(e.to_string())
-            .field(name.to_owned())
-    })?;
+    policy::check_collect(policy, role, def, purposes)
+        .map_err(|e| ServiceError::from(e).field(name.to_owned()))?;
     Ok((def, normalized))
 }
 
@@ -913,9 +916,9 @@ fn require_consents(
     for p in policy::consent_needed(policy, purposes) {
         if !active(&p) {
             return Err(
-                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "consent_required").detail(
-                    format!("collecting for {p} needs the customer's consent first"),
-                ),
+                ServiceError::new(ErrorKind::Unprocessable, "consent_required").detail(format!(
+                    "collecting for {p} needs the customer's consent first"
+                )),
             );
         }
     }
@@ -930,20 +933,20 @@ pub(crate) fn put_field(
     def: &FieldDef,
     normalized: &str,
     purposes: &[String],
-    caller: &Caller,
+    caller: &Actor,
     channel: Option<&str>,
     notice: Option<&str>,
     now: i64,
 ) -> ApiResult<Mutation> {
     let ciphertext = dek
         .encrypt_field(customer, &def.name, normalized.as_bytes())
-        .map_err(ApiError::internal)?;
+        .map_err(ServiceError::internal)?;
     let mut vp = Vec::with_capacity(purposes.len());
     for p in purposes {
         let declared = state
             .policy
             .purpose(p)
-            .ok_or_else(|| ApiError::bad_request("unknown_purpose").field(def.name.clone()))?;
+            .ok_or_else(|| ServiceError::bad_request("unknown_purpose").field(def.name.clone()))?;
         vp.push(ValuePurpose {
             purpose: p.clone(),
             collected_at: now,
@@ -971,7 +974,7 @@ pub const CHANNELS: &[&str] = &["web", "phone", "chat", "email", "in_person", "a
 
 pub fn valid_channel(c: Option<&str>) -> ApiResult<Option<&str>> {
     match c {
-        Some(c) if !CHANNELS.contains(&c) => Err(ApiError::invalid_request(format!(
+        Some(c) if !CHANNELS.contains(&c) => Err(ServiceError::invalid_request(format!(
             "channel must be one of {}",
             CHANNELS.join(", ")
         ))
@@ -983,7 +986,7 @@ pub fn valid_channel(c: Option<&str>) -> ApiResult<Option<&str>> {
 fn valid_notice(n: Option<&str>) -> ApiResult<Option<&str>> {
     match n {
         Some(v) if v.is_empty() || v.len() > 64 || v.chars().any(char::is_control) => Err(
-            ApiError::invalid_request("notice_version must be 1–64 printable characters")
+            ServiceError::invalid_request("notice_version must be 1–64 printable characters")
                 .field("notice_version"),
         ),
         other => Ok(other),

@@ -5,11 +5,13 @@
 //! an erased (or partially erased) customer returns the stored receipt
 //! again, 200; an unknown id is 404 `customer_not_found`.
 
+use crate::audit::{Action, Decision};
 use axum::Json;
 use axum::extract::{Path, State};
 
 use super::error::{ApiResult, Problem};
-use super::extract::{Caller, parse_id};
+use super::extract::parse_id;
+use crate::actor::Actor;
 use crate::policy::Capability;
 use crate::requests::erasure::{self, ErasureReceipt};
 use crate::state::AppState;
@@ -24,7 +26,7 @@ use crate::store::Unit;
     security(("bearer" = [])))]
 pub async fn erase_customer(
     State(state): State<AppState>,
-    caller: Caller,
+    caller: Actor,
     Path(id): Path<String>,
 ) -> ApiResult<Json<ErasureReceipt>> {
     caller.require(&state.policy, Capability::Erase)?;
@@ -37,7 +39,7 @@ pub async fn erase_customer(
             .sequencer
             .commit(Unit::event(
                 caller
-                    .event("customer.erase", "already_erased")
+                    .event(Action::CustomerErase, Decision::AlreadyErased)
                     .customer(id)
                     .reason("receipt_id", &done.receipt_id.to_string()),
             ))
@@ -50,7 +52,9 @@ pub async fn erase_customer(
             state
                 .sequencer
                 .commit(Unit::event(
-                    caller.event("customer.erase", "not_found").customer(id),
+                    caller
+                        .event(Action::CustomerErase, Decision::NotFound)
+                        .customer(id),
                 ))
                 .await?;
             Err(e)

@@ -1,11 +1,13 @@
-//! The one error type of the API: `application/problem+json` with a stable
-//! `code`. Details name fields and rules, never values; 5xx bodies are
-//! generic, the cause is logged with the request id.
+//! Service errors as the API answers them: `application/problem+json` with
+//! a stable `code`. Details name fields and rules, never values; 5xx bodies
+//! are generic, the cause is logged with the request id.
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
+
+pub use crate::error::{ErrorKind, ServiceError};
 
 /// An RFC 9457 problem document.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -23,103 +25,52 @@ pub struct Problem {
     pub field: Option<String>,
 }
 
-#[derive(Debug, Clone)]
-pub struct ApiError {
-    pub status: StatusCode,
-    pub code: &'static str,
-    pub detail: Option<String>,
-    pub field: Option<String>,
-    /// Seconds, for 429 and 503.
-    pub retry_after: Option<u64>,
-}
-
-impl ApiError {
-    pub fn new(status: StatusCode, code: &'static str) -> Self {
-        ApiError {
-            status,
-            code,
-            detail: None,
-            field: None,
-            retry_after: None,
-        }
-    }
-    pub fn detail(mut self, d: impl Into<String>) -> Self {
-        self.detail = Some(d.into());
-        self
-    }
-    pub fn field(mut self, f: impl Into<String>) -> Self {
-        self.field = Some(f.into());
-        self
-    }
-    pub fn bad_request(code: &'static str) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, code)
-    }
-    pub fn invalid_request(detail: impl Into<String>) -> Self {
-        Self::bad_request("invalid_request").detail(detail)
-    }
-    pub fn forbidden(code: &'static str) -> Self {
-        Self::new(StatusCode::FORBIDDEN, code)
-    }
-    pub fn unauthenticated() -> Self {
-        Self::new(StatusCode::UNAUTHORIZED, "unauthenticated")
-    }
-    pub fn not_found(code: &'static str) -> Self {
-        Self::new(StatusCode::NOT_FOUND, code)
-    }
-    pub fn conflict(code: &'static str) -> Self {
-        Self::new(StatusCode::CONFLICT, code)
-    }
-    pub fn too_many(code: &'static str, retry_after: u64) -> Self {
-        let mut e = Self::new(StatusCode::TOO_MANY_REQUESTS, code);
-        e.retry_after = Some(retry_after);
-        e
-    }
-    /// The audit trail (or the database behind it) cannot take the event.
-    pub fn unavailable() -> Self {
-        let mut e = Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable");
-        e.retry_after = Some(1);
-        e
-    }
-    /// An unexpected failure. The cause is logged; the body says nothing.
-    pub fn internal(cause: impl std::fmt::Display) -> Self {
-        tracing::error!(error = %cause, "internal error");
-        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal")
-    }
-
-    fn title(&self) -> &'static str {
-        self.status.canonical_reason().unwrap_or("Error")
+/// The HTTP status of a service error: the one place the kinds meet HTTP.
+pub fn status_of(kind: ErrorKind) -> StatusCode {
+    match kind {
+        ErrorKind::BadRequest => StatusCode::BAD_REQUEST,
+        ErrorKind::Unauthenticated => StatusCode::UNAUTHORIZED,
+        ErrorKind::Forbidden => StatusCode::FORBIDDEN,
+        ErrorKind::NotFound => StatusCode::NOT_FOUND,
+        ErrorKind::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+        ErrorKind::Conflict => StatusCode::CONFLICT,
+        ErrorKind::PreconditionFailed => StatusCode::PRECONDITION_FAILED,
+        ErrorKind::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+        ErrorKind::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        ErrorKind::Unprocessable => StatusCode::UNPROCESSABLE_ENTITY,
+        ErrorKind::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
+        ErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
 
-impl From<crate::store::StoreError> for ApiError {
-    fn from(e: crate::store::StoreError) -> Self {
-        tracing::error!(error = %e, "database error");
-        ApiError::unavailable()
-    }
+/// The kind an HTTP status from outside the services stands for (a
+/// framework rejection being rewritten into our shape).
+pub fn kind_of(status: StatusCode) -> ErrorKind {
+    ErrorKind::ALL
+        .iter()
+        .copied()
+        .find(|k| status_of(*k) == status)
+        .unwrap_or(if status.is_server_error() {
+            ErrorKind::Internal
+        } else {
+            ErrorKind::BadRequest
+        })
 }
 
-impl From<crate::audit::CommitError> for ApiError {
-    fn from(e: crate::audit::CommitError) -> Self {
-        match e {
-            crate::audit::CommitError::Conflict(_) => ApiError::conflict("conflict"),
-            crate::audit::CommitError::NotFound => ApiError::not_found("not_found"),
-            crate::audit::CommitError::Unavailable => ApiError::unavailable(),
-        }
-    }
-}
-
-impl IntoResponse for ApiError {
+impl IntoResponse for ServiceError {
     fn into_response(self) -> Response {
-        let server_side = self.status.is_server_error();
+        let status = status_of(self.kind);
+        let server_side = self.kind.is_server_side();
         let body = Problem {
             type_: format!("https://pii-vault.dev/problems/{}", self.code),
-            title: self.title().to_owned(),
-            status: self.status.as_u16(),
+            title: status.canonical_reason().unwrap_or("Error").to_owned(),
+            status: status.as_u16(),
             code: self.code.to_owned(),
             detail: if server_side { None } else { self.detail },
             field: if server_side { None } else { self.field },
         };
-        let mut resp = (self.status, axum::Json(body)).into_response();
+        let mut resp = (status, axum::Json(body)).into_response();
         resp.headers_mut().insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/problem+json"),
@@ -132,4 +83,4 @@ impl IntoResponse for ApiError {
     }
 }
 
-pub type ApiResult<T> = Result<T, ApiError>;
+pub type ApiResult<T> = Result<T, ServiceError>;

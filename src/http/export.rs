@@ -3,14 +3,16 @@
 //! (capability `requests.process`; the customer's own path is a completed
 //! access or portability request, `GET /v1/requests/{id}/export`).
 
+use crate::audit::{Action, Decision};
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
-use super::error::{ApiError, ApiResult, Problem};
-use super::extract::{Caller, parse_id};
+use super::error::{ApiResult, Problem, ServiceError};
+use super::extract::parse_id;
+use crate::actor::Actor;
 use crate::policy::Capability;
 use crate::requests::export::{SCHEMA, build_package};
 use crate::state::AppState;
@@ -40,7 +42,7 @@ pub struct ExportQuery {
     security(("bearer" = [])))]
 pub async fn export_customer(
     State(state): State<AppState>,
-    caller: Caller,
+    caller: Actor,
     Path(id): Path<String>,
     Query(q): Query<ExportQuery>,
 ) -> ApiResult<Json<serde_json::Value>> {
@@ -48,7 +50,9 @@ pub async fn export_customer(
     let id = parse_id(&id)?;
     let kind = q.kind.as_deref().unwrap_or("access");
     if !matches!(kind, "access" | "portability") {
-        return Err(ApiError::invalid_request("kind must be access or portability").field("kind"));
+        return Err(
+            ServiceError::invalid_request("kind must be access or portability").field("kind"),
+        );
     }
     let now = state.clock.now_micros();
     let package = match build_package(&state, id, kind, now).await {
@@ -58,7 +62,9 @@ pub async fn export_customer(
                 state
                     .sequencer
                     .commit(Unit::event(
-                        caller.event("customer.export", "not_found").customer(id),
+                        caller
+                            .event(Action::CustomerExport, Decision::NotFound)
+                            .customer(id),
                     ))
                     .await?;
             }
@@ -77,7 +83,7 @@ pub async fn export_customer(
         .sequencer
         .commit(Unit::event(
             caller
-                .event("customer.export", "allowed")
+                .event(Action::CustomerExport, Decision::Allowed)
                 .customer(id)
                 .fields(fields)
                 .reason("kind", kind),

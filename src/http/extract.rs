@@ -9,9 +9,9 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use uuid::Uuid;
 
-use super::auth_cache::{CachedCaller, token_digest};
-use super::error::ApiError;
-use crate::policy::Role;
+use super::error::ServiceError;
+use crate::actor::Actor;
+use crate::auth::cache::{CachedCaller, token_digest};
 use crate::state::AppState;
 use crate::store::PrincipalKind;
 
@@ -25,7 +25,7 @@ where
     T: DeserializeOwned,
     S: Send + Sync,
 {
-    type Rejection = ApiError;
+    type Rejection = ServiceError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
         match axum::Json::<T>::from_request(req, state).await {
@@ -35,23 +35,25 @@ where
     }
 }
 
-fn json_rejection(r: JsonRejection) -> ApiError {
+fn json_rejection(r: JsonRejection) -> ServiceError {
     match r {
-        JsonRejection::MissingJsonContentType(_) => {
-            ApiError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
-                .detail("send the body as application/json")
-        }
+        JsonRejection::MissingJsonContentType(_) => ServiceError::new(
+            crate::error::ErrorKind::UnsupportedMediaType,
+            "unsupported_media_type",
+        )
+        .detail("send the body as application/json"),
         JsonRejection::JsonSyntaxError(e) => {
-            ApiError::invalid_request(format!("malformed JSON: {}", position(&e.body_text())))
+            ServiceError::invalid_request(format!("malformed JSON: {}", position(&e.body_text())))
         }
         JsonRejection::JsonDataError(e) => {
-            ApiError::invalid_request(safe_data_error(&e.body_text()))
+            ServiceError::invalid_request(safe_data_error(&e.body_text()))
         }
-        other if other.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-            ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large")
-                .detail("the request body is larger than the vault accepts")
-        }
-        _ => ApiError::invalid_request("the request body could not be read"),
+        other if other.status() == StatusCode::PAYLOAD_TOO_LARGE => ServiceError::new(
+            crate::error::ErrorKind::PayloadTooLarge,
+            "payload_too_large",
+        )
+        .detail("the request body is larger than the vault accepts"),
+        _ => ServiceError::invalid_request("the request body could not be read"),
     }
 }
 
@@ -108,54 +110,19 @@ impl<S: Send + Sync> FromRequestParts<S> for RequestId {
     }
 }
 
-/// An authenticated client or user, with its current role.
-#[derive(Debug, Clone)]
-pub struct Caller {
-    pub id: String,
-    pub kind: PrincipalKind,
-    pub role: String,
-    pub request_id: String,
-}
+impl FromRequestParts<AppState> for Actor {
+    type Rejection = ServiceError;
 
-impl Caller {
-    /// The caller's role in the loaded policy.
-    pub fn role<'p>(&self, policy: &'p crate::policy::Policy) -> Result<&'p Role, ApiError> {
-        policy.role(&self.role).ok_or_else(|| {
-            ApiError::forbidden("role_unknown").detail("the caller's role is not in the policy")
-        })
-    }
-
-    pub fn require(
-        &self,
-        policy: &crate::policy::Policy,
-        cap: crate::policy::Capability,
-    ) -> Result<(), ApiError> {
-        if self.role(policy)?.capabilities.contains(&cap) {
-            Ok(())
-        } else {
-            Err(ApiError::forbidden("capability_required")
-                .detail(format!("this call needs the {} capability", cap.as_str())))
-        }
-    }
-
-    pub fn event(&self, action: &str, decision: &str) -> crate::audit::EventDraft {
-        crate::audit::EventDraft::new(&self.id, &self.role, action, decision, &self.request_id)
-    }
-}
-
-impl FromRequestParts<AppState> for Caller {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ServiceError> {
         let header = parts
             .headers
             .get(axum::http::header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .ok_or_else(ApiError::unauthenticated)?;
+            .ok_or_else(ServiceError::unauthenticated)?;
         let token = header
             .strip_prefix("Bearer ")
             .or_else(|| header.strip_prefix("bearer "))
-            .ok_or_else(ApiError::unauthenticated)?;
+            .ok_or_else(ServiceError::unauthenticated)?;
         let token = token.trim().to_owned();
         let token = token.as_str();
         let now_secs = state.clock.now_micros() / 1_000_000;
@@ -170,25 +137,20 @@ impl FromRequestParts<AppState> for Caller {
         let digest = token_digest(token);
         if let Some(c) = state.auth_cache.get(&digest, epoch, keys_id, now_secs) {
             rate_limited(state, &c.id)?;
-            return Ok(Caller {
-                id: c.id,
-                kind: c.kind,
-                role: c.role,
-                request_id,
-            });
+            return Ok(Actor::staff(c.kind, c.id, c.role, request_id));
         }
         let claims = keys
             .verify(token, now_secs)
-            .map_err(|_| ApiError::unauthenticated())?;
+            .map_err(|_| ServiceError::unauthenticated())?;
         let kind = match claims.kind.as_str() {
             "client" => PrincipalKind::Client,
             "user" => PrincipalKind::User,
-            _ => return Err(ApiError::unauthenticated()),
+            _ => return Err(ServiceError::unauthenticated()),
         };
         let id: Uuid = claims
             .sub
             .parse()
-            .map_err(|_| ApiError::unauthenticated())?;
+            .map_err(|_| ServiceError::unauthenticated())?;
         // The principal is looked up on every call: disabling a client or a
         // user, or changing its role, takes effect at once.
         let principal = state
@@ -196,7 +158,7 @@ impl FromRequestParts<AppState> for Caller {
             .principal(kind, id)
             .await?
             .filter(|p| !p.disabled)
-            .ok_or_else(ApiError::unauthenticated)?;
+            .ok_or_else(ServiceError::unauthenticated)?;
         state.auth_cache.put(
             digest,
             CachedCaller {
@@ -210,20 +172,20 @@ impl FromRequestParts<AppState> for Caller {
             keys_id,
         );
         rate_limited(state, &principal.id.to_string())?;
-        Ok(Caller {
-            id: principal.id.to_string(),
+        Ok(Actor::staff(
             kind,
-            role: principal.role,
+            principal.id.to_string(),
+            principal.role,
             request_id,
-        })
+        ))
     }
 }
 
 /// 429 `rate_limited` once `principal` has used up its bucket
 /// (`rate_limit.rs`).
-fn rate_limited(state: &AppState, principal: &str) -> Result<(), ApiError> {
+fn rate_limited(state: &AppState, principal: &str) -> Result<(), ServiceError> {
     state.rate_limit.check(principal).map_err(|wait| {
-        ApiError::too_many("rate_limited", wait)
+        ServiceError::too_many("rate_limited", wait)
             .detail("too many requests from this caller; retry after the indicated time")
     })
 }
@@ -237,9 +199,9 @@ pub struct PurposeQuery {
 }
 
 /// Parses a path id, 400 `invalid_id` when it is not a UUID.
-pub fn parse_id(raw: &str) -> Result<Uuid, ApiError> {
+pub fn parse_id(raw: &str) -> Result<Uuid, ServiceError> {
     raw.parse()
-        .map_err(|_| ApiError::bad_request("invalid_id").detail("the id is not a UUID"))
+        .map_err(|_| ServiceError::bad_request("invalid_id").detail("the id is not a UUID"))
 }
 
 #[cfg(test)]

@@ -8,7 +8,8 @@ use serde::Deserialize;
 use uuid::Uuid;
 
 use super::error::{ApiResult, Problem};
-use super::extract::{Body, Caller, parse_id};
+use super::extract::{Body, parse_id};
+use crate::actor::Actor;
 use crate::policy::Capability;
 use crate::requests::holds::{self, HoldView, NewHold, Released};
 use crate::state::AppState;
@@ -35,7 +36,7 @@ pub struct HoldList {
     security(("bearer" = [])))]
 pub async fn create_hold(
     State(state): State<AppState>,
-    caller: Caller,
+    caller: Actor,
     Body(input): Body<NewHold>,
 ) -> ApiResult<(StatusCode, Json<HoldView>)> {
     caller.require(&state.policy, Capability::LegalHold)?;
@@ -52,7 +53,7 @@ pub async fn create_hold(
     security(("bearer" = [])))]
 pub async fn list_holds(
     State(state): State<AppState>,
-    caller: Caller,
+    caller: Actor,
     Query(q): Query<HoldQuery>,
 ) -> ApiResult<Json<HoldList>> {
     caller.require(&state.policy, Capability::LegalHold)?;
@@ -73,7 +74,7 @@ pub async fn list_holds(
     security(("bearer" = [])))]
 pub async fn release_hold(
     State(state): State<AppState>,
-    caller: Caller,
+    caller: Actor,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Released>> {
     caller.require(&state.policy, Capability::LegalHold)?;

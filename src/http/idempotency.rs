@@ -6,8 +6,9 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
-use super::error::{ApiError, ApiResult};
-use super::extract::Caller;
+use super::error::{ApiResult, ServiceError};
+use crate::actor::Actor;
+use crate::error::ErrorKind;
 use crate::state::AppState;
 use crate::store::Mutation;
 
@@ -24,7 +25,7 @@ pub struct Idem {
 /// Looks up the caller's `Idempotency-Key`, if any.
 pub async fn begin<T: Serialize>(
     state: &AppState,
-    caller: &Caller,
+    caller: &Actor,
     headers: &HeaderMap,
     route: &str,
     input: &T,
@@ -37,12 +38,12 @@ pub async fn begin<T: Serialize>(
         .ok()
         .filter(|k| !k.is_empty() && k.len() <= 255 && k.bytes().all(|b| b.is_ascii_graphic()))
         .ok_or_else(|| {
-            ApiError::invalid_request("Idempotency-Key must be 1–255 visible ASCII characters")
+            ServiceError::invalid_request("Idempotency-Key must be 1–255 visible ASCII characters")
         })?
         .to_owned();
     let mut bytes = route.as_bytes().to_vec();
     bytes.push(0);
-    bytes.extend(serde_json::to_vec(input).map_err(ApiError::internal)?);
+    bytes.extend(serde_json::to_vec(input).map_err(ServiceError::internal)?);
     let hash = ring::digest::digest(&ring::digest::SHA256, &bytes)
         .as_ref()
         .to_vec();
@@ -84,7 +85,7 @@ async fn stored(state: &AppState, idem: &Idem) -> ApiResult<Option<Response>> {
     };
     if &row.request_hash != hash {
         return Err(
-            ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "idempotency_key_reused")
+            ServiceError::new(ErrorKind::Unprocessable, "idempotency_key_reused")
                 .detail("this Idempotency-Key was used with a different request"),
         );
     }

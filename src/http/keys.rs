@@ -2,17 +2,19 @@
 //! retiring an old KEK version, signing-key rotation. Every call, allowed or
 //! refused, is an audit event without key material.
 
+use crate::audit::{Action, Decision};
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
-use super::error::{ApiError, ApiResult, Problem};
-use super::extract::{Caller, parse_id};
+use super::error::{ApiResult, Problem, ServiceError};
+use super::extract::parse_id;
 use super::idempotency::{self, Begin, Idem};
+use crate::actor::Actor;
 use crate::keys::ops::{KeyStatus, Record, Retired, Rotated, SigningRotated};
-use crate::keys::{self, Actor, Committer, KeyError};
+use crate::keys::{self, Committer, KeyError};
 use crate::policy::Capability;
 use crate::state::AppState;
 use crate::store::Unit;
@@ -26,19 +28,15 @@ pub struct KeysQuery {
     pub customer_id: Option<String>,
 }
 
-fn actor(caller: &Caller) -> Actor {
-    Actor {
-        id: caller.id.clone(),
-        role: caller.role.clone(),
-        request_id: caller.request_id.clone(),
-    }
+fn actor(caller: &Actor) -> Actor {
+    caller.clone()
 }
 
 /// The admin capability, or 403 with a `denied` audit event.
-async fn require_admin(state: &AppState, caller: &Caller, action: &str) -> ApiResult<()> {
+async fn require_admin(state: &AppState, caller: &Actor, action: Action) -> ApiResult<()> {
     if let Err(e) = caller.require(&state.policy, Capability::Admin) {
         let ev = caller
-            .event(action, "denied")
+            .event(action, Decision::Denied)
             .reason("error", "capability_required");
         state.sequencer.commit(Unit::event(ev)).await?;
         return Err(e);
@@ -46,18 +44,18 @@ async fn require_admin(state: &AppState, caller: &Caller, action: &str) -> ApiRe
     Ok(())
 }
 
-fn api_error(e: &KeyError) -> ApiError {
+fn api_error(e: &KeyError) -> ServiceError {
     match e {
-        KeyError::UnknownVersion(_) => ApiError::not_found("key_version_not_found"),
-        KeyError::Active(_) => ApiError::conflict("key_version_active"),
-        KeyError::AlreadyRetired(_) => ApiError::conflict("key_version_retired"),
-        KeyError::InUse { .. } => ApiError::conflict("key_version_in_use"),
-        KeyError::RecentlyActive { .. } => ApiError::conflict("key_version_recently_active"),
-        KeyError::RootChanged => ApiError::conflict("root_key_changed"),
-        KeyError::Concurrent => ApiError::conflict("conflict"),
-        KeyError::SameRoot => ApiError::invalid_request("the new root key is the current one"),
-        KeyError::Crypto(c) => return ApiError::internal(c),
-        KeyError::Unavailable => return ApiError::unavailable(),
+        KeyError::UnknownVersion(_) => ServiceError::not_found("key_version_not_found"),
+        KeyError::Active(_) => ServiceError::conflict("key_version_active"),
+        KeyError::AlreadyRetired(_) => ServiceError::conflict("key_version_retired"),
+        KeyError::InUse { .. } => ServiceError::conflict("key_version_in_use"),
+        KeyError::RecentlyActive { .. } => ServiceError::conflict("key_version_recently_active"),
+        KeyError::RootChanged => ServiceError::conflict("root_key_changed"),
+        KeyError::Concurrent => ServiceError::conflict("conflict"),
+        KeyError::SameRoot => ServiceError::invalid_request("the new root key is the current one"),
+        KeyError::Crypto(c) => return ServiceError::internal(c),
+        KeyError::Unavailable => return ServiceError::unavailable(),
     }
     .detail(e.to_string())
 }
@@ -65,8 +63,8 @@ fn api_error(e: &KeyError) -> ApiError {
 /// Maps a refused operation to its response, recording the refusal.
 async fn refused(
     state: &AppState,
-    caller: &Caller,
-    action: &str,
+    caller: &Actor,
+    action: Action,
     idem: &Idem,
     e: KeyError,
 ) -> ApiResult<Response> {
@@ -77,8 +75,10 @@ async fn refused(
         }
     }
     let err = api_error(&e);
-    if err.status.is_client_error() {
-        let ev = caller.event(action, "denied").reason("error", err.code);
+    if !err.kind.is_server_side() {
+        let ev = caller
+            .event(action, Decision::Denied)
+            .reason("error", err.code);
         state.sequencer.commit(Unit::event(ev)).await?;
     }
     Err(err)
@@ -105,10 +105,10 @@ fn recorder(
     security(("bearer" = [])))]
 pub async fn key_status(
     State(state): State<AppState>,
-    caller: Caller,
+    caller: Actor,
     Query(q): Query<KeysQuery>,
 ) -> ApiResult<Json<KeyStatus>> {
-    require_admin(&state, &caller, "keys.read").await?;
+    require_admin(&state, &caller, Action::KeysRead).await?;
     let customer = q.customer_id.as_deref().map(parse_id).transpose()?;
     let status = keys::status(
         &state.keys,
@@ -119,7 +119,7 @@ pub async fn key_status(
     )
     .await
     .map_err(|e| api_error(&e))?;
-    let mut ev = caller.event("keys.read", "allowed");
+    let mut ev = caller.event(Action::KeysRead, Decision::Allowed);
     if let Some(id) = customer {
         ev = ev.customer(id);
     }
@@ -128,7 +128,7 @@ pub async fn key_status(
             .sequencer
             .commit(Unit::event(ev.reason("error", "customer_not_found")))
             .await?;
-        return Err(ApiError::not_found("customer_not_found"));
+        return Err(ServiceError::not_found("customer_not_found"));
     };
     state.sequencer.commit(Unit::event(ev)).await?;
     Ok(Json(status))
@@ -144,10 +144,10 @@ pub async fn key_status(
     security(("bearer" = [])))]
 pub async fn rotate_kek(
     State(state): State<AppState>,
-    caller: Caller,
+    caller: Actor,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
-    require_admin(&state, &caller, "keys.rotate").await?;
+    require_admin(&state, &caller, Action::KeysRotate).await?;
     let idem =
         match idempotency::begin(&state, &caller, &headers, "POST /v1/keys/rotate", &()).await? {
             Begin::Replay(resp) => return Ok(resp),
@@ -166,7 +166,7 @@ pub async fn rotate_kek(
     .await
     {
         Ok(r) => Ok((StatusCode::CREATED, Json(r)).into_response()),
-        Err(e) => refused(&state, &caller, "keys.rotate", &idem, e).await,
+        Err(e) => refused(&state, &caller, Action::KeysRotate, &idem, e).await,
     }
 }
 
@@ -180,13 +180,13 @@ pub async fn rotate_kek(
     security(("bearer" = [])))]
 pub async fn retire_kek(
     State(state): State<AppState>,
-    caller: Caller,
+    caller: Actor,
     Path(version): Path<String>,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
-    require_admin(&state, &caller, "keys.retire").await?;
+    require_admin(&state, &caller, Action::KeysRetire).await?;
     let version: i64 = version.parse().ok().filter(|v| *v > 0).ok_or_else(|| {
-        ApiError::bad_request("invalid_id").detail("the version is not a positive integer")
+        ServiceError::bad_request("invalid_id").detail("the version is not a positive integer")
     })?;
     let route = format!("POST /v1/keys/{version}/retire");
     let idem = match idempotency::begin(&state, &caller, &headers, &route, &()).await? {
@@ -208,7 +208,7 @@ pub async fn retire_kek(
     .await
     {
         Ok(r) => Ok(Json(r).into_response()),
-        Err(e) => refused(&state, &caller, "keys.retire", &idem, e).await,
+        Err(e) => refused(&state, &caller, Action::KeysRetire, &idem, e).await,
     }
 }
 
@@ -232,17 +232,17 @@ pub struct RotateSigningQuery {
     security(("bearer" = [])))]
 pub async fn rotate_signing_key(
     State(state): State<AppState>,
-    caller: Caller,
+    caller: Actor,
     Query(q): Query<RotateSigningQuery>,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
-    require_admin(&state, &caller, "keys.rotate_signing").await?;
+    require_admin(&state, &caller, Action::KeysRotateSigning).await?;
     let revoke_previous = match q.revoke_previous.as_deref() {
         None | Some("false") => false,
         Some("true") => true,
         Some(_) => {
             return Err(
-                ApiError::invalid_request("revoke_previous must be true or false")
+                ServiceError::invalid_request("revoke_previous must be true or false")
                     .field("revoke_previous"),
             );
         }
@@ -274,6 +274,6 @@ pub async fn rotate_signing_key(
     .await
     {
         Ok(r) => Ok((StatusCode::CREATED, Json(r)).into_response()),
-        Err(e) => refused(&state, &caller, "keys.rotate_signing", &idem, e).await,
+        Err(e) => refused(&state, &caller, Action::KeysRotateSigning, &idem, e).await,
     }
 }

@@ -10,7 +10,6 @@
 //! 6. security headers; 7. panics become a generic 500.
 
 pub mod audit;
-pub mod auth_cache;
 pub mod consents;
 pub mod customers;
 pub mod erasure;
@@ -23,7 +22,6 @@ pub mod keys;
 pub mod ops;
 pub mod outbox;
 pub mod problems;
-pub mod rate_limit;
 pub mod requests;
 pub mod tokens;
 
@@ -47,7 +45,7 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 
 use crate::state::AppState;
-use error::ApiError;
+use error::ServiceError;
 
 #[derive(OpenApi)]
 #[openapi(
@@ -138,9 +136,12 @@ pub fn app(state: AppState) -> Router {
                 async move { axum::Json(doc.as_ref().clone()) }
             }),
         )
-        .fallback(|| async { ApiError::not_found("not_found").detail("no such endpoint") })
+        .fallback(|| async { ServiceError::not_found("not_found").detail("no such endpoint") })
         .method_not_allowed_fallback(|| async {
-            ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed")
+            ServiceError::new(
+                crate::error::ErrorKind::MethodNotAllowed,
+                "method_not_allowed",
+            )
         })
         .layer(
             ServiceBuilder::new()
@@ -175,7 +176,7 @@ pub fn app(state: AppState) -> Router {
                     HeaderValue::from_static("default-src 'none'; frame-ancestors 'none'"),
                 ))
                 .layer(CatchPanicLayer::custom(|_| {
-                    ApiError::internal("handler panicked").into_response()
+                    ServiceError::internal("handler panicked").into_response()
                 })),
         )
         .with_state(state)

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::error::{ApiResult, Problem};
-use super::extract::Caller;
+use crate::actor::Actor;
 use crate::state::AppState;
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -69,7 +69,7 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
     responses((status = 200, description = "The loaded policy"),
         (status = 401, body = Problem)),
     security(("bearer" = [])))]
-pub async fn policy(State(state): State<AppState>, _caller: Caller) -> ApiResult<Response> {
+pub async fn policy(State(state): State<AppState>, _caller: Actor) -> ApiResult<Response> {
     Ok(Json(state.policy.as_ref()).into_response())
 }
 
@@ -100,7 +100,7 @@ pub struct ProcessingRecord {
     security(("bearer" = [])))]
 pub async fn processing_activities(
     State(state): State<AppState>,
-    _caller: Caller,
+    _caller: Actor,
 ) -> ApiResult<Json<ProcessingRecord>> {
     let p = &state.policy;
     let activities = p

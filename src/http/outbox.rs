@@ -3,6 +3,7 @@
 //! opens the sealed payloads (addresses, codes) and is audited before the
 //! answer leaves; an acknowledgement deletes the payload.
 
+use crate::audit::{Action, Decision};
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -12,8 +13,9 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
-use super::error::{ApiError, ApiResult, Problem};
-use super::extract::{Caller, parse_id};
+use super::error::{ApiResult, Problem, ServiceError};
+use super::extract::parse_id;
+use crate::actor::Actor;
 use crate::clock::rfc3339;
 use crate::crypto::Dek;
 use crate::policy::Capability;
@@ -53,13 +55,15 @@ pub struct Acknowledged {
     security(("bearer" = [])))]
 pub async fn list_outbox(
     State(state): State<AppState>,
-    caller: Caller,
+    caller: Actor,
     Query(q): Query<OutboxQuery>,
 ) -> ApiResult<Json<OutboxList>> {
     caller.require(&state.policy, Capability::Notify)?;
     let limit = q.limit.unwrap_or(100);
     if !(1..=1000).contains(&limit) {
-        return Err(ApiError::invalid_request("limit must be between 1 and 1000").field("limit"));
+        return Err(
+            ServiceError::invalid_request("limit must be between 1 and 1000").field("limit"),
+        );
     }
     let now = state.clock.now_micros();
     let rows = state.store.outbox_pending(limit).await?;
@@ -72,7 +76,7 @@ pub async fn list_outbox(
         match open_message(row, dek.as_deref()) {
             Ok(d) => {
                 let mut ev = caller
-                    .event("outbox.read", "allowed")
+                    .event(Action::OutboxRead, Decision::Allowed)
                     .reason("message", &row.id.to_string())
                     .reason("kind", &row.kind);
                 if let Some(c) = row.customer_id {
@@ -100,7 +104,7 @@ pub async fn list_outbox(
         }
     }
     if events.is_empty() {
-        events.push(caller.event("outbox.read", "allowed"));
+        events.push(caller.event(Action::OutboxRead, Decision::Allowed));
     }
     state
         .sequencer
@@ -108,7 +112,7 @@ pub async fn list_outbox(
         .await
         .map_err(|e| match e {
             crate::audit::CommitError::NotFound | crate::audit::CommitError::Conflict(_) => {
-                ApiError::conflict("outbox_changed").detail("the outbox changed; read it again")
+                ServiceError::conflict("outbox_changed").detail("the outbox changed; read it again")
             }
             other => other.into(),
         })?;
@@ -126,7 +130,7 @@ pub async fn list_outbox(
     security(("bearer" = [])))]
 pub async fn ack(
     State(state): State<AppState>,
-    caller: Caller,
+    caller: Actor,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Acknowledged>> {
     caller.require(&state.policy, Capability::Notify)?;
@@ -135,7 +139,7 @@ pub async fn ack(
         .store
         .outbox_message(id)
         .await?
-        .ok_or_else(|| ApiError::not_found("message_not_found"))?;
+        .ok_or_else(|| ServiceError::not_found("message_not_found"))?;
     if let Some(at) = row.delivered_at {
         return Ok(Json(Acknowledged {
             id,

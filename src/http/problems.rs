@@ -1,7 +1,7 @@
 //! Every error answer is `application/problem+json`, and the OpenAPI
 //! document says so.
 //!
-//! Handlers answer errors with [`ApiError`]; what axum and tower answer on
+//! Handlers answer errors with [`ServiceError`]; what axum and tower answer on
 //! their own (a query string that does not parse, a path that does not
 //! match, a timeout) is a plain-text or empty body. [`normalize`] replaces
 //! such bodies with a problem document carrying a generic detail, so no
@@ -12,7 +12,7 @@ use axum::http::{StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
-use super::error::ApiError;
+use super::error::{ErrorKind, ServiceError};
 
 /// Rewrites error responses that are not problem documents.
 pub async fn normalize(req: Request, next: Next) -> Response {
@@ -37,27 +37,32 @@ pub async fn normalize(req: Request, next: Next) -> Response {
     fixed
 }
 
-fn replacement(status: StatusCode) -> ApiError {
+fn replacement(status: StatusCode) -> ServiceError {
     match status {
         StatusCode::BAD_REQUEST | StatusCode::UNPROCESSABLE_ENTITY => {
-            ApiError::new(status, "invalid_request")
+            ServiceError::new(super::error::kind_of(status), "invalid_request")
                 .detail("the request (path, query string or body) could not be read")
         }
-        StatusCode::NOT_FOUND => ApiError::not_found("not_found"),
-        StatusCode::METHOD_NOT_ALLOWED => {
-            ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed")
+        StatusCode::NOT_FOUND => ServiceError::not_found("not_found"),
+        StatusCode::METHOD_NOT_ALLOWED => ServiceError::new(
+            crate::error::ErrorKind::MethodNotAllowed,
+            "method_not_allowed",
+        ),
+        StatusCode::PAYLOAD_TOO_LARGE => ServiceError::new(
+            crate::error::ErrorKind::PayloadTooLarge,
+            "payload_too_large",
+        )
+        .detail("the request body is larger than the vault accepts"),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => ServiceError::new(
+            crate::error::ErrorKind::UnsupportedMediaType,
+            "unsupported_media_type",
+        )
+        .detail("send the body as application/json"),
+        StatusCode::SERVICE_UNAVAILABLE | StatusCode::GATEWAY_TIMEOUT => {
+            ServiceError::unavailable()
         }
-        StatusCode::PAYLOAD_TOO_LARGE => {
-            ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large")
-                .detail("the request body is larger than the vault accepts")
-        }
-        StatusCode::UNSUPPORTED_MEDIA_TYPE => {
-            ApiError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
-                .detail("send the body as application/json")
-        }
-        StatusCode::SERVICE_UNAVAILABLE | StatusCode::GATEWAY_TIMEOUT => ApiError::unavailable(),
-        s if s.is_server_error() => ApiError::new(s, "internal"),
-        s => ApiError::new(s, "invalid_request"),
+        s if s.is_server_error() => ServiceError::new(ErrorKind::Internal, "internal"),
+        s => ServiceError::new(super::error::kind_of(s), "invalid_request"),
     }
 }
 

@@ -11,6 +11,7 @@
 //! `export` only; every other endpoint of the vault takes JWTs alone and
 //! refuses it (401).
 
+use crate::audit::{Action, Decision};
 use std::collections::BTreeMap;
 
 use axum::Json;
@@ -25,8 +26,9 @@ use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use super::customers::{UpdateField, valid_channel};
-use super::error::{ApiError, ApiResult, Problem};
-use super::extract::{Body, Caller, RequestId, parse_id};
+use super::error::{ApiResult, Problem, ServiceError};
+use super::extract::{Body, RequestId, parse_id};
+use crate::actor::Actor;
 use crate::clock::{parse_rfc3339, rfc3339, to_micros};
 use crate::policy::{self, Capability, LegalBasis};
 use crate::requests::flow::{self, Changes, Intake, TOKEN_PREFIX};
@@ -230,7 +232,7 @@ pub struct MetricsQuery {
 pub enum RequestAuth {
     /// The request the token belongs to.
     Token(Uuid),
-    Staff(Caller),
+    Staff(Actor),
 }
 
 fn bearer(parts: &Parts) -> Option<&str> {
@@ -245,36 +247,36 @@ fn bearer(parts: &Parts) -> Option<&str> {
 }
 
 impl FromRequestParts<AppState> for RequestAuth {
-    type Rejection = ApiError;
+    type Rejection = ServiceError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ServiceError> {
         if let Some(token) = bearer(parts).filter(|t| t.starts_with(TOKEN_PREFIX)) {
             let hash = crate::crypto::sha256_hex(token);
             return match state.store.request_for_token(&hash).await? {
                 Some(id) => Ok(RequestAuth::Token(id)),
-                None => Err(ApiError::unauthenticated()),
+                None => Err(ServiceError::unauthenticated()),
             };
         }
         Ok(RequestAuth::Staff(
-            Caller::from_request_parts(parts, state).await?,
+            Actor::from_request_parts(parts, state).await?,
         ))
     }
 }
 
 /// A staff JWT when an `Authorization` header is present; nothing when it
 /// is absent (a customer filing without a token).
-pub struct MaybeStaff(Option<Caller>);
+pub struct MaybeStaff(Option<Actor>);
 
 impl FromRequestParts<AppState> for MaybeStaff {
-    type Rejection = ApiError;
+    type Rejection = ServiceError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ServiceError> {
         if parts
             .headers
             .contains_key(axum::http::header::AUTHORIZATION)
         {
             Ok(MaybeStaff(Some(
-                Caller::from_request_parts(parts, state).await?,
+                Actor::from_request_parts(parts, state).await?,
             )))
         } else {
             Ok(MaybeStaff(None))
@@ -282,13 +284,13 @@ impl FromRequestParts<AppState> for MaybeStaff {
     }
 }
 
-fn require_any(state: &AppState, caller: &Caller, caps: &[Capability]) -> ApiResult<()> {
+fn require_any(state: &AppState, caller: &Actor, caps: &[Capability]) -> ApiResult<()> {
     let role = caller.role(&state.policy)?;
     if caps.iter().any(|c| role.has(*c)) {
         Ok(())
     } else {
         let names: Vec<&str> = caps.iter().map(|c| c.as_str()).collect();
-        Err(ApiError::forbidden("capability_required")
+        Err(ServiceError::forbidden("capability_required")
             .detail(format!("this call needs one of: {}", names.join(", "))))
     }
 }
@@ -302,32 +304,34 @@ async fn load(
     caps: &[Capability],
 ) -> ApiResult<Request> {
     match auth {
-        RequestAuth::Token(own) if *own != id => Err(ApiError::forbidden("token_not_for_request")
-            .detail("the request token belongs to another request")),
+        RequestAuth::Token(own) if *own != id => {
+            Err(ServiceError::forbidden("token_not_for_request")
+                .detail("the request token belongs to another request"))
+        }
         RequestAuth::Staff(caller) => {
             require_any(state, caller, caps)?;
             state
                 .store
                 .request(id)
                 .await?
-                .ok_or_else(|| ApiError::not_found("request_not_found"))
+                .ok_or_else(|| ServiceError::not_found("request_not_found"))
         }
         RequestAuth::Token(_) => state
             .store
             .request(id)
             .await?
-            .ok_or_else(|| ApiError::not_found("request_not_found")),
+            .ok_or_else(|| ServiceError::not_found("request_not_found")),
     }
 }
 
-async fn load_staff(state: &AppState, caller: &Caller, id: &str) -> ApiResult<Request> {
+async fn load_staff(state: &AppState, caller: &Actor, id: &str) -> ApiResult<Request> {
     caller.require(&state.policy, Capability::RequestsProcess)?;
     let id = parse_id(id)?;
     state
         .store
         .request(id)
         .await?
-        .ok_or_else(|| ApiError::not_found("request_not_found"))
+        .ok_or_else(|| ServiceError::not_found("request_not_found"))
 }
 
 // ---------------------------------------------------------------------------
@@ -400,7 +404,7 @@ async fn answer(state: &AppState, auth: &RequestAuth, r: &Request) -> ApiResult<
     }))
 }
 
-fn actor(auth: &RequestAuth, rid: &str) -> Caller {
+fn actor(auth: &RequestAuth, rid: &str) -> Actor {
     match auth {
         RequestAuth::Token(_) => flow::data_subject(rid),
         RequestAuth::Staff(c) => c.clone(),
@@ -424,7 +428,7 @@ fn valid_method(m: &str) -> ApiResult<()> {
     if ok {
         Ok(())
     } else {
-        Err(ApiError::invalid_request(
+        Err(ServiceError::invalid_request(
             "a verification method is 1–64 characters of a-z, 0-9 and _ (e.g. id_document_checked)",
         )
         .field("verified_by"))
@@ -433,7 +437,7 @@ fn valid_method(m: &str) -> ApiResult<()> {
 
 fn parse_intake(state: &AppState, f: &FileRequest, staff: bool) -> ApiResult<Intake> {
     let kind = Kind::parse(&f.kind).ok_or_else(|| {
-        ApiError::bad_request("unknown_kind")
+        ServiceError::bad_request("unknown_kind")
             .detail(format!(
                 "kind must be one of {}",
                 policy::REQUEST_KINDS.join(", ")
@@ -442,12 +446,12 @@ fn parse_intake(state: &AppState, f: &FileRequest, staff: bool) -> ApiResult<Int
     })?;
     let regulation = match f.regulation.as_deref() {
         None => {
-            return Err(ApiError::bad_request("regulation_required")
+            return Err(ServiceError::bad_request("regulation_required")
                 .detail("regulation is gdpr or ccpa")
                 .field("regulation"));
         }
         Some(r) => Regulation::parse(r).ok_or_else(|| {
-            ApiError::bad_request("unknown_regulation")
+            ServiceError::bad_request("unknown_regulation")
                 .detail("regulation is gdpr or ccpa")
                 .field("regulation")
         })?,
@@ -456,18 +460,18 @@ fn parse_intake(state: &AppState, f: &FileRequest, staff: bool) -> ApiResult<Int
         .unwrap_or(if staff { "api" } else { "web" })
         .to_owned();
     if f.lift && !kind.may_lift() {
-        return Err(ApiError::bad_request("lift_not_allowed")
+        return Err(ServiceError::bad_request("lift_not_allowed")
             .detail("lift applies to restriction, objection, opt_out_sale and limit_sensitive")
             .field("lift"));
     }
     if f.lift && kind == Kind::Restriction && !staff {
-        return Err(ApiError::bad_request("lift_not_allowed")
+        return Err(ServiceError::bad_request("lift_not_allowed")
             .detail("a restriction is lifted by the controller")
             .field("lift"));
     }
     let purpose = match (kind, f.purpose.as_deref()) {
         (Kind::Objection, None) => {
-            return Err(ApiError::bad_request("purpose_required")
+            return Err(ServiceError::bad_request("purpose_required")
                 .detail("an objection names the purpose it objects to")
                 .field("purpose"));
         }
@@ -475,14 +479,14 @@ fn parse_intake(state: &AppState, f: &FileRequest, staff: bool) -> ApiResult<Int
             let declared = state
                 .policy
                 .purpose(p)
-                .ok_or_else(|| ApiError::bad_request("unknown_purpose").field("purpose"))?;
+                .ok_or_else(|| ServiceError::bad_request("unknown_purpose").field("purpose"))?;
             // Art. 21 applies to processing on legitimate interests or a
             // public task, and to direct marketing (consent here).
             if !matches!(
                 declared.basis,
                 LegalBasis::LegitimateInterest | LegalBasis::PublicTask | LegalBasis::Consent
             ) {
-                return Err(ApiError::bad_request("objection_not_applicable")
+                return Err(ServiceError::bad_request("objection_not_applicable")
                     .detail(format!(
                         "{} is processed on the basis {}, which an objection does not stop",
                         declared.name, declared.basis
@@ -493,27 +497,28 @@ fn parse_intake(state: &AppState, f: &FileRequest, staff: bool) -> ApiResult<Int
         }
         (_, Some(_)) => {
             return Err(
-                ApiError::invalid_request("purpose applies to objections only").field("purpose"),
+                ServiceError::invalid_request("purpose applies to objections only")
+                    .field("purpose"),
             );
         }
         (_, None) => None,
     };
     let changes = match (kind, &f.changes) {
         (Kind::Rectification, None) => {
-            return Err(ApiError::bad_request("changes_required")
+            return Err(ServiceError::bad_request("changes_required")
                 .detail("a rectification names the values to change")
                 .field("changes"));
         }
         (Kind::Rectification, Some(c)) => {
             if c.fields.is_empty() {
-                return Err(ApiError::bad_request("changes_required")
+                return Err(ServiceError::bad_request("changes_required")
                     .detail("a rectification names the values to change")
                     .field("changes"));
             }
             let mut out = Changes::default();
             for (name, change) in &c.fields {
                 let def = state.policy.field(name).ok_or_else(|| {
-                    ApiError::bad_request("unknown_field")
+                    ServiceError::bad_request("unknown_field")
                         .detail("the policy does not declare this field")
                         .field(name.clone())
                 })?;
@@ -521,13 +526,13 @@ fn parse_intake(state: &AppState, f: &FileRequest, staff: bool) -> ApiResult<Int
                     None => None,
                     Some(u) => {
                         if u.purposes.is_some() {
-                            return Err(ApiError::invalid_request(
+                            return Err(ServiceError::invalid_request(
                                 "a rectification corrects a value; its purposes stay",
                             )
                             .field(name.clone()));
                         }
                         Some(policy::normalize(def.ty, &u.value).map_err(|e| {
-                            ApiError::bad_request("invalid_value")
+                            ServiceError::bad_request("invalid_value")
                                 .detail(e.to_string())
                                 .field(name.clone())
                         })?)
@@ -539,7 +544,8 @@ fn parse_intake(state: &AppState, f: &FileRequest, staff: bool) -> ApiResult<Int
         }
         (_, Some(_)) => {
             return Err(
-                ApiError::invalid_request("changes apply to rectification only").field("changes"),
+                ServiceError::invalid_request("changes apply to rectification only")
+                    .field("changes"),
             );
         }
         (_, None) => None,
@@ -598,12 +604,12 @@ pub async fn file_request(
     match staff {
         Some(caller) => {
             let Some(raw) = input.customer_id.as_deref() else {
-                return Err(ApiError::bad_request("identifier_required")
+                return Err(ServiceError::bad_request("identifier_required")
                     .detail("staff file a request with the customer's id")
                     .field("customer_id"));
             };
             if input.identifier.is_some() {
-                return Err(ApiError::invalid_request(
+                return Err(ServiceError::invalid_request(
                     "staff name the customer by customer_id, not by identifier",
                 )
                 .field("identifier"));
@@ -619,23 +625,24 @@ pub async fn file_request(
         }
         None => {
             if input.customer_id.is_some() || input.verified_by.is_some() {
-                return Err(ApiError::unauthenticated()
+                return Err(ServiceError::unauthenticated()
                     .detail("customer_id and verified_by are for staff, with a token"));
             }
             let Some(ident) = &input.identifier else {
-                return Err(ApiError::bad_request("identifier_required")
+                return Err(ServiceError::bad_request("identifier_required")
                     .detail("identify yourself with a searchable field, e.g. {\"field\": \"email\", \"value\": …}")
                     .field("identifier"));
             };
-            let def = state
-                .policy
-                .field(&ident.field)
-                .ok_or_else(|| ApiError::bad_request("unknown_field").field(ident.field.clone()))?;
+            let def = state.policy.field(&ident.field).ok_or_else(|| {
+                ServiceError::bad_request("unknown_field").field(ident.field.clone())
+            })?;
             if !def.searchable {
-                return Err(ApiError::bad_request("field_not_searchable").field(def.name.clone()));
+                return Err(
+                    ServiceError::bad_request("field_not_searchable").field(def.name.clone())
+                );
             }
             let normalized = policy::normalize(def.ty, &ident.value).map_err(|e| {
-                ApiError::bad_request("invalid_value")
+                ServiceError::bad_request("invalid_value")
                     .detail(e.to_string())
                     .field(def.name.clone())
             })?;
@@ -671,7 +678,12 @@ pub async fn get_request(
         &[Capability::RequestsProcess, Capability::Audit],
     )
     .await?;
-    let ev = flow::event(&actor(&auth, &rid), "request.read", "allowed", &r);
+    let ev = flow::event(
+        &actor(&auth, &rid),
+        Action::RequestRead,
+        Decision::Allowed,
+        &r,
+    );
     state.sequencer.commit(Unit::event(ev)).await?;
     answer(&state, &auth, &r).await
 }
@@ -703,7 +715,7 @@ pub async fn verify(
     let r = match (&auth, input.code, input.method) {
         (RequestAuth::Token(_), Some(code), None) => {
             if code.is_empty() || code.len() > 64 {
-                return Err(ApiError::bad_request("invalid_code").detail("the code is wrong"));
+                return Err(ServiceError::bad_request("invalid_code").detail("the code is wrong"));
             }
             flow::verify_code(&state, &rid, r, code).await?
         }
@@ -712,10 +724,10 @@ pub async fn verify(
             flow::verify_by_staff(&state, caller, r, &method).await?
         }
         (RequestAuth::Token(_), _, _) => {
-            return Err(ApiError::invalid_request("send the code you received").field("code"));
+            return Err(ServiceError::invalid_request("send the code you received").field("code"));
         }
         (RequestAuth::Staff(_), _, _) => {
-            return Err(ApiError::invalid_request(
+            return Err(ServiceError::invalid_request(
                 "staff send the method they verified the requester with",
             )
             .field("method"));
@@ -734,7 +746,7 @@ pub async fn verify(
     security(("bearer" = [])))]
 pub async fn approve(
     State(state): State<AppState>,
-    caller: Caller,
+    caller: Actor,
     Path(id): Path<String>,
 ) -> ApiResult<Json<RequestView>> {
     let r = load_staff(&state, &caller, &id).await?;
@@ -752,20 +764,20 @@ pub async fn approve(
     security(("bearer" = [])))]
 pub async fn deny(
     State(state): State<AppState>,
-    caller: Caller,
+    caller: Actor,
     Path(id): Path<String>,
     Body(input): Body<DenyBody>,
 ) -> ApiResult<Json<RequestView>> {
     let r = load_staff(&state, &caller, &id).await?;
     let reason = match input.reason.as_deref().map(str::trim) {
         None | Some("") => {
-            return Err(ApiError::bad_request("reason_required")
+            return Err(ServiceError::bad_request("reason_required")
                 .detail("a denial needs a reason")
                 .field("reason"));
         }
         Some(code) => DenialReason::parse(code).ok_or_else(|| {
             let codes: Vec<&str> = DenialReason::ALL.iter().map(|d| d.as_str()).collect();
-            ApiError::bad_request("invalid_reason")
+            ServiceError::bad_request("invalid_reason")
                 .detail(format!("reason must be one of {}", codes.join(", ")))
                 .field("reason")
         })?,
@@ -774,7 +786,7 @@ pub async fn deny(
         && !printable(n, 1000)
     {
         return Err(
-            ApiError::invalid_request("note must be 1–1000 printable characters").field("note"),
+            ServiceError::invalid_request("note must be 1–1000 printable characters").field("note"),
         );
     }
     let r = flow::deny(&state, &caller, r, reason, input.note.clone()).await?;
@@ -792,26 +804,27 @@ pub async fn deny(
     security(("bearer" = [])))]
 pub async fn extend(
     State(state): State<AppState>,
-    caller: Caller,
+    caller: Actor,
     Path(id): Path<String>,
     Body(input): Body<ExtendBody>,
 ) -> ApiResult<Json<RequestView>> {
     let r = load_staff(&state, &caller, &id).await?;
     let reason = input.reason.as_deref().unwrap_or_default();
     if reason.trim().is_empty() {
-        return Err(ApiError::bad_request("reason_required")
+        return Err(ServiceError::bad_request("reason_required")
             .detail("an extension needs a reason")
             .field("reason"));
     }
     if !printable(reason, 1000) {
         return Err(
-            ApiError::invalid_request("reason must be 1–1000 printable characters").field("reason"),
+            ServiceError::invalid_request("reason must be 1–1000 printable characters")
+                .field("reason"),
         );
     }
     let until = match input.due_at.as_deref() {
         None => None,
         Some(s) => Some(parse_rfc3339(s).ok_or_else(|| {
-            ApiError::invalid_request("due_at must be an RFC 3339 time").field("due_at")
+            ServiceError::invalid_request("due_at must be an RFC 3339 time").field("due_at")
         })?),
     };
     let r = flow::extend(&state, &caller, r, reason, until).await?;
@@ -828,7 +841,7 @@ pub async fn extend(
     security(("bearer" = [])))]
 pub async fn list_requests(
     State(state): State<AppState>,
-    caller: Caller,
+    caller: Actor,
     Query(q): Query<ListQuery>,
 ) -> ApiResult<Json<RequestList>> {
     require_any(
@@ -837,14 +850,17 @@ pub async fn list_requests(
         &[Capability::RequestsProcess, Capability::Audit],
     )?;
     if let Some(s) = &q.status {
-        Status::parse(s).ok_or_else(|| ApiError::bad_request("unknown_status").field("status"))?;
+        Status::parse(s)
+            .ok_or_else(|| ServiceError::bad_request("unknown_status").field("status"))?;
     }
     if let Some(k) = &q.kind {
-        Kind::parse(k).ok_or_else(|| ApiError::bad_request("unknown_kind").field("kind"))?;
+        Kind::parse(k).ok_or_else(|| ServiceError::bad_request("unknown_kind").field("kind"))?;
     }
     let limit = q.limit.unwrap_or(100);
     if !(1..=1000).contains(&limit) {
-        return Err(ApiError::invalid_request("limit must be between 1 and 1000").field("limit"));
+        return Err(
+            ServiceError::invalid_request("limit must be between 1 and 1000").field("limit"),
+        );
     }
     let now = state.clock.now_micros();
     let filter = RequestFilter {
@@ -856,7 +872,7 @@ pub async fn list_requests(
         limit,
     };
     let rows = state.store.list_requests(&filter).await?;
-    let mut ev = caller.event("request.list", "allowed");
+    let mut ev = caller.event(Action::RequestList, Decision::Allowed);
     for (k, v) in [("status", &q.status), ("kind", &q.kind)] {
         if let Some(v) = v {
             ev = ev.reason(k, v);
@@ -886,7 +902,7 @@ pub async fn list_requests(
     security(("bearer" = [])))]
 pub async fn metrics(
     State(state): State<AppState>,
-    caller: Caller,
+    caller: Actor,
     Query(q): Query<MetricsQuery>,
 ) -> ApiResult<Json<Metrics>> {
     require_any(
@@ -898,7 +914,7 @@ pub async fn metrics(
     let start = |y: i32| {
         Date::from_calendar_date(y, Month::January, 1)
             .map(|d| to_micros(d.midnight().assume_utc()))
-            .map_err(|_| ApiError::invalid_request("year is out of range").field("year"))
+            .map_err(|_| ServiceError::invalid_request("year is out of range").field("year"))
     };
     let (from, to) = (start(year)?, start(year + 1)?);
     let rows = state.store.requests_received(from, to).await?;
@@ -908,7 +924,7 @@ pub async fn metrics(
         kinds.insert(k.as_str().to_owned(), lc::metrics(of_kind));
     }
     let ev = caller
-        .event("request.metrics", "allowed")
+        .event(Action::RequestMetrics, Decision::Allowed)
         .reason("year", &year.to_string());
     state.sequencer.commit(Unit::event(ev)).await?;
     Ok(Json(Metrics {
@@ -940,7 +956,12 @@ pub async fn get_export(
         None => r,
     };
     let package = flow::export_package(&state, &r).await?;
-    let ev = flow::event(&actor(&auth, &rid), "request.exported", "allowed", &r);
+    let ev = flow::event(
+        &actor(&auth, &rid),
+        Action::RequestExported,
+        Decision::Allowed,
+        &r,
+    );
     state.sequencer.commit(Unit::event(ev)).await?;
     Ok(Json(package))
 }

@@ -2,16 +2,18 @@
 //! The same answer, in similar time, whether or not the name exists;
 //! repeated failures for one name are throttled (429).
 
+use crate::audit::{Action, Decision};
 use axum::Json;
 use axum::extract::State;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use super::error::{ApiError, ApiResult, Problem};
+use super::error::{ApiResult, Problem, ServiceError};
 use super::extract::{Body, RequestId};
 use crate::audit::EventDraft;
 use crate::crypto;
+use crate::error::ErrorKind;
 use crate::state::AppState;
 use crate::store::{PrincipalKind, PrincipalRow, Unit};
 
@@ -58,11 +60,17 @@ pub async fn issue_token(
         PrincipalKind::User => "user",
     };
     if let Some(wait) = state.throttle.check(&throttle_key) {
-        let ev = EventDraft::new("anonymous", "none", "token.issue", "denied", &request_id)
-            .reason("error", "too_many_attempts")
-            .reason("kind", kind_name);
+        let ev = EventDraft::new(
+            "anonymous",
+            "none",
+            Action::TokenIssue,
+            Decision::Denied,
+            &request_id,
+        )
+        .reason("error", "too_many_attempts")
+        .reason("kind", kind_name);
         state.sequencer.commit(Unit::event(ev)).await?;
-        return Err(ApiError::too_many("too_many_attempts", wait)
+        return Err(ServiceError::too_many("too_many_attempts", wait)
             .detail("too many failed attempts; try again later"));
     }
     let principal = match &req {
@@ -84,12 +92,18 @@ pub async fn issue_token(
     };
     let Some(principal) = principal.filter(|p| !p.disabled) else {
         state.throttle.failure(&throttle_key);
-        let ev = EventDraft::new("anonymous", "none", "token.issue", "denied", &request_id)
-            .reason("error", "invalid_credentials")
-            .reason("kind", kind_name);
+        let ev = EventDraft::new(
+            "anonymous",
+            "none",
+            Action::TokenIssue,
+            Decision::Denied,
+            &request_id,
+        )
+        .reason("error", "invalid_credentials")
+        .reason("kind", kind_name);
         state.sequencer.commit(Unit::event(ev)).await?;
-        return Err(ApiError::new(
-            axum::http::StatusCode::UNAUTHORIZED,
+        return Err(ServiceError::new(
+            ErrorKind::Unauthenticated,
             "invalid_credentials",
         ));
     };
@@ -106,12 +120,12 @@ pub async fn issue_token(
             now,
             lifetime,
         )
-        .map_err(ApiError::internal)?;
+        .map_err(ServiceError::internal)?;
     let ev = EventDraft::new(
         &principal.id.to_string(),
         &principal.role,
-        "token.issue",
-        "allowed",
+        Action::TokenIssue,
+        Decision::Allowed,
         &request_id,
     )
     .reason("jti", &claims.jti)
@@ -139,5 +153,5 @@ async fn verify_password(
         }
     })
     .await
-    .map_err(ApiError::internal)
+    .map_err(ServiceError::internal)
 }

@@ -23,7 +23,7 @@ use std::sync::atomic::AtomicBool;
 
 use tokio::sync::Notify;
 
-use crate::audit::{CommitError, EventDraft, Sequencer, StoredEvent};
+use crate::audit::{CommitError, Sequencer, StoredEvent};
 use crate::clock::Clock;
 use crate::store::{Store, Unit};
 
@@ -106,37 +106,7 @@ impl Committer<'_> {
     }
 }
 
-/// Who performs a key operation, as recorded in the audit trail.
-#[derive(Debug, Clone)]
-pub struct Actor {
-    pub id: String,
-    pub role: String,
-    pub request_id: String,
-}
-
-impl Actor {
-    /// An operator at the command line.
-    pub fn cli() -> Self {
-        Actor {
-            id: "cli".into(),
-            role: "admin".into(),
-            request_id: uuid::Uuid::now_v7().to_string(),
-        }
-    }
-
-    /// The vault itself (background rewrap).
-    pub fn system() -> Self {
-        Actor {
-            id: crate::vault::SYSTEM_ACTOR.into(),
-            role: crate::vault::SYSTEM_ACTOR.into(),
-            request_id: uuid::Uuid::now_v7().to_string(),
-        }
-    }
-
-    pub fn event(&self, action: &str) -> EventDraft {
-        EventDraft::new(&self.id, &self.role, action, "allowed", &self.request_id)
-    }
-}
+pub use crate::actor::Actor;
 
 /// Why a key operation was refused or failed. Messages name versions and key
 /// ids, never key material.

@@ -2,6 +2,7 @@
 //! version, rotate the signing key, and the status an operator reads to see
 //! when an old version can be retired.
 
+use crate::audit::{Action, Decision};
 use std::sync::Arc;
 
 use base64::Engine;
@@ -84,7 +85,7 @@ pub async fn rotate(
             mutations,
             events: vec![
                 actor
-                    .event("keys.rotate")
+                    .event(Action::KeysRotate, Decision::Allowed)
                     .reason("kek_version", &version.to_string())
                     .reason("previous_version", &previous.to_string()),
             ],
@@ -195,7 +196,7 @@ pub async fn rotate_root(
         mutations,
         events: vec![
             actor
-                .event("keys.rotate_root")
+                .event(Action::KeysRotateRoot, Decision::Allowed)
                 .reason("root_fingerprint", &new.fingerprint())
                 .reason("previous_root_fingerprint", &old.fingerprint())
                 .reason("kek_versions", &count.to_string()),
@@ -272,7 +273,7 @@ pub async fn retire(
         mutations,
         events: vec![
             actor
-                .event("keys.retire")
+                .event(Action::KeysRetire, Decision::Allowed)
                 .reason("kek_version", &version.to_string()),
         ],
     };
@@ -400,7 +401,7 @@ pub async fn rotate_signing(
             mutations,
             events: vec![
                 actor
-                    .event("keys.rotate_signing")
+                    .event(Action::KeysRotateSigning, Decision::Allowed)
                     .reason("kid", &kid)
                     .reason("previous_kid", &previous)
                     .reason("kek_version", &kek_version.to_string())

@@ -9,6 +9,7 @@
 //! read with, so a concurrent erasure, rewrap or second process is never
 //! overwritten.
 
+use crate::audit::{Action, Decision};
 use std::time::{Duration, Instant};
 
 use uuid::Uuid;
@@ -189,7 +190,7 @@ async fn pass(
                 mutations,
                 events: vec![
                     actor
-                        .event("keys.rewrap")
+                        .event(Action::KeysRewrap, Decision::Allowed)
                         .reason("from_version", &from_version.to_string())
                         .reason("to_version", &to_version.to_string())
                         .reason("data_keys", &n.to_string()),
@@ -270,7 +271,7 @@ async fn rewrap_signing_keys(
         mutations,
         events: vec![
             actor
-                .event("keys.rewrap")
+                .event(Action::KeysRewrap, Decision::Allowed)
                 .reason("to_version", &active.to_string())
                 .reason("signing_keys", &kids.join(",")),
         ],

@@ -9,6 +9,7 @@
 //! that is down delays its messages (exponential backoff) and nothing else:
 //! no request ever waits for it.
 
+use crate::audit::{Action, Decision};
 use std::collections::HashMap;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
@@ -108,7 +109,7 @@ pub async fn deliver_due(state: &AppState, client: &reqwest::Client, url: &str) 
         let attempts = row.attempts + 1;
         let lease = now + CLAIM_LEASE_US;
         let mut send = actor
-            .event("outbox.send", "allowed")
+            .event(Action::OutboxSend, Decision::Allowed)
             .reason("message", &row.id.to_string())
             .reason("kind", &row.kind)
             .reason("attempt", &attempts.to_string());
@@ -190,11 +191,11 @@ pub(crate) async fn customer_dek(
 }
 
 pub(crate) fn dropped_event(
-    actor: &crate::http::extract::Caller,
+    actor: &crate::actor::Actor,
     row: &OutboxRow,
 ) -> crate::audit::EventDraft {
     let mut e = actor
-        .event("outbox.dropped", "undeliverable")
+        .event(Action::OutboxDropped, Decision::Undeliverable)
         .reason("message", &row.id.to_string())
         .reason("kind", &row.kind);
     if let Some(c) = row.customer_id {

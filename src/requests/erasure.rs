@@ -38,6 +38,7 @@
 
 mod tombstone;
 
+use crate::audit::{Action, Decision};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
@@ -47,12 +48,12 @@ use uuid::Uuid;
 
 pub use tombstone::{Tombstone, TombstoneFile, tombstone_path};
 
+use crate::actor::Actor;
 use crate::audit::{CommitError, EventDraft, Sequencer, StoredEvent};
 use crate::clock::{Clock, rfc3339};
 use crate::config::Settings;
 use crate::crypto::Dek;
-use crate::http::error::ApiError;
-use crate::http::extract::Caller;
+use crate::error::ServiceError;
 use crate::policy::{LegalBasis, Policy, covers};
 use crate::state::AppState;
 use crate::store::{
@@ -295,45 +296,12 @@ impl From<StoreError> for EraseError {
     }
 }
 
-impl From<EraseError> for ApiError {
+impl From<EraseError> for ServiceError {
     fn from(e: EraseError) -> Self {
         match e {
-            EraseError::NotFound => ApiError::not_found("customer_not_found"),
-            EraseError::Unavailable => ApiError::unavailable(),
-            other => ApiError::internal(other),
-        }
-    }
-}
-
-/// Who asked for the erasure (recorded in the job and its audit events).
-#[derive(Debug, Clone)]
-pub struct Actor {
-    pub id: String,
-    pub role: String,
-    /// The HTTP request id (or a fresh one for background work).
-    pub request_id: String,
-}
-
-impl Actor {
-    pub fn system() -> Self {
-        Actor {
-            id: SYSTEM_ACTOR.into(),
-            role: SYSTEM_ACTOR.into(),
-            request_id: Uuid::now_v7().to_string(),
-        }
-    }
-
-    fn event(&self, action: &str, decision: &str, customer: Uuid) -> EventDraft {
-        EventDraft::new(&self.id, &self.role, action, decision, &self.request_id).customer(customer)
-    }
-}
-
-impl From<&Caller> for Actor {
-    fn from(c: &Caller) -> Self {
-        Actor {
-            id: c.id.clone(),
-            role: c.role.clone(),
-            request_id: c.request_id.clone(),
+            EraseError::NotFound => ServiceError::not_found("customer_not_found"),
+            EraseError::Unavailable => ServiceError::unavailable(),
+            other => ServiceError::internal(other),
         }
     }
 }
@@ -415,12 +383,12 @@ impl<'a> Ctx<'a> {
 pub async fn erase(
     state: &AppState,
     customer: Uuid,
-    actor: &Caller,
+    actor: &Actor,
     request_id: Option<Uuid>,
-) -> Result<ErasureReceipt, ApiError> {
+) -> Result<ErasureReceipt, ServiceError> {
     let ctx = Ctx::from_state(state);
     let rid = request_id.map(|r| r.to_string());
-    Ok(run(&ctx, customer, &Actor::from(actor), rid.as_deref(), false).await?)
+    Ok(run(&ctx, customer, actor, rid.as_deref(), false).await?)
 }
 
 /// The stored receipt of an erased (or partially erased) customer.
@@ -498,7 +466,8 @@ async fn begin(
     }
     let receipt_id = Uuid::now_v7();
     let mut ev = actor
-        .event("erasure.started", "allowed", customer)
+        .event(Action::ErasureStarted, Decision::Allowed)
+        .customer(customer)
         .reason("receipt_id", &receipt_id.to_string());
     if let Some(r) = request_id {
         ev = ev.reason("request_id", r);
@@ -549,7 +518,11 @@ async fn delete_consents(
                 },
                 Mutation::DeleteConsents { customer_id: c },
             ],
-            events: vec![actor.event("erasure.consents_deleted", "allowed", c)],
+            events: vec![
+                actor
+                    .event(Action::ErasureConsentsDeleted, Decision::Allowed)
+                    .customer(c),
+            ],
         },
     )
     .await
@@ -591,7 +564,8 @@ async fn delete_values(
         field: f.clone(),
     }));
     let ev = actor
-        .event("erasure.values_deleted", "allowed", c)
+        .event(Action::ErasureValuesDeleted, Decision::Allowed)
+        .customer(c)
         .fields(deleted.iter().cloned());
     commit_step(
         ctx,
@@ -634,7 +608,8 @@ async fn finish(
         });
         events.push(
             actor
-                .event("customer.erase", "erased", c)
+                .event(Action::CustomerErase, Decision::Erased)
+                .customer(c)
                 .reason("receipt_id", &job.receipt_id.to_string())
                 .reason("trigger", trigger),
         );
@@ -649,7 +624,8 @@ async fn finish(
         });
         mutations.extend(rekey(ctx, &record, &kept)?);
         let mut ev = actor
-            .event("customer.erase", "partially_erased", c)
+            .event(Action::CustomerErase, Decision::PartiallyErased)
+            .customer(c)
             .fields(
                 kept.iter()
                     .map(|k| k.field.clone())
@@ -816,7 +792,8 @@ pub async fn settle(
             }
         }
         let ev = actor
-            .event("erasure.retained_reduced", "allowed", customer)
+            .event(Action::ErasureRetainedReduced, Decision::Allowed)
+            .customer(customer)
             .fields(deleted)
             .reason("trigger", trigger);
         commit_step(
@@ -843,7 +820,7 @@ pub async fn readable_record(
     state: &AppState,
     id: Uuid,
     purpose: &str,
-    action: &str,
+    action: Action,
 ) -> Result<Option<CustomerRecord>, StoreError> {
     let Some(r) = state.store.customer_record(id).await? else {
         return Ok(None);
@@ -854,7 +831,7 @@ pub async fn readable_record(
     if r.customer.erased_at.is_none() {
         return Ok(Some(r));
     }
-    if !action.starts_with("customer.read") {
+    if !action.is_customer_read() {
         return Ok(None);
     }
     let serves = r
@@ -909,8 +886,8 @@ pub async fn recover(ctx: &Ctx<'_>) -> Result<Recovery, EraseError> {
     let restored = EventDraft::new(
         SYSTEM_ACTOR,
         SYSTEM_ACTOR,
-        "erasure.reapplied",
-        "allowed",
+        Action::ErasureReapplied,
+        Decision::Allowed,
         &system.request_id,
     );
     for (id, t) in &file {

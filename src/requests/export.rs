@@ -25,16 +25,18 @@
 //!
 //! [`build_package`] writes no audit event: the caller records the export.
 
+use crate::actor::Actor;
+use crate::audit::{Action, Decision};
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::erasure::{self, Actor, Ctx, ErasureReceipt};
+use super::erasure::{self, Ctx, ErasureReceipt};
 use crate::clock::{from_micros, parse_rfc3339, rfc3339, to_micros};
 use crate::consent::ConsentState;
 use crate::crypto::Dek;
-use crate::http::error::ApiError;
+use crate::error::ServiceError;
 use crate::policy::{self, Controller, Policy};
 use crate::state::AppState;
 use crate::store::{AuditFilter, ConsentEvent, Mutation, Unit, ValuePurpose};
@@ -258,10 +260,10 @@ pub async fn build_package(
     customer: Uuid,
     kind: &str,
     now: i64,
-) -> Result<serde_json::Value, ApiError> {
+) -> Result<serde_json::Value, ServiceError> {
     let ctx = Ctx::from_state(state);
     let pkg = package(&ctx, customer, kind, now).await?;
-    serde_json::to_value(pkg).map_err(ApiError::internal)
+    serde_json::to_value(pkg).map_err(ServiceError::internal)
 }
 
 /// The package as a typed value.
@@ -270,9 +272,11 @@ pub async fn package(
     customer: Uuid,
     kind: &str,
     now: i64,
-) -> Result<Package, ApiError> {
+) -> Result<Package, ServiceError> {
     if !matches!(kind, "access" | "portability") {
-        return Err(ApiError::invalid_request("kind must be access or portability").field("kind"));
+        return Err(
+            ServiceError::invalid_request("kind must be access or portability").field("kind"),
+        );
     }
     let policy = ctx.policy;
     let mut job = ctx.store.erasure_job(customer).await?;
@@ -281,7 +285,7 @@ pub async fn package(
         job = ctx.store.erasure_job(customer).await?;
     }
     let Some(record) = ctx.store.customer_record(customer).await? else {
-        return Err(ApiError::not_found("customer_not_found"));
+        return Err(ServiceError::not_found("customer_not_found"));
     };
     let base = Package {
         schema_version: SCHEMA_VERSION.into(),
@@ -315,7 +319,7 @@ pub async fn package(
         .keys
         .keyring()
         .unwrap_dek(customer, version, wrapped)
-        .map_err(ApiError::internal)?;
+        .map_err(ServiceError::internal)?;
     let data = data_items(policy, &dek, customer, &record.fields)?;
     let consent_state = ConsentState::derive(policy, &record.consents, now);
     let consents = Consents {
@@ -409,13 +413,13 @@ fn data_items(
     dek: &Dek,
     customer: Uuid,
     fields: &[crate::store::FieldRow],
-) -> Result<Vec<DataItem>, ApiError> {
+) -> Result<Vec<DataItem>, ServiceError> {
     let mut out = Vec::new();
     for row in fields {
         let plain = dek
             .decrypt_field(customer, &row.field, &row.ciphertext)
-            .map_err(ApiError::internal)?;
-        let value = String::from_utf8(plain.to_vec()).map_err(ApiError::internal)?;
+            .map_err(ServiceError::internal)?;
+        let value = String::from_utf8(plain.to_vec()).map_err(ServiceError::internal)?;
         let def = policy.field(&row.field);
         out.push(DataItem {
             field: row.field.clone(),
@@ -605,8 +609,8 @@ pub async fn import_package(
     let ev = crate::audit::EventDraft::new(
         &actor.id,
         &actor.role,
-        "customer.import",
-        "allowed",
+        Action::CustomerImport,
+        Decision::Allowed,
         &actor.request_id,
     )
     .customer(id)
@@ -656,11 +660,7 @@ pub async fn import_command(
         clock,
         settings,
     );
-    let actor = Actor {
-        id: "cli".into(),
-        role: "admin".into(),
-        request_id: Uuid::now_v7().to_string(),
-    };
+    let actor = Actor::cli();
     let done = import_package(&ctx, &pkg, &actor)
         .await
         .map_err(|e| anyhow::anyhow!("import refused: {e}"))?;

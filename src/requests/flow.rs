@@ -9,9 +9,9 @@
 //! whose identifier matches no customer still files a request, hashes a
 //! code and answers the same; that request simply can never be verified.
 
+use crate::audit::{Action, Decision};
 use std::collections::BTreeMap;
 
-use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -20,20 +20,17 @@ use zeroize::Zeroizing;
 use super::lifecycle::{self as lc, DenialReason, Filing, Kind, Refusal, Request, Status};
 use super::outbox::{self, Contact};
 use super::store::{ExportRow, RequestMutation as RM};
+use crate::actor::Actor;
 use crate::audit::{CommitError, EventDraft};
 use crate::clock::rfc3339;
 use crate::crypto::{self, Dek};
+use crate::error::{ServiceError, ServiceResult};
 use crate::http::customers::{decrypt, put_field, unwrap_dek};
-use crate::http::error::{ApiError, ApiResult};
-use crate::http::extract::Caller;
 use crate::policy::{Capability, FieldDef, Policy};
 use crate::state::AppState;
-use crate::store::{CustomerRecord, Mutation, PrincipalKind, Unit};
-use crate::vault::SYSTEM_ACTOR;
+use crate::store::{CustomerRecord, Mutation, Unit};
 
-/// Actor id and role of a requester who has no account (a request token or
-/// no authentication at all).
-pub const DATA_SUBJECT: &str = "data_subject";
+pub use crate::actor::DATA_SUBJECT;
 /// Request tokens start with this, so they are told apart from JWTs (and
 /// recognised by secret scanners).
 pub const TOKEN_PREFIX: &str = "pvr_";
@@ -79,27 +76,17 @@ pub struct Filed {
 }
 
 /// The principal of a requester who acts through a request token.
-pub fn data_subject(http_request_id: &str) -> Caller {
-    Caller {
-        id: DATA_SUBJECT.into(),
-        kind: PrincipalKind::User,
-        role: DATA_SUBJECT.into(),
-        request_id: http_request_id.into(),
-    }
+pub fn data_subject(http_request_id: &str) -> Actor {
+    Actor::data_subject(http_request_id)
 }
 
 /// The vault itself (background work).
-pub fn system_actor() -> Caller {
-    Caller {
-        id: SYSTEM_ACTOR.into(),
-        kind: PrincipalKind::Client,
-        role: SYSTEM_ACTOR.into(),
-        request_id: Uuid::now_v7().to_string(),
-    }
+pub fn system_actor() -> Actor {
+    Actor::system()
 }
 
 /// An audit event about a request: ids, kind, regulation and status only.
-pub fn event(actor: &Caller, action: &str, decision: &str, r: &Request) -> EventDraft {
+pub fn event(actor: &Actor, action: Action, decision: Decision, r: &Request) -> EventDraft {
     let mut e = actor
         .event(action, decision)
         .reason("request", &r.id.to_string())
@@ -116,24 +103,25 @@ pub fn event(actor: &Caller, action: &str, decision: &str, r: &Request) -> Event
 }
 
 /// The API answer to a refused transition.
-pub fn refusal(e: Refusal) -> ApiError {
+pub fn refusal(e: Refusal) -> ServiceError {
     let err = match e {
-        Refusal::Closed => ApiError::conflict("request_closed"),
-        Refusal::NotVerifying => ApiError::conflict("not_verifying"),
-        Refusal::CodeExpired => ApiError::bad_request("code_expired"),
-        Refusal::InvalidCode => ApiError::bad_request("invalid_code"),
-        Refusal::TooManyAttempts => {
-            ApiError::new(StatusCode::TOO_MANY_REQUESTS, "too_many_attempts")
-        }
-        Refusal::AlreadyVerified => ApiError::conflict("already_verified"),
-        Refusal::NotAwaitingApproval => ApiError::conflict("not_awaiting_approval"),
-        Refusal::AlreadyExtended => ApiError::conflict("already_extended"),
-        Refusal::PastDue => ApiError::conflict("past_due"),
-        Refusal::ReasonRequired => ApiError::bad_request("reason_required"),
-        Refusal::ExtensionTooLong => ApiError::bad_request("extension_too_long"),
-        Refusal::ExtensionTooShort => ApiError::bad_request("extension_too_short"),
-        Refusal::NotVerified => ApiError::conflict("not_verified"),
-        Refusal::NotApproved => ApiError::conflict("not_approved"),
+        Refusal::Closed => ServiceError::conflict("request_closed"),
+        Refusal::NotVerifying => ServiceError::conflict("not_verifying"),
+        Refusal::CodeExpired => ServiceError::bad_request("code_expired"),
+        Refusal::InvalidCode => ServiceError::bad_request("invalid_code"),
+        Refusal::TooManyAttempts => ServiceError::new(
+            crate::error::ErrorKind::TooManyRequests,
+            "too_many_attempts",
+        ),
+        Refusal::AlreadyVerified => ServiceError::conflict("already_verified"),
+        Refusal::NotAwaitingApproval => ServiceError::conflict("not_awaiting_approval"),
+        Refusal::AlreadyExtended => ServiceError::conflict("already_extended"),
+        Refusal::PastDue => ServiceError::conflict("past_due"),
+        Refusal::ReasonRequired => ServiceError::bad_request("reason_required"),
+        Refusal::ExtensionTooLong => ServiceError::bad_request("extension_too_long"),
+        Refusal::ExtensionTooShort => ServiceError::bad_request("extension_too_short"),
+        Refusal::NotVerified => ServiceError::conflict("not_verified"),
+        Refusal::NotApproved => ServiceError::conflict("not_approved"),
     };
     err.detail(e.to_string())
 }
@@ -144,14 +132,14 @@ async fn commit(
     state: &AppState,
     mutations: Vec<Mutation>,
     events: Vec<EventDraft>,
-) -> ApiResult<()> {
+) -> ServiceResult<()> {
     state
         .sequencer
         .commit(Unit { mutations, events })
         .await
         .map_err(|e| match e {
             CommitError::NotFound | CommitError::Conflict(_) => {
-                ApiError::conflict("request_changed")
+                ServiceError::conflict("request_changed")
                     .detail("the request changed meanwhile; read it again and retry")
             }
             other => other.into(),
@@ -173,23 +161,24 @@ fn live(r: &CustomerRecord) -> bool {
     r.customer.erased_at.is_none() && r.customer.wrapped_dek.is_some()
 }
 
-fn new_token() -> ApiResult<(String, String)> {
+fn new_token() -> ServiceResult<(String, String)> {
     let token = format!(
         "{TOKEN_PREFIX}{}",
-        crypto::generate_secret().map_err(ApiError::internal)?
+        crypto::generate_secret().map_err(ServiceError::internal)?
     );
     let hash = crypto::sha256_hex(&token);
     Ok((token, hash))
 }
 
 /// A fresh one-time code and its argon2id hash (hashed off the async threads).
-async fn new_code() -> ApiResult<(Zeroizing<String>, String)> {
-    let code = Zeroizing::new(crypto::random_digits(lc::CODE_DIGITS).map_err(ApiError::internal)?);
+async fn new_code() -> ServiceResult<(Zeroizing<String>, String)> {
+    let code =
+        Zeroizing::new(crypto::random_digits(lc::CODE_DIGITS).map_err(ServiceError::internal)?);
     let input = code.clone();
     let hash = tokio::task::spawn_blocking(move || crypto::hash_password(&input))
         .await
-        .map_err(ApiError::internal)?
-        .map_err(ApiError::internal)?;
+        .map_err(ServiceError::internal)?
+        .map_err(ServiceError::internal)?;
     Ok((code, hash))
 }
 
@@ -201,20 +190,25 @@ fn export_label(request: Uuid) -> String {
     format!("export:{request}")
 }
 
-fn seal_changes(dek: &Dek, owner: Uuid, request: Uuid, changes: &Changes) -> ApiResult<Vec<u8>> {
-    let plain = Zeroizing::new(serde_json::to_vec(changes).map_err(ApiError::internal)?);
+fn seal_changes(
+    dek: &Dek,
+    owner: Uuid,
+    request: Uuid,
+    changes: &Changes,
+) -> ServiceResult<Vec<u8>> {
+    let plain = Zeroizing::new(serde_json::to_vec(changes).map_err(ServiceError::internal)?);
     dek.encrypt_field(owner, &changes_label(request), &plain)
-        .map_err(ApiError::internal)
+        .map_err(ServiceError::internal)
 }
 
-fn open_changes(dek: &Dek, customer: Uuid, r: &Request) -> ApiResult<Changes> {
+fn open_changes(dek: &Dek, customer: Uuid, r: &Request) -> ServiceResult<Changes> {
     let Some(sealed) = r.changes.as_ref() else {
         return Ok(Changes::default());
     };
     let plain = dek
         .decrypt_field(customer, &changes_label(r.id), sealed)
-        .map_err(ApiError::internal)?;
-    serde_json::from_slice(&plain).map_err(ApiError::internal)
+        .map_err(ServiceError::internal)?;
+    serde_json::from_slice(&plain).map_err(ServiceError::internal)
 }
 
 /// The live customer whose searchable `def` field holds `normalized`: its
@@ -225,7 +219,7 @@ pub async fn find_customer(
     def: &FieldDef,
     normalized: &str,
     digest: &[u8],
-) -> ApiResult<Option<CustomerRecord>> {
+) -> ServiceResult<Option<CustomerRecord>> {
     for id in state.store.find_by_blind_index(&def.name, digest).await? {
         let Some(record) = state.store.customer_record(id).await? else {
             continue;
@@ -256,9 +250,9 @@ fn code_message(
     code: &str,
     expires_at: i64,
     now: i64,
-) -> ApiResult<Mutation> {
+) -> ServiceResult<Mutation> {
     let Some(customer) = r.customer_id else {
-        return Err(ApiError::internal("a code message needs a customer"));
+        return Err(ServiceError::internal("a code message needs a customer"));
     };
     let confirming = r.lift && matches!(r.kind, Kind::OptOutSale | Kind::LimitSensitive);
     let body = json!({
@@ -283,7 +277,7 @@ fn code_message(
         body,
         now,
     )
-    .map_err(ApiError::internal)
+    .map_err(ServiceError::internal)
 }
 
 /// The denial as the requester sees it; under the GDPR with the right to
@@ -312,7 +306,7 @@ async fn tell_customer(
     kind: &str,
     body: Value,
     now: i64,
-) -> ApiResult<Option<Mutation>> {
+) -> ServiceResult<Option<Mutation>> {
     let Some(customer) = r.customer_id else {
         return Ok(None);
     };
@@ -330,7 +324,7 @@ async fn tell_customer(
     };
     outbox::customer_message(&dek, customer, kind, Some(r.id), &to, body, now)
         .map(Some)
-        .map_err(ApiError::internal)
+        .map_err(ServiceError::internal)
 }
 
 fn outcome_body(policy: &Policy, r: &Request) -> Value {
@@ -359,7 +353,7 @@ pub async fn intake_by_customer(
     def: &FieldDef,
     normalized: &str,
     gpc: bool,
-) -> ApiResult<Filed> {
+) -> ServiceResult<Filed> {
     let actor = data_subject(http_request_id);
     let now = state.clock.now_micros();
     // Counted whether or not the customer exists, so the limit reveals
@@ -393,7 +387,7 @@ pub async fn intake_by_customer(
         let sealed = match &dek {
             Some(k) => seal_changes(k, r.customer_id.unwrap_or(id), id, changes)?,
             None => seal_changes(
-                &Dek::generate().map_err(ApiError::internal)?,
+                &Dek::generate().map_err(ServiceError::internal)?,
                 id,
                 id,
                 changes,
@@ -413,11 +407,12 @@ pub async fn intake_by_customer(
             if code_allowed {
                 mutations.push(code_message(dek, &r, &to, &code, expires, now)?);
                 events.push(
-                    event(&actor, "request.code_sent", "allowed", &r).fields([to.field.clone()]),
+                    event(&actor, Action::RequestCodeSent, Decision::Allowed, &r)
+                        .fields([to.field.clone()]),
                 );
             } else {
                 events.push(
-                    event(&actor, "request.code_withheld", "denied", &r)
+                    event(&actor, Action::RequestCodeWithheld, Decision::Denied, &r)
                         .fields([to.field.clone()])
                         .reason("code", "intake_codes_per_hour"),
                 );
@@ -426,7 +421,7 @@ pub async fn intake_by_customer(
     }
     events.insert(
         0,
-        event(&actor, "request.received", "allowed", &r)
+        event(&actor, Action::RequestReceived, Decision::Allowed, &r)
             .reason("channel", &r.channel)
             .reason("identified_by", &def.name),
     );
@@ -440,7 +435,7 @@ pub async fn intake_by_customer(
         );
         events.push(
             actor
-                .event("subject.opt_out_sale", "allowed")
+                .event(Action::SubjectOptOutSale, Decision::Allowed)
                 .customer(record.customer.id)
                 .reason("source", "global_privacy_control")
                 .reason("request", &id.to_string()),
@@ -477,11 +472,11 @@ fn ttl(state: &AppState) -> i64 {
 /// customer; `verified_by` records how staff verified the requester.
 pub async fn intake_by_staff(
     state: &AppState,
-    caller: &Caller,
+    caller: &Actor,
     intake: Intake,
     customer: Uuid,
     verified_by: Option<String>,
-) -> ApiResult<Filed> {
+) -> ServiceResult<Filed> {
     caller.require(&state.policy, Capability::RequestsFile)?;
     if intake.kind == Kind::Restriction && intake.lift {
         // Lifting a restriction is the controller's decision (Art. 18(3)).
@@ -492,11 +487,11 @@ pub async fn intake_by_staff(
         Some(r) if live(&r) => r,
         _ => {
             let ev = caller
-                .event("request.received", "not_found")
+                .event(Action::RequestReceived, Decision::NotFound)
                 .customer(customer)
                 .reason("kind", intake.kind.as_str());
             state.sequencer.commit(Unit::event(ev)).await?;
-            return Err(ApiError::not_found("customer_not_found"));
+            return Err(ServiceError::not_found("customer_not_found"));
         }
     };
     let dek = unwrap_dek(state, &record)?;
@@ -522,7 +517,8 @@ pub async fn intake_by_staff(
         .into_iter()
         .find(|s| lc::same_ask(s, &r) && (s.verified_at.is_some() || s.filed_by != DATA_SUBJECT))
     {
-        let ev = event(caller, "request.merged", "allowed", &s).reason("filed_again_by", "staff");
+        let ev = event(caller, Action::RequestMerged, Decision::Allowed, &s)
+            .reason("filed_again_by", "staff");
         commit(
             state,
             vec![
@@ -552,14 +548,17 @@ pub async fn intake_by_staff(
         r.changes = Some(seal_changes(&dek, customer, id, changes)?);
     }
     let mut mutations: Vec<Mutation> = Vec::new();
-    let mut events =
-        vec![event(caller, "request.received", "allowed", &r).reason("channel", &r.channel)];
+    let mut events = vec![
+        event(caller, Action::RequestReceived, Decision::Allowed, &r).reason("channel", &r.channel),
+    ];
     let needs = state.policy.needs_approval(r.kind.as_str());
     if r.kind == Kind::Restriction && r.lift {
         r = lc::verified(&r, now, "controller_decision", &caller.id, false).map_err(refusal)?;
     } else if let Some(method) = &verified_by {
         r = lc::verified(&r, now, method, &caller.id, needs).map_err(refusal)?;
-        events.push(event(caller, "request.verified", "allowed", &r).reason("method", method));
+        events.push(
+            event(caller, Action::RequestVerified, Decision::Allowed, &r).reason("method", method),
+        );
     } else if r.kind.skips_verification(r.lift) {
         r = lc::accept_unverified(&r).map_err(refusal)?;
     } else if let Some(to) = outbox::contact_on_file(&state.policy, &record, &dek, None) {
@@ -567,7 +566,10 @@ pub async fn intake_by_staff(
         let expires = now + ttl(state);
         r = lc::send_code(&r, hash, expires).map_err(refusal)?;
         mutations.push(code_message(&dek, &r, &to, &code, expires, now)?);
-        events.push(event(caller, "request.code_sent", "allowed", &r).fields([to.field.clone()]));
+        events.push(
+            event(caller, Action::RequestCodeSent, Decision::Allowed, &r)
+                .fields([to.field.clone()]),
+        );
     }
     // Otherwise it stays `received` until staff verify the requester.
     events[0]
@@ -604,7 +606,7 @@ pub async fn verify_code(
     http_request_id: &str,
     r: Request,
     code: String,
-) -> ApiResult<Request> {
+) -> ServiceResult<Request> {
     let actor = data_subject(http_request_id);
     let now = state.clock.now_micros();
     lc::check_code_allowed(&r, now).map_err(refusal)?;
@@ -612,17 +614,22 @@ pub async fn verify_code(
     let code = Zeroizing::new(code);
     let right = tokio::task::spawn_blocking(move || crypto::verify_password(&hash, &code))
         .await
-        .map_err(ApiError::internal)?;
+        .map_err(ServiceError::internal)?;
     if !right {
         let (n, why) = lc::wrong_code(&r, now);
         let mut mutations = vec![update(&n)];
         let mut events = vec![
-            event(&actor, "request.verification_failed", "denied", &n)
-                .reason("attempts", &n.code_attempts.to_string()),
+            event(
+                &actor,
+                Action::RequestVerificationFailed,
+                Decision::Denied,
+                &n,
+            )
+            .reason("attempts", &n.code_attempts.to_string()),
         ];
         if n.status == Status::Denied {
             events.push(
-                event(&actor, "request.denied", "denied", &n)
+                event(&actor, Action::RequestDenied, Decision::Denied, &n)
                     .reason("denial_reason", DenialReason::TooManyAttempts.as_str()),
             );
             let body = outcome_body(&state.policy, &n);
@@ -639,20 +646,20 @@ pub async fn verify_code(
 /// Staff verify the requester on the customer's behalf, recording how.
 pub async fn verify_by_staff(
     state: &AppState,
-    caller: &Caller,
+    caller: &Actor,
     r: Request,
     method: &str,
-) -> ApiResult<Request> {
+) -> ServiceResult<Request> {
     let role = caller.role(&state.policy)?;
     if !role.has(Capability::RequestsFile) && !role.has(Capability::RequestsProcess) {
-        return Err(ApiError::forbidden("capability_required")
+        return Err(ServiceError::forbidden("capability_required")
             .detail("this call needs the requests.file or requests.process capability"));
     }
     if r.status.is_closed() {
         return Err(refusal(Refusal::Closed));
     }
     if r.customer_id.is_none() {
-        return Err(ApiError::conflict("request_unmatched").detail(
+        return Err(ServiceError::conflict("request_unmatched").detail(
             "the identifier given matched no customer; file a new request with the customer's id",
         ));
     }
@@ -664,10 +671,11 @@ pub async fn verify_by_staff(
 
 /// Stores a verification; a verified duplicate of an open verified request
 /// is merged into it; a request ready to be carried out is carried out.
-async fn after_verified(state: &AppState, actor: &Caller, v: Request) -> ApiResult<Request> {
+async fn after_verified(state: &AppState, actor: &Actor, v: Request) -> ServiceResult<Request> {
     let now = state.clock.now_micros();
     let method = v.verification_method.clone().unwrap_or_default();
-    let verified_ev = event(actor, "request.verified", "allowed", &v).reason("method", &method);
+    let verified_ev =
+        event(actor, Action::RequestVerified, Decision::Allowed, &v).reason("method", &method);
     if let Some(customer) = v.customer_id {
         let open = state.store.open_requests_of(customer).await?;
         if let Some(s) = open
@@ -675,8 +683,8 @@ async fn after_verified(state: &AppState, actor: &Caller, v: Request) -> ApiResu
             .find(|s| s.id != v.id && s.verified_at.is_some() && lc::same_ask(s, &v))
         {
             let m = lc::merge(&v, s.id, now).map_err(refusal)?;
-            let merged_ev =
-                event(actor, "request.merged", "allowed", &m).reason("into", &s.id.to_string());
+            let merged_ev = event(actor, Action::RequestMerged, Decision::Allowed, &m)
+                .reason("into", &s.id.to_string());
             commit(state, vec![update(&m)], vec![verified_ev, merged_ev]).await?;
             return Ok(saved(m));
         }
@@ -690,14 +698,19 @@ async fn after_verified(state: &AppState, actor: &Caller, v: Request) -> ApiResu
 }
 
 /// The DPO approves; the request is carried out at once.
-pub async fn approve(state: &AppState, caller: &Caller, r: Request) -> ApiResult<Request> {
+pub async fn approve(state: &AppState, caller: &Actor, r: Request) -> ServiceResult<Request> {
     caller.require(&state.policy, Capability::RequestsProcess)?;
     let now = state.clock.now_micros();
     let a = lc::approve(&r, now, &caller.id).map_err(refusal)?;
     commit(
         state,
         vec![update(&a)],
-        vec![event(caller, "request.approved", "allowed", &a)],
+        vec![event(
+            caller,
+            Action::RequestApproved,
+            Decision::Allowed,
+            &a,
+        )],
     )
     .await?;
     execute(state, caller, saved(a)).await
@@ -706,18 +719,19 @@ pub async fn approve(state: &AppState, caller: &Caller, r: Request) -> ApiResult
 /// The DPO denies, with a machine-readable reason; the customer is told.
 pub async fn deny(
     state: &AppState,
-    caller: &Caller,
+    caller: &Actor,
     r: Request,
     reason: DenialReason,
     note: Option<String>,
-) -> ApiResult<Request> {
+) -> ServiceResult<Request> {
     caller.require(&state.policy, Capability::RequestsProcess)?;
     let now = state.clock.now_micros();
     let d = lc::deny(&r, now, reason, note).map_err(refusal)?;
     let mut mutations = vec![update(&d)];
     let body = outcome_body(&state.policy, &d);
     mutations.extend(tell_customer(state, &d, outbox::REQUEST_OUTCOME, body, now).await?);
-    let ev = event(caller, "request.denied", "denied", &d).reason("denial_reason", reason.as_str());
+    let ev = event(caller, Action::RequestDenied, Decision::Denied, &d)
+        .reason("denial_reason", reason.as_str());
     commit(state, mutations, vec![ev]).await?;
     outbox::wake();
     Ok(saved(d))
@@ -727,11 +741,11 @@ pub async fn deny(
 /// of the extension and the reason (Art. 12(3)).
 pub async fn extend(
     state: &AppState,
-    caller: &Caller,
+    caller: &Actor,
     r: Request,
     reason: &str,
     until: Option<i64>,
-) -> ApiResult<Request> {
+) -> ServiceResult<Request> {
     caller.require(&state.policy, Capability::RequestsProcess)?;
     let now = state.clock.now_micros();
     let e = lc::extend(&r, now, reason, until).map_err(refusal)?;
@@ -743,7 +757,8 @@ pub async fn extend(
         "reason": e.extension_reason,
     });
     mutations.extend(tell_customer(state, &e, outbox::REQUEST_EXTENDED, body, now).await?);
-    let ev = event(caller, "request.extended", "allowed", &e).reason("due_at", &rfc3339(e.due_at));
+    let ev = event(caller, Action::RequestExtended, Decision::Allowed, &e)
+        .reason("due_at", &rfc3339(e.due_at));
     commit(state, mutations, vec![ev]).await?;
     outbox::wake();
     Ok(saved(e))
@@ -775,7 +790,7 @@ fn state_result(r: &Request) -> Value {
 }
 
 /// Carries out a verified (and, if the policy says so, approved) request.
-pub async fn execute(state: &AppState, actor: &Caller, r: Request) -> ApiResult<Request> {
+pub async fn execute(state: &AppState, actor: &Actor, r: Request) -> ServiceResult<Request> {
     let needs = state.policy.needs_approval(r.kind.as_str());
     lc::ready(&r, needs).map_err(refusal)?;
     let now = state.clock.now_micros();
@@ -788,7 +803,7 @@ pub async fn execute(state: &AppState, actor: &Caller, r: Request) -> ApiResult<
     if r.kind == Kind::Erasure {
         let receipt = super::erasure::erase(state, customer, actor, Some(r.id)).await?;
         let partial = receipt.status == super::erasure::ErasureStatus::PartiallyErased;
-        let result = serde_json::to_value(&receipt).map_err(ApiError::internal)?;
+        let result = serde_json::to_value(&receipt).map_err(ServiceError::internal)?;
         // Undelivered messages sealed for the customer are dropped with it.
         let drop = RM::DropCustomerOutbox {
             customer_id: customer,
@@ -817,9 +832,9 @@ pub async fn execute(state: &AppState, actor: &Caller, r: Request) -> ApiResult<
     let dek = unwrap_dek(state, &record)?;
     let mut m: Vec<Mutation> = Vec::new();
     let mut ev: Vec<EventDraft> = Vec::new();
-    let subject_ev = |action: &str| {
+    let subject_ev = |action: Action| {
         actor
-            .event(action, "allowed")
+            .event(action, Decision::Allowed)
             .customer(customer)
             .reason("request", &r.id.to_string())
     };
@@ -833,9 +848,9 @@ pub async fn execute(state: &AppState, actor: &Caller, r: Request) -> ApiResult<
                 .into(),
             );
             ev.push(subject_ev(if r.lift {
-                "subject.opt_in_sale"
+                Action::SubjectOptInSale
             } else {
-                "subject.opt_out_sale"
+                Action::SubjectOptOutSale
             }));
             (false, state_result(&r))
         }
@@ -848,9 +863,9 @@ pub async fn execute(state: &AppState, actor: &Caller, r: Request) -> ApiResult<
                 .into(),
             );
             ev.push(subject_ev(if r.lift {
-                "subject.unlimit_sensitive"
+                Action::SubjectUnlimitSensitive
             } else {
-                "subject.limit_sensitive"
+                Action::SubjectLimitSensitive
             }));
             (false, state_result(&r))
         }
@@ -864,7 +879,7 @@ pub async fn execute(state: &AppState, actor: &Caller, r: Request) -> ApiResult<
                     }
                     .into(),
                 );
-                ev.push(subject_ev("subject.objection_withdrawn").purpose(Some(&purpose)));
+                ev.push(subject_ev(Action::SubjectObjectionWithdrawn).purpose(Some(&purpose)));
             } else {
                 m.push(
                     RM::AddObjection {
@@ -874,7 +889,7 @@ pub async fn execute(state: &AppState, actor: &Caller, r: Request) -> ApiResult<
                     }
                     .into(),
                 );
-                ev.push(subject_ev("subject.objection").purpose(Some(&purpose)));
+                ev.push(subject_ev(Action::SubjectObjection).purpose(Some(&purpose)));
             }
             (false, state_result(&r))
         }
@@ -897,7 +912,9 @@ pub async fn execute(state: &AppState, actor: &Caller, r: Request) -> ApiResult<
             .await?;
             let n = notices.len();
             m.extend(notices);
-            ev.push(subject_ev("subject.restricted").reason("recipients_notified", &n.to_string()));
+            ev.push(
+                subject_ev(Action::SubjectRestricted).reason("recipients_notified", &n.to_string()),
+            );
             (false, json!({"restricted": true, "recipients_notified": n}))
         }
         Kind::Restriction => {
@@ -923,12 +940,17 @@ pub async fn execute(state: &AppState, actor: &Caller, r: Request) -> ApiResult<
                         body,
                         now,
                     )
-                    .map_err(ApiError::internal)?;
+                    .map_err(ServiceError::internal)?;
                     let notice_id = outbox::message_id(&msg).unwrap_or_default();
                     let mut w = r.clone();
                     w.result = Some(json!({"lifted": false, "notice_id": notice_id}).to_string());
-                    let e = event(actor, "request.lift_notice_queued", "allowed", &w)
-                        .fields([to.field.clone()]);
+                    let e = event(
+                        actor,
+                        Action::RequestLiftNoticeQueued,
+                        Decision::Allowed,
+                        &w,
+                    )
+                    .fields([to.field.clone()]);
                     commit(state, vec![update(&w), msg], vec![e]).await?;
                     outbox::wake();
                     return Ok(saved(w));
@@ -942,7 +964,7 @@ pub async fn execute(state: &AppState, actor: &Caller, r: Request) -> ApiResult<
                         .into(),
                     );
                     ev.push(
-                        subject_ev("subject.restriction_lifted")
+                        subject_ev(Action::SubjectRestrictionLifted)
                             .reason("notice", "no_contact_on_file"),
                     );
                     (
@@ -1002,7 +1024,7 @@ pub async fn execute(state: &AppState, actor: &Caller, r: Request) -> ApiResult<
             if !rectified.is_empty() {
                 ev.push(
                     actor
-                        .event("customer.rectify", "allowed")
+                        .event(Action::CustomerRectify, Decision::Allowed)
                         .customer(customer)
                         .fields(rectified.clone())
                         .reason("request", &r.id.to_string()),
@@ -1016,10 +1038,11 @@ pub async fn execute(state: &AppState, actor: &Caller, r: Request) -> ApiResult<
         Kind::Access | Kind::Portability => {
             let package =
                 super::export::build_package(state, customer, r.kind.as_str(), now).await?;
-            let plain = Zeroizing::new(serde_json::to_vec(&package).map_err(ApiError::internal)?);
+            let plain =
+                Zeroizing::new(serde_json::to_vec(&package).map_err(ServiceError::internal)?);
             let ciphertext = dek
                 .encrypt_field(customer, &export_label(r.id), &plain)
-                .map_err(ApiError::internal)?;
+                .map_err(ServiceError::internal)?;
             m.push(
                 RM::PutExport(ExportRow {
                     request_id: r.id,
@@ -1034,7 +1057,7 @@ pub async fn execute(state: &AppState, actor: &Caller, r: Request) -> ApiResult<
                 json!({"export": format!("/v1/requests/{}/export", r.id), "format": "application/json"}),
             )
         }
-        Kind::Erasure => return Err(ApiError::internal("erasure is carried out above")),
+        Kind::Erasure => return Err(ServiceError::internal("erasure is carried out above")),
     };
     finish(state, actor, r, partial, result, m, ev).await
 }
@@ -1043,13 +1066,13 @@ pub async fn execute(state: &AppState, actor: &Caller, r: Request) -> ApiResult<
 /// customer is told (except after an erasure: no address is left to use).
 async fn finish(
     state: &AppState,
-    actor: &Caller,
+    actor: &Actor,
     r: Request,
     partial: bool,
     result: Value,
     effects: Vec<Mutation>,
     mut events: Vec<EventDraft>,
-) -> ApiResult<Request> {
+) -> ServiceResult<Request> {
     let needs = state.policy.needs_approval(r.kind.as_str());
     let now = state.clock.now_micros();
     let done = lc::complete(&r, now, needs, partial, Some(result.to_string())).map_err(refusal)?;
@@ -1063,11 +1086,11 @@ async fn finish(
         0,
         event(
             actor,
-            "request.completed",
+            Action::RequestCompleted,
             if partial {
-                "partially_completed"
+                Decision::PartiallyCompleted
             } else {
-                "completed"
+                Decision::Completed
             },
             &done,
         ),
@@ -1079,23 +1102,27 @@ async fn finish(
 
 /// The export package of a completed access or portability request, or,
 /// once the customer is erased, only the erasure receipt (R26).
-pub async fn export_package(state: &AppState, r: &Request) -> ApiResult<Value> {
+pub async fn export_package(state: &AppState, r: &Request) -> ServiceResult<Value> {
     if !matches!(r.kind, Kind::Access | Kind::Portability) {
-        return Err(ApiError::conflict("not_an_export")
+        return Err(ServiceError::conflict("not_an_export")
             .detail("only access and portability requests have an export"));
     }
     if !matches!(r.status, Status::Completed | Status::PartiallyCompleted) {
-        return Err(ApiError::conflict("export_not_ready").detail("the request is not completed"));
+        return Err(
+            ServiceError::conflict("export_not_ready").detail("the request is not completed")
+        );
     }
     let Some(customer) = r.customer_id else {
-        return Err(ApiError::conflict("export_not_ready").detail("the request is not completed"));
+        return Err(
+            ServiceError::conflict("export_not_ready").detail("the request is not completed")
+        );
     };
     let record = state.store.customer_record(customer).await?;
     let stored = state.store.request_export(r.id).await?;
     if let (Some(record), Some(stored)) = (record.as_ref().filter(|c| live(c)), stored) {
         let dek = unwrap_dek(state, record)?;
         if let Ok(plain) = dek.decrypt_field(customer, &export_label(r.id), &stored.ciphertext) {
-            return serde_json::from_slice(&plain).map_err(ApiError::internal);
+            return serde_json::from_slice(&plain).map_err(ServiceError::internal);
         }
     }
     let receipt = super::erasure::receipt_of(state.store.as_ref(), customer).await?;
@@ -1110,10 +1137,10 @@ pub async fn export_package(state: &AppState, r: &Request) -> ApiResult<Value> {
 /// notice before lifting a restriction lifts it in the same unit.
 pub async fn acknowledge(
     state: &AppState,
-    actor: &Caller,
+    actor: &Actor,
     row: &super::store::OutboxRow,
     via: &str,
-) -> ApiResult<()> {
+) -> ServiceResult<()> {
     let now = state.clock.now_micros();
     let mut mutations: Vec<Mutation> = vec![
         RM::AckOutbox {
@@ -1123,7 +1150,7 @@ pub async fn acknowledge(
         .into(),
     ];
     let mut ack = actor
-        .event("outbox.acknowledged", "allowed")
+        .event(Action::OutboxAcknowledged, Decision::Allowed)
         .reason("message", &row.id.to_string())
         .reason("kind", &row.kind)
         .reason("via", via);
@@ -1155,12 +1182,17 @@ pub async fn acknowledge(
         );
         events.push(
             actor
-                .event("subject.restriction_lifted", "allowed")
+                .event(Action::SubjectRestrictionLifted, Decision::Allowed)
                 .customer(customer)
                 .reason("request", &r.id.to_string())
                 .reason("notice", "delivered"),
         );
-        events.push(event(actor, "request.completed", "completed", &done));
+        events.push(event(
+            actor,
+            Action::RequestCompleted,
+            Decision::Completed,
+            &done,
+        ));
     }
     commit(state, mutations, events).await
 }
@@ -1168,7 +1200,7 @@ pub async fn acknowledge(
 /// Background upkeep: requests never verified are denied once their
 /// deadline passes; verified requests whose carrying out was interrupted
 /// (a crash, a database outage) are carried out.
-pub async fn housekeeping(state: &AppState) -> ApiResult<()> {
+pub async fn housekeeping(state: &AppState) -> ServiceResult<()> {
     let actor = system_actor();
     let now = state.clock.now_micros();
     for r in state.store.requests_with_status("verifying", 200).await? {
@@ -1181,7 +1213,7 @@ pub async fn housekeeping(state: &AppState) -> ApiResult<()> {
         let mut mutations = vec![update(&d)];
         let body = outcome_body(&state.policy, &d);
         mutations.extend(tell_customer(state, &d, outbox::REQUEST_OUTCOME, body, now).await?);
-        let ev = event(&actor, "request.denied", "denied", &d)
+        let ev = event(&actor, Action::RequestDenied, Decision::Denied, &d)
             .reason("denial_reason", DenialReason::IdentityNotVerified.as_str());
         if let Err(e) = commit(state, mutations, vec![ev]).await {
             tracing::debug!(code = e.code, "request housekeeping: deny skipped");

@@ -16,15 +16,16 @@
 //! The reason is free text for the privacy team; it must be a case
 //! reference, not personal data, and it never enters the audit trail.
 
+use crate::audit::{Action, Decision};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use super::erasure::{Actor, Ctx, ErasureReceipt, settle};
+use super::erasure::{Ctx, ErasureReceipt, settle};
+use crate::actor::Actor;
 use crate::audit::CommitError;
 use crate::clock::{parse_rfc3339, rfc3339};
-use crate::http::error::ApiError;
-use crate::http::extract::Caller;
+use crate::error::ServiceError;
 use crate::policy::{LegalBasis, Policy, is_identifier};
 use crate::state::AppState;
 use crate::store::{LegalHoldRow, Mutation, Unit};
@@ -109,14 +110,16 @@ pub fn validate(
     input: &NewHold,
     created_by: &str,
     now: i64,
-) -> Result<LegalHoldRow, ApiError> {
+) -> Result<LegalHoldRow, ServiceError> {
     if input.fields.is_empty() {
-        return Err(ApiError::invalid_request("a hold covers at least one field").field("fields"));
+        return Err(
+            ServiceError::invalid_request("a hold covers at least one field").field("fields"),
+        );
     }
     let mut fields = Vec::new();
     for f in &input.fields {
         if policy.field(f).is_none() {
-            return Err(ApiError::bad_request("unknown_field")
+            return Err(ServiceError::bad_request("unknown_field")
                 .detail("the policy does not declare this field")
                 .field(f.clone()));
         }
@@ -127,32 +130,35 @@ pub fn validate(
     let reason = input.reason.trim();
     if reason.is_empty() || reason.chars().count() > 500 || reason.chars().any(char::is_control) {
         return Err(
-            ApiError::invalid_request("reason must be 1–500 printable characters").field("reason"),
+            ServiceError::invalid_request("reason must be 1–500 printable characters")
+                .field("reason"),
         );
     }
     let basis_ok = input.basis.len() <= 64 && input.basis.split('.').all(is_identifier);
     if !basis_ok {
-        return Err(ApiError::invalid_request(
+        return Err(ServiceError::invalid_request(
             "basis must be a lowercase identifier such as legal_claims",
         )
         .field("basis"));
     }
     let review_at = parse_rfc3339(&input.review_at).ok_or_else(|| {
-        ApiError::invalid_request("review_at must be an RFC 3339 time").field("review_at")
+        ServiceError::invalid_request("review_at must be an RFC 3339 time").field("review_at")
     })?;
     if review_at <= now {
-        return Err(ApiError::invalid_request("review_at must be in the future").field("review_at"));
+        return Err(
+            ServiceError::invalid_request("review_at must be in the future").field("review_at"),
+        );
     }
     let purpose = match &input.purpose {
         Some(p) => {
             if policy.purpose(p).is_none() {
-                return Err(ApiError::bad_request("unknown_purpose").field("purpose"));
+                return Err(ServiceError::bad_request("unknown_purpose").field("purpose"));
             }
             p.clone()
         }
         None => default_purpose(policy)
             .ok_or_else(|| {
-                ApiError::bad_request("purpose_required")
+                ServiceError::bad_request("purpose_required")
                     .detail("the policy has no purpose allowed under restriction; name one")
             })?
             .to_owned(),
@@ -176,9 +182,9 @@ pub fn validate(
 /// re-evaluated at once.
 pub async fn create(
     state: &AppState,
-    caller: &Caller,
+    caller: &Actor,
     input: &NewHold,
-) -> Result<HoldView, ApiError> {
+) -> Result<HoldView, ServiceError> {
     let now = state.clock.now_micros();
     let row = validate(&state.policy, input, &caller.id, now)?;
     let c = row.customer_id;
@@ -191,13 +197,15 @@ pub async fn create(
         state
             .sequencer
             .commit(Unit::event(
-                caller.event("legal_hold.create", "not_found").customer(c),
+                caller
+                    .event(Action::LegalHoldCreate, Decision::NotFound)
+                    .customer(c),
             ))
             .await?;
-        return Err(ApiError::not_found("customer_not_found"));
+        return Err(ServiceError::not_found("customer_not_found"));
     }
     let ev = caller
-        .event("legal_hold.create", "allowed")
+        .event(Action::LegalHoldCreate, Decision::Allowed)
         .customer(c)
         .fields(row.fields.clone())
         .purpose(row.purpose.as_deref())
@@ -213,26 +221,26 @@ pub async fn create(
         .await
         .map_err(|e| match e {
             CommitError::Conflict(_) | CommitError::NotFound => {
-                ApiError::not_found("customer_not_found")
+                ServiceError::not_found("customer_not_found")
             }
             other => other.into(),
         })?;
     let ctx = Ctx::from_state(state);
-    settle(&ctx, c, &Actor::from(caller), "hold_placed").await?;
+    settle(&ctx, c, caller, "hold_placed").await?;
     Ok(view)
 }
 
 /// Releases an active hold and lets a pending erasure finish.
-pub async fn release(state: &AppState, caller: &Caller, id: Uuid) -> Result<Released, ApiError> {
+pub async fn release(state: &AppState, caller: &Actor, id: Uuid) -> Result<Released, ServiceError> {
     let now = state.clock.now_micros();
     let Some(row) = state.store.legal_hold(id).await? else {
-        return Err(ApiError::not_found("hold_not_found"));
+        return Err(ServiceError::not_found("hold_not_found"));
     };
     if row.released_at.is_some() {
-        return Err(ApiError::conflict("hold_released").detail("the hold was already released"));
+        return Err(ServiceError::conflict("hold_released").detail("the hold was already released"));
     }
     let ev = caller
-        .event("legal_hold.release", "allowed")
+        .event(Action::LegalHoldRelease, Decision::Allowed)
         .customer(row.customer_id)
         .fields(row.fields.clone())
         .reason("hold_id", &id.to_string());
@@ -245,12 +253,12 @@ pub async fn release(state: &AppState, caller: &Caller, id: Uuid) -> Result<Rele
         .await
         .map_err(|e| match e {
             CommitError::NotFound | CommitError::Conflict(_) => {
-                ApiError::conflict("hold_released").detail("the hold was already released")
+                ServiceError::conflict("hold_released").detail("the hold was already released")
             }
             other => other.into(),
         })?;
     let ctx = Ctx::from_state(state);
-    let erasure = settle(&ctx, row.customer_id, &Actor::from(caller), "hold_released").await?;
+    let erasure = settle(&ctx, row.customer_id, caller, "hold_released").await?;
     let released = LegalHoldRow {
         released_at: Some(now),
         ..row
@@ -264,12 +272,12 @@ pub async fn release(state: &AppState, caller: &Caller, id: Uuid) -> Result<Rele
 /// A customer's holds, or every active hold.
 pub async fn list(
     state: &AppState,
-    caller: &Caller,
+    caller: &Actor,
     customer: Option<Uuid>,
-) -> Result<Vec<HoldView>, ApiError> {
+) -> Result<Vec<HoldView>, ServiceError> {
     let now = state.clock.now_micros();
     let rows = state.store.legal_holds(customer).await?;
-    let mut ev = caller.event("legal_hold.list", "allowed");
+    let mut ev = caller.event(Action::LegalHoldList, Decision::Allowed);
     if let Some(c) = customer {
         ev = ev.customer(c);
     }

@@ -50,8 +50,8 @@ async fn page_sizes_are_clamped_or_refused() {
                 EventDraft::new(
                     "limits-test",
                     "system",
-                    "policy.load",
-                    "allowed",
+                    pii_vault::audit::Action::PolicyLoad,
+                    pii_vault::audit::Decision::Allowed,
                     &uuid::Uuid::now_v7().to_string(),
                 )
                 .reason("n", &i.to_string())

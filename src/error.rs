@@ -1,0 +1,179 @@
+//! The one error type of the services: a kind (what went wrong, in terms a
+//! caller can act on), a stable `code`, and optionally a detail and the
+//! field concerned. Details name fields and rules, never values.
+//!
+//! The services know nothing of HTTP: `src/http/error.rs` maps a
+//! [`ServiceError`] to a problem+json answer in one place, the command line
+//! prints it.
+
+/// What kind of failure, independent of any transport.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// The input is malformed or breaks a rule (HTTP 400).
+    BadRequest,
+    /// No valid credential (401).
+    Unauthenticated,
+    /// The caller may not do this (403).
+    Forbidden,
+    /// No such thing, or not for this caller (404).
+    NotFound,
+    /// The method does not apply to this resource (405).
+    MethodNotAllowed,
+    /// The state does not allow it, or it exists already (409).
+    Conflict,
+    /// A precondition of the caller's does not hold (412).
+    PreconditionFailed,
+    /// The request is larger than accepted (413).
+    PayloadTooLarge,
+    /// The body is not in a format the vault reads (415).
+    UnsupportedMediaType,
+    /// Well-formed, but cannot be carried out as asked (422).
+    Unprocessable,
+    /// Too many attempts or requests; retry later (429).
+    TooManyRequests,
+    /// The database or the audit trail cannot take it now; retry (503).
+    Unavailable,
+    /// An unexpected failure; the cause is logged, never shown (500).
+    Internal,
+}
+
+impl ErrorKind {
+    pub const ALL: &'static [ErrorKind] = &[
+        ErrorKind::BadRequest,
+        ErrorKind::Unauthenticated,
+        ErrorKind::Forbidden,
+        ErrorKind::NotFound,
+        ErrorKind::MethodNotAllowed,
+        ErrorKind::Conflict,
+        ErrorKind::PreconditionFailed,
+        ErrorKind::PayloadTooLarge,
+        ErrorKind::UnsupportedMediaType,
+        ErrorKind::Unprocessable,
+        ErrorKind::TooManyRequests,
+        ErrorKind::Unavailable,
+        ErrorKind::Internal,
+    ];
+
+    /// Whether the failure is the vault's, not the caller's.
+    pub fn is_server_side(self) -> bool {
+        matches!(self, ErrorKind::Unavailable | ErrorKind::Internal)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ServiceError {
+    pub kind: ErrorKind,
+    pub code: &'static str,
+    pub detail: Option<String>,
+    pub field: Option<String>,
+    /// Seconds, for `TooManyRequests` and `Unavailable`.
+    pub retry_after: Option<u64>,
+}
+
+pub type ServiceResult<T> = Result<T, ServiceError>;
+
+impl ServiceError {
+    pub fn new(kind: ErrorKind, code: &'static str) -> Self {
+        ServiceError {
+            kind,
+            code,
+            detail: None,
+            field: None,
+            retry_after: None,
+        }
+    }
+    pub fn detail(mut self, d: impl Into<String>) -> Self {
+        self.detail = Some(d.into());
+        self
+    }
+    pub fn field(mut self, f: impl Into<String>) -> Self {
+        self.field = Some(f.into());
+        self
+    }
+    pub fn bad_request(code: &'static str) -> Self {
+        Self::new(ErrorKind::BadRequest, code)
+    }
+    pub fn invalid_request(detail: impl Into<String>) -> Self {
+        Self::bad_request("invalid_request").detail(detail)
+    }
+    pub fn forbidden(code: &'static str) -> Self {
+        Self::new(ErrorKind::Forbidden, code)
+    }
+    pub fn unauthenticated() -> Self {
+        Self::new(ErrorKind::Unauthenticated, "unauthenticated")
+    }
+    pub fn not_found(code: &'static str) -> Self {
+        Self::new(ErrorKind::NotFound, code)
+    }
+    pub fn conflict(code: &'static str) -> Self {
+        Self::new(ErrorKind::Conflict, code)
+    }
+    pub fn unprocessable(code: &'static str) -> Self {
+        Self::new(ErrorKind::Unprocessable, code)
+    }
+    pub fn too_many(code: &'static str, retry_after: u64) -> Self {
+        let mut e = Self::new(ErrorKind::TooManyRequests, code);
+        e.retry_after = Some(retry_after);
+        e
+    }
+    /// The audit trail (or the database behind it) cannot take the event.
+    pub fn unavailable() -> Self {
+        let mut e = Self::new(ErrorKind::Unavailable, "unavailable");
+        e.retry_after = Some(1);
+        e
+    }
+    /// An unexpected failure. The cause is logged; the answer says nothing.
+    pub fn internal(cause: impl std::fmt::Display) -> Self {
+        tracing::error!(error = %cause, "internal error");
+        Self::new(ErrorKind::Internal, "internal")
+    }
+}
+
+impl std::fmt::Display for ServiceError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.detail {
+            Some(d) if !self.kind.is_server_side() => write!(f, "{}: {d}", self.code),
+            _ => f.write_str(self.code),
+        }
+    }
+}
+
+impl std::error::Error for ServiceError {}
+
+impl From<crate::store::StoreError> for ServiceError {
+    fn from(e: crate::store::StoreError) -> Self {
+        tracing::error!(error = %e, "database error");
+        ServiceError::unavailable()
+    }
+}
+
+impl From<crate::audit::CommitError> for ServiceError {
+    fn from(e: crate::audit::CommitError) -> Self {
+        match e {
+            crate::audit::CommitError::Conflict(_) => ServiceError::conflict("conflict"),
+            crate::audit::CommitError::NotFound => ServiceError::not_found("not_found"),
+            crate::audit::CommitError::Unavailable => ServiceError::unavailable(),
+        }
+    }
+}
+
+impl From<crate::policy::PurposeError> for ServiceError {
+    fn from(e: crate::policy::PurposeError) -> Self {
+        let kind = match e {
+            crate::policy::PurposeError::NotPermitted => ErrorKind::Forbidden,
+            _ => ErrorKind::BadRequest,
+        };
+        ServiceError::new(kind, e.code())
+    }
+}
+
+impl From<crate::policy::CollectError> for ServiceError {
+    /// The detail names the field and purpose, never a value.
+    fn from(e: crate::policy::CollectError) -> Self {
+        let kind = match e {
+            crate::policy::CollectError::NotPermitted(_) => ErrorKind::Forbidden,
+            _ => ErrorKind::BadRequest,
+        };
+        ServiceError::new(kind, e.code()).detail(e.to_string())
+    }
+}
