@@ -85,6 +85,9 @@ pub struct Settings {
     /// so nobody can flood a customer with codes. Counted per process.
     /// 0 turns the limit off.
     pub intake_codes_per_hour: u32,
+    /// Days a request token keeps working after its request closed
+    /// (completed, denied or merged); afterwards it is refused with 401.
+    pub request_token_ttl_days: u32,
 }
 
 impl Default for Settings {
@@ -120,6 +123,7 @@ impl Default for Settings {
             rate_limit_per_sec: 2000,
             rate_limit_burst: 4000,
             intake_codes_per_hour: 5,
+            request_token_ttl_days: 30,
         }
     }
 }
@@ -195,6 +199,9 @@ impl Settings {
         }
         if self.rewrap_pause_ms > 60_000 {
             return Err("rewrap_pause_ms must be at most 60000".into());
+        }
+        if !(1..=3650).contains(&self.request_token_ttl_days) {
+            return Err("request_token_ttl_days must be between 1 and 3650".into());
         }
         if !(60..=86_400).contains(&self.verification_code_ttl_secs) {
             return Err("verification_code_ttl_secs must be between 60 and 86400".into());

@@ -68,6 +68,9 @@ pub struct ServiceError {
     pub field: Option<String>,
     /// Seconds, for `TooManyRequests` and `Unavailable`.
     pub retry_after: Option<u64>,
+    /// The service has already recorded this refusal in the audit trail;
+    /// the edge records every other refusal itself.
+    pub audited: bool,
 }
 
 pub type ServiceResult<T> = Result<T, ServiceError>;
@@ -80,7 +83,13 @@ impl ServiceError {
             detail: None,
             field: None,
             retry_after: None,
+            audited: false,
         }
+    }
+    /// Marks the refusal as recorded in the audit trail.
+    pub fn audited(mut self) -> Self {
+        self.audited = true;
+        self
     }
     pub fn detail(mut self, d: impl Into<String>) -> Self {
         self.detail = Some(d.into());

@@ -13,6 +13,7 @@ pub mod clock;
 pub mod config;
 pub mod consent;
 pub mod crypto;
+pub mod customers;
 pub mod error;
 pub mod http;
 pub mod keys;

@@ -176,6 +176,19 @@ async fn sweep_customer(
         for f in &e.delete {
             ev = ev.reason(f, &e.remove.get(f).map(|p| p.join(",")).unwrap_or_default());
         }
+        // Recipients the values were disclosed to are told they are gone
+        // (GDPR Art. 17(1)(a), Art. 19), in the same unit.
+        let notices = crate::requests::outbox::recipient_notices(
+            ctx.store,
+            customer,
+            "erasure",
+            None,
+            &e.delete,
+            ctx.clock.now_micros(),
+        )
+        .await?;
+        ev = ev.reason("recipients_notified", &notices.len().to_string());
+        mutations.extend(notices);
         events.push(ev);
     }
     let trimmed: Vec<&String> = e.remove.keys().filter(|f| !e.delete.contains(f)).collect();

@@ -25,11 +25,11 @@ use time::{Date, Month};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
-use super::customers::{UpdateField, valid_channel};
 use super::error::{ApiResult, Problem, ServiceError};
 use super::extract::{Body, RequestId, parse_id};
 use crate::actor::Actor;
 use crate::clock::{parse_rfc3339, rfc3339, to_micros};
+use crate::customers::{UpdateField, valid_channel};
 use crate::policy::{self, Capability, LegalBasis};
 use crate::requests::flow::{self, Changes, Intake, TOKEN_PREFIX};
 use crate::requests::lifecycle::{
@@ -105,7 +105,10 @@ pub struct Filed {
     pub received_at: String,
     pub due_at: String,
     /// Authorises `GET /v1/requests/{id}`, its `verify` and its `export`.
-    pub request_token: String,
+    /// Returned to a customer filing for themself only: the token of a
+    /// request filed by staff goes to the customer's contact on file.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub request_token: Option<String>,
     /// Staff filings only: an open request asking the same was found and is
     /// answered instead.
     #[serde(skip_serializing_if = "std::ops::Not::not", default)]
@@ -251,11 +254,9 @@ impl FromRequestParts<AppState> for RequestAuth {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ServiceError> {
         if let Some(token) = bearer(parts).filter(|t| t.starts_with(TOKEN_PREFIX)) {
-            let hash = crate::crypto::sha256_hex(token);
-            return match state.store.request_for_token(&hash).await? {
-                Some(id) => Ok(RequestAuth::Token(id)),
-                None => Err(ServiceError::unauthenticated()),
-            };
+            return Ok(RequestAuth::Token(
+                flow::request_for_token(state, token).await?,
+            ));
         }
         Ok(RequestAuth::Staff(
             Actor::from_request_parts(parts, state).await?,
@@ -956,12 +957,21 @@ pub async fn get_export(
         None => r,
     };
     let package = flow::export_package(&state, &r).await?;
+    let fields: Vec<String> = package["data"]
+        .as_array()
+        .map(|d| {
+            d.iter()
+                .filter_map(|v| v["field"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
     let ev = flow::event(
         &actor(&auth, &rid),
         Action::RequestExported,
         Decision::Allowed,
         &r,
-    );
+    )
+    .fields(fields);
     state.sequencer.commit(Unit::event(ev)).await?;
     Ok(Json(package))
 }

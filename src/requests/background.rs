@@ -20,7 +20,7 @@ use super::flow;
 use super::outbox::{self, OpenError};
 use super::store::{OutboxRow, RequestMutation as RM};
 use crate::crypto::Dek;
-use crate::http::customers::unwrap_dek;
+use crate::customers::unwrap_dek;
 use crate::state::{AppState, Inner};
 use crate::store::Unit;
 

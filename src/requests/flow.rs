@@ -19,16 +19,16 @@ use zeroize::Zeroizing;
 
 use super::lifecycle::{self as lc, DenialReason, Filing, Kind, Refusal, Request, Status};
 use super::outbox::{self, Contact};
-use super::store::{ExportRow, RequestMutation as RM};
+use super::store::RequestMutation as RM;
 use crate::actor::Actor;
 use crate::audit::{CommitError, EventDraft};
 use crate::clock::rfc3339;
 use crate::crypto::{self, Dek};
+use crate::customers::{decrypt, put_field, unwrap_dek};
 use crate::error::{ServiceError, ServiceResult};
-use crate::http::customers::{decrypt, put_field, unwrap_dek};
 use crate::policy::{Capability, FieldDef, Policy};
 use crate::state::AppState;
-use crate::store::{CustomerRecord, Mutation, Unit};
+use crate::store::{CustomerRecord, Mutation, PrincipalKind, Unit};
 
 pub use crate::actor::DATA_SUBJECT;
 /// Request tokens start with this, so they are told apart from JWTs (and
@@ -69,8 +69,10 @@ pub struct Intake {
 #[derive(Clone)]
 pub struct Filed {
     pub request: Request,
-    /// Authorises reading and verifying this request (shown once).
-    pub token: String,
+    /// Authorises reading and verifying this request (shown once). Only a
+    /// customer filing for themself gets it here; the token of a request
+    /// staff filed goes to the customer's contact on file, never to staff.
+    pub token: Option<String>,
     /// An open request asking the same was found and is answered instead.
     pub merged: bool,
 }
@@ -186,10 +188,6 @@ fn changes_label(request: Uuid) -> String {
     format!("request:{request}")
 }
 
-fn export_label(request: Uuid) -> String {
-    format!("export:{request}")
-}
-
 fn seal_changes(
     dek: &Dek,
     owner: Uuid,
@@ -250,12 +248,13 @@ fn code_message(
     code: &str,
     expires_at: i64,
     now: i64,
+    token: Option<&str>,
 ) -> ServiceResult<Mutation> {
     let Some(customer) = r.customer_id else {
         return Err(ServiceError::internal("a code message needs a customer"));
     };
-    let confirming = r.lift && matches!(r.kind, Kind::OptOutSale | Kind::LimitSensitive);
-    let body = json!({
+    let confirming = r.kind.needs_customer_confirmation(r.lift);
+    let mut body = json!({
         "request_id": r.id,
         "request_kind": r.kind,
         "lift": r.lift,
@@ -268,6 +267,12 @@ fn code_message(
             "Enter this code to confirm it is you who filed the request. Ignore this message if you did not."
         },
     });
+    if let Some(t) = token {
+        // Filed by staff on the customer's behalf: the customer alone holds
+        // the token that confirms, follows and downloads the request.
+        body["request_token"] = json!(t);
+        body["filed_on_your_behalf"] = json!(true);
+    }
     outbox::customer_message(
         dek,
         customer,
@@ -405,7 +410,7 @@ pub async fn intake_by_customer(
             && let Some(to) = outbox::contact_on_file(&state.policy, record, dek, Some(&def.name))
         {
             if code_allowed {
-                mutations.push(code_message(dek, &r, &to, &code, expires, now)?);
+                mutations.push(code_message(dek, &r, &to, &code, expires, now, None)?);
                 events.push(
                     event(&actor, Action::RequestCodeSent, Decision::Allowed, &r)
                         .fields([to.field.clone()]),
@@ -457,7 +462,7 @@ pub async fn intake_by_customer(
     outbox::wake();
     Ok(Filed {
         request: r,
-        token,
+        token: Some(token),
         merged: false,
     })
 }
@@ -468,8 +473,15 @@ fn ttl(state: &AppState) -> i64 {
         .saturating_mul(1_000_000)
 }
 
-/// A request filed by staff (capability `requests.file`) for a known
-/// customer; `verified_by` records how staff verified the requester.
+/// A request filed by staff (`requests.file`) for a known customer.
+///
+/// The filer never receives the request token: when the customer has a
+/// contact on file, a token is issued and sent there (with the code when one
+/// is needed), so only the customer can confirm, follow and download the
+/// request. `verified_by` records how staff checked the requester's identity;
+/// it never stands in for the customer's own confirmation of lifting an
+/// opt-out, a limit or an objection (R14). A rectification the filer could
+/// not make with `PATCH` waits for `requests.process` approval.
 pub async fn intake_by_staff(
     state: &AppState,
     caller: &Actor,
@@ -491,7 +503,7 @@ pub async fn intake_by_staff(
                 .customer(customer)
                 .reason("kind", intake.kind.as_str());
             state.sequencer.commit(Unit::event(ev)).await?;
-            return Err(ServiceError::not_found("customer_not_found"));
+            return Err(ServiceError::not_found("customer_not_found").audited());
         }
     };
     let dek = unwrap_dek(state, &record)?;
@@ -510,7 +522,7 @@ pub async fn intake_by_staff(
         },
         now,
     );
-    let (token, token_hash) = new_token()?;
+    let verified_by = verified_by.filter(|_| !r.kind.needs_customer_confirmation(r.lift));
     // Duplicates are merged: staff may see every open request of the customer.
     let open = state.store.open_requests_of(customer).await?;
     if let Some(s) = open
@@ -519,19 +531,7 @@ pub async fn intake_by_staff(
     {
         let ev = event(caller, Action::RequestMerged, Decision::Allowed, &s)
             .reason("filed_again_by", "staff");
-        commit(
-            state,
-            vec![
-                RM::InsertToken {
-                    token_sha256: token_hash,
-                    request_id: s.id,
-                    at: now,
-                }
-                .into(),
-            ],
-            vec![ev],
-        )
-        .await?;
+        commit(state, Vec::new(), vec![ev]).await?;
         let request = match verified_by {
             Some(method) if s.verified_at.is_none() && !s.status.is_closed() => {
                 verify_by_staff(state, caller, s, &method).await?
@@ -540,18 +540,26 @@ pub async fn intake_by_staff(
         };
         return Ok(Filed {
             request,
-            token,
+            token: None,
             merged: true,
         });
     }
     if let Some(changes) = &intake.changes {
         r.changes = Some(seal_changes(&dek, customer, id, changes)?);
     }
-    let mut mutations: Vec<Mutation> = Vec::new();
     let mut events = vec![
         event(caller, Action::RequestReceived, Decision::Allowed, &r).reason("channel", &r.channel),
     ];
-    let needs = state.policy.needs_approval(r.kind.as_str());
+    let needs = approval_needed(state, &r).await?;
+    if needs && !state.policy.needs_approval(r.kind.as_str()) {
+        events[0]
+            .reasons
+            .insert("approval_required".into(), "write_grant".into());
+    }
+    let to = outbox::contact_on_file(&state.policy, &record, &dek, None);
+    let (token, token_hash) = new_token()?;
+    let mut mutations: Vec<Mutation> = Vec::new();
+    let mut code_sent = false;
     if r.kind == Kind::Restriction && r.lift {
         r = lc::verified(&r, now, "controller_decision", &caller.id, false).map_err(refusal)?;
     } else if let Some(method) = &verified_by {
@@ -561,11 +569,20 @@ pub async fn intake_by_staff(
         );
     } else if r.kind.skips_verification(r.lift) {
         r = lc::accept_unverified(&r).map_err(refusal)?;
-    } else if let Some(to) = outbox::contact_on_file(&state.policy, &record, &dek, None) {
+    } else if let Some(to) = &to {
         let (code, hash) = new_code().await?;
         let expires = now + ttl(state);
         r = lc::send_code(&r, hash, expires).map_err(refusal)?;
-        mutations.push(code_message(&dek, &r, &to, &code, expires, now)?);
+        mutations.push(code_message(
+            &dek,
+            &r,
+            to,
+            &code,
+            expires,
+            now,
+            Some(&token),
+        )?);
+        code_sent = true;
         events.push(
             event(caller, Action::RequestCodeSent, Decision::Allowed, &r)
                 .fields([to.field.clone()]),
@@ -576,14 +593,19 @@ pub async fn intake_by_staff(
         .reasons
         .insert("status".into(), r.status.as_str().into());
     mutations.insert(0, RM::InsertRequest(Box::new(r.clone())).into());
-    mutations.push(
-        RM::InsertToken {
-            token_sha256: token_hash,
-            request_id: id,
-            at: now,
+    if let Some(to) = &to {
+        if !code_sent {
+            mutations.push(filed_message(&dek, &r, to, &token, now)?);
         }
-        .into(),
-    );
+        mutations.push(
+            RM::InsertToken {
+                token_sha256: token_hash,
+                request_id: id,
+                at: now,
+            }
+            .into(),
+        );
+    }
     commit(state, mutations, events).await?;
     if r.status == Status::Verified {
         r = execute(state, caller, r).await?;
@@ -591,9 +613,86 @@ pub async fn intake_by_staff(
     outbox::wake();
     Ok(Filed {
         request: r,
-        token,
+        token: None,
         merged: false,
     })
+}
+
+/// Tells the customer that staff filed a request on their behalf, with the
+/// request token that lets them follow it (and download an export).
+fn filed_message(
+    dek: &Dek,
+    r: &Request,
+    to: &Contact,
+    token: &str,
+    now: i64,
+) -> ServiceResult<Mutation> {
+    let Some(customer) = r.customer_id else {
+        return Err(ServiceError::internal("a filing message needs a customer"));
+    };
+    let body = json!({
+        "request_id": r.id,
+        "request_kind": r.kind,
+        "lift": r.lift,
+        "request_token": token,
+        "filed_on_your_behalf": true,
+        "message": "A request was filed on your behalf. Follow it with this request token: GET /v1/requests/{id}. Contact us if you did not ask for it.",
+    });
+    outbox::customer_message(
+        dek,
+        customer,
+        outbox::REQUEST_FILED,
+        Some(r.id),
+        to,
+        body,
+        now,
+    )
+    .map_err(ServiceError::internal)
+}
+
+/// Whether `r` waits for `requests.process` approval before it is carried
+/// out: when the policy says so for its kind, and for a rectification filed
+/// by staff whose role could not make the same change with `PATCH`.
+async fn approval_needed(state: &AppState, r: &Request) -> ServiceResult<bool> {
+    if state.policy.needs_approval(r.kind.as_str()) {
+        return Ok(true);
+    }
+    if r.kind != Kind::Rectification || r.filed_by == DATA_SUBJECT {
+        return Ok(false);
+    }
+    let Some(customer) = r.customer_id else {
+        return Ok(false);
+    };
+    let Some(record) = state.store.customer_record(customer).await? else {
+        return Ok(false);
+    };
+    if !live(&record) {
+        return Ok(false);
+    }
+    let changes = open_changes(&unwrap_dek(state, &record)?, customer, r)?;
+    let role = match filer_role(state, &r.filed_by).await? {
+        Some(name) => state.policy.role(&name),
+        None => None,
+    };
+    Ok(match role {
+        Some(role) => {
+            crate::customers::check_rewrite(role, &record, changes.fields.keys()).is_err()
+        }
+        None => true,
+    })
+}
+
+/// The current role of the staff principal (client or user) with this id.
+async fn filer_role(state: &AppState, filed_by: &str) -> ServiceResult<Option<String>> {
+    let Ok(id) = filed_by.parse::<Uuid>() else {
+        return Ok(None);
+    };
+    for kind in [PrincipalKind::Client, PrincipalKind::User] {
+        if let Some(p) = state.store.principal(kind, id).await? {
+            return Ok(Some(p.role));
+        }
+    }
+    Ok(None)
 }
 
 // ---------------------------------------------------------------------------
@@ -638,7 +737,7 @@ pub async fn verify_code(
         commit(state, mutations, events).await?;
         return Err(refusal(why));
     }
-    let needs = state.policy.needs_approval(r.kind.as_str());
+    let needs = approval_needed(state, &r).await?;
     let v = lc::verified(&r, now, "code", DATA_SUBJECT, needs).map_err(refusal)?;
     after_verified(state, &actor, v).await
 }
@@ -663,8 +762,17 @@ pub async fn verify_by_staff(
             "the identifier given matched no customer; file a new request with the customer's id",
         ));
     }
+    if r.kind.needs_customer_confirmation(r.lift) {
+        // R14: only the customer's own confirmation lifts an opt-out, a
+        // limit or an objection.
+        return Err(
+            ServiceError::conflict("customer_confirmation_required").detail(
+                "lifting this needs the customer's own confirmation with the code sent to them",
+            ),
+        );
+    }
     let now = state.clock.now_micros();
-    let needs = state.policy.needs_approval(r.kind.as_str());
+    let needs = approval_needed(state, &r).await?;
     let v = lc::verified(&r, now, method, &caller.id, needs).map_err(refusal)?;
     after_verified(state, caller, v).await
 }
@@ -791,7 +899,7 @@ fn state_result(r: &Request) -> Value {
 
 /// Carries out a verified (and, if the policy says so, approved) request.
 pub async fn execute(state: &AppState, actor: &Actor, r: Request) -> ServiceResult<Request> {
-    let needs = state.policy.needs_approval(r.kind.as_str());
+    let needs = approval_needed(state, &r).await?;
     lc::ready(&r, needs).map_err(refusal)?;
     let now = state.clock.now_micros();
     let Some(customer) = r.customer_id else {
@@ -1036,22 +1144,8 @@ pub async fn execute(state: &AppState, actor: &Actor, r: Request) -> ServiceResu
             )
         }
         Kind::Access | Kind::Portability => {
-            let package =
-                super::export::build_package(state, customer, r.kind.as_str(), now).await?;
-            let plain =
-                Zeroizing::new(serde_json::to_vec(&package).map_err(ServiceError::internal)?);
-            let ciphertext = dek
-                .encrypt_field(customer, &export_label(r.id), &plain)
-                .map_err(ServiceError::internal)?;
-            m.push(
-                RM::PutExport(ExportRow {
-                    request_id: r.id,
-                    customer_id: customer,
-                    ciphertext,
-                    created_at: now,
-                })
-                .into(),
-            );
+            // The package is built from live data at each download, so it
+            // never serves a value rectified or erased since (no copy kept).
             (
                 false,
                 json!({"export": format!("/v1/requests/{}/export", r.id), "format": "application/json"}),
@@ -1100,8 +1194,38 @@ async fn finish(
     Ok(saved(done))
 }
 
-/// The export package of a completed access or portability request, or,
-/// once the customer is erased, only the erasure receipt (R26).
+/// The request a request token opens. A token stops working
+/// `request_token_ttl_days` after its request closed (a merged request:
+/// after the request it joined closed); then, like an unknown token, it is
+/// `Unauthenticated`.
+pub async fn request_for_token(state: &AppState, token: &str) -> ServiceResult<Uuid> {
+    let hash = crypto::sha256_hex(token);
+    let Some(id) = state.store.request_for_token(&hash).await? else {
+        return Err(ServiceError::unauthenticated());
+    };
+    let Some(r) = state.store.request(id).await? else {
+        return Err(ServiceError::unauthenticated());
+    };
+    let closing = match r.merged_into {
+        Some(into) => state.store.request(into).await?.unwrap_or(r),
+        None => r,
+    };
+    if closing.status.is_closed()
+        && let Some(closed_at) = closing.responded_at
+    {
+        let ttl = i64::from(state.settings.request_token_ttl_days)
+            .saturating_mul(86_400)
+            .saturating_mul(1_000_000);
+        if state.clock.now_micros() > closed_at.saturating_add(ttl) {
+            return Err(ServiceError::unauthenticated().detail("the request token has expired"));
+        }
+    }
+    Ok(id)
+}
+
+/// The export package of a completed access or portability request, built
+/// from the customer's live data at each download; once the customer is
+/// erased, only the erasure receipt (R26).
 pub async fn export_package(state: &AppState, r: &Request) -> ServiceResult<Value> {
     if !matches!(r.kind, Kind::Access | Kind::Portability) {
         return Err(ServiceError::conflict("not_an_export")
@@ -1118,12 +1242,10 @@ pub async fn export_package(state: &AppState, r: &Request) -> ServiceResult<Valu
         );
     };
     let record = state.store.customer_record(customer).await?;
-    let stored = state.store.request_export(r.id).await?;
-    if let (Some(record), Some(stored)) = (record.as_ref().filter(|c| live(c)), stored) {
-        let dek = unwrap_dek(state, record)?;
-        if let Ok(plain) = dek.decrypt_field(customer, &export_label(r.id), &stored.ciphertext) {
-            return serde_json::from_slice(&plain).map_err(ServiceError::internal);
-        }
+    if record.as_ref().is_some_and(live) {
+        let now = state.clock.now_micros();
+        let package = super::export::build_package(state, customer, r.kind.as_str(), now).await?;
+        return Ok(package);
     }
     let receipt = super::erasure::receipt_of(state.store.as_ref(), customer).await?;
     Ok(json!({

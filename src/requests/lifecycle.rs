@@ -136,6 +136,16 @@ impl Kind {
         matches!(self, Kind::OptOutSale | Kind::LimitSensitive) && !lift
     }
 
+    /// Lifting an opt-out of sale/sharing, a limit on sensitive data or an
+    /// objection takes the customer's own, separate confirmation (R14):
+    /// the code sent to the contact on file, whoever filed the request.
+    pub fn needs_customer_confirmation(self, lift: bool) -> bool {
+        lift && matches!(
+            self,
+            Kind::OptOutSale | Kind::LimitSensitive | Kind::Objection
+        )
+    }
+
     /// Kinds that may carry `"lift": true` (withdraw what an earlier request
     /// of the kind set).
     pub fn may_lift(self) -> bool {

@@ -38,6 +38,8 @@ use crate::store::{CustomerRecord, Mutation, Store, StoreResult};
 
 pub const VERIFICATION_CODE: &str = "verification_code";
 pub const REQUEST_OUTCOME: &str = "request_outcome";
+/// To the customer: staff filed a request on their behalf (with its token).
+pub const REQUEST_FILED: &str = "request_filed";
 pub const REQUEST_EXTENDED: &str = "request_extended";
 pub const RESTRICTION_LIFT_NOTICE: &str = "restriction_lift_notice";
 pub const RECIPIENT_NOTICE: &str = "recipient_notice";

@@ -12,6 +12,7 @@ mod customers;
 mod erasure;
 mod export;
 mod faults;
+mod filers;
 mod helpers;
 mod keys;
 mod leak_scan;

@@ -178,3 +178,47 @@ async fn r35_pii_vault_sweep_as_of_a_date_runs_the_sweeper_from_the_command_line
     })
     .await;
 }
+
+#[tokio::test]
+async fn the_sweeper_tells_each_recipient_that_an_expired_value_is_gone() {
+    on_each_backend(|v| async move {
+        let helpdesk = v.token("helpdesk").await;
+        let id = v
+            .create(
+                &helpdesk,
+                &json!({"fields": {
+                    "email": {"value": "ada@example.com", "purposes": ["billing"]},
+                    "phone": {"value": "+39 333 123 4567", "purposes": ["marketing.sms"]}},
+                    "consents": [{"purpose": "marketing", "notice_version": "2026-01",
+                        "notice_text_sha256": NOTICE_SHA, "language": "en", "jurisdiction": "EU"}]}),
+            )
+            .await;
+        // A recipient reads the number: a disclosure.
+        let marketing = v.token("marketing_tool").await;
+        let (s, b) = v
+            .get(
+                &marketing,
+                &format!("/v1/customers/{id}/fields/phone?purpose=marketing.sms"),
+            )
+            .await;
+        assert_eq!(s, StatusCode::OK, "{b}");
+        // Two years and a day: marketing's retention ran out.
+        v.clock.advance_days(731);
+        let report = sweep(&v).await;
+        assert_eq!(report.values_deleted, 1);
+        let notifier = v.token("notifier").await;
+        let (_, out) = v.get(&notifier, "/v1/outbox").await;
+        let notices: Vec<&serde_json::Value> = out["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|m| m["kind"] == "recipient_notice")
+            .collect();
+        assert_eq!(notices.len(), 1, "{out}");
+        assert_eq!(notices[0]["to"]["recipient_role"], "marketing_tool");
+        assert_eq!(notices[0]["body"]["notice"], "erasure");
+        assert_eq!(notices[0]["body"]["fields"], json!(["phone"]));
+        assert!(!notices[0].to_string().contains("333"));
+    })
+    .await;
+}

@@ -1,0 +1,234 @@
+//! The access decision applied to a customer: the purpose check (steps 1–2
+//! of the decision, refusals audited before they are answered), loading a
+//! readable customer, and the per-value decision that builds a role's view
+//! (only allowed values are decrypted, masks applied).
+
+use std::collections::BTreeMap;
+
+use uuid::Uuid;
+
+use super::values::{decrypt, unwrap_dek};
+use super::{Profile, Withheld};
+use crate::actor::Actor;
+use crate::audit::{Action, Decision as Outcome, EventDraft};
+use crate::clock::from_micros;
+use crate::consent::ConsentState;
+use crate::crypto::Dek;
+use crate::error::{ServiceError, ServiceResult};
+use crate::policy::{
+    self, CollectedFor, Decision, FieldDef, Policy, Purpose, PurposeError, Reason, Role,
+    SubjectState,
+};
+use crate::state::AppState;
+use crate::store::{CustomerRecord, Unit};
+
+/// Steps 1–2 of the decision for a read. A refusal is audited (R1) before
+/// it is answered.
+pub async fn read_purpose<'p>(
+    state: &'p AppState,
+    caller: &Actor,
+    role: &Role,
+    purpose: Option<&str>,
+    action: Action,
+    customer: Option<Uuid>,
+) -> ServiceResult<&'p Purpose> {
+    check_purpose(state, caller, purpose, action, customer, |p| {
+        policy::check_read_purpose(&state.policy, role, p)
+    })
+    .await
+}
+
+/// Steps 1–2 for a write, against the role's write grants.
+pub async fn write_purpose<'p>(
+    state: &'p AppState,
+    caller: &Actor,
+    role: &Role,
+    purpose: Option<&str>,
+    action: Action,
+    customer: Option<Uuid>,
+) -> ServiceResult<&'p Purpose> {
+    check_purpose(state, caller, purpose, action, customer, |p| {
+        policy::check_write_purpose(&state.policy, role, p)
+    })
+    .await
+}
+
+async fn check_purpose<'p>(
+    state: &'p AppState,
+    caller: &Actor,
+    purpose: Option<&str>,
+    action: Action,
+    customer: Option<Uuid>,
+    check: impl FnOnce(Option<&str>) -> Result<&'p Purpose, PurposeError>,
+) -> ServiceResult<&'p Purpose> {
+    match check(purpose) {
+        Ok(p) => Ok(p),
+        Err(e) => {
+            // An undeclared purpose is not recorded verbatim: it is caller
+            // input and could carry anything.
+            let recorded = match e {
+                PurposeError::NotPermitted => purpose,
+                _ => None,
+            };
+            let mut ev = caller
+                .event(action, Outcome::Denied)
+                .purpose(recorded)
+                .reason("purpose", e.code());
+            if let Some(id) = customer {
+                ev = ev.customer(id);
+            }
+            crate::audit::metrics::record_access(&ev);
+            state.sequencer.commit(Unit::event(ev)).await?;
+            Err(ServiceError::from(e).audited())
+        }
+    }
+}
+
+/// Loads a customer that exists and is not erased (or, for a read, is
+/// partially erased with a value kept for the purpose); a miss is audited.
+pub(crate) async fn load_live(
+    state: &AppState,
+    caller: &Actor,
+    id: Uuid,
+    purpose: &Purpose,
+    action: Action,
+) -> ServiceResult<CustomerRecord> {
+    // A partially erased customer is served only for a purpose one of its
+    // kept values serves (see requests::erasure::readable_record).
+    match crate::requests::erasure::readable_record(state, id, &purpose.name, action).await? {
+        Some(r) => Ok(r),
+        None => {
+            let ev = caller
+                .event(action, Outcome::NotFound)
+                .purpose(Some(&purpose.name))
+                .customer(id);
+            state.sequencer.commit(Unit::event(ev)).await?;
+            Err(ServiceError::not_found("customer_not_found").audited())
+        }
+    }
+}
+
+pub(crate) fn subject_state(record: &CustomerRecord) -> SubjectState {
+    SubjectState {
+        restricted: record.customer.restricted,
+        objections: record.objections.clone(),
+        opted_out_sale: record.customer.opted_out_sale,
+        limit_sensitive: record.customer.limit_sensitive,
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn decide_row(
+    policy: &Policy,
+    role: &Role,
+    purpose: &Purpose,
+    def: &FieldDef,
+    row: &crate::store::FieldRow,
+    record: &CustomerRecord,
+    consents: &ConsentState,
+    now: i64,
+) -> Decision {
+    let collected: Vec<CollectedFor> = row
+        .purposes
+        .iter()
+        .map(|p| CollectedFor {
+            purpose: p.purpose.clone(),
+            collected_at: from_micros(p.collected_at),
+        })
+        .collect();
+    policy::decide(
+        policy,
+        role,
+        purpose,
+        def,
+        &collected,
+        &subject_state(record),
+        consents,
+        from_micros(now),
+    )
+}
+
+/// Applies the decision to every stored field; decrypts only allowed ones.
+pub(crate) fn view(
+    state: &AppState,
+    role: &Role,
+    purpose: &Purpose,
+    record: &CustomerRecord,
+    now: i64,
+) -> ServiceResult<Profile> {
+    let id = record.customer.id;
+    let consents = ConsentState::derive(&state.policy, &record.consents, now);
+    let mut profile = Profile {
+        id,
+        external_id: record.customer.external_id.clone(),
+        fields: BTreeMap::new(),
+        withheld: Vec::new(),
+    };
+    let mut dek: Option<Dek> = None;
+    for row in &record.fields {
+        // A field no longer in the policy is not served to anyone.
+        let Some(def) = state.policy.field(&row.field) else {
+            continue;
+        };
+        match decide_row(
+            &state.policy,
+            role,
+            purpose,
+            def,
+            row,
+            record,
+            &consents,
+            now,
+        ) {
+            Decision::Allowed { mask } => {
+                if dek.is_none() {
+                    dek = Some(unwrap_dek(state, record)?);
+                }
+                let Some(k) = dek.as_ref() else { continue };
+                let value = decrypt(k, id, row)?;
+                let shown = match mask {
+                    Some(m) => match policy::apply_mask(m, &value) {
+                        Some(v) => v,
+                        None => {
+                            profile.withheld.push(Withheld {
+                                field: row.field.clone(),
+                                reason: Reason::Hidden.code().to_owned(),
+                            });
+                            continue;
+                        }
+                    },
+                    None => value,
+                };
+                profile.fields.insert(row.field.clone(), shown);
+            }
+            Decision::Withheld(reason) => profile.withheld.push(Withheld {
+                field: row.field.clone(),
+                reason: reason.code().to_owned(),
+            }),
+        }
+    }
+    Ok(profile)
+}
+
+pub(crate) fn read_event(
+    caller: &Actor,
+    action: Action,
+    purpose: &Purpose,
+    profile: &Profile,
+) -> EventDraft {
+    let decision = if profile.fields.is_empty() && !profile.withheld.is_empty() {
+        Outcome::Withheld
+    } else {
+        Outcome::Allowed
+    };
+    let mut ev = caller
+        .event(action, decision)
+        .purpose(Some(&purpose.name))
+        .customer(profile.id)
+        .fields(profile.fields.keys().cloned());
+    for w in &profile.withheld {
+        ev = ev.reason(&w.field, &w.reason);
+    }
+    crate::audit::metrics::record_access(&ev);
+    ev
+}

@@ -1,0 +1,594 @@
+//! Customers: collect, read (whole profile or one field), search, rectify,
+//! consent. These are the use cases every edge calls (the HTTP API, the
+//! pages, the command line); they take an [`Actor`] and the application
+//! state and know nothing of HTTP.
+//!
+//! Every read goes: purpose check (steps 1–2 of the decision, denials are
+//! audited) → load → `decide()` per field → decrypt only what is allowed →
+//! audit event durable → answer. If the event cannot be stored the caller
+//! gets `Unavailable` and no personal data.
+
+pub mod access;
+pub mod consents;
+pub mod values;
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+pub use access::{read_purpose, write_purpose};
+pub use consents::{ConsentInput, consent_event};
+pub use values::{CHANNELS, decrypt, put_field, unwrap_dek, valid_channel};
+
+use crate::actor::Actor;
+use crate::audit::{Action, CommitError, Decision as Outcome, EventDraft};
+use crate::clock::rfc3339;
+use crate::consent::ConsentState;
+use crate::crypto::Dek;
+use crate::error::{ServiceError, ServiceResult};
+use crate::policy::{self, Capability, Decision};
+use crate::requests::outbox;
+use crate::state::AppState;
+use crate::store::{Mutation, Unit};
+use access::{decide_row, load_live, read_event, view};
+use values::{prepare_value, require_consents, valid_notice};
+
+/// A value to store and the purposes it is collected for.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FieldInput {
+    /// The value; validated and normalised per the field's type.
+    pub value: String,
+    /// The purposes it is collected for (each allowed for the field).
+    pub purposes: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateCustomer {
+    /// The helpdesk's own id for this customer.
+    #[serde(default)]
+    pub external_id: Option<String>,
+    /// How the data was collected (web, phone, chat, email, in_person, api).
+    #[serde(default)]
+    pub channel: Option<String>,
+    /// Version of the privacy notice shown at collection.
+    #[serde(default)]
+    pub notice_version: Option<String>,
+    pub fields: BTreeMap<String, FieldInput>,
+    /// Consents given in the same interaction (needed for consent-based purposes).
+    #[serde(default)]
+    pub consents: Vec<ConsentInput>,
+}
+
+/// Rectify or extend: a value replaces the old one; `null` removes it.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateCustomer {
+    /// Field name to its new value, or `null` to remove the value.
+    #[schema(value_type = BTreeMap<String, UpdateField>)]
+    pub fields: BTreeMap<String, Option<UpdateField>>,
+    #[serde(default)]
+    pub channel: Option<String>,
+    #[serde(default)]
+    pub notice_version: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateField {
+    pub value: String,
+    /// Defaults to the purposes of the value being replaced.
+    #[serde(default)]
+    pub purposes: Option<Vec<String>>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct FieldMeta {
+    pub purposes: Vec<String>,
+    pub collected_at: String,
+}
+
+/// What was stored; values are not echoed.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct CustomerStored {
+    pub id: Uuid,
+    pub external_id: Option<String>,
+    pub fields: BTreeMap<String, FieldMeta>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Withheld {
+    pub field: String,
+    /// not_collected_for_purpose, no_consent, objected, restricted, opted_out, limited, expired, hidden
+    pub reason: String,
+}
+
+/// The profile as the caller may see it for the stated purpose.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Profile {
+    pub id: Uuid,
+    pub external_id: Option<String>,
+    /// Allowed values, masked where the role's policy says so.
+    pub fields: BTreeMap<String, String>,
+    pub withheld: Vec<Withheld>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct FieldValue {
+    pub field: String,
+    pub value: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SearchRequest {
+    /// A `searchable` field.
+    pub field: String,
+    pub value: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct SearchResult {
+    pub customers: Vec<Profile>,
+}
+
+// ---------------------------------------------------------------------------
+// Use cases
+// ---------------------------------------------------------------------------
+
+/// Collects a new customer. `answer` may add one mutation to the same unit
+/// (the edge's idempotency record of the answer); it is given the answer and
+/// the time. `Conflict("external_id_taken")` when the external id is in use.
+pub async fn create(
+    state: &AppState,
+    actor: &Actor,
+    purpose: Option<&str>,
+    input: &CreateCustomer,
+    answer: impl FnOnce(&CustomerStored, i64) -> ServiceResult<Option<Mutation>>,
+) -> ServiceResult<CustomerStored> {
+    let role = actor.role(&state.policy)?;
+    write_purpose(state, actor, role, purpose, Action::CustomerCreate, None).await?;
+    if let Some(ext) = &input.external_id
+        && (ext.is_empty() || ext.len() > 200 || ext.chars().any(char::is_control))
+    {
+        return Err(ServiceError::invalid_request(
+            "external_id must be 1–200 printable characters",
+        )
+        .field("external_id"));
+    }
+    let channel = valid_channel(input.channel.as_deref())?;
+    let notice = valid_notice(input.notice_version.as_deref())?;
+    if input.fields.is_empty() {
+        return Err(
+            ServiceError::invalid_request("at least one field is required").field("fields"),
+        );
+    }
+    if !input.consents.is_empty() {
+        actor.require(&state.policy, Capability::Consents)?;
+    }
+    let now = state.clock.now_micros();
+    let id = Uuid::now_v7();
+    let mut consent_events = Vec::new();
+    for c in &input.consents {
+        consent_events.push(consent_event(&state.policy, actor, id, c, "grant", now)?);
+    }
+    let granted: Vec<&str> = consent_events.iter().map(|c| c.purpose.as_str()).collect();
+    let mut prepared = Vec::new();
+    for (name, f) in &input.fields {
+        let (def, normalized) = prepare_value(&state.policy, role, name, &f.value, &f.purposes)?;
+        require_consents(&state.policy, &f.purposes, |p| {
+            granted.iter().any(|g| policy::covers(g, p))
+        })?;
+        prepared.push((def, normalized, f.purposes.clone()));
+    }
+
+    let dek = Dek::generate().map_err(ServiceError::internal)?;
+    let keyring = state.keys.keyring();
+    let (kek_version, wrapped_dek) = keyring.wrap_dek(id, &dek).map_err(ServiceError::internal)?;
+    let mut mutations = vec![Mutation::InsertCustomer {
+        id,
+        external_id: input.external_id.clone(),
+        kek_version,
+        wrapped_dek,
+        at: now,
+    }];
+    let mut stored = CustomerStored {
+        id,
+        external_id: input.external_id.clone(),
+        fields: BTreeMap::new(),
+    };
+    for (def, normalized, purposes) in &prepared {
+        mutations.push(put_field(
+            state, &dek, id, def, normalized, purposes, actor, channel, notice, now,
+        )?);
+        stored.fields.insert(
+            def.name.clone(),
+            FieldMeta {
+                purposes: purposes.clone(),
+                collected_at: rfc3339(now),
+            },
+        );
+    }
+    let mut events = vec![
+        actor
+            .event(Action::CustomerCreate, Outcome::Allowed)
+            .purpose(purpose)
+            .customer(id)
+            .fields(prepared.iter().map(|(d, _, _)| d.name.clone())),
+    ];
+    for c in consent_events {
+        events.push(
+            actor
+                .event(Action::ConsentGrant, Outcome::Allowed)
+                .purpose(Some(&c.purpose))
+                .customer(id),
+        );
+        mutations.push(Mutation::AppendConsent(c));
+    }
+    mutations.extend(answer(&stored, now)?);
+    match state.sequencer.commit(Unit { mutations, events }).await {
+        Ok(_) => Ok(stored),
+        Err(CommitError::Conflict(_)) => Err(ServiceError::conflict("external_id_taken")
+            .detail("another customer has this external_id")
+            .field("external_id")),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The profile as the actor may see it for the purpose.
+pub async fn read(
+    state: &AppState,
+    actor: &Actor,
+    id: Uuid,
+    purpose: Option<&str>,
+) -> ServiceResult<Profile> {
+    let role = actor.role(&state.policy)?;
+    let action = Action::CustomerRead;
+    let purpose = read_purpose(state, actor, role, purpose, action, Some(id)).await?;
+    let record = load_live(state, actor, id, purpose, action).await?;
+    let now = state.clock.now_micros();
+    let profile = view(state, role, purpose, &record, now)?;
+    let mut unit = Unit::event(read_event(actor, action, purpose, &profile));
+    // A recipient's read is a disclosure (GDPR Art. 15(1)(c), Art. 19).
+    unit.mutations.extend(outbox::disclosure(
+        role,
+        &actor.id,
+        id,
+        &purpose.name,
+        profile.fields.keys().cloned().collect(),
+        now,
+    ));
+    state.sequencer.commit(unit).await?;
+    Ok(profile)
+}
+
+/// One field's value for the purpose; `Forbidden(reason)` when withheld.
+pub async fn read_field(
+    state: &AppState,
+    actor: &Actor,
+    id: Uuid,
+    field: &str,
+    purpose: Option<&str>,
+) -> ServiceResult<FieldValue> {
+    let role = actor.role(&state.policy)?;
+    let action = Action::CustomerReadField;
+    let purpose = read_purpose(state, actor, role, purpose, action, Some(id)).await?;
+    let Some(def) = state.policy.field(field) else {
+        // The name is caller input: it is not recorded.
+        let ev = actor
+            .event(action, Outcome::Invalid)
+            .purpose(Some(&purpose.name))
+            .customer(id)
+            .reason("error", "unknown_field");
+        state.sequencer.commit(Unit::event(ev)).await?;
+        return Err(ServiceError::bad_request("unknown_field")
+            .field(field.to_owned())
+            .audited());
+    };
+    let record = load_live(state, actor, id, purpose, action).await?;
+    let now = state.clock.now_micros();
+    let Some(row) = record.fields.iter().find(|f| f.field == def.name) else {
+        let ev = actor
+            .event(action, Outcome::NotFound)
+            .purpose(Some(&purpose.name))
+            .customer(id)
+            .fields([def.name.clone()]);
+        state.sequencer.commit(Unit::event(ev)).await?;
+        return Err(ServiceError::not_found("field_not_found")
+            .field(def.name.clone())
+            .audited());
+    };
+    let consents = ConsentState::derive(&state.policy, &record.consents, now);
+    let decision = decide_row(
+        &state.policy,
+        role,
+        purpose,
+        def,
+        row,
+        &record,
+        &consents,
+        now,
+    );
+    let mask = match decision {
+        Decision::Allowed { mask } => mask,
+        Decision::Withheld(reason) => {
+            let ev = actor
+                .event(action, Outcome::Withheld)
+                .purpose(Some(&purpose.name))
+                .customer(id)
+                .reason(&def.name, reason.code());
+            crate::audit::metrics::record_access(&ev);
+            state.sequencer.commit(Unit::event(ev)).await?;
+            return Err(ServiceError::forbidden(reason.code())
+                .detail("the value is withheld for this purpose")
+                .field(def.name.clone())
+                .audited());
+        }
+    };
+    let dek = unwrap_dek(state, &record)?;
+    let value = decrypt(&dek, id, row)?;
+    let value = match mask {
+        Some(m) => policy::apply_mask(m, &value).unwrap_or_default(),
+        None => value,
+    };
+    let ev = actor
+        .event(action, Outcome::Allowed)
+        .purpose(Some(&purpose.name))
+        .customer(id)
+        .fields([def.name.clone()]);
+    crate::audit::metrics::record_access(&ev);
+    let mut unit = Unit::event(ev);
+    unit.mutations.extend(outbox::disclosure(
+        role,
+        &actor.id,
+        id,
+        &purpose.name,
+        vec![def.name.clone()],
+        now,
+    ));
+    state.sequencer.commit(unit).await?;
+    Ok(FieldValue {
+        field: def.name.clone(),
+        value,
+    })
+}
+
+/// Exact lookup by a searchable field (through its blind index).
+pub async fn search(
+    state: &AppState,
+    actor: &Actor,
+    purpose: Option<&str>,
+    input: &SearchRequest,
+) -> ServiceResult<SearchResult> {
+    let role = actor.role(&state.policy)?;
+    let action = Action::CustomerSearch;
+    let purpose = read_purpose(state, actor, role, purpose, action, None).await?;
+    let def = state
+        .policy
+        .field(&input.field)
+        .ok_or_else(|| ServiceError::bad_request("unknown_field").field(input.field.clone()))?;
+    if !def.searchable {
+        return Err(ServiceError::bad_request("field_not_searchable").field(def.name.clone()));
+    }
+    let normalized = policy::normalize(def.ty, &input.value).map_err(|e| {
+        ServiceError::bad_request("invalid_value")
+            .detail(e.to_string())
+            .field(def.name.clone())
+    })?;
+    let digest = state.keys.index.blind_index(&def.name, &normalized);
+    let candidates = state.store.find_by_blind_index(&def.name, &digest).await?;
+    let now = state.clock.now_micros();
+    let mut found = Vec::new();
+    for id in candidates {
+        let Some(record) = state.store.customer_record(id).await? else {
+            continue;
+        };
+        if record.customer.erased_at.is_some() {
+            continue;
+        }
+        let Some(row) = record.fields.iter().find(|f| f.field == def.name) else {
+            continue;
+        };
+        // The match itself uses the searched value: it must be allowed for
+        // this purpose, and the candidate's value must really be equal.
+        let consents = ConsentState::derive(&state.policy, &record.consents, now);
+        let decision = decide_row(
+            &state.policy,
+            role,
+            purpose,
+            def,
+            row,
+            &record,
+            &consents,
+            now,
+        );
+        if !matches!(decision, Decision::Allowed { .. }) {
+            continue;
+        }
+        let dek = unwrap_dek(state, &record)?;
+        let same = crate::crypto::constant_time_eq(
+            decrypt(&dek, id, row)?.as_bytes(),
+            normalized.as_bytes(),
+        );
+        if same {
+            found.push(view(state, role, purpose, &record, now)?);
+        }
+    }
+    let mutations: Vec<Mutation> = found
+        .iter()
+        .filter_map(|p| {
+            outbox::disclosure(
+                role,
+                &actor.id,
+                p.id,
+                &purpose.name,
+                p.fields.keys().cloned().collect(),
+                now,
+            )
+        })
+        .collect();
+    let events: Vec<EventDraft> = if found.is_empty() {
+        vec![
+            actor
+                .event(action, Outcome::NotFound)
+                .purpose(Some(&purpose.name))
+                .fields([def.name.clone()]),
+        ]
+    } else {
+        found
+            .iter()
+            .map(|p| read_event(actor, action, purpose, p))
+            .collect()
+    };
+    state.sequencer.commit(Unit { mutations, events }).await?;
+    Ok(SearchResult { customers: found })
+}
+
+/// The write check for changing or removing values held on file: the role
+/// needs a write grant covering every purpose each value was collected for
+/// (`PATCH` and a rectification request filed by staff pass the same check).
+pub fn check_rewrite<'a>(
+    role: &crate::policy::Role,
+    record: &crate::store::CustomerRecord,
+    fields: impl IntoIterator<Item = &'a String>,
+) -> ServiceResult<()> {
+    for name in fields {
+        let Some(old) = record.fields.iter().find(|f| &f.field == name) else {
+            continue;
+        };
+        for p in &old.purposes {
+            if !role.write.iter().any(|w| policy::covers(w, &p.purpose)) {
+                return Err(ServiceError::forbidden("purpose_not_permitted")
+                    .detail(format!(
+                        "the value was collected for {}, which this role may not write",
+                        p.purpose
+                    ))
+                    .field(name.clone()));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Rectifies or extends a profile; the old value is gone for good. The
+/// recipients the customer's data was disclosed to are told of the
+/// rectification in the same unit (GDPR Art. 19).
+pub async fn update(
+    state: &AppState,
+    actor: &Actor,
+    id: Uuid,
+    purpose: Option<&str>,
+    input: &UpdateCustomer,
+) -> ServiceResult<CustomerStored> {
+    let role = actor.role(&state.policy)?;
+    let action = Action::CustomerUpdate;
+    let purpose = write_purpose(state, actor, role, purpose, action, Some(id)).await?;
+    let channel = valid_channel(input.channel.as_deref())?;
+    let notice = valid_notice(input.notice_version.as_deref())?;
+    if input.fields.is_empty() {
+        return Err(
+            ServiceError::invalid_request("at least one field is required").field("fields"),
+        );
+    }
+    let record = load_live(state, actor, id, purpose, action).await?;
+    let now = state.clock.now_micros();
+    let consents = ConsentState::derive(&state.policy, &record.consents, now);
+    let dek = unwrap_dek(state, &record)?;
+    check_rewrite(role, &record, input.fields.keys())?;
+    let mut mutations = Vec::new();
+    let mut stored = CustomerStored {
+        id,
+        external_id: record.customer.external_id.clone(),
+        fields: BTreeMap::new(),
+    };
+    // Values that were on file and now differ: what recipients are told of.
+    let mut rectified = Vec::new();
+    for (name, change) in &input.fields {
+        let existing = record.fields.iter().find(|f| &f.field == name);
+        let Some(f) = change else {
+            if state.policy.field(name).is_none() {
+                return Err(ServiceError::bad_request("unknown_field").field(name.clone()));
+            }
+            if existing.is_some() {
+                mutations.push(Mutation::DeleteField {
+                    customer_id: id,
+                    field: name.clone(),
+                });
+                rectified.push(name.clone());
+            }
+            continue;
+        };
+        let purposes = match (&f.purposes, existing) {
+            (Some(p), _) => p.clone(),
+            (None, Some(old)) => old.purposes.iter().map(|p| p.purpose.clone()).collect(),
+            (None, None) => {
+                return Err(
+                    ServiceError::invalid_request("purposes are required for a new value")
+                        .field(name.clone()),
+                );
+            }
+        };
+        let (def, normalized) = prepare_value(&state.policy, role, name, &f.value, &purposes)?;
+        require_consents(&state.policy, &purposes, |p| {
+            policy::consented(&consents, p)
+        })?;
+        mutations.push(put_field(
+            state,
+            &dek,
+            id,
+            def,
+            &normalized,
+            &purposes,
+            actor,
+            channel,
+            notice,
+            now,
+        )?);
+        if existing.is_some() {
+            rectified.push(def.name.clone());
+        }
+        stored.fields.insert(
+            def.name.clone(),
+            FieldMeta {
+                purposes,
+                collected_at: rfc3339(now),
+            },
+        );
+    }
+    let mut ev = actor
+        .event(action, Outcome::Allowed)
+        .purpose(Some(&purpose.name))
+        .customer(id)
+        .fields(input.fields.keys().cloned());
+    if !rectified.is_empty() {
+        let notices = outbox::recipient_notices(
+            state.store.as_ref(),
+            id,
+            "rectification",
+            None,
+            &rectified,
+            now,
+        )
+        .await?;
+        ev = ev.reason("recipients_notified", &notices.len().to_string());
+        mutations.extend(notices);
+    }
+    state
+        .sequencer
+        .commit(Unit {
+            mutations,
+            events: vec![ev],
+        })
+        .await
+        .map_err(|e| match e {
+            CommitError::Conflict(_) | CommitError::NotFound => {
+                ServiceError::not_found("customer_not_found")
+            }
+            other => other.into(),
+        })?;
+    outbox::wake();
+    Ok(stored)
+}
