@@ -66,6 +66,7 @@ actions! {
     ConsentGrant => "consent.grant",
     ConsentWithdraw => "consent.withdraw",
     ConsentRead => "consent.read",
+    ConsentRecord => "consent.record",
     RequestReceived => "request.received",
     RequestMerged => "request.merged",
     RequestCodeSent => "request.code_sent",

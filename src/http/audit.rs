@@ -117,12 +117,12 @@ async fn authorize(
     }
     state.sequencer.commit(Unit::event(ev)).await?;
     let names: Vec<&str> = caps.iter().map(|c| c.as_str()).collect();
-    Err(
-        ServiceError::forbidden("capability_required").detail(format!(
+    Err(ServiceError::forbidden("capability_required")
+        .detail(format!(
             "this call needs the {} capability",
             names.join(" or ")
-        )),
-    )
+        ))
+        .audited())
 }
 
 fn parse_seq(param: &'static str, v: Option<&String>) -> ApiResult<i64> {

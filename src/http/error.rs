@@ -75,6 +75,11 @@ impl IntoResponse for ServiceError {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/problem+json"),
         );
+        resp.extensions_mut()
+            .insert(super::refusals::ErrorCode(self.code));
+        if self.audited {
+            resp.extensions_mut().insert(super::refusals::Audited);
+        }
         if let Some(secs) = self.retry_after {
             resp.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(secs));

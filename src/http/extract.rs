@@ -137,7 +137,7 @@ impl FromRequestParts<AppState> for Actor {
         let digest = token_digest(token);
         if let Some(c) = state.auth_cache.get(&digest, epoch, keys_id, now_secs) {
             rate_limited(state, &c.id)?;
-            return Ok(Actor::staff(c.kind, c.id, c.role, request_id));
+            return Ok(noted(parts, Actor::staff(c.kind, c.id, c.role, request_id)));
         }
         let claims = keys
             .verify(token, now_secs)
@@ -172,13 +172,19 @@ impl FromRequestParts<AppState> for Actor {
             keys_id,
         );
         rate_limited(state, &principal.id.to_string())?;
-        Ok(Actor::staff(
-            kind,
-            principal.id.to_string(),
-            principal.role,
-            request_id,
+        Ok(noted(
+            parts,
+            Actor::staff(kind, principal.id.to_string(), principal.role, request_id),
         ))
     }
+}
+
+/// Leaves the caller where the refusal audit finds it (`refusals.rs`).
+pub fn noted(parts: &Parts, actor: Actor) -> Actor {
+    if let Some(slot) = parts.extensions.get::<super::refusals::ActorSlot>() {
+        slot.set(&actor);
+    }
+    actor
 }
 
 /// 429 `rate_limited` once `principal` has used up its bucket

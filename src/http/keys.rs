@@ -39,7 +39,7 @@ async fn require_admin(state: &AppState, caller: &Actor, action: Action) -> ApiR
             .event(action, Decision::Denied)
             .reason("error", "capability_required");
         state.sequencer.commit(Unit::event(ev)).await?;
-        return Err(e);
+        return Err(e.audited());
     }
     Ok(())
 }

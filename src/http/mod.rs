@@ -22,6 +22,7 @@ pub mod keys;
 pub mod ops;
 pub mod outbox;
 pub mod problems;
+pub mod refusals;
 pub mod requests;
 pub mod tokens;
 
@@ -153,6 +154,10 @@ pub fn app(state: AppState) -> Router {
                         .on_response(DefaultOnResponse::new().level(tracing::Level::INFO)),
                 )
                 .layer(middleware::from_fn(record_metrics))
+                .layer(middleware::from_fn_with_state(
+                    state.clone(),
+                    refusals::audit,
+                ))
                 .layer(middleware::from_fn(problems::normalize))
                 .layer(TimeoutLayer::with_status_code(
                     StatusCode::SERVICE_UNAVAILABLE,

@@ -254,9 +254,13 @@ impl FromRequestParts<AppState> for RequestAuth {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ServiceError> {
         if let Some(token) = bearer(parts).filter(|t| t.starts_with(TOKEN_PREFIX)) {
-            return Ok(RequestAuth::Token(
-                flow::request_for_token(state, token).await?,
-            ));
+            let id = flow::request_for_token(state, token).await?;
+            let rid = RequestId::from_request_parts(parts, state)
+                .await
+                .map(|r| r.0)
+                .unwrap_or_default();
+            super::extract::noted(parts, flow::data_subject(&rid));
+            return Ok(RequestAuth::Token(id));
         }
         Ok(RequestAuth::Staff(
             Actor::from_request_parts(parts, state).await?,

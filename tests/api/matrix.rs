@@ -403,6 +403,8 @@ async fn every_route_role_purpose_and_customer_gets_the_expected_answer() {
 
         let mut cells = 0;
         let mut failures = Vec::new();
+        // (request id, cell) of every refusal, each to be found in the trail.
+        let mut refused: Vec<(String, String)> = Vec::new();
         for row in &rows {
             let targets: Vec<&String> = match row.scope {
                 Scope::None => vec![&customers[0]],
@@ -451,12 +453,25 @@ async fn every_route_role_purpose_and_customer_gets_the_expected_answer() {
                             None => path.clone(),
                         };
                         let body = row.body.map(|b| b(purpose.unwrap_or("support")));
-                        let (s, b) = match &body {
-                            Some(body) => v.send(row.method.clone(), token, &url, body).await,
-                            None => v.send(row.method.clone(), token, &url, &Value::Null).await,
-                        };
+                        let rid = Uuid::now_v7().to_string();
+                        let resp = v
+                            .http
+                            .request(row.method.clone(), v.url(&url))
+                            .bearer_auth(token)
+                            .header("x-request-id", &rid)
+                            .json(body.as_ref().unwrap_or(&Value::Null))
+                            .send()
+                            .await
+                            .unwrap();
+                        let (s, b) = split(resp).await;
                         cells += 1;
                         let code = b["code"].as_str().unwrap_or_default().to_owned();
+                        if s.is_client_error() {
+                            refused.push((
+                                rid,
+                                format!("{role} {} {url} ({kind} purpose): {s} {code}", row.method),
+                            ));
+                        }
                         let ok = match row.access {
                             Access::Public => unreachable!(),
                             Access::AnyRole => s.is_success(),
@@ -504,10 +519,33 @@ async fn every_route_role_purpose_and_customer_gets_the_expected_answer() {
             failures.len(),
             failures.join("\n")
         );
+        // Every refusal is an audit event, with the caller named.
+        let events = v.audit().await;
+        let unaudited: Vec<&String> = refused
+            .iter()
+            .filter(|(rid, _)| {
+                !events
+                    .iter()
+                    .any(|e| &e.draft.request_id == rid && e.draft.decision != "allowed")
+            })
+            .map(|(_, cell)| cell)
+            .collect();
+        assert!(
+            unaudited.is_empty(),
+            "{} of {} refusals left no audit event:\n{}",
+            unaudited.len(),
+            refused.len(),
+            unaudited
+                .iter()
+                .map(|c| c.as_str())
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
         eprintln!(
-            "access matrix: {} routes, {} roles, {cells} cells",
+            "access matrix: {} routes, {} roles, {cells} cells, {} refusals audited",
             rows.len(),
-            ROLES.len()
+            ROLES.len(),
+            refused.len()
         );
     })
     .await;
