@@ -14,6 +14,7 @@ mod export;
 mod faults;
 mod helpers;
 mod keys;
+mod layering;
 mod leak_scan;
 mod leaks;
 mod limits;
