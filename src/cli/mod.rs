@@ -9,7 +9,7 @@
 //! - [`clients`], [`users`]: who may call the API;
 //! - [`keys`]: rotation, rewrap, retirement, status;
 //! - [`audit`]: export, public keys, offline verification, checkpoints, prune;
-//! - [`bench`]: the load benchmark, which drives the binary over HTTP.
+//! - [`bench`](mod@bench): the load benchmark, which drives the binary over HTTP.
 //!
 //! Exit status: 0 on success, 1 when the command fails (or what it checks is
 //! invalid), 2 when the configuration or an input file cannot be read.
