@@ -2,13 +2,16 @@
 //! field, served only for the purposes it was collected for, and every
 //! access is written to a hash-chained audit trail.
 //!
-//! `main.rs` parses the command line; everything else lives here so that
-//! tests run the same code the binary does.
+//! `main.rs` only hands the parsed command line to [`cli::run`]; everything
+//! else lives here so that tests run the same code the binary does. The
+//! edges are [`http`] (the JSON API) and [`cli`] (the commands and the load
+//! benchmark); nothing below them imports axum or `crate::http`
+//! (`tests/api/layering.rs` checks it).
 
 pub mod actor;
 pub mod audit;
 pub mod auth;
-pub mod bench;
+pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod consent;

@@ -251,43 +251,6 @@ async fn sweep_loop(weak: Weak<Inner>, every: Duration) {
     }
 }
 
-/// `pii-vault sweep [--as-of RFC3339]`: one sweep, with progress.
-pub async fn sweep_command(
-    settings: &crate::config::Settings,
-    clock: std::sync::Arc<dyn crate::clock::Clock>,
-    as_of: Option<&str>,
-) -> anyhow::Result<()> {
-    let now = match as_of {
-        Some(t) => crate::clock::parse_rfc3339(t).ok_or_else(|| {
-            anyhow::anyhow!("--as-of must be an RFC 3339 time such as 2031-01-01T00:00:00Z")
-        })?,
-        None => clock.now_micros(),
-    };
-    let opened = crate::open(settings, clock.as_ref(), false, false).await?;
-    let mut ctx = Ctx::direct(
-        opened.store.as_ref(),
-        &opened.policy,
-        &opened.keys,
-        clock.as_ref(),
-        settings,
-    );
-    ctx.as_of = Some(now);
-    println!("retention sweep as of {}", crate::clock::rfc3339(now));
-    let r = sweep(&ctx, now, |r| {
-        println!(
-            "  {} customer(s) checked: {} value(s) deleted, {} purpose(s) removed, {} erasure(s) re-evaluated",
-            r.customers, r.values_deleted, r.purposes_removed, r.erasures_settled
-        );
-    })
-    .await
-    .map_err(|e| anyhow::anyhow!("the sweep stopped: {e}"))?;
-    println!(
-        "done: {} customer(s), {} value(s) deleted, {} purpose(s) removed, {} erasure(s) re-evaluated, {} value(s) kept by a legal hold",
-        r.customers, r.values_deleted, r.purposes_removed, r.erasures_settled, r.held
-    );
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

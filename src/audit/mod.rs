@@ -9,7 +9,6 @@
 
 pub mod chain;
 pub mod checkpoint;
-pub mod cli;
 pub mod export;
 pub mod metrics;
 pub mod query;

@@ -12,7 +12,6 @@
 //! `keys.rewrap`, `keys.retire`, `keys.rotate_signing`) that names versions,
 //! key ids and counts, never key material.
 
-pub mod cli;
 pub mod ops;
 pub mod refresh;
 pub mod rewrap;

@@ -634,43 +634,6 @@ pub async fn import_package(
     })
 }
 
-/// `pii-vault import FILE`.
-pub async fn import_command(
-    settings: &crate::config::Settings,
-    clock: &dyn crate::clock::Clock,
-    file: &std::path::Path,
-) -> anyhow::Result<()> {
-    let text = std::fs::read_to_string(file)
-        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", file.display()))?;
-    // serde's message may quote a value: report only where and what kind.
-    let pkg: Package = serde_json::from_str(&text).map_err(|e| {
-        anyhow::anyhow!(
-            "{} is not an export package ({:?} error at line {}, column {}; see /v1/schemas/export.json)",
-            file.display(),
-            e.classify(),
-            e.line(),
-            e.column()
-        )
-    })?;
-    let opened = crate::open(settings, clock, false, true).await?;
-    let ctx = Ctx::direct(
-        opened.store.as_ref(),
-        &opened.policy,
-        &opened.keys,
-        clock,
-        settings,
-    );
-    let actor = Actor::cli();
-    let done = import_package(&ctx, &pkg, &actor)
-        .await
-        .map_err(|e| anyhow::anyhow!("import refused: {e}"))?;
-    println!(
-        "imported customer {} ({} value(s), {} consent event(s))",
-        done.customer_id, done.values, done.consents
-    );
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

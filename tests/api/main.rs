@@ -15,6 +15,7 @@ mod faults;
 mod filers;
 mod helpers;
 mod keys;
+mod layering;
 mod leak_scan;
 mod leaks;
 mod limits;

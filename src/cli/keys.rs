@@ -2,7 +2,7 @@
 //! beside running vault processes: those pick up a new KEK version or signing
 //! key within `keyring_poll_secs`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -10,10 +10,13 @@ use anyhow::Context;
 use secrecy::{ExposeSecret, SecretString};
 use uuid::Uuid;
 
-use super::{Actor, Committer, ops, rewrap};
+use crate::actor::Actor;
 use crate::clock::Clock;
 use crate::config::{Settings, read_key_file, write_key_file};
 use crate::crypto::RootKey;
+use crate::keys::{Committer, ops, rewrap};
+use crate::store::Store;
+use crate::vault::Keys;
 
 #[derive(Debug, clap::Subcommand)]
 pub enum KeysCommand {
@@ -60,7 +63,7 @@ pub enum KeysCommand {
     },
 }
 
-/// Runs one `keys` subcommand.
+/// Runs one `keys` subcommand on the opened vault, committing directly.
 pub async fn run(
     command: KeysCommand,
     settings: Settings,
@@ -68,108 +71,134 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let opened = crate::open(&settings, clock.as_ref(), false, false).await?;
     let store = opened.store.as_ref();
-    let keys = &opened.keys;
-    let committer = Committer::Direct {
+    let on = Vault {
+        keys: &opened.keys,
         store,
+        committer: Committer::Direct {
+            store,
+            clock: clock.as_ref(),
+        },
         clock: clock.as_ref(),
+        settings: &settings,
+        actor: Actor::cli(),
     };
-    let actor = Actor::cli();
     match command {
-        KeysCommand::Status { json, customer_id } => {
-            let status = ops::status(keys, store, clock.as_ref(), &settings, customer_id)
-                .await?
-                .ok_or_else(|| anyhow::anyhow!("no customer with that id"))?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&status)?);
-            } else {
-                print_status(&status);
-            }
-            Ok(())
-        }
-        KeysCommand::Rotate => {
-            let r = ops::rotate(keys, store, &committer, clock.as_ref(), &actor, None).await?;
-            println!(
-                "KEK version {} is active (replacing version {}). Serving processes use it within \
-                 {} s. Existing data keys: run `pii-vault keys rewrap`, or let `serve` rewrap them \
-                 in the background; `pii-vault keys status` shows the progress.",
-                r.version, r.previous, settings.keyring_poll_secs
-            );
-            Ok(())
-        }
-        KeysCommand::Rewrap => {
-            rewrap_to_completion(&opened.keys, store, &committer, clock.as_ref(), &settings).await
-        }
-        KeysCommand::Retire { version } => {
-            let r = ops::retire(
-                Some(keys),
-                store,
-                &committer,
-                clock.as_ref(),
-                &settings,
-                version,
-                &actor,
-                None,
-            )
-            .await?;
-            println!(
-                "KEK version {} retired at {}: its key material is destroyed.",
-                r.version, r.retired_at
-            );
-            Ok(())
-        }
-        KeysCommand::RotateRoot { new_key_file } => {
-            let (new_root, created) = new_root_key(&new_key_file)?;
-            let old_root = keys.root.load_full();
-            let r = ops::rotate_root(store, clock.as_ref(), &old_root, &new_root, &actor).await?;
-            if created {
-                println!(
-                    "generated a new root key in {} (mode 0600)",
-                    new_key_file.display()
-                );
-            }
-            println!(
-                "root key replaced: {} KEK version(s) and the blind-index secret are now wrapped \
-                 by the new key (fingerprint {}; previous {}). The previous root key no longer \
-                 opens this vault: set PII_VAULT_MASTER_KEY_FILE={} for every vault process and \
-                 restart them (a process whose key file was replaced in place picks it up by \
-                 itself), then destroy the old key.",
-                r.kek_versions,
-                r.fingerprint,
-                r.previous_fingerprint,
-                new_key_file.display()
-            );
-            Ok(())
-        }
+        KeysCommand::Status { json, customer_id } => status(&on, json, customer_id).await,
+        KeysCommand::Rotate => rotate(&on).await,
+        KeysCommand::Rewrap => rewrap_to_completion(&on).await,
+        KeysCommand::Retire { version } => retire(&on, version).await,
+        KeysCommand::RotateRoot { new_key_file } => rotate_root(&on, &new_key_file).await,
         KeysCommand::RotateSigning { revoke_previous } => {
-            let r = ops::rotate_signing(
-                keys,
-                store,
-                &committer,
-                clock.as_ref(),
-                &settings,
-                revoke_previous,
-                &actor,
-                None,
-            )
-            .await?;
-            if revoke_previous {
-                println!(
-                    "tokens signed by {} are refused from now on",
-                    r.previous_kid
-                );
-            }
-            println!(
-                "signing key {} is active (replacing {}); serving processes sign with it within \
-                 {} s. Public key (base64url): {}",
-                r.kid, r.previous_kid, settings.keyring_poll_secs, r.public_key
-            );
-            Ok(())
+            rotate_signing(&on, revoke_previous).await
         }
     }
 }
 
+/// What every key operation works on: the opened vault, committing
+/// directly as the command line's operator.
+struct Vault<'a> {
+    keys: &'a Keys,
+    store: &'a dyn Store,
+    committer: Committer<'a>,
+    clock: &'a dyn Clock,
+    settings: &'a Settings,
+    actor: Actor,
+}
+
+async fn status(on: &Vault<'_>, json: bool, customer_id: Option<Uuid>) -> anyhow::Result<()> {
+    let status = ops::status(on.keys, on.store, on.clock, on.settings, customer_id)
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("no customer with that id"))?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&status)?);
+    } else {
+        print_status(&status);
+    }
+    Ok(())
+}
+
+async fn rotate(on: &Vault<'_>) -> anyhow::Result<()> {
+    let r = ops::rotate(on.keys, on.store, &on.committer, on.clock, &on.actor, None).await?;
+    println!(
+        "KEK version {} is active (replacing version {}). Serving processes use it within \
+         {} s. Existing data keys: run `pii-vault keys rewrap`, or let `serve` rewrap them \
+         in the background; `pii-vault keys status` shows the progress.",
+        r.version, r.previous, on.settings.keyring_poll_secs
+    );
+    Ok(())
+}
+
+async fn retire(on: &Vault<'_>, version: i64) -> anyhow::Result<()> {
+    let r = ops::retire(
+        Some(on.keys),
+        on.store,
+        &on.committer,
+        on.clock,
+        on.settings,
+        version,
+        &on.actor,
+        None,
+    )
+    .await?;
+    println!(
+        "KEK version {} retired at {}: its key material is destroyed.",
+        r.version, r.retired_at
+    );
+    Ok(())
+}
+
+async fn rotate_root(on: &Vault<'_>, new_key_file: &Path) -> anyhow::Result<()> {
+    let (new_root, created) = new_root_key(new_key_file)?;
+    let old_root = on.keys.root.load_full();
+    let r = ops::rotate_root(on.store, on.clock, &old_root, &new_root, &on.actor).await?;
+    if created {
+        println!(
+            "generated a new root key in {} (mode 0600)",
+            new_key_file.display()
+        );
+    }
+    println!(
+        "root key replaced: {} KEK version(s) and the blind-index secret are now wrapped \
+         by the new key (fingerprint {}; previous {}). The previous root key no longer \
+         opens this vault: set PII_VAULT_MASTER_KEY_FILE={} for every vault process and \
+         restart them (a process whose key file was replaced in place picks it up by \
+         itself), then destroy the old key.",
+        r.kek_versions,
+        r.fingerprint,
+        r.previous_fingerprint,
+        new_key_file.display()
+    );
+    Ok(())
+}
+
+async fn rotate_signing(on: &Vault<'_>, revoke_previous: bool) -> anyhow::Result<()> {
+    let r = ops::rotate_signing(
+        on.keys,
+        on.store,
+        &on.committer,
+        on.clock,
+        on.settings,
+        revoke_previous,
+        &on.actor,
+        None,
+    )
+    .await?;
+    if revoke_previous {
+        println!(
+            "tokens signed by {} are refused from now on",
+            r.previous_kid
+        );
+    }
+    println!(
+        "signing key {} is active (replacing {}); serving processes sign with it within \
+         {} s. Public key (base64url): {}",
+        r.kid, r.previous_kid, on.settings.keyring_poll_secs, r.public_key
+    );
+    Ok(())
+}
+
 /// Reads the new root key, or generates it when the file does not exist.
-fn new_root_key(path: &std::path::Path) -> anyhow::Result<(RootKey, bool)> {
+fn new_root_key(path: &Path) -> anyhow::Result<(RootKey, bool)> {
     if path.exists() {
         let text = read_key_file(path).map_err(anyhow::Error::msg)?;
         let key = RootKey::from_base64(text.expose_secret())
@@ -181,19 +210,15 @@ fn new_root_key(path: &std::path::Path) -> anyhow::Result<(RootKey, bool)> {
     Ok((key, true))
 }
 
-async fn rewrap_to_completion(
-    keys: &crate::vault::Keys,
-    store: &dyn crate::store::Store,
-    committer: &Committer<'_>,
-    clock: &dyn Clock,
-    settings: &Settings,
-) -> anyhow::Result<()> {
+/// Rewraps until every live data key is on the active KEK version, printing
+/// progress at most once a second; resumable when interrupted.
+async fn rewrap_to_completion(on: &Vault<'_>) -> anyhow::Result<()> {
+    let (keys, store, clock, settings) = (on.keys, on.store, on.clock, on.settings);
     let started = Instant::now();
     let mut total = 0u64;
     let mut signing = 0u64;
     let mut failed = 0u64;
     let mut last_print = Instant::now();
-    let actor = Actor::cli();
     for _ in 0..10 {
         if !rewrap::has_work(keys, store).await? {
             break;
@@ -215,11 +240,11 @@ async fn rewrap_to_completion(
         let report = rewrap::run_pass(
             keys,
             store,
-            committer,
+            &on.committer,
             clock,
             settings.rewrap_batch_size,
             Duration::from_millis(settings.rewrap_pause_ms),
-            &actor,
+            &on.actor,
             &|| true,
             &mut print,
         )

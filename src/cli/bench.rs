@@ -7,14 +7,90 @@
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow, bail};
+use clap::Args;
 use serde::Serialize;
 use serde_json::{Value, json};
+
+use super::Exit;
+use crate::telemetry;
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Benchmark a running vault at this URL instead of starting one.
+    #[arg(long, value_name = "URL")]
+    target: Option<String>,
+    /// With --target: `role=client_id:secret` (helpdesk required; dpo for erase, admin for rewrap).
+    #[arg(long = "credentials", value_name = "ROLE=ID:SECRET")]
+    credentials: Vec<String>,
+    /// Database for the vault the benchmark starts (default: SQLite in a temporary directory).
+    #[arg(long, value_name = "URL")]
+    database_url: Option<String>,
+    /// Policy directory for the vault the benchmark starts.
+    #[arg(long, default_value = "./policies")]
+    policy_dir: PathBuf,
+    /// Customers to seed before measuring.
+    #[arg(long, default_value_t = 10_000)]
+    customers: usize,
+    /// Concurrent keep-alive connections.
+    #[arg(long, default_value_t = 32)]
+    connections: usize,
+    /// Seconds per scenario.
+    #[arg(long, default_value_t = 10)]
+    duration: u64,
+    /// Comma-separated scenarios: read, read-field, create, search, mixed, erase, export, rewrap.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "read,read-field,create,search,mixed,erase,export,rewrap"
+    )]
+    scenarios: Vec<String>,
+    /// PID of a targeted server, for its memory figures.
+    #[arg(long)]
+    server_pid: Option<u32>,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// `pii-vault bench`: runs the benchmark and prints the report as a table
+/// (or JSON). Needs no settings: a vault it starts gets its own.
+pub fn command(args: BenchArgs) -> Exit {
+    telemetry::init_tracing("text");
+    let json = args.json;
+    let opts = Options {
+        target: args.target,
+        credentials: args.credentials,
+        database_url: args.database_url,
+        policy_dir: args.policy_dir,
+        customers: args.customers,
+        connections: args.connections.max(1),
+        duration: Duration::from_secs(args.duration.max(1)),
+        scenarios: args.scenarios,
+        server_pid: args.server_pid,
+    };
+    let printed = super::block_on(run(opts)).and_then(|report| {
+        if json {
+            println!("{}", serde_json::to_string_pretty(&report)?);
+        } else {
+            print!("{}", table(&report));
+        }
+        Ok(())
+    });
+    match printed {
+        Ok(()) => Exit::Success,
+        Err(e) => {
+            eprintln!("pii-vault bench: {e:#}");
+            Exit::Failure
+        }
+    }
+}
 
 pub const SCENARIOS: &[&str] = &[
     "read",
@@ -35,7 +111,7 @@ pub struct Options {
     pub credentials: Vec<String>,
     /// Database for a vault the benchmark starts (default: SQLite in a temp dir).
     pub database_url: Option<String>,
-    pub policy_dir: std::path::PathBuf,
+    pub policy_dir: PathBuf,
     pub customers: usize,
     pub connections: usize,
     pub duration: Duration,
@@ -159,7 +235,7 @@ impl Target {
     }
 }
 
-fn exe() -> anyhow::Result<std::path::PathBuf> {
+fn exe() -> anyhow::Result<PathBuf> {
     std::env::current_exe().context("cannot find the pii-vault executable")
 }
 
@@ -655,7 +731,88 @@ async fn give_audit_events(s: &Shared, n: usize) {
     }
 }
 
+/// What the seeding tasks share.
+struct Seeder {
+    http: reqwest::Client,
+    base: String,
+    /// The helpdesk's `(client_id, secret)`.
+    credentials: (String, String),
+    /// The helpdesk's token: the first task that meets a 401 renews it.
+    helpdesk: tokio::sync::RwLock<String>,
+    /// Customers to create.
+    n: u64,
+    /// The number of the next customer to create.
+    next: AtomicU64,
+    /// Customers created.
+    done: AtomicU64,
+}
+
+impl Seeder {
+    /// One creator: takes the next customer number until `n` are taken.
+    /// Returns `(number, id)` of the customers it created.
+    async fn work(self: Arc<Self>) -> anyhow::Result<Vec<(u64, String)>> {
+        let mut ids = Vec::new();
+        loop {
+            let i = self.next.fetch_add(1, Ordering::Relaxed);
+            if i >= self.n {
+                break;
+            }
+            if let Some(id) = self.create(i).await? {
+                ids.push((i, id));
+            }
+            self.done.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(ids)
+    }
+
+    /// Creates customer `i`, renewing the token once when it has expired.
+    async fn create(&self, i: u64) -> anyhow::Result<Option<String>> {
+        for _attempt in 0..2 {
+            let bearer = self.helpdesk.read().await.clone();
+            let r = self
+                .http
+                .post(format!("{}/v1/customers?purpose=support", self.base))
+                .bearer_auth(&bearer)
+                .json(&customer_body(i))
+                .send()
+                .await;
+            if matches!(&r, Ok(r) if r.status() == reqwest::StatusCode::UNAUTHORIZED) {
+                // The token expired: one task renews it, then retry.
+                let mut t = self.helpdesk.write().await;
+                if *t == bearer {
+                    let (id, secret) = &self.credentials;
+                    *t = token(&self.http, &self.base, id, secret).await?;
+                }
+                continue;
+            }
+            return match r {
+                Ok(r) if r.status().is_success() => {
+                    let v: Value = r.json().await.unwrap_or_default();
+                    Ok(v["id"].as_str().map(str::to_owned))
+                }
+                Ok(r) => Err(anyhow!("seeding failed: HTTP {}", r.status())),
+                Err(e) => Err(anyhow!("seeding failed: {e}")),
+            };
+        }
+        Err(anyhow!("seeding failed: HTTP 401 after a fresh token"))
+    }
+
+    /// Prints the progress every second until every customer is created.
+    async fn progress(self: Arc<Self>, started: Instant) {
+        loop {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let d = self.done.load(Ordering::Relaxed);
+            let rate = d as f64 / started.elapsed().as_secs_f64();
+            eprint!("\rseeding customers: {d}/{} ({rate:.0}/s)   ", self.n);
+            if d >= self.n {
+                break;
+            }
+        }
+    }
+}
+
 /// Seeds `n` customers with `c` concurrent creators, printing progress.
+/// Returns their ids in creation order and the customers created per second.
 async fn seed(
     target: &Target,
     http: &reqwest::Client,
@@ -667,81 +824,21 @@ async fn seed(
         .get("helpdesk")
         .cloned()
         .ok_or_else(|| anyhow!("no helpdesk credentials"))?;
-    let helpdesk = Arc::new(tokio::sync::RwLock::new(
-        token(http, &target.base, &id, &secret).await?,
-    ));
-    let next = Arc::new(AtomicU64::new(0));
-    let done = Arc::new(AtomicU64::new(0));
+    let helpdesk = token(http, &target.base, &id, &secret).await?;
+    let seeder = Arc::new(Seeder {
+        http: http.clone(),
+        base: target.base.clone(),
+        credentials: (id, secret),
+        helpdesk: tokio::sync::RwLock::new(helpdesk),
+        n: n as u64,
+        next: AtomicU64::new(0),
+        done: AtomicU64::new(0),
+    });
     let started = Instant::now();
-    let mut tasks = Vec::new();
-    for _ in 0..c.max(1) {
-        let (http, base, helpdesk, next, done) = (
-            http.clone(),
-            target.base.clone(),
-            helpdesk.clone(),
-            next.clone(),
-            done.clone(),
-        );
-        let (id, secret) = (id.clone(), secret.clone());
-        tasks.push(tokio::spawn(async move {
-            let mut ids = Vec::new();
-            loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                if i >= n as u64 {
-                    break;
-                }
-                let mut resp = None;
-                for _attempt in 0..2 {
-                    let bearer = helpdesk.read().await.clone();
-                    let r = http
-                        .post(format!("{base}/v1/customers?purpose=support"))
-                        .bearer_auth(&bearer)
-                        .json(&customer_body(i))
-                        .send()
-                        .await;
-                    if matches!(&r, Ok(r) if r.status() == reqwest::StatusCode::UNAUTHORIZED) {
-                        // The token expired: one task renews it, then retry.
-                        let mut t = helpdesk.write().await;
-                        if *t == bearer {
-                            *t = token(&http, &base, &id, &secret).await?;
-                        }
-                        continue;
-                    }
-                    resp = Some(r);
-                    break;
-                }
-                let Some(resp) = resp else {
-                    return Err(anyhow!("seeding failed: HTTP 401 after a fresh token"));
-                };
-                match resp {
-                    Ok(r) if r.status().is_success() => {
-                        let v: Value = r.json().await.unwrap_or_default();
-                        if let Some(id) = v["id"].as_str() {
-                            ids.push((i, id.to_owned()));
-                        }
-                    }
-                    Ok(r) => return Err(anyhow!("seeding failed: HTTP {}", r.status())),
-                    Err(e) => return Err(anyhow!("seeding failed: {e}")),
-                }
-                done.fetch_add(1, Ordering::Relaxed);
-            }
-            Ok(ids)
-        }));
-    }
-    let progress = {
-        let done = done.clone();
-        tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                let d = done.load(Ordering::Relaxed);
-                let rate = d as f64 / started.elapsed().as_secs_f64();
-                eprint!("\rseeding customers: {d}/{n} ({rate:.0}/s)   ");
-                if d >= n as u64 {
-                    break;
-                }
-            }
-        })
-    };
+    let tasks: Vec<_> = (0..c.max(1))
+        .map(|_| tokio::spawn(seeder.clone().work()))
+        .collect();
+    let progress = tokio::spawn(seeder.clone().progress(started));
     let mut all = Vec::with_capacity(n);
     for t in tasks {
         all.extend(t.await??);
@@ -753,6 +850,8 @@ async fn seed(
     Ok((all.into_iter().map(|(_, id)| id).collect(), rate))
 }
 
+/// Connects to (or starts) the vault, seeds it, runs each scenario in turn
+/// with fresh tokens and returns the report.
 pub async fn run(opts: Options) -> anyhow::Result<Report> {
     for s in &opts.scenarios {
         if !SCENARIOS.contains(&s.as_str()) {
@@ -786,54 +885,7 @@ pub async fn run(opts: Options) -> anyhow::Result<Report> {
             "running {name} for {:?} with {} connections…",
             opts.duration, opts.connections
         );
-        // The concurrent scenarios differ only in the operation they repeat.
-        let load = |choose: fn(&mut Rng) -> Op| {
-            run_load(
-                shared.clone(),
-                name,
-                opts.connections,
-                opts.duration,
-                target.pid,
-                choose,
-            )
-        };
-        let r = match name.as_str() {
-            "read" => load(|_| Op::Read).await,
-            "read-field" => load(|_| Op::ReadField).await,
-            "create" => load(|_| Op::Create).await,
-            "search" => load(|_| Op::Search).await,
-            "mixed" => {
-                load(|rng| match rng.below(100) {
-                    0..80 => Op::Read,
-                    80..95 => Op::Update,
-                    _ => Op::Create,
-                })
-                .await
-            }
-            "export" => {
-                give_audit_events(&shared, 1_000).await;
-                let mut r = run_load(shared.clone(), name, 1, opts.duration, target.pid, |_| {
-                    Op::Export
-                })
-                .await;
-                r.note = Some(
-                    "sequential exports (latency) of a customer with 1,000+ audit events".into(),
-                );
-                r
-            }
-            "rewrap" => rewrap(&shared, admin.as_ref(), target.pid).await,
-            "erase" => {
-                // Erasure latency, one at a time, on the most recently seeded customers.
-                let mut r = run_load(shared.clone(), name, 1, opts.duration, target.pid, |_| {
-                    Op::Erase
-                })
-                .await;
-                r.note = Some("sequential erasures (latency), newest seeded customers".into());
-                r
-            }
-            other => ScenarioResult::empty(other),
-        };
-        results.push(r);
+        results.push(scenario(name, &shared, &opts, target.pid, admin.as_ref()).await);
     }
     Ok(Report {
         backend: target.backend.clone(),
@@ -844,6 +896,56 @@ pub async fn run(opts: Options) -> anyhow::Result<Report> {
         seed_per_sec: seed_rate,
         results,
     })
+}
+
+/// Runs the scenario `name` (one of [`SCENARIOS`]) once.
+async fn scenario(
+    name: &str,
+    shared: &Arc<Shared>,
+    opts: &Options,
+    pid: Option<u32>,
+    admin: Option<&String>,
+) -> ScenarioResult {
+    // The concurrent scenarios differ only in the operation they repeat.
+    let load = |choose: fn(&mut Rng) -> Op| {
+        run_load(
+            shared.clone(),
+            name,
+            opts.connections,
+            opts.duration,
+            pid,
+            choose,
+        )
+    };
+    match name {
+        "read" => load(|_| Op::Read).await,
+        "read-field" => load(|_| Op::ReadField).await,
+        "create" => load(|_| Op::Create).await,
+        "search" => load(|_| Op::Search).await,
+        "mixed" => {
+            load(|rng| match rng.below(100) {
+                0..80 => Op::Read,
+                80..95 => Op::Update,
+                _ => Op::Create,
+            })
+            .await
+        }
+        "export" => {
+            give_audit_events(shared, 1_000).await;
+            let mut r = run_load(shared.clone(), name, 1, opts.duration, pid, |_| Op::Export).await;
+            r.note =
+                Some("sequential exports (latency) of a customer with 1,000+ audit events".into());
+            r
+        }
+        "rewrap" => rewrap(shared, admin, pid).await,
+        "erase" => {
+            // Erasure latency, one at a time, on the most recently seeded customers.
+            let mut r = run_load(shared.clone(), name, 1, opts.duration, pid, |_| Op::Erase).await;
+            r.note = Some("sequential erasures (latency), newest seeded customers".into());
+            r
+        }
+        other => ScenarioResult::empty(other),
+    }
 }
 
 /// The report as a table.

@@ -1,0 +1,241 @@
+//! The command line: an edge like [`crate::http`]. Each command parses its
+//! arguments, opens what it needs, calls the library and prints the result;
+//! the logic it calls lives below, in the services and the core.
+//!
+//! - [`serve`]: `serve` (the HTTP API until SIGINT/SIGTERM);
+//! - [`maintenance`]: `migrate`, `sweep`;
+//! - [`import`]: `import FILE`;
+//! - [`policy`]: `policy check`;
+//! - [`clients`], [`users`]: who may call the API;
+//! - [`keys`]: rotation, rewrap, retirement, status;
+//! - [`audit`]: export, public keys, offline verification, checkpoints, prune;
+//! - [`bench`](mod@bench): the load benchmark, which drives the binary over HTTP.
+//!
+//! Exit status: 0 on success, 1 when the command fails (or what it checks is
+//! invalid), 2 when the configuration or an input file cannot be read.
+
+pub mod audit;
+pub mod bench;
+pub mod clients;
+pub mod import;
+pub mod keys;
+pub mod maintenance;
+pub mod policy;
+pub mod serve;
+pub mod users;
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand};
+
+use crate::actor::Actor;
+use crate::audit::{Action, Decision, EventDraft};
+use crate::clock::{Clock, SystemClock};
+use crate::config::Settings;
+use crate::telemetry;
+use crate::vault::RootKeyOrigin;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "pii-vault",
+    version,
+    about = "A customer-data vault: encrypted fields, purpose-bound access, consent, data subject requests and a verifiable audit trail."
+)]
+pub struct Cli {
+    /// Configuration file (default: ./pii-vault.toml when present).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve the HTTP API.
+    Serve {
+        /// Refuse to start without an explicitly configured root key.
+        #[arg(long)]
+        production: bool,
+    },
+    /// Create or upgrade the database schema and the keyring, finish
+    /// interrupted erasures and erase again customers listed in the
+    /// tombstone file (after restoring an older backup), then exit.
+    Migrate,
+    /// Import a portability export into an EMPTY vault: the same customer,
+    /// values, purposes (with their collection times) and consents.
+    Import {
+        /// The export package (JSON) of an access or portability request.
+        file: PathBuf,
+    },
+    /// Run the retention sweeper once: remove purposes whose retention
+    /// ended, delete values left without one, audit each deletion.
+    Sweep {
+        /// Sweep as of this time instead of now, e.g. 2031-01-01T00:00:00Z.
+        #[arg(long, value_name = "RFC3339")]
+        as_of: Option<String>,
+    },
+    /// Validate policy files.
+    Policy {
+        #[command(subcommand)]
+        command: policy::PolicyCommand,
+    },
+    /// Manage machine clients.
+    Clients {
+        #[command(subcommand)]
+        command: clients::ClientsCommand,
+    },
+    /// Manage people who log in with a password.
+    Users {
+        #[command(subcommand)]
+        command: users::UsersCommand,
+    },
+    /// Rotate and retire keys: KEK versions, the root key, the signing key.
+    Keys {
+        #[command(subcommand)]
+        command: keys::KeysCommand,
+    },
+    /// The audit trail: export, public keys, offline verification,
+    /// checkpoints, retention.
+    Audit {
+        #[command(subcommand)]
+        command: audit::AuditCommand,
+    },
+    /// Run the load benchmark (starts its own vault unless --target is given).
+    Bench(bench::BenchArgs),
+}
+
+/// How a command ended: the process's exit status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// 0.
+    Success,
+    /// 1: the command failed, or what it checked is invalid.
+    Failure,
+    /// 2: the configuration or an input file cannot be read.
+    Unreadable,
+}
+
+impl From<Exit> for ExitCode {
+    fn from(exit: Exit) -> ExitCode {
+        match exit {
+            Exit::Success => ExitCode::SUCCESS,
+            Exit::Failure => ExitCode::FAILURE,
+            Exit::Unreadable => ExitCode::from(2),
+        }
+    }
+}
+
+/// Runs one command line to its end.
+///
+/// `policy check`, `audit verify` and `bench` need no settings (a broken
+/// configuration file does not stop them); every other command loads the
+/// settings first, sets up logging in the configured format and runs on a
+/// multi-threaded runtime.
+pub fn run(cli: Cli) -> Exit {
+    let Cli { config, command } = cli;
+    match command {
+        Command::Policy {
+            command: policy::PolicyCommand::Check { dir },
+        } => policy::check(config.as_deref(), dir),
+        Command::Audit {
+            command: audit::AuditCommand::Verify { public_key, export },
+        } => audit::verify(&public_key, &export),
+        Command::Bench(args) => bench::command(args),
+        command => with_settings(config.as_deref(), command),
+    }
+}
+
+/// Loads the settings, starts logging and the runtime, runs `command`.
+fn with_settings(config: Option<&Path>, command: Command) -> Exit {
+    let settings = match Settings::load(config) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("pii-vault: {e}");
+            return Exit::Unreadable;
+        }
+    };
+    telemetry::init_tracing(&settings.log_format);
+    let runtime = match runtime() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("pii-vault: cannot start the runtime: {e}");
+            return Exit::Failure;
+        }
+    };
+    match runtime.block_on(dispatch(command, settings)) {
+        Ok(()) => Exit::Success,
+        Err(e) => {
+            eprintln!("pii-vault: {e:#}");
+            Exit::Failure
+        }
+    }
+}
+
+/// The commands that run with settings, on the runtime.
+async fn dispatch(command: Command, settings: Settings) -> anyhow::Result<()> {
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    match command {
+        Command::Serve { production } => serve::serve(settings, clock, production).await,
+        Command::Migrate => maintenance::migrate(&settings, clock.as_ref()).await,
+        Command::Import { file } => import::import(&settings, clock.as_ref(), &file).await,
+        Command::Sweep { as_of } => {
+            maintenance::sweep(&settings, clock.as_ref(), as_of.as_deref()).await
+        }
+        Command::Clients { command } => clients::run(command, settings, clock).await,
+        Command::Users { command } => users::run(command, settings, clock).await,
+        Command::Keys { command } => keys::run(command, settings, clock).await,
+        Command::Audit { command } => audit::run(command, &settings, clock).await,
+        // Handled by `run` before any settings are loaded.
+        Command::Policy { .. } | Command::Bench(_) => Ok(()),
+    }
+}
+
+/// The multi-threaded runtime every command that does I/O runs on.
+fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+}
+
+/// Runs `work` on a fresh [`runtime`].
+fn block_on<T>(work: impl Future<Output = anyhow::Result<T>>) -> anyhow::Result<T> {
+    runtime()?.block_on(work)
+}
+
+/// An allowed audit event by the command line's operator ([`Actor::cli`]).
+fn cli_event(action: Action) -> EventDraft {
+    Actor::cli().event(action, Decision::Allowed)
+}
+
+/// Warns that the vault runs on a development root key file.
+fn warn_dev_key(origin: &RootKeyOrigin) {
+    if let RootKeyOrigin::DevelopmentFile { path, created } = origin {
+        let verb = if *created { "created" } else { "using" };
+        tracing::warn!(
+            "{verb} a DEVELOPMENT root key at {} — anyone who can read that file and the database \
+             can read every value. For production set PII_VAULT_MASTER_KEY_FILE and run `serve --production`.",
+            path.display()
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn exit_statuses_are_0_1_and_2() {
+        assert_eq!(ExitCode::from(Exit::Success), ExitCode::SUCCESS);
+        assert_eq!(ExitCode::from(Exit::Failure), ExitCode::FAILURE);
+        assert_eq!(ExitCode::from(Exit::Unreadable), ExitCode::from(2));
+    }
+}
