@@ -20,7 +20,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-pub use sequencer::{CommitError, Sequencer};
+pub use sequencer::{CommitError, Committer, Sequencer};
 
 macro_rules! actions {
     ($($variant:ident => $name:literal,)*) => {

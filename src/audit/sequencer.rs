@@ -159,3 +159,23 @@ async fn run(
         }
     }
 }
+
+/// Where a unit goes: the serving process's sequencer, or straight to the
+/// store (command-line tools, which run without one). Key operations and
+/// erasures take one, so the same code serves both.
+pub enum Committer<'a> {
+    Sequencer(&'a Sequencer),
+    Direct {
+        store: &'a dyn Store,
+        clock: &'a dyn Clock,
+    },
+}
+
+impl Committer<'_> {
+    pub async fn commit(&self, unit: Unit) -> Result<Vec<StoredEvent>, CommitError> {
+        match self {
+            Committer::Sequencer(s) => s.commit(unit).await,
+            Committer::Direct { store, clock } => commit_now(*store, *clock, unit).await,
+        }
+    }
+}

@@ -11,7 +11,9 @@
 //! stored, the caller gets 503 instead of the refusal.
 //!
 //! Not recorded: 401 (no caller to name), 429 (a flood of refusals would
-//! flood the trail; the rate limiter is the control), 5xx (not refusals).
+//! flood the trail; the rate limiter is the control), 413 and 415 (the body
+//! was never read: a transport refusal, before any use case), 5xx (not
+//! refusals).
 
 use std::sync::{Arc, Mutex};
 
@@ -96,8 +98,13 @@ pub async fn audit(State(state): State<AppState>, mut req: Request, next: Next) 
 
 fn is_refusal(status: StatusCode) -> bool {
     status.is_client_error()
-        && status != StatusCode::UNAUTHORIZED
-        && status != StatusCode::TOO_MANY_REQUESTS
+        && !matches!(
+            status,
+            StatusCode::UNAUTHORIZED
+                | StatusCode::TOO_MANY_REQUESTS
+                | StatusCode::PAYLOAD_TOO_LARGE
+                | StatusCode::UNSUPPORTED_MEDIA_TYPE
+        )
 }
 
 /// The `{id}` of a path, when it is a UUID (nothing else is recorded).

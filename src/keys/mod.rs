@@ -22,9 +22,6 @@ use std::sync::atomic::AtomicBool;
 
 use tokio::sync::Notify;
 
-use crate::audit::{CommitError, Sequencer, StoredEvent};
-use crate::clock::Clock;
-use crate::store::{Store, Unit};
 
 pub use ops::{KeyStatus, retire, rotate, rotate_root, rotate_signing, status};
 pub use refresh::start_background;
@@ -84,28 +81,8 @@ pub struct Progress {
     pub versions: BTreeMap<i64, (u64, u64)>,
 }
 
-/// Where a key operation's unit goes: the serving process's sequencer, or
-/// straight to the store (command-line tools).
-pub enum Committer<'a> {
-    Sequencer(&'a Sequencer),
-    Direct {
-        store: &'a dyn Store,
-        clock: &'a dyn Clock,
-    },
-}
-
-impl Committer<'_> {
-    pub async fn commit(&self, unit: Unit) -> Result<Vec<StoredEvent>, CommitError> {
-        match self {
-            Committer::Sequencer(s) => s.commit(unit).await,
-            Committer::Direct { store, clock } => {
-                crate::audit::sequencer::commit_now(*store, *clock, unit).await
-            }
-        }
-    }
-}
-
 pub use crate::actor::Actor;
+pub use crate::audit::Committer;
 
 /// Why a key operation was refused or failed. Messages name versions and key
 /// ids, never key material.

@@ -49,7 +49,7 @@ use uuid::Uuid;
 pub use tombstone::{Tombstone, TombstoneFile, tombstone_path};
 
 use crate::actor::Actor;
-use crate::audit::{CommitError, EventDraft, Sequencer, StoredEvent};
+use crate::audit::{CommitError, Committer, EventDraft, StoredEvent};
 use crate::clock::{Clock, rfc3339};
 use crate::config::Settings;
 use crate::crypto::Dek;
@@ -314,7 +314,7 @@ pub struct Ctx<'a> {
     pub policy: &'a Policy,
     pub keys: &'a Keys,
     pub clock: &'a dyn Clock,
-    pub sequencer: Option<&'a Sequencer>,
+    pub committer: Committer<'a>,
     pub tombstones: TombstoneFile,
     /// Test-only pause after each committed step (`test_erasure_pause_ms`).
     pub pause: Duration,
@@ -330,7 +330,7 @@ impl<'a> Ctx<'a> {
             policy: &state.policy,
             keys: &state.keys,
             clock: state.clock.as_ref(),
-            sequencer: Some(&state.sequencer),
+            committer: Committer::Sequencer(&state.sequencer),
             tombstones: TombstoneFile::new(tombstone_path(&state.settings)),
             pause: Duration::from_millis(state.settings.test_erasure_pause_ms),
             as_of: None,
@@ -350,7 +350,7 @@ impl<'a> Ctx<'a> {
             policy,
             keys,
             clock,
-            sequencer: None,
+            committer: Committer::Direct { store, clock },
             tombstones: TombstoneFile::new(tombstone_path(settings)),
             pause: Duration::ZERO,
             as_of: None,
@@ -363,10 +363,7 @@ impl<'a> Ctx<'a> {
     }
 
     pub async fn commit(&self, unit: Unit) -> Result<Vec<StoredEvent>, CommitError> {
-        match self.sequencer {
-            Some(s) => s.commit(unit).await,
-            None => crate::audit::sequencer::commit_now(self.store, self.clock, unit).await,
-        }
+        self.committer.commit(unit).await
     }
 
     async fn step_done(&self) {

@@ -938,222 +938,306 @@ pub async fn execute(state: &AppState, actor: &Actor, r: Request) -> ServiceResu
         return finish(state, actor, r, false, result, Vec::new(), Vec::new()).await;
     };
     let dek = unwrap_dek(state, &record)?;
-    let mut m: Vec<Mutation> = Vec::new();
-    let mut ev: Vec<EventDraft> = Vec::new();
-    let subject_ev = |action: Action| {
-        actor
-            .event(action, Decision::Allowed)
-            .customer(customer)
-            .reason("request", &r.id.to_string())
+    let target = Target {
+        record: &record,
+        dek: &dek,
+        customer,
+        now,
     };
-    let (partial, result) = match r.kind {
-        Kind::OptOutSale => {
-            m.push(
-                RM::SetOptedOutSale {
-                    customer_id: customer,
-                    value: !r.lift,
-                }
-                .into(),
-            );
-            ev.push(subject_ev(if r.lift {
+    let done = match r.kind {
+        Kind::OptOutSale | Kind::LimitSensitive | Kind::Objection => {
+            subject_choice(actor, &r, &target)
+        }
+        Kind::Restriction if !r.lift => restrict(state, actor, &r, &target).await?,
+        Kind::Restriction => match lift_restriction(state, actor, &r, &target).await? {
+            Some(done) => done,
+            // Waiting for the notice to the customer to be delivered.
+            None => return Ok(r),
+        },
+        Kind::Rectification => rectify(state, actor, &r, &target).await?,
+        // The package is built from live data at each download, so it never
+        // serves a value rectified or erased since (no copy is kept).
+        Kind::Access | Kind::Portability => Effects::outcome(
+            json!({"export": format!("/v1/requests/{}/export", r.id), "format": "application/json"}),
+        ),
+        Kind::Erasure => return Err(ServiceError::internal("erasure is carried out above")),
+    };
+    match done {
+        Step::Finish(e) => {
+            finish(state, actor, r, e.partial, e.result, e.mutations, e.events).await
+        }
+        Step::Waiting(w) => Ok(*w),
+    }
+}
+
+/// The live customer a request is carried out on.
+struct Target<'a> {
+    record: &'a CustomerRecord,
+    dek: &'a Dek,
+    customer: Uuid,
+    now: i64,
+}
+
+/// What carrying out a request changes, and its outcome.
+struct Effects {
+    partial: bool,
+    result: Value,
+    mutations: Vec<Mutation>,
+    events: Vec<EventDraft>,
+}
+
+impl Effects {
+    fn outcome(result: Value) -> Step {
+        Step::Finish(Effects {
+            partial: false,
+            result,
+            mutations: Vec::new(),
+            events: Vec::new(),
+        })
+    }
+}
+
+/// A request is completed with its effects, or waits (already stored).
+enum Step {
+    Finish(Effects),
+    Waiting(Box<Request>),
+}
+
+fn subject_event(actor: &Actor, r: &Request, customer: Uuid, action: Action) -> EventDraft {
+    actor
+        .event(action, Decision::Allowed)
+        .customer(customer)
+        .reason("request", &r.id.to_string())
+}
+
+/// Opt-out of sale/sharing, limit on sensitive data, objection: set, or
+/// lifted (after the customer's own confirmation).
+fn subject_choice(actor: &Actor, r: &Request, t: &Target<'_>) -> Step {
+    let customer = t.customer;
+    let (mutation, action): (Mutation, Action) = match r.kind {
+        Kind::OptOutSale => (
+            RM::SetOptedOutSale {
+                customer_id: customer,
+                value: !r.lift,
+            }
+            .into(),
+            if r.lift {
                 Action::SubjectOptInSale
             } else {
                 Action::SubjectOptOutSale
-            }));
-            (false, state_result(&r))
-        }
-        Kind::LimitSensitive => {
-            m.push(
-                RM::SetLimitSensitive {
-                    customer_id: customer,
-                    value: !r.lift,
-                }
-                .into(),
-            );
-            ev.push(subject_ev(if r.lift {
+            },
+        ),
+        Kind::LimitSensitive => (
+            RM::SetLimitSensitive {
+                customer_id: customer,
+                value: !r.lift,
+            }
+            .into(),
+            if r.lift {
                 Action::SubjectUnlimitSensitive
             } else {
                 Action::SubjectLimitSensitive
-            }));
-            (false, state_result(&r))
-        }
-        Kind::Objection => {
+            },
+        ),
+        _ => {
             let purpose = r.purpose.clone().unwrap_or_default();
             if r.lift {
-                m.push(
+                (
                     RM::RemoveObjection {
                         customer_id: customer,
-                        purpose: purpose.clone(),
+                        purpose,
                     }
                     .into(),
-                );
-                ev.push(subject_ev(Action::SubjectObjectionWithdrawn).purpose(Some(&purpose)));
+                    Action::SubjectObjectionWithdrawn,
+                )
             } else {
-                m.push(
+                (
                     RM::AddObjection {
                         customer_id: customer,
-                        purpose: purpose.clone(),
-                        at: now,
+                        purpose,
+                        at: t.now,
                     }
                     .into(),
-                );
-                ev.push(subject_ev(Action::SubjectObjection).purpose(Some(&purpose)));
-            }
-            (false, state_result(&r))
-        }
-        Kind::Restriction if !r.lift => {
-            m.push(
-                RM::SetRestricted {
-                    customer_id: customer,
-                    value: true,
-                }
-                .into(),
-            );
-            let notices = outbox::recipient_notices(
-                state.store.as_ref(),
-                customer,
-                "restriction",
-                Some(r.id),
-                &[],
-                now,
-            )
-            .await?;
-            let n = notices.len();
-            m.extend(notices);
-            ev.push(
-                subject_ev(Action::SubjectRestricted).reason("recipients_notified", &n.to_string()),
-            );
-            (false, json!({"restricted": true, "recipients_notified": n}))
-        }
-        Kind::Restriction => {
-            if waiting_notice(&r).is_some() {
-                return Ok(r);
-            }
-            let to = outbox::contact_on_file(&state.policy, &record, &dek, None);
-            match to {
-                Some(to) => {
-                    // Art. 18(3): the customer is told before the restriction
-                    // is lifted; it is lifted once the notice is delivered.
-                    let body = json!({
-                        "request_id": r.id,
-                        "request_kind": r.kind,
-                        "message": "The restriction of the processing of your personal data will be lifted.",
-                    });
-                    let msg = outbox::customer_message(
-                        &dek,
-                        customer,
-                        outbox::RESTRICTION_LIFT_NOTICE,
-                        Some(r.id),
-                        &to,
-                        body,
-                        now,
-                    )
-                    .map_err(ServiceError::internal)?;
-                    let notice_id = outbox::message_id(&msg).unwrap_or_default();
-                    let mut w = r.clone();
-                    w.result = Some(json!({"lifted": false, "notice_id": notice_id}).to_string());
-                    let e = event(
-                        actor,
-                        Action::RequestLiftNoticeQueued,
-                        Decision::Allowed,
-                        &w,
-                    )
-                    .fields([to.field.clone()]);
-                    commit(state, vec![update(&w), msg], vec![e]).await?;
-                    outbox::wake();
-                    return Ok(saved(w));
-                }
-                None => {
-                    m.push(
-                        RM::SetRestricted {
-                            customer_id: customer,
-                            value: false,
-                        }
-                        .into(),
-                    );
-                    ev.push(
-                        subject_ev(Action::SubjectRestrictionLifted)
-                            .reason("notice", "no_contact_on_file"),
-                    );
-                    (
-                        false,
-                        json!({"restricted": false, "notice": "no_contact_on_file"}),
-                    )
-                }
+                    Action::SubjectObjection,
+                )
             }
         }
-        Kind::Rectification => {
-            let changes = open_changes(&dek, customer, &r)?;
-            let mut rectified = Vec::new();
-            let mut not_held = Vec::new();
-            for (name, value) in &changes.fields {
-                let existing = record.fields.iter().find(|f| &f.field == name);
-                let def = state.policy.field(name);
-                match (value, existing, def) {
-                    (None, Some(_), _) => {
-                        m.push(Mutation::DeleteField {
-                            customer_id: customer,
-                            field: name.clone(),
-                        });
-                        rectified.push(name.clone());
-                    }
-                    (Some(v), Some(old), Some(def)) => {
-                        // The value's purposes stay; only the value changes.
-                        let purposes: Vec<String> =
-                            old.purposes.iter().map(|p| p.purpose.clone()).collect();
-                        m.push(put_field(
-                            state,
-                            &dek,
-                            customer,
-                            def,
-                            v,
-                            &purposes,
-                            actor,
-                            old.channel.as_deref(),
-                            old.notice_version.as_deref(),
-                            now,
-                        )?);
-                        rectified.push(name.clone());
-                    }
-                    _ => not_held.push(name.clone()),
-                }
-            }
-            let notices = outbox::recipient_notices(
-                state.store.as_ref(),
-                customer,
-                "rectification",
-                Some(r.id),
-                &rectified,
-                now,
-            )
-            .await?;
-            let n = notices.len();
-            m.extend(notices);
-            if !rectified.is_empty() {
-                ev.push(
-                    actor
-                        .event(Action::CustomerRectify, Decision::Allowed)
-                        .customer(customer)
-                        .fields(rectified.clone())
-                        .reason("request", &r.id.to_string()),
-                );
-            }
-            (
-                !not_held.is_empty(),
-                json!({"rectified": rectified, "not_held": not_held, "recipients_notified": n}),
-            )
-        }
-        Kind::Access | Kind::Portability => {
-            // The package is built from live data at each download, so it
-            // never serves a value rectified or erased since (no copy kept).
-            (
-                false,
-                json!({"export": format!("/v1/requests/{}/export", r.id), "format": "application/json"}),
-            )
-        }
-        Kind::Erasure => return Err(ServiceError::internal("erasure is carried out above")),
     };
-    finish(state, actor, r, partial, result, m, ev).await
+    let mut ev = subject_event(actor, r, customer, action);
+    if r.kind == Kind::Objection {
+        ev = ev.purpose(r.purpose.as_deref());
+    }
+    Step::Finish(Effects {
+        partial: false,
+        result: state_result(r),
+        mutations: vec![mutation],
+        events: vec![ev],
+    })
+}
+
+/// Restricts processing; every recipient is told (Art. 18, 19).
+async fn restrict(
+    state: &AppState,
+    actor: &Actor,
+    r: &Request,
+    t: &Target<'_>,
+) -> ServiceResult<Step> {
+    let mut mutations: Vec<Mutation> = vec![
+        RM::SetRestricted {
+            customer_id: t.customer,
+            value: true,
+        }
+        .into(),
+    ];
+    let notices = outbox::recipient_notices(
+        state.store.as_ref(),
+        t.customer,
+        "restriction",
+        Some(r.id),
+        &[],
+        t.now,
+    )
+    .await?;
+    let n = notices.len();
+    mutations.extend(notices);
+    let ev = subject_event(actor, r, t.customer, Action::SubjectRestricted)
+        .reason("recipients_notified", &n.to_string());
+    Ok(Step::Finish(Effects {
+        partial: false,
+        result: json!({"restricted": true, "recipients_notified": n}),
+        mutations,
+        events: vec![ev],
+    }))
+}
+
+/// Lifts a restriction. Art. 18(3): the customer is told first, and it is
+/// lifted once the notice is delivered ([`acknowledge`]); with no contact
+/// on file it is lifted at once. `None`: already waiting for the notice.
+async fn lift_restriction(
+    state: &AppState,
+    actor: &Actor,
+    r: &Request,
+    t: &Target<'_>,
+) -> ServiceResult<Option<Step>> {
+    if waiting_notice(r).is_some() {
+        return Ok(None);
+    }
+    let Some(to) = outbox::contact_on_file(&state.policy, t.record, t.dek, None) else {
+        let lifted: Mutation = RM::SetRestricted {
+            customer_id: t.customer,
+            value: false,
+        }
+        .into();
+        let ev = subject_event(actor, r, t.customer, Action::SubjectRestrictionLifted)
+            .reason("notice", "no_contact_on_file");
+        return Ok(Some(Step::Finish(Effects {
+            partial: false,
+            result: json!({"restricted": false, "notice": "no_contact_on_file"}),
+            mutations: vec![lifted],
+            events: vec![ev],
+        })));
+    };
+    let body = json!({
+        "request_id": r.id,
+        "request_kind": r.kind,
+        "message": "The restriction of the processing of your personal data will be lifted.",
+    });
+    let msg = outbox::customer_message(
+        t.dek,
+        t.customer,
+        outbox::RESTRICTION_LIFT_NOTICE,
+        Some(r.id),
+        &to,
+        body,
+        t.now,
+    )
+    .map_err(ServiceError::internal)?;
+    let notice_id = outbox::message_id(&msg).unwrap_or_default();
+    let mut w = r.clone();
+    w.result = Some(json!({"lifted": false, "notice_id": notice_id}).to_string());
+    let e = event(
+        actor,
+        Action::RequestLiftNoticeQueued,
+        Decision::Allowed,
+        &w,
+    )
+    .fields([to.field.clone()]);
+    commit(state, vec![update(&w), msg], vec![e]).await?;
+    outbox::wake();
+    Ok(Some(Step::Waiting(Box::new(saved(w)))))
+}
+
+/// Writes the corrected values (keeping each value's purposes) and tells
+/// every recipient (Art. 16, 19). Values no longer on file are reported as
+/// not held: the request is then partially completed.
+async fn rectify(
+    state: &AppState,
+    actor: &Actor,
+    r: &Request,
+    t: &Target<'_>,
+) -> ServiceResult<Step> {
+    let customer = t.customer;
+    let changes = open_changes(t.dek, customer, r)?;
+    let mut mutations: Vec<Mutation> = Vec::new();
+    let mut rectified = Vec::new();
+    let mut not_held = Vec::new();
+    for (name, value) in &changes.fields {
+        let existing = t.record.fields.iter().find(|f| &f.field == name);
+        match (value, existing, state.policy.field(name)) {
+            (None, Some(_), _) => {
+                mutations.push(Mutation::DeleteField {
+                    customer_id: customer,
+                    field: name.clone(),
+                });
+                rectified.push(name.clone());
+            }
+            (Some(v), Some(old), Some(def)) => {
+                let purposes: Vec<String> =
+                    old.purposes.iter().map(|p| p.purpose.clone()).collect();
+                mutations.push(put_field(
+                    state,
+                    t.dek,
+                    customer,
+                    def,
+                    v,
+                    &purposes,
+                    actor,
+                    old.channel.as_deref(),
+                    old.notice_version.as_deref(),
+                    t.now,
+                )?);
+                rectified.push(name.clone());
+            }
+            _ => not_held.push(name.clone()),
+        }
+    }
+    let notices = outbox::recipient_notices(
+        state.store.as_ref(),
+        customer,
+        "rectification",
+        Some(r.id),
+        &rectified,
+        t.now,
+    )
+    .await?;
+    let n = notices.len();
+    mutations.extend(notices);
+    let mut events = Vec::new();
+    if !rectified.is_empty() {
+        events.push(
+            actor
+                .event(Action::CustomerRectify, Decision::Allowed)
+                .customer(customer)
+                .fields(rectified.clone())
+                .reason("request", &r.id.to_string()),
+        );
+    }
+    Ok(Step::Finish(Effects {
+        partial: !not_held.is_empty(),
+        result: json!({"rectified": rectified, "not_held": not_held, "recipients_notified": n}),
+        mutations,
+        events,
+    }))
 }
 
 /// Completes a request with its outcome, in one unit with its effects; the

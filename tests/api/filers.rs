@@ -176,7 +176,7 @@ async fn a_staff_filed_export_reaches_the_customer_and_the_privacy_team_only() {
             .audit()
             .await
             .into_iter()
-            .filter(|e| e.draft.action == "request.exported")
+            .filter(|e| e.draft.action == "request.exported" && e.draft.decision == "allowed")
             .map(|e| e.draft.role)
             .collect();
         assert_eq!(exported, ["data_subject", "dpo"]);
