@@ -10,6 +10,7 @@
 
 pub mod access;
 pub mod consents;
+pub mod erase;
 pub mod values;
 
 use std::collections::BTreeMap;

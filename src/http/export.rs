@@ -3,20 +3,17 @@
 //! (capability `requests.process`; the customer's own path is a completed
 //! access or portability request, `GET /v1/requests/{id}/export`).
 
-use crate::audit::{Action, Decision};
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
-use super::error::{ApiResult, Problem, ServiceError};
+use super::error::{ApiResult, Problem};
 use super::extract::parse_id;
 use crate::actor::Actor;
-use crate::policy::Capability;
-use crate::requests::export::{SCHEMA, build_package};
+use crate::requests::export::SCHEMA;
 use crate::state::AppState;
-use crate::store::Unit;
 
 /// The JSON Schema (draft 2020-12) of export packages.
 #[utoipa::path(get, path = "/v1/schemas/export.json", tag = "requests",
@@ -46,48 +43,8 @@ pub async fn export_customer(
     Path(id): Path<String>,
     Query(q): Query<ExportQuery>,
 ) -> ApiResult<Json<serde_json::Value>> {
-    caller.require(&state.policy, Capability::RequestsProcess)?;
     let id = parse_id(&id)?;
-    let kind = q.kind.as_deref().unwrap_or("access");
-    if !matches!(kind, "access" | "portability") {
-        return Err(
-            ServiceError::invalid_request("kind must be access or portability").field("kind"),
-        );
-    }
-    let now = state.clock.now_micros();
-    let package = match build_package(&state, id, kind, now).await {
-        Ok(p) => p,
-        Err(e) => {
-            if e.code == "customer_not_found" {
-                state
-                    .sequencer
-                    .commit(Unit::event(
-                        caller
-                            .event(Action::CustomerExport, Decision::NotFound)
-                            .customer(id),
-                    ))
-                    .await?;
-            }
-            return Err(e);
-        }
-    };
-    let fields: Vec<String> = package["data"]
-        .as_array()
-        .map(|d| {
-            d.iter()
-                .filter_map(|v| v["field"].as_str().map(str::to_owned))
-                .collect()
-        })
-        .unwrap_or_default();
-    state
-        .sequencer
-        .commit(Unit::event(
-            caller
-                .event(Action::CustomerExport, Decision::Allowed)
-                .customer(id)
-                .fields(fields)
-                .reason("kind", kind),
-        ))
-        .await?;
-    Ok(Json(package))
+    Ok(Json(
+        crate::customers::erase::export(&state, &caller, id, q.kind.as_deref()).await?,
+    ))
 }

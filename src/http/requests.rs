@@ -961,14 +961,7 @@ pub async fn get_export(
         None => r,
     };
     let package = flow::export_package(&state, &r).await?;
-    let fields: Vec<String> = package["data"]
-        .as_array()
-        .map(|d| {
-            d.iter()
-                .filter_map(|v| v["field"].as_str().map(str::to_owned))
-                .collect()
-        })
-        .unwrap_or_default();
+    let fields = crate::customers::erase::package_fields(&package);
     let ev = flow::event(
         &actor(&auth, &rid),
         Action::RequestExported,

@@ -185,6 +185,7 @@ pub async fn create(
     caller: &Actor,
     input: &NewHold,
 ) -> Result<HoldView, ServiceError> {
+    caller.require(&state.policy, crate::policy::Capability::LegalHold)?;
     let now = state.clock.now_micros();
     let row = validate(&state.policy, input, &caller.id, now)?;
     let c = row.customer_id;
@@ -232,6 +233,7 @@ pub async fn create(
 
 /// Releases an active hold and lets a pending erasure finish.
 pub async fn release(state: &AppState, caller: &Actor, id: Uuid) -> Result<Released, ServiceError> {
+    caller.require(&state.policy, crate::policy::Capability::LegalHold)?;
     let now = state.clock.now_micros();
     let Some(row) = state.store.legal_hold(id).await? else {
         return Err(ServiceError::not_found("hold_not_found"));
@@ -275,6 +277,7 @@ pub async fn list(
     caller: &Actor,
     customer: Option<Uuid>,
 ) -> Result<Vec<HoldView>, ServiceError> {
+    caller.require(&state.policy, crate::policy::Capability::LegalHold)?;
     let now = state.clock.now_micros();
     let rows = state.store.legal_holds(customer).await?;
     let mut ev = caller.event(Action::LegalHoldList, Decision::Allowed);

@@ -10,5 +10,6 @@ pub mod export;
 pub mod flow;
 pub mod holds;
 pub mod lifecycle;
+pub mod notify;
 pub mod outbox;
 pub mod store;
