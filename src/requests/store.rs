@@ -126,6 +126,7 @@ pub enum RequestMutation {
         customer_id: Uuid,
         value: bool,
     },
+    /// NotFound when the customer does not exist or its erasure has begun.
     AddObjection {
         customer_id: Uuid,
         purpose: String,
@@ -692,6 +693,16 @@ macro_rules! impl_request_store {
                     must_change(done.rows_affected())?;
                 }
                 R::AddObjection { customer_id, purpose, at } => {
+                    // Refused (NotFound) once the customer's erasure has begun.
+                    let live: Option<uuid::Uuid> = sqlx::query_scalar(
+                        "SELECT id FROM customers WHERE id = $1 AND erased_at IS NULL",
+                    )
+                    .bind(customer_id)
+                    .fetch_optional(&mut **tx)
+                    .await?;
+                    if live.is_none() {
+                        return Err(StoreError::NotFound);
+                    }
                     sqlx::query(
                         "INSERT INTO objections (customer_id, purpose, at) VALUES ($1, $2, $3) \
                          ON CONFLICT (customer_id, purpose) DO NOTHING",

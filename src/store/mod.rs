@@ -443,6 +443,8 @@ pub enum Mutation {
         at: i64,
     },
     /// Stores (or replaces) one encrypted value, its purposes and blind index.
+    /// NotFound when the customer does not exist or its erasure has begun
+    /// (checked by the insert itself, in the unit's transaction).
     PutField {
         customer_id: Uuid,
         field: String,
@@ -459,6 +461,8 @@ pub enum Mutation {
         customer_id: Uuid,
         field: String,
     },
+    /// Appends a consent event. NotFound when the customer does not exist
+    /// or its erasure has begun.
     AppendConsent(ConsentEvent),
     /// Requests, request tokens, exports, the outbox, disclosures and
     /// subject state (`crate::requests::store`).

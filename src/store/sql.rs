@@ -20,7 +20,8 @@ pub(super) struct DialectSql {
     pub record: &'static str,
     /// `$1`: array of [`EventJson`].
     pub events: &'static str,
-    /// `$1`: customer id; `$2`: array of [`ValueJson`].
+    /// `$1`: customer id; `$2`: array of [`ValueJson`]. Inserts nothing
+    /// unless the customer exists and its erasure has not begun.
     pub values: &'static str,
     /// `$1`: customer id; `$2`: array of [`PurposeJson`].
     pub purposes: &'static str,
@@ -63,7 +64,8 @@ pub(super) const SQLITE_SQL: DialectSql = DialectSql {
     values: "INSERT INTO field_values (customer_id, field, ciphertext, collected_by, channel, \
          notice_version, collected_at) \
          SELECT $1, value->>'field', unhex(value->>'ciphertext'), value->>'collected_by', \
-         value->>'channel', value->>'notice_version', value->>'at' FROM json_each($2)",
+         value->>'channel', value->>'notice_version', value->>'at' FROM json_each($2) \
+         WHERE EXISTS (SELECT 1 FROM customers WHERE id = $1 AND erased_at IS NULL)",
     purposes: "INSERT INTO value_purposes (customer_id, field, purpose, collected_at, expires_at) \
          SELECT $1, value->>'field', value->>'purpose', value->>'collected_at', \
          value->>'expires_at' FROM json_each($2)",
@@ -109,7 +111,8 @@ pub(super) const POSTGRES_SQL: DialectSql = DialectSql {
          notice_version, collected_at) \
          SELECT $1, e->>'field', decode(e->>'ciphertext', 'hex'), e->>'collected_by', \
          e->>'channel', e->>'notice_version', (e->>'at')::bigint \
-         FROM jsonb_array_elements($2::jsonb) AS e",
+         FROM jsonb_array_elements($2::jsonb) AS e \
+         WHERE EXISTS (SELECT 1 FROM customers WHERE id = $1 AND erased_at IS NULL)",
     purposes: "INSERT INTO value_purposes (customer_id, field, purpose, collected_at, expires_at) \
          SELECT $1, e->>'field', e->>'purpose', (e->>'collected_at')::bigint, \
          (e->>'expires_at')::bigint FROM jsonb_array_elements($2::jsonb) AS e",
@@ -1182,11 +1185,16 @@ macro_rules! impl_store {
                 }
             }
             let rows = $crate::store::sql::field_rows(puts)?;
-            sqlx::query(<$store>::SQL.values)
+            let stored = sqlx::query(<$store>::SQL.values)
                 .bind(customer_id)
                 .bind(rows.values)
                 .execute(&mut **tx)
                 .await?;
+            // Refused for an unknown customer or one whose erasure has begun:
+            // nothing of the unit is stored (its savepoint is rolled back).
+            if stored.rows_affected() == 0 {
+                return Err($crate::store::StoreError::NotFound);
+            }
             if let Some(purposes) = rows.purposes {
                 sqlx::query(<$store>::SQL.purposes)
                     .bind(customer_id)
@@ -1678,10 +1686,12 @@ macro_rules! impl_store {
                 }
                 M::Requests(r) => apply_requests(tx, r).await?,
                 M::AppendConsent(c) => {
-                    sqlx::query(
+                    // Refused (NotFound) once the customer's erasure has begun.
+                    let r = sqlx::query(
                         "INSERT INTO consent_events (id, customer_id, purpose, action, notice_version, \
                          notice_text_sha256, language, jurisdiction, channel, captured_by, at) \
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+                         SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11 \
+                         WHERE EXISTS (SELECT 1 FROM customers WHERE id = $2 AND erased_at IS NULL)",
                     )
                     .bind(c.id)
                     .bind(c.customer_id)
@@ -1696,6 +1706,9 @@ macro_rules! impl_store {
                     .bind(c.at)
                     .execute(&mut **tx)
                     .await?;
+                    if r.rows_affected() == 0 {
+                        return Err($crate::store::StoreError::NotFound);
+                    }
                 }
                 M::SaveIdempotency { principal, key, request_hash, status, body, at } => {
                     sqlx::query(
