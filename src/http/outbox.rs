@@ -22,8 +22,8 @@ use crate::policy::Capability;
 use crate::requests::background::{customer_dek, dropped_event};
 use crate::requests::flow;
 use crate::requests::outbox::{Delivery, OpenError, open_message};
-use crate::requests::store::RequestMutation as RM;
 use crate::state::AppState;
+use crate::store::RequestMutation as RM;
 use crate::store::{Mutation, Unit};
 
 #[derive(Debug, Default, Deserialize, IntoParams)]

@@ -19,7 +19,7 @@ use zeroize::Zeroizing;
 
 use super::lifecycle::{self as lc, DenialReason, Filing, Kind, Refusal, Request, Status};
 use super::outbox::{self, Contact};
-use super::store::{ExportRow, RequestMutation as RM};
+use super::rows::StoredRequests;
 use crate::actor::Actor;
 use crate::audit::{CommitError, EventDraft};
 use crate::clock::rfc3339;
@@ -28,7 +28,7 @@ use crate::error::{ServiceError, ServiceResult};
 use crate::http::customers::{decrypt, put_field, unwrap_dek};
 use crate::policy::{Capability, FieldDef, Policy};
 use crate::state::AppState;
-use crate::store::{CustomerRecord, Mutation, Unit};
+use crate::store::{CustomerRecord, ExportRow, Mutation, RequestMutation as RM, RequestRow, Unit};
 
 pub use crate::actor::DATA_SUBJECT;
 /// Request tokens start with this, so they are told apart from JWTs (and
@@ -148,7 +148,7 @@ async fn commit(
 }
 
 fn update(r: &Request) -> Mutation {
-    RM::UpdateRequest(Box::new(r.clone())).into()
+    RM::UpdateRequest(Box::new(RequestRow::from(r))).into()
 }
 
 /// The request as stored after an [`update`] committed.
@@ -441,7 +441,7 @@ pub async fn intake_by_customer(
                 .reason("request", &id.to_string()),
         );
     }
-    mutations.insert(0, RM::InsertRequest(Box::new(r.clone())).into());
+    mutations.insert(0, RM::InsertRequest(Box::new(RequestRow::from(&r))).into());
     mutations.push(
         RM::InsertToken {
             token_sha256: token_hash,
@@ -575,7 +575,7 @@ pub async fn intake_by_staff(
     events[0]
         .reasons
         .insert("status".into(), r.status.as_str().into());
-    mutations.insert(0, RM::InsertRequest(Box::new(r.clone())).into());
+    mutations.insert(0, RM::InsertRequest(Box::new(RequestRow::from(&r))).into());
     mutations.push(
         RM::InsertToken {
             token_sha256: token_hash,
@@ -1138,7 +1138,7 @@ pub async fn export_package(state: &AppState, r: &Request) -> ServiceResult<Valu
 pub async fn acknowledge(
     state: &AppState,
     actor: &Actor,
-    row: &super::store::OutboxRow,
+    row: &crate::store::OutboxRow,
     via: &str,
 ) -> ServiceResult<()> {
     let now = state.clock.now_micros();

@@ -11,4 +11,6 @@ pub mod flow;
 pub mod holds;
 pub mod lifecycle;
 pub mod outbox;
-pub mod store;
+pub mod rows;
+
+pub use rows::StoredRequests;

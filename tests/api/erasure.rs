@@ -833,7 +833,7 @@ fn late_writes(customer: Uuid, consent_id: Uuid, at: i64) -> Vec<pii_vault::stor
         },
         Unit {
             mutations: vec![
-                pii_vault::requests::store::RequestMutation::AddObjection {
+                pii_vault::store::RequestMutation::AddObjection {
                     customer_id: customer,
                     purpose: "analytics".into(),
                     at,
