@@ -123,7 +123,7 @@ async fn sweep_customer(
     report: &mut SweepReport,
 ) -> Result<(), EraseError> {
     match ctx.store.erasure_job(customer).await? {
-        Some(job) if job.status == "partial" => {
+        Some(job) if job.status == crate::store::ErasureJobStatus::Partial => {
             settle(ctx, customer, actor, "retention_expired").await?;
             report.erasures_settled += 1;
             return Ok(());

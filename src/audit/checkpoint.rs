@@ -120,7 +120,7 @@ pub async fn sign_head(
     key: &SigningKey,
     now: i64,
 ) -> StoreResult<Option<CheckpointRow>> {
-    let (seq, hash) = store.audit_head().await?;
+    let crate::store::AuditHead { seq, hash } = store.audit_head().await?;
     Ok((seq > 0).then(|| sign(key, seq, &hash, now)))
 }
 
@@ -302,7 +302,7 @@ pub async fn checkpoint_now(state: &AppState) -> anyhow::Result<Option<Checkpoin
 
 /// One round of the checkpointer: signs the head when a checkpoint is due.
 pub async fn checkpoint_if_due(state: &AppState) -> anyhow::Result<Option<Checkpoint>> {
-    let (head, _) = state.store.audit_head().await?;
+    let head = state.store.audit_head().await?.seq;
     let last = state
         .store
         .audit_checkpoint_at_or_before(i64::MAX)

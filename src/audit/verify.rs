@@ -323,7 +323,10 @@ const PAGE: i64 = 2_000;
 pub async fn verify_store(store: &dyn Store, keys: &PublicKeys) -> StoreResult<Report> {
     // The head first: every event up to it is committed (events and the head
     // row change in one transaction), later appends are not looked at.
-    let (head_seq, head_hash) = store.audit_head().await?;
+    let crate::store::AuditHead {
+        seq: head_seq,
+        hash: head_hash,
+    } = store.audit_head().await?;
     let checkpoints = store.audit_checkpoints(0, head_seq).await?;
     let mut v = Verifier::new(keys, checkpoints.iter().map(Checkpoint::from_row));
     let mut after = 0;

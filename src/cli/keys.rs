@@ -277,8 +277,8 @@ async fn rewrap_to_completion(on: &Vault<'_>) -> anyhow::Result<()> {
     let usage = store.kek_usage().await?;
     let pending: i64 = usage
         .iter()
-        .filter(|(v, _)| *v != active)
-        .map(|(_, n)| n)
+        .filter(|u| u.kek_version != active)
+        .map(|u| u.data_keys)
         .sum();
     if pending > 0 {
         anyhow::bail!("{pending} data key(s) are still on another version; run again");

@@ -31,12 +31,13 @@ use crate::actor::Actor;
 use crate::clock::{parse_rfc3339, rfc3339, to_micros};
 use crate::customers::{UpdateField, valid_channel};
 use crate::policy::{self, Capability, LegalBasis};
+use crate::requests::StoredRequests;
 use crate::requests::flow::{self, Changes, Intake, TOKEN_PREFIX};
 use crate::requests::lifecycle::{
     self as lc, DenialReason, Kind, KindMetrics, Regulation, Request, Status,
 };
-use crate::requests::store::RequestFilter;
 use crate::state::AppState;
+use crate::store::RequestFilter;
 use crate::store::Unit;
 
 // ---------------------------------------------------------------------------

@@ -309,8 +309,8 @@ async fn usage(store: &dyn Store, version: i64) -> Result<(i64, i64), KeyError> 
         .kek_usage()
         .await?
         .into_iter()
-        .find(|(v, _)| *v == version)
-        .map(|(_, n)| n)
+        .find(|u| u.kek_version == version)
+        .map(|u| u.data_keys)
         .unwrap_or(0);
     let signing = store
         .signing_key_states()
@@ -547,10 +547,15 @@ pub async fn status(
         None => None,
         Some(id) => match store.customer_key(id).await? {
             None => return Ok(None),
-            Some((kek_version, has_dek)) => Some(CustomerKey {
+            Some(key) => Some(CustomerKey {
                 customer_id: id.to_string(),
-                data_key: if has_dek { "active" } else { "destroyed" }.into(),
-                kek_version: if has_dek { kek_version } else { None },
+                data_key: if key.has_data_key {
+                    "active"
+                } else {
+                    "destroyed"
+                }
+                .into(),
+                kek_version: key.kek_version.filter(|_| key.has_data_key),
             }),
         },
     };
@@ -566,8 +571,8 @@ pub async fn status(
     let data_keys = |v: i64| {
         usage
             .iter()
-            .find(|(u, _)| *u == v)
-            .map(|(_, n)| *n)
+            .find(|u| u.kek_version == v)
+            .map(|u| u.data_keys)
             .unwrap_or(0)
     };
     let sealed_under = |v: i64| {
@@ -616,8 +621,8 @@ pub async fn status(
     // without a keyring row, are counted as pending too.
     let pending = usage
         .iter()
-        .filter(|(v, _)| *v != active_version)
-        .map(|(_, n)| *n)
+        .filter(|u| u.kek_version != active_version)
+        .map(|u| u.data_keys)
         .sum::<i64>();
     refresh::set_rewrap_gauges(&rewrap_versions);
     metrics::gauge!("pii_vault_keys_active_version").set(active_version as f64);

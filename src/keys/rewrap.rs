@@ -123,11 +123,13 @@ async fn pass(
     let active = keys.keyring().active_version();
     keys.rotation.update_progress(|p| {
         p.versions.clear();
-        for (v, n) in usage.iter().filter(|(v, _)| *v < active) {
-            p.versions.insert(*v, (u64::try_from(*n).unwrap_or(0), 0));
+        for u in usage.iter().filter(|u| u.kek_version < active) {
+            p.versions
+                .insert(u.kek_version, (u64::try_from(u.data_keys).unwrap_or(0), 0));
         }
     });
-    for (from_version, count) in usage.into_iter().filter(|(v, _)| *v < active) {
+    for u in usage.into_iter().filter(|u| u.kek_version < active) {
+        let (from_version, count) = (u.kek_version, u.data_keys);
         if !keys.keyring().has_version(from_version) {
             keys.rotation.request_reload();
             report.skipped_versions.push(from_version);
@@ -148,9 +150,9 @@ async fn pass(
             let fetched = rows.len();
             if second_half && !start.is_nil() {
                 // Up to the starting point only: beyond it is the first half.
-                rows.retain(|(id, _)| *id <= start);
+                rows.retain(|r| r.customer_id <= start);
             }
-            let Some((last, _)) = rows.last() else {
+            let Some(last) = rows.last().map(|r| r.customer_id) else {
                 if second_half {
                     break;
                 }
@@ -158,15 +160,15 @@ async fn pass(
                 cursor = Uuid::nil();
                 continue;
             };
-            cursor = *last;
+            cursor = last;
             let reached_start = rows.len() < fetched;
             let keyring = keys.keyring();
             let to_version = keyring.active_version();
             let mut mutations = Vec::with_capacity(rows.len());
-            for (customer_id, wrapped) in &rows {
-                match keyring.rewrap_dek(*customer_id, from_version, wrapped) {
+            for row in &rows {
+                match keyring.rewrap_dek(row.customer_id, from_version, &row.wrapped_dek) {
                     Ok((kek_version, wrapped_dek)) => mutations.push(Mutation::RewrapDek {
-                        customer_id: *customer_id,
+                        customer_id: row.customer_id,
                         from_version,
                         kek_version,
                         wrapped_dek,
@@ -174,7 +176,7 @@ async fn pass(
                     Err(e) => {
                         report.failed += 1;
                         keys.rotation.update_progress(|p| p.failed += 1);
-                        tracing::warn!(customer_id = %customer_id, kek_version = from_version,
+                        tracing::warn!(customer_id = %row.customer_id, kek_version = from_version,
                             error = %e, "rewrap: data key cannot be unwrapped; left on its version");
                     }
                 }

@@ -18,11 +18,10 @@ use uuid::Uuid;
 
 use super::flow;
 use super::outbox::{self, OpenError};
-use super::store::{OutboxRow, RequestMutation as RM};
 use crate::crypto::Dek;
 use crate::customers::unwrap_dek;
 use crate::state::{AppState, Inner};
-use crate::store::Unit;
+use crate::store::{OutboxRow, RequestMutation as RM, Unit};
 
 const HOUSEKEEPING_EVERY: Duration = Duration::from_secs(60);
 const WEBHOOK_POLL: Duration = Duration::from_secs(1);

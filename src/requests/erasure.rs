@@ -57,7 +57,8 @@ use crate::error::ServiceError;
 use crate::policy::{LegalBasis, Policy, covers};
 use crate::state::AppState;
 use crate::store::{
-    CustomerRecord, ErasureJobRow, LegalHoldRow, Mutation, Store, StoreError, Unit, ValuePurpose,
+    CustomerRecord, ErasureJobRow, ErasureJobStatus, LegalHoldRow, Mutation, Store, StoreError,
+    Unit, ValuePurpose,
 };
 use crate::vault::{Keys, SYSTEM_ACTOR};
 
@@ -136,7 +137,11 @@ pub fn receipt(job: &ErasureJobRow) -> ErasureReceipt {
         })
         .collect();
     retained.dedup();
-    let partial = job.status == "partial" || (job.status == "running" && !retained.is_empty());
+    let partial = match job.status {
+        ErasureJobStatus::Partial => true,
+        ErasureJobStatus::Running => !retained.is_empty(),
+        ErasureJobStatus::Erased => false,
+    };
     ErasureReceipt {
         status: if partial {
             ErasureStatus::PartiallyErased
@@ -411,25 +416,25 @@ pub async fn run(
             begin(ctx, customer, actor, request_id, force_full).await?;
             continue;
         };
-        match (job.status.as_str(), job.step) {
-            ("erased", _) => return Ok(receipt(&job)),
-            ("partial", _) if force_full => {
+        match (job.status, job.step) {
+            (ErasureJobStatus::Erased, _) => return Ok(receipt(&job)),
+            (ErasureJobStatus::Partial, _) if force_full => {
                 finish(ctx, &job, actor, Vec::new(), "forced").await?;
             }
-            ("partial", _) => return Ok(receipt(&job)),
-            ("running", 1) => {
+            (ErasureJobStatus::Partial, _) => return Ok(receipt(&job)),
+            (ErasureJobStatus::Running, 1) => {
                 delete_consents(ctx, &job, actor).await?;
             }
-            ("running", 2) => {
+            (ErasureJobStatus::Running, 2) => {
                 delete_values(ctx, &job, actor).await?;
             }
-            ("running", 3) => {
+            (ErasureJobStatus::Running, 3) => {
                 let kept = parse_kept(&job.retained);
                 finish(ctx, &job, actor, kept, "erasure").await?;
             }
-            (status, step) => {
+            (ErasureJobStatus::Running, step) => {
                 return Err(EraseError::Internal(format!(
-                    "erasure job in an unknown state {status}/{step}"
+                    "running erasure job at an unknown step {step}"
                 )));
             }
         }
@@ -598,7 +603,7 @@ async fn finish(
     if kept.is_empty() || record.customer.wrapped_dek.is_none() {
         mutations.push(Mutation::FinishErasure {
             customer_id: c,
-            status: "erased".into(),
+            status: ErasureJobStatus::Erased,
             retained: "[]".into(),
             erased_at: job.started_at,
             at: now,
@@ -614,7 +619,7 @@ async fn finish(
     } else {
         mutations.push(Mutation::FinishErasure {
             customer_id: c,
-            status: "partial".into(),
+            status: ErasureJobStatus::Partial,
             retained: kept_json(&kept),
             erased_at: job.started_at,
             at: now,
@@ -719,7 +724,7 @@ async fn recipient_notices(
     job: &ErasureJobRow,
     now: i64,
 ) -> Result<Vec<Mutation>, EraseError> {
-    if job.status != "running" {
+    if job.status != ErasureJobStatus::Running {
         return Ok(Vec::new());
     }
     let request = job.request_id.as_deref().and_then(|r| r.parse().ok());
@@ -748,7 +753,7 @@ pub async fn settle(
         let Some(job) = ctx.store.erasure_job(customer).await? else {
             return Ok(None);
         };
-        if job.status != "partial" {
+        if job.status != ErasureJobStatus::Partial {
             return Ok(Some(receipt(&job)));
         }
         let now = ctx.now();
@@ -842,7 +847,7 @@ pub async fn readable_record(
         .store
         .erasure_job(id)
         .await?
-        .is_some_and(|j| j.status == "partial");
+        .is_some_and(|j| j.status == ErasureJobStatus::Partial);
     Ok(partial.then_some(r))
 }
 
@@ -868,7 +873,11 @@ pub struct Recovery {
 pub async fn recover(ctx: &Ctx<'_>) -> Result<Recovery, EraseError> {
     let mut out = Recovery::default();
     let system = Actor::system();
-    for id in ctx.store.erasure_jobs_with_status("running").await? {
+    for id in ctx
+        .store
+        .erasure_jobs_with_status(ErasureJobStatus::Running)
+        .await?
+    {
         run(ctx, id, &system, None, false).await?;
         out.resumed += 1;
     }
@@ -1116,7 +1125,7 @@ mod tests {
             request_id: None,
             actor: "a".into(),
             role: "dpo".into(),
-            status: "partial".into(),
+            status: ErasureJobStatus::Partial,
             step: 4,
             force_full: false,
             retained: kept_json(&[Kept {
@@ -1138,7 +1147,7 @@ mod tests {
         assert_eq!(json["status"], "partially_erased");
         assert_eq!(json["retained"][0]["until"], "1970-01-01T00:00:00.000000Z");
         let done = ErasureJobRow {
-            status: "erased".into(),
+            status: ErasureJobStatus::Erased,
             retained: "[]".into(),
             finished_at: Some(5),
             ..job

@@ -39,7 +39,7 @@ use crate::crypto::Dek;
 use crate::error::ServiceError;
 use crate::policy::{self, Controller, Policy};
 use crate::state::AppState;
-use crate::store::{AuditFilter, ConsentEvent, Mutation, Unit, ValuePurpose};
+use crate::store::{AuditFilter, ConsentEvent, ErasureJobStatus, Mutation, Unit, ValuePurpose};
 
 pub const SCHEMA_VERSION: &str = "1";
 
@@ -280,7 +280,10 @@ pub async fn package(
     }
     let policy = ctx.policy;
     let mut job = ctx.store.erasure_job(customer).await?;
-    if job.as_ref().is_some_and(|j| j.status == "running") {
+    if job
+        .as_ref()
+        .is_some_and(|j| j.status == ErasureJobStatus::Running)
+    {
         erasure::run(ctx, customer, &Actor::system(), None, false).await?;
         job = ctx.store.erasure_job(customer).await?;
     }
@@ -312,7 +315,10 @@ pub async fn package(
         // Erased: the package holds only the receipt.
         return Ok(base);
     };
-    if job.as_ref().is_some_and(|j| j.status == "erased") {
+    if job
+        .as_ref()
+        .is_some_and(|j| j.status == ErasureJobStatus::Erased)
+    {
         return Ok(base);
     }
     let dek = ctx

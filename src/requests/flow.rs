@@ -19,7 +19,7 @@ use zeroize::Zeroizing;
 
 use super::lifecycle::{self as lc, DenialReason, Filing, Kind, Refusal, Request, Status};
 use super::outbox::{self, Contact};
-use super::store::RequestMutation as RM;
+use super::rows::StoredRequests;
 use crate::actor::Actor;
 use crate::audit::{CommitError, EventDraft};
 use crate::clock::rfc3339;
@@ -28,7 +28,9 @@ use crate::customers::{decrypt, put_field, unwrap_dek};
 use crate::error::{ServiceError, ServiceResult};
 use crate::policy::{Capability, FieldDef, Policy};
 use crate::state::AppState;
-use crate::store::{CustomerRecord, Mutation, PrincipalKind, Unit};
+use crate::store::{
+    CustomerRecord, Mutation, PrincipalKind, RequestMutation as RM, RequestRow, Unit,
+};
 
 pub use crate::actor::DATA_SUBJECT;
 /// Request tokens start with this, so they are told apart from JWTs (and
@@ -150,7 +152,7 @@ async fn commit(
 }
 
 fn update(r: &Request) -> Mutation {
-    RM::UpdateRequest(Box::new(r.clone())).into()
+    RM::UpdateRequest(Box::new(RequestRow::from(r))).into()
 }
 
 /// The request as stored after an [`update`] committed.
@@ -446,7 +448,7 @@ pub async fn intake_by_customer(
                 .reason("request", &id.to_string()),
         );
     }
-    mutations.insert(0, RM::InsertRequest(Box::new(r.clone())).into());
+    mutations.insert(0, RM::InsertRequest(Box::new(RequestRow::from(&r))).into());
     mutations.push(
         RM::InsertToken {
             token_sha256: token_hash,
@@ -592,7 +594,7 @@ pub async fn intake_by_staff(
     events[0]
         .reasons
         .insert("status".into(), r.status.as_str().into());
-    mutations.insert(0, RM::InsertRequest(Box::new(r.clone())).into());
+    mutations.insert(0, RM::InsertRequest(Box::new(RequestRow::from(&r))).into());
     if let Some(to) = &to {
         if !code_sent {
             mutations.push(filed_message(&dek, &r, to, &token, now)?);
@@ -1344,7 +1346,7 @@ pub async fn export_package(state: &AppState, r: &Request) -> ServiceResult<Valu
 pub async fn acknowledge(
     state: &AppState,
     actor: &Actor,
-    row: &super::store::OutboxRow,
+    row: &crate::store::OutboxRow,
     via: &str,
 ) -> ServiceResult<()> {
     let now = state.clock.now_micros();

@@ -12,4 +12,6 @@ pub mod holds;
 pub mod lifecycle;
 pub mod notify;
 pub mod outbox;
-pub mod store;
+pub mod rows;
+
+pub use rows::StoredRequests;

@@ -11,13 +11,13 @@ use uuid::Uuid;
 use super::background::{customer_dek, dropped_event};
 use super::flow;
 use super::outbox::{Delivery, OpenError, open_message};
-use super::store::RequestMutation as RM;
 use crate::actor::Actor;
 use crate::audit::{Action, CommitError, Decision};
 use crate::crypto::Dek;
 use crate::error::{ServiceError, ServiceResult};
 use crate::policy::Capability;
 use crate::state::AppState;
+use crate::store::RequestMutation as RM;
 use crate::store::{Mutation, Unit};
 
 /// Up to `limit` (1..=1000) undelivered messages, oldest first, opened.

@@ -30,11 +30,11 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 use zeroize::Zeroizing;
 
-use super::store::{DisclosureRow, OutboxRow, RequestMutation};
 use crate::clock::rfc3339;
 use crate::crypto::{CryptoError, Dek};
 use crate::policy::{FieldType, Policy};
 use crate::store::{CustomerRecord, Mutation, Store, StoreResult};
+use crate::store::{DisclosureRow, OutboxRow, RequestMutation};
 
 pub const VERIFICATION_CODE: &str = "verification_code";
 pub const REQUEST_OUTCOME: &str = "request_outcome";

@@ -45,4 +45,3 @@ impl PgStore {
 }
 
 super::sql::impl_store!(PgStore, Postgres, "postgres");
-crate::requests::store::impl_request_store!(PgStore, Postgres);

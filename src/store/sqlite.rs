@@ -78,4 +78,3 @@ fn restrict_permissions(path: &std::path::Path) {
 }
 
 super::sql::impl_store!(SqliteStore, Sqlite, "sqlite");
-crate::requests::store::impl_request_store!(SqliteStore, Sqlite);

@@ -771,3 +771,324 @@ async fn r27_an_erasure_killed_half_way_is_finished_at_the_next_start() {
         drop(server);
     }
 }
+
+// ---------------------------------------------------------------------------
+// Erasure wins races with writes
+// ---------------------------------------------------------------------------
+
+/// A customer with nothing a legal obligation or a hold keeps: its erasure
+/// is complete.
+fn support_only_customer() -> Value {
+    json!({
+        "external_id": format!("zd-{}", Uuid::now_v7().simple()),
+        "channel": "chat", "notice_version": "2026-01",
+        "fields": {
+            "email": {"value": "ada@example.com", "purposes": ["support"]},
+            "phone": {"value": "+39 333 123 4567", "purposes": ["support.callback"]}
+        }
+    })
+}
+
+/// The marker ciphertext, blind-index digest and consent id the refused
+/// writes carry, so the test can look for them in the database.
+const MARKER: &[u8] = b"written after the erasure began";
+
+/// The writes a `PATCH`, a consent and an objection make, each its own unit,
+/// as a request that read the customer before its erasure began commits them.
+fn late_writes(customer: Uuid, consent_id: Uuid, at: i64) -> Vec<pii_vault::store::Unit> {
+    use pii_vault::store::{ConsentEvent, Mutation, Unit, ValuePurpose};
+    vec![
+        Unit {
+            mutations: vec![Mutation::PutField {
+                customer_id: customer,
+                field: "email".into(),
+                ciphertext: MARKER.to_vec(),
+                collected_by: "helpdesk".into(),
+                channel: Some("chat".into()),
+                notice_version: Some("2026-01".into()),
+                at,
+                purposes: vec![ValuePurpose {
+                    purpose: "support".into(),
+                    collected_at: at,
+                    expires_at: at + 1_000_000,
+                }],
+                blind_index: Some(MARKER.to_vec()),
+            }],
+            events: vec![],
+        },
+        Unit {
+            mutations: vec![Mutation::AppendConsent(ConsentEvent {
+                id: consent_id,
+                customer_id: customer,
+                purpose: "marketing.email".into(),
+                action: "grant".into(),
+                notice_version: "2026-01".into(),
+                notice_text_sha256: NOTICE_SHA.into(),
+                language: "it".into(),
+                jurisdiction: "EU".into(),
+                channel: "web".into(),
+                captured_by: "helpdesk".into(),
+                at,
+            })],
+            events: vec![],
+        },
+        Unit {
+            mutations: vec![
+                pii_vault::store::RequestMutation::AddObjection {
+                    customer_id: customer,
+                    purpose: "analytics".into(),
+                    at,
+                }
+                .into(),
+            ],
+            events: vec![],
+        },
+    ]
+}
+
+/// Whether the database holds anything of [`late_writes`] for `id`.
+async fn late_writes_stored(url: &str, id: Uuid, consent_id: Uuid) -> Vec<&'static str> {
+    let mut found = Vec::new();
+    if ciphertexts(url, id).await.iter().any(|(_, c)| c == MARKER) {
+        found.push("value");
+    }
+    let digests: Vec<(Vec<u8>,)> = fetch(
+        url,
+        "SELECT digest FROM blind_index WHERE customer_id = $1",
+        id,
+    )
+    .await;
+    if digests.iter().any(|(d,)| d == MARKER) {
+        found.push("blind-index entry");
+    }
+    let consents: Vec<(Uuid,)> = fetch(
+        url,
+        "SELECT id FROM consent_events WHERE customer_id = $1",
+        id,
+    )
+    .await;
+    if consents.iter().any(|(c,)| *c == consent_id) {
+        found.push("consent event");
+    }
+    let objections: Vec<(String,)> = fetch(
+        url,
+        "SELECT purpose FROM objections WHERE customer_id = $1",
+        id,
+    )
+    .await;
+    if !objections.is_empty() {
+        found.push("objection");
+    }
+    found
+}
+
+/// Once an erasure has begun, the store refuses (NotFound, in the unit's own
+/// transaction) a value, a blind-index entry, a consent event or an
+/// objection for the customer, whether the erasure is still running or
+/// finished; the same writes for a live customer are stored.
+#[tokio::test]
+async fn r26_writes_committed_after_an_erasure_began_are_refused() {
+    use pii_vault::store::{Mutation, StoreError, Unit};
+    on_each_backend(|v| async move {
+        let helpdesk = v.token("helpdesk").await;
+        let dpo = v.token("dpo").await;
+
+        // Control: the same writes for a live customer are stored.
+        let live: Uuid = v
+            .create(&helpdesk, &support_only_customer())
+            .await
+            .parse()
+            .unwrap();
+        let consent_id = Uuid::now_v7();
+        let now = v.clock.now_micros();
+        let outcomes = v
+            .state
+            .store
+            .commit_batch(&late_writes(live, consent_id, now), now)
+            .await
+            .unwrap();
+        assert!(outcomes.iter().all(Result::is_ok), "{outcomes:?}");
+        assert_eq!(
+            late_writes_stored(&v.database_url, live, consent_id).await,
+            ["value", "blind-index entry", "consent event", "objection"]
+        );
+
+        for finished in [false, true] {
+            let id = v.create(&helpdesk, &support_only_customer()).await;
+            let cid: Uuid = id.parse().unwrap();
+            let now = v.clock.now_micros();
+            let begin = Unit {
+                mutations: vec![Mutation::BeginErasure {
+                    customer_id: cid,
+                    receipt_id: Uuid::now_v7(),
+                    request_id: None,
+                    actor: "dpo".into(),
+                    role: "dpo".into(),
+                    force_full: false,
+                    at: now,
+                }],
+                events: vec![],
+            };
+            let begun = v.state.store.commit_batch(&[begin], now).await.unwrap();
+            assert!(begun[0].is_ok(), "{begun:?}");
+            if finished {
+                // The DELETE resumes the job begun above and finishes it.
+                let (s, body) = delete(&v, &dpo, &format!("/v1/customers/{id}")).await;
+                assert_eq!(s, StatusCode::OK, "{body}");
+                assert_eq!(body["status"], "erased", "{body}");
+            }
+            let consent_id = Uuid::now_v7();
+            let now = v.clock.now_micros();
+            let outcomes = v
+                .state
+                .store
+                .commit_batch(&late_writes(cid, consent_id, now), now)
+                .await
+                .unwrap();
+            for o in &outcomes {
+                assert!(
+                    matches!(o, Err(StoreError::NotFound)),
+                    "finished={finished}: {outcomes:?}"
+                );
+            }
+            assert_eq!(
+                late_writes_stored(&v.database_url, cid, consent_id).await,
+                Vec::<&str>::new(),
+                "finished={finished}"
+            );
+            if finished {
+                assert_eq!(counts(&v.database_url, cid).await, (0, 0, 0, 0));
+            }
+        }
+    })
+    .await;
+}
+
+/// PATCHes until one is refused (the erasure has begun); every status.
+async fn patch_until_refused(v: &TestVault, token: &str, id: &str) -> Vec<StatusCode> {
+    let mut statuses = Vec::new();
+    for i in 0..200 {
+        let body = json!({"fields": {"email": {"value": format!("ada+{i}@example.com")}}});
+        let (s, b) = v
+            .patch(token, &format!("/v1/customers/{id}?purpose=support"), &body)
+            .await;
+        assert!(
+            s == StatusCode::OK
+                || (s == StatusCode::NOT_FOUND && b["code"] == "customer_not_found"),
+            "{s} {b}"
+        );
+        statuses.push(s);
+        if s == StatusCode::NOT_FOUND {
+            break;
+        }
+    }
+    statuses
+}
+
+/// Records consents until one is refused; every status.
+async fn consent_until_refused(v: &TestVault, token: &str, id: &str) -> Vec<StatusCode> {
+    let mut statuses = Vec::new();
+    for i in 0..200 {
+        let action = if i % 2 == 0 { "grant" } else { "withdraw" };
+        let (s, b) = v
+            .post(
+                token,
+                &format!("/v1/customers/{id}/consents"),
+                &consent("marketing.email", action),
+            )
+            .await;
+        assert!(
+            s == StatusCode::CREATED
+                || (s == StatusCode::NOT_FOUND && b["code"] == "customer_not_found"),
+            "{s} {b}"
+        );
+        statuses.push(s);
+        if s == StatusCode::NOT_FOUND {
+            break;
+        }
+    }
+    statuses
+}
+
+/// Twenty rounds of PATCHes and consents racing `DELETE`: afterwards the
+/// erased customer has no value, blind-index entry or consent event; every
+/// PATCH or consent was either stored before the erasure began (its audit
+/// event comes before `erasure.started`) or answered 404.
+#[tokio::test]
+async fn r26_patches_and_consents_racing_an_erasure_leave_nothing_behind() {
+    on_each_backend(|v| async move {
+        let helpdesk = v.token("helpdesk").await;
+        let dpo = v.token("dpo").await;
+        for round in 0..20 {
+            let id = v.create(&helpdesk, &support_only_customer()).await;
+            let cid: Uuid = id.parse().unwrap();
+            let path = format!("/v1/customers/{id}");
+            let (patches, consents, (erased, receipt)) = tokio::join!(
+                patch_until_refused(&v, &helpdesk, &id),
+                consent_until_refused(&v, &helpdesk, &id),
+                delete(&v, &dpo, &path),
+            );
+            assert_eq!(erased, StatusCode::OK, "round {round}: {receipt}");
+            assert_eq!(receipt["status"], "erased", "round {round}: {receipt}");
+            assert_eq!(
+                patches.last(),
+                Some(&StatusCode::NOT_FOUND),
+                "round {round}"
+            );
+            assert_eq!(
+                consents.last(),
+                Some(&StatusCode::NOT_FOUND),
+                "round {round}"
+            );
+            assert_eq!(
+                counts(&v.database_url, cid).await,
+                (0, 0, 0, 0),
+                "round {round}: values, purposes, index entries, consent events"
+            );
+            let objections: Vec<(String,)> = fetch(
+                &v.database_url,
+                "SELECT purpose FROM objections WHERE customer_id = $1",
+                cid,
+            )
+            .await;
+            assert!(objections.is_empty(), "round {round}");
+
+            // What was answered 200/201 was committed before the erasure began.
+            let events: Vec<_> = v
+                .audit()
+                .await
+                .into_iter()
+                .filter(|e| e.draft.customer_id.as_deref() == Some(id.as_str()))
+                .collect();
+            let started = events
+                .iter()
+                .find(|e| e.draft.action == "erasure.started")
+                .map(|e| e.seq)
+                .expect("erasure.started");
+            let writes: Vec<i64> = events
+                .iter()
+                .filter(|e| {
+                    e.draft.decision == "allowed"
+                        && ["customer.update", "consent.grant", "consent.withdraw"]
+                            .contains(&e.draft.action.as_str())
+                })
+                .map(|e| e.seq)
+                .collect();
+            let answered = patches.iter().filter(|s| **s == StatusCode::OK).count()
+                + consents
+                    .iter()
+                    .filter(|s| **s == StatusCode::CREATED)
+                    .count();
+            let trail: Vec<_> = events
+                .iter()
+                .map(|e| (e.seq, e.draft.action.as_str(), e.draft.decision.as_str()))
+                .collect();
+            assert_eq!(writes.len(), answered, "round {round}: {trail:?}");
+            assert!(
+                writes.iter().all(|w| *w < started),
+                "round {round}: a write was stored after the erasure began: {trail:?}"
+            );
+        }
+    })
+    .await;
+}

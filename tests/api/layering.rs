@@ -473,7 +473,6 @@ fn scan_tree(root: &Path) -> Vec<Violation> {
 }
 
 #[test]
-#[ignore = "enabled once the service layer lands"]
 fn imports_point_inward() {
     let found = scan_tree(Path::new(env!("CARGO_MANIFEST_DIR")));
     assert!(

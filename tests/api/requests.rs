@@ -15,6 +15,7 @@ use time::format_description::well_known::Rfc3339;
 use uuid::Uuid;
 
 use crate::helpers::*;
+use pii_vault::requests::StoredRequests;
 
 // ---------------------------------------------------------------------------
 // Helpers

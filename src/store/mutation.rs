@@ -1,0 +1,296 @@
+//! Writes: every change to the vault is a [`Mutation`] inside a [`Unit`],
+//! applied by [`Store::commit_batch`](super::Store::commit_batch).
+
+use uuid::Uuid;
+
+use super::StoreError;
+use super::requests::RequestMutation;
+use super::rows::{
+    CheckpointRow, ConsentEvent, ErasureJobStatus, LegalHoldRow, SigningKeyRow, ValuePurpose,
+};
+use crate::audit::{EventDraft, StoredEvent};
+
+/// One change to the vault. Applied only inside
+/// [`Store::commit_batch`](super::Store::commit_batch).
+#[derive(Debug, Clone)]
+pub enum Mutation {
+    SetMeta {
+        name: String,
+        value: Vec<u8>,
+    },
+    InsertKek {
+        version: i64,
+        wrapped: Vec<u8>,
+        active: bool,
+        at: i64,
+    },
+    InsertSigningKey(SigningKeyRow),
+    /// Adds KEK `version` as the active one and deactivates `previous`, in
+    /// one step. Conflict when `previous` is no longer active, `version`
+    /// exists, or the root key fingerprint is no longer `root_fingerprint`
+    /// (the new KEK would be wrapped by a replaced root key).
+    RotateKek {
+        version: i64,
+        wrapped: Vec<u8>,
+        previous: i64,
+        root_fingerprint: Vec<u8>,
+        at: i64,
+    },
+    /// Replaces the wrapped form of KEK `version` (root key change).
+    /// Conflict unless it is still `expected`.
+    RewrapKek {
+        version: i64,
+        expected: Vec<u8>,
+        wrapped: Vec<u8>,
+    },
+    /// Sets a `vault_meta` value. With `expected`, Conflict unless the stored
+    /// value is still that; without, inserts or replaces.
+    ReplaceMeta {
+        name: String,
+        expected: Option<Vec<u8>>,
+        value: Vec<u8>,
+    },
+    /// Conflict unless exactly `count` KEK versions hold key material (no
+    /// version was added since the keyring was read).
+    ExpectKekCount {
+        count: i64,
+    },
+    /// Stores a customer's DEK rewrapped under KEK `kek_version`, only if it
+    /// is still wrapped by `from_version` (a concurrent erasure or rewrap
+    /// wins; the row is then left alone, not an error).
+    RewrapDek {
+        customer_id: Uuid,
+        from_version: i64,
+        kek_version: i64,
+        wrapped_dek: Vec<u8>,
+    },
+    /// Same for a sealed signing key.
+    RewrapSigningKey {
+        kid: String,
+        from_version: i64,
+        kek_version: i64,
+        sealed: Vec<u8>,
+    },
+    /// Destroys KEK `version`'s key material. NotFound for an unknown
+    /// version; Conflict (`kek_active`, `kek_retired`, `kek_in_use`) while it
+    /// is active, already retired, or still wraps a data key or signing key.
+    RetireKek {
+        version: i64,
+        at: i64,
+    },
+    /// Makes `key` the signing key; `previous_kid` stops signing, its private
+    /// key is destroyed and its public key kept (its tokens refused at once
+    /// with `revoke_previous`). Conflict when `previous_kid` is no longer the
+    /// active key, or `key` is sealed under a retired KEK version.
+    RotateSigningKey {
+        key: SigningKeyRow,
+        previous_kid: String,
+        revoke_previous: bool,
+        at: i64,
+    },
+    InsertClient {
+        id: Uuid,
+        name: String,
+        role: String,
+        secret_sha256: String,
+        at: i64,
+    },
+    SetClientDisabled {
+        id: Uuid,
+        disabled: bool,
+    },
+    InsertUser {
+        id: Uuid,
+        username: String,
+        role: String,
+        password_hash: String,
+        at: i64,
+    },
+    InsertCustomer {
+        id: Uuid,
+        external_id: Option<String>,
+        kek_version: i64,
+        wrapped_dek: Vec<u8>,
+        at: i64,
+    },
+    /// Stores (or replaces) one encrypted value, its purposes and blind index.
+    /// NotFound when the customer does not exist or its erasure has begun
+    /// (checked by the insert itself, in the unit's transaction).
+    PutField {
+        customer_id: Uuid,
+        field: String,
+        ciphertext: Vec<u8>,
+        collected_by: String,
+        channel: Option<String>,
+        notice_version: Option<String>,
+        at: i64,
+        purposes: Vec<ValuePurpose>,
+        blind_index: Option<Vec<u8>>,
+    },
+    /// Removes one value, its purposes and blind index entries.
+    DeleteField {
+        customer_id: Uuid,
+        field: String,
+    },
+    /// Appends a consent event. NotFound when the customer does not exist
+    /// or its erasure has begun.
+    AppendConsent(ConsentEvent),
+    /// Requests, request tokens, exports, the outbox, disclosures and
+    /// subject state (`store/requests.rs`).
+    Requests(RequestMutation),
+    /// Starts the erasure job of a customer (step 1): the job row, and the
+    /// customer marked erased so that no read serves it from now on.
+    /// Conflict when a job exists; NotFound when the customer does not.
+    BeginErasure {
+        customer_id: Uuid,
+        receipt_id: Uuid,
+        request_id: Option<String>,
+        actor: String,
+        role: String,
+        force_full: bool,
+        at: i64,
+    },
+    /// Deletes every consent event and objection of a customer.
+    DeleteConsents {
+        customer_id: Uuid,
+    },
+    /// Moves a running erasure job from `from_step` to `to_step` (NotFound
+    /// when it is no longer there: another process advanced it).
+    AdvanceErasure {
+        customer_id: Uuid,
+        from_step: i64,
+        to_step: i64,
+        retained: Option<String>,
+        at: i64,
+    },
+    /// Replaces a stored value's ciphertext (re-encryption, same plaintext).
+    ReplaceCiphertext {
+        customer_id: Uuid,
+        field: String,
+        ciphertext: Vec<u8>,
+    },
+    /// Replaces the purposes of a stored value.
+    SetValuePurposes {
+        customer_id: Uuid,
+        field: String,
+        purposes: Vec<ValuePurpose>,
+    },
+    /// Stores a new wrapped data key for a customer and drops the customer's
+    /// blind-index entries (an erased customer is found by no search).
+    RekeyCustomer {
+        customer_id: Uuid,
+        kek_version: i64,
+        wrapped_dek: Vec<u8>,
+    },
+    /// Ends an erasure job (or, from `Partial`, finishes it). `Erased`
+    /// deletes every value, consent and objection left and destroys the data
+    /// key; `Partial` only records what was kept. Writes the tombstone.
+    /// NotFound when the job is not in a state this step may leave; Conflict
+    /// for `Running` (not an end).
+    FinishErasure {
+        customer_id: Uuid,
+        status: ErasureJobStatus,
+        retained: String,
+        erased_at: i64,
+        at: i64,
+    },
+    /// Replaces the kept-values list of a partially erased customer.
+    UpdateRetained {
+        customer_id: Uuid,
+        retained: String,
+        at: i64,
+    },
+    InsertLegalHold(LegalHoldRow),
+    /// NotFound when no active hold has this id.
+    ReleaseLegalHold {
+        id: Uuid,
+        at: i64,
+    },
+    /// Removes one purpose from a value if its retention ended by `now`.
+    ExpirePurpose {
+        customer_id: Uuid,
+        field: String,
+        purpose: String,
+        now: i64,
+    },
+    /// Deletes a value (and its index entries) once no purpose is left.
+    DeleteFieldIfUnused {
+        customer_id: Uuid,
+        field: String,
+    },
+    SaveIdempotency {
+        principal: String,
+        key: String,
+        request_hash: Vec<u8>,
+        status: i64,
+        body: String,
+        at: i64,
+    },
+    /// Stores a signed checkpoint. It must cover an existing event's
+    /// (seq, hash) or the chain head row; a checkpoint already stored at that
+    /// seq is kept (NotFound when it covers nothing).
+    InsertCheckpoint(CheckpointRow),
+    /// Deletes the audit events up to and including `through_seq` (all older
+    /// than `before`) and the checkpoints before it; the checkpoint at
+    /// `through_seq` must exist and is kept as the chain's new anchor.
+    PruneAudit {
+        through_seq: i64,
+        before: i64,
+    },
+}
+
+impl Mutation {
+    /// Whether applying this may disable a principal or change its role
+    /// (callers cached from before it must be looked up again).
+    pub fn changes_principal(&self) -> bool {
+        matches!(self, Mutation::SetClientDisabled { .. })
+    }
+
+    /// Whether applying this reads or removes audit events, so the events
+    /// linked earlier in the batch must be inserted first.
+    pub fn reads_audit(&self) -> bool {
+        matches!(
+            self,
+            Mutation::InsertCheckpoint(_) | Mutation::PruneAudit { .. }
+        )
+    }
+
+    /// The leading `RewrapDek`s of `ms`.
+    pub fn rewrap_run(ms: &[Mutation]) -> Vec<&Mutation> {
+        ms.iter()
+            .take_while(|m| matches!(m, Mutation::RewrapDek { .. }))
+            .collect()
+    }
+
+    /// The leading `PutField`s of `ms` that are for the same customer (none
+    /// when `ms` does not start with one).
+    pub fn put_field_run(ms: &[Mutation]) -> Vec<&Mutation> {
+        let Some(Mutation::PutField { customer_id, .. }) = ms.first() else {
+            return Vec::new();
+        };
+        ms.iter()
+            .take_while(
+                |m| matches!(m, Mutation::PutField { customer_id: c, .. } if c == customer_id),
+            )
+            .collect()
+    }
+}
+
+/// A unit of work: changes plus the audit events that record them.
+#[derive(Debug, Clone, Default)]
+pub struct Unit {
+    pub mutations: Vec<Mutation>,
+    pub events: Vec<EventDraft>,
+}
+
+impl Unit {
+    pub fn event(event: EventDraft) -> Self {
+        Unit {
+            mutations: Vec::new(),
+            events: vec![event],
+        }
+    }
+}
+
+/// The outcome of one unit inside a committed batch.
+pub type UnitOutcome = Result<Vec<StoredEvent>, StoreError>;

@@ -1,0 +1,85 @@
+//! Principals (machine clients and users) and the idempotency keys of their
+//! requests: the reads' statements and the writes.
+
+pub(in crate::store) const CLIENT: &str = "SELECT id, name, role, secret_sha256 AS credential, \
+     disabled FROM clients WHERE id = $1";
+pub(in crate::store) const USER: &str = "SELECT id, username AS name, role, \
+     password_hash AS credential, disabled FROM users WHERE id = $1";
+pub(in crate::store) const CLIENT_BY_NAME: &str = "SELECT id, name, role, \
+     secret_sha256 AS credential, disabled FROM clients WHERE name = $1";
+pub(in crate::store) const USER_BY_NAME: &str = "SELECT id, username AS name, role, \
+     password_hash AS credential, disabled FROM users WHERE username = $1";
+pub(in crate::store) const IDEMPOTENCY: &str = "SELECT request_hash, status, body \
+     FROM idempotency_keys WHERE principal = $1 AND key = $2";
+
+/// Generates the principal writes of a backend (see `impl_store!`):
+/// `apply_principals`.
+macro_rules! principal_writes {
+    ($store:ty, $db:ty) => {
+        /// Clients, users and idempotency keys.
+        async fn apply_principals(
+            tx: &mut sqlx::Transaction<'static, $db>,
+            m: &$crate::store::Mutation,
+        ) -> Result<(), $crate::store::StoreError> {
+            use $crate::store::{Mutation as M, StoreError};
+            match m {
+                M::InsertClient { id, name, role, secret_sha256, at } => {
+                    sqlx::query(
+                        "INSERT INTO clients (id, name, role, secret_sha256, disabled, created_at) \
+                         VALUES ($1, $2, $3, $4, $5, $6)",
+                    )
+                    .bind(id)
+                    .bind(name)
+                    .bind(role)
+                    .bind(secret_sha256)
+                    .bind(false)
+                    .bind(at)
+                    .execute(&mut **tx)
+                    .await?;
+                }
+                M::SetClientDisabled { id, disabled } => {
+                    let r = sqlx::query("UPDATE clients SET disabled = $2 WHERE id = $1")
+                        .bind(id)
+                        .bind(disabled)
+                        .execute(&mut **tx)
+                        .await?;
+                    if r.rows_affected() == 0 {
+                        return Err(StoreError::NotFound);
+                    }
+                }
+                M::InsertUser { id, username, role, password_hash, at } => {
+                    sqlx::query(
+                        "INSERT INTO users (id, username, role, password_hash, disabled, created_at) \
+                         VALUES ($1, $2, $3, $4, $5, $6)",
+                    )
+                    .bind(id)
+                    .bind(username)
+                    .bind(role)
+                    .bind(password_hash)
+                    .bind(false)
+                    .bind(at)
+                    .execute(&mut **tx)
+                    .await?;
+                }
+                M::SaveIdempotency { principal, key, request_hash, status, body, at } => {
+                    sqlx::query(
+                        "INSERT INTO idempotency_keys (principal, key, request_hash, status, body, \
+                         created_at) VALUES ($1, $2, $3, $4, $5, $6)",
+                    )
+                    .bind(principal)
+                    .bind(key)
+                    .bind(request_hash)
+                    .bind(status)
+                    .bind(body)
+                    .bind(at)
+                    .execute(&mut **tx)
+                    .await?;
+                }
+                _ => return Err($crate::store::sql::misrouted("principals")),
+            }
+            Ok(())
+        }
+    };
+}
+
+pub(in crate::store) use principal_writes;
