@@ -1411,7 +1411,11 @@ pub async fn acknowledge(
 pub async fn housekeeping(state: &AppState) -> ServiceResult<()> {
     let actor = system_actor();
     let now = state.clock.now_micros();
-    for r in state.store.requests_with_status("verifying", 200).await? {
+    for r in state
+        .store
+        .requests_with_status(Status::Verifying, 200)
+        .await?
+    {
         if now <= r.due_at {
             continue;
         }
@@ -1427,7 +1431,11 @@ pub async fn housekeeping(state: &AppState) -> ServiceResult<()> {
             tracing::debug!(code = e.code, "request housekeeping: deny skipped");
         }
     }
-    for r in state.store.requests_with_status("verified", 50).await? {
+    for r in state
+        .store
+        .requests_with_status(Status::Verified, 50)
+        .await?
+    {
         if waiting_notice(&r).is_some() {
             continue;
         }

@@ -124,7 +124,7 @@ pub trait StoredRequests {
     /// Requests received in `[from, to)`.
     async fn requests_received(&self, from: i64, to: i64) -> StoreResult<Vec<Request>>;
     /// Requests with status `status`, by due date (background work).
-    async fn requests_with_status(&self, status: &str, limit: i64) -> StoreResult<Vec<Request>>;
+    async fn requests_with_status(&self, status: Status, limit: i64) -> StoreResult<Vec<Request>>;
 }
 
 #[async_trait]
@@ -152,7 +152,10 @@ impl<S: RequestStore + ?Sized> StoredRequests for S {
         requests(self.request_rows_received(from, to).await?)
     }
 
-    async fn requests_with_status(&self, status: &str, limit: i64) -> StoreResult<Vec<Request>> {
-        requests(self.request_rows_with_status(status, limit).await?)
+    async fn requests_with_status(&self, status: Status, limit: i64) -> StoreResult<Vec<Request>> {
+        requests(
+            self.request_rows_with_status(status.as_str(), limit)
+                .await?,
+        )
     }
 }

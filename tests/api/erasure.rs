@@ -629,6 +629,7 @@ async fn pg_copy(url: &str) -> String {
     let admin = std::env::var("DATABASE_URL").unwrap();
     let mut c = sqlx::PgConnection::connect(&admin).await.unwrap();
     let copy = format!("{name}_backup");
+    drop_at_test_end(&copy);
     for _ in 0..50 {
         sqlx::query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()")
             .bind(name)

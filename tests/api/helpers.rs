@@ -82,10 +82,77 @@ pub fn root_key_b64() -> String {
     base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 
-/// A fresh PostgreSQL database named after a new UUID.
+/// The PostgreSQL databases this test thread created. The test harness runs
+/// each test on its own thread, so when the thread ends (the test passed or
+/// panicked) they are dropped: a run leaves no `pii_vault_test_*` behind.
+#[derive(Default)]
+struct TestDatabases {
+    admin: Option<String>,
+    names: Vec<String>,
+}
+
+impl Drop for TestDatabases {
+    fn drop(&mut self) {
+        let (Some(admin), names) = (self.admin.take(), std::mem::take(&mut self.names)) else {
+            return;
+        };
+        if names.is_empty() {
+            return;
+        }
+        // A thread of its own: this runs while the test thread (and its
+        // runtime) is being torn down.
+        let dropper = std::thread::spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            rt.block_on(async move {
+                let Ok(mut conn) = sqlx::PgConnection::connect(&admin).await else {
+                    return;
+                };
+                for name in names {
+                    // FORCE ends connections a stopped server or a killed
+                    // child process may have left open.
+                    let sql = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
+                    if let Err(e) = sqlx::query(sqlx::AssertSqlSafe(sql))
+                        .execute(&mut conn)
+                        .await
+                    {
+                        eprintln!("could not drop test database {name}: {e}");
+                    }
+                }
+            });
+        });
+        let _ = dropper.join();
+    }
+}
+
+thread_local! {
+    static TEST_DATABASES: std::cell::RefCell<TestDatabases> =
+        std::cell::RefCell::new(TestDatabases::default());
+}
+
+/// Drops the PostgreSQL database `name` (on `DATABASE_URL`'s server) when
+/// this test ends, pass or fail.
+pub fn drop_at_test_end(name: &str) {
+    let Ok(admin) = std::env::var("DATABASE_URL") else {
+        return;
+    };
+    TEST_DATABASES.with(|t| {
+        let mut t = t.borrow_mut();
+        t.admin.get_or_insert(admin);
+        t.names.push(name.to_owned());
+    });
+}
+
+/// A fresh PostgreSQL database named after a new UUID, dropped when the
+/// test ends, pass or fail.
 pub async fn fresh_pg_database() -> String {
     let admin = std::env::var("DATABASE_URL").expect("DATABASE_URL");
     let name = format!("pii_vault_test_{}", Uuid::now_v7().simple());
+    drop_at_test_end(&name);
     let mut conn = sqlx::PgConnection::connect(&admin)
         .await
         .expect("connect to DATABASE_URL");
