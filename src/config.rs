@@ -88,6 +88,9 @@ pub struct Settings {
     /// Days a request token keeps working after its request closed
     /// (completed, denied or merged); afterwards it is refused with 401.
     pub request_token_ttl_days: u32,
+    /// Hours an `Idempotency-Key` replays its first answer; afterwards the
+    /// record is deleted (by the retention sweeper) and the key is free.
+    pub idempotency_ttl_hours: u32,
 }
 
 impl Default for Settings {
@@ -124,6 +127,7 @@ impl Default for Settings {
             rate_limit_burst: 4000,
             intake_codes_per_hour: 5,
             request_token_ttl_days: 30,
+            idempotency_ttl_hours: 24,
         }
     }
 }
@@ -199,6 +203,9 @@ impl Settings {
         }
         if self.rewrap_pause_ms > 60_000 {
             return Err("rewrap_pause_ms must be at most 60000".into());
+        }
+        if !(1..=8760).contains(&self.idempotency_ttl_hours) {
+            return Err("idempotency_ttl_hours must be between 1 and 8760".into());
         }
         if !(1..=3650).contains(&self.request_token_ttl_days) {
             return Err("request_token_ttl_days must be between 1 and 3650".into());

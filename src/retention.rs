@@ -98,6 +98,16 @@ pub async fn sweep(
 ) -> Result<SweepReport, EraseError> {
     let mut report = SweepReport::default();
     let actor = Actor::system();
+    // Idempotency records past their time (they may name a customer and
+    // fingerprint a request): deleted, the keys are free again.
+    ctx.commit(Unit {
+        mutations: vec![Mutation::PruneIdempotency {
+            before: now.saturating_sub(ctx.idempotency_ttl),
+        }],
+        events: Vec::new(),
+    })
+    .await
+    .map_err(|_| EraseError::Unavailable)?;
     let mut after = Uuid::nil();
     loop {
         let batch = ctx

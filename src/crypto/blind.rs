@@ -68,6 +68,19 @@ impl IndexKeys {
     }
 }
 
+impl IndexKeys {
+    /// A keyed digest of `data` for `context` (HMAC-SHA256 under a key
+    /// derived like a field's, with info = NUL + context, which no field
+    /// name can be). For fingerprints that must not let anyone holding the
+    /// database confirm a guessed input (idempotency records).
+    pub fn keyed_digest(&self, context: &str, data: &[u8]) -> [u8; 32] {
+        let tag = hmac::sign(&self.field_key(&format!("\0{context}")), data);
+        let mut out = [0u8; 32];
+        out.copy_from_slice(tag.as_ref());
+        out
+    }
+}
+
 /// Creates the index secret; returns its keys and its wrapped form (to store).
 pub fn new_index_secret(root: &RootKey) -> Result<(IndexKeys, Vec<u8>), CryptoError> {
     let secret = random_key()?;

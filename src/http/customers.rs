@@ -45,7 +45,7 @@ pub async fn create_customer(
         |stored, now| {
             let body =
                 serde_json::to_string(stored).map_err(crate::error::ServiceError::internal)?;
-            Ok(idem.record(StatusCode::CREATED, &body, now))
+            Ok(idem.record(&state, StatusCode::CREATED, &body, Some(stored.id), now))
         },
     )
     .await;

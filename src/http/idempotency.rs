@@ -44,8 +44,12 @@ pub async fn begin<T: Serialize>(
     let mut bytes = route.as_bytes().to_vec();
     bytes.push(0);
     bytes.extend(serde_json::to_vec(input).map_err(ServiceError::internal)?);
-    let hash = ring::digest::digest(&ring::digest::SHA256, &bytes)
-        .as_ref()
+    // Keyed: a plain hash of a body that holds personal values would let
+    // anyone with the database file confirm a guessed value.
+    let hash = state
+        .keys
+        .index
+        .keyed_digest("idempotency", &bytes)
         .to_vec();
     let idem = Idem {
         key: Some((caller.id.clone(), key, hash)),
@@ -57,8 +61,16 @@ pub async fn begin<T: Serialize>(
 }
 
 impl Idem {
-    /// The mutation that stores this response under the key.
-    pub fn record(&self, status: StatusCode, body: &str, at: i64) -> Option<Mutation> {
+    /// The mutation that stores this response under the key; `customer`:
+    /// the customer the request created (an erasure deletes the record).
+    pub fn record(
+        &self,
+        state: &AppState,
+        status: StatusCode,
+        body: &str,
+        customer: Option<uuid::Uuid>,
+        at: i64,
+    ) -> Option<Mutation> {
         let (principal, key, hash) = self.key.as_ref()?;
         Some(Mutation::SaveIdempotency {
             principal: principal.clone(),
@@ -66,6 +78,8 @@ impl Idem {
             request_hash: hash.clone(),
             status: i64::from(status.as_u16()),
             body: body.to_owned(),
+            customer_id: customer,
+            expired_before: expired_before(state, at),
             at,
         })
     }
@@ -83,6 +97,10 @@ async fn stored(state: &AppState, idem: &Idem) -> ApiResult<Option<Response>> {
     let Some(row) = state.store.idempotency(principal, key).await? else {
         return Ok(None);
     };
+    if row.created_at < expired_before(state, state.clock.now_micros()) {
+        // Past `idempotency_ttl_hours`: the key is free again.
+        return Ok(None);
+    }
     if &row.request_hash != hash {
         return Err(
             ServiceError::new(ErrorKind::Unprocessable, "idempotency_key_reused")
@@ -101,4 +119,11 @@ async fn stored(state: &AppState, idem: &Idem) -> ApiResult<Option<Response>> {
     resp.headers_mut()
         .insert("idempotent-replayed", HeaderValue::from_static("true"));
     Ok(Some(resp))
+}
+
+/// Records created before this time (µs) have expired.
+pub fn expired_before(state: &AppState, now: i64) -> i64 {
+    now.saturating_sub(
+        i64::from(state.settings.idempotency_ttl_hours).saturating_mul(3_600_000_000),
+    )
 }

@@ -86,12 +86,13 @@ async fn refused(
 
 /// Records the response under the caller's `Idempotency-Key` (in the same
 /// unit as the effect).
-fn recorder(
-    idem: &Idem,
+fn recorder<'a>(
+    state: &'a AppState,
+    idem: &'a Idem,
     status: StatusCode,
     at: i64,
-) -> impl Fn(&str) -> Option<crate::store::Mutation> + Send + Sync + '_ {
-    move |body: &str| idem.record(status, body, at)
+) -> impl Fn(&str) -> Option<crate::store::Mutation> + Send + Sync + 'a {
+    move |body: &str| idem.record(state, status, body, None, at)
 }
 
 /// KEK versions (with the data keys each wraps and whether it can be
@@ -153,7 +154,7 @@ pub async fn rotate_kek(
             Begin::Replay(resp) => return Ok(resp),
             Begin::Proceed(idem) => idem,
         };
-    let record = recorder(&idem, StatusCode::CREATED, state.clock.now_micros());
+    let record = recorder(&state, &idem, StatusCode::CREATED, state.clock.now_micros());
     let committer = Committer::Sequencer(&state.sequencer);
     match keys::rotate(
         &state.keys,
@@ -193,7 +194,7 @@ pub async fn retire_kek(
         Begin::Replay(resp) => return Ok(resp),
         Begin::Proceed(idem) => idem,
     };
-    let record = recorder(&idem, StatusCode::OK, state.clock.now_micros());
+    let record = recorder(&state, &idem, StatusCode::OK, state.clock.now_micros());
     let committer = Committer::Sequencer(&state.sequencer);
     match keys::retire(
         Some(&state.keys),
@@ -259,7 +260,7 @@ pub async fn rotate_signing_key(
         Begin::Replay(resp) => return Ok(resp),
         Begin::Proceed(idem) => idem,
     };
-    let record = recorder(&idem, StatusCode::CREATED, state.clock.now_micros());
+    let record = recorder(&state, &idem, StatusCode::CREATED, state.clock.now_micros());
     let committer = Committer::Sequencer(&state.sequencer);
     match keys::rotate_signing(
         &state.keys,

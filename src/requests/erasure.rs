@@ -326,6 +326,13 @@ pub struct Ctx<'a> {
     /// Decide retention as of this time instead of the clock's (`sweep
     /// --as-of`); commits and audit events still carry the clock's time.
     pub as_of: Option<i64>,
+    /// How long idempotency records live (`idempotency_ttl_hours`, in µs);
+    /// the sweeper deletes older ones.
+    pub idempotency_ttl: i64,
+}
+
+fn idempotency_ttl(settings: &Settings) -> i64 {
+    i64::from(settings.idempotency_ttl_hours).saturating_mul(3_600_000_000)
 }
 
 impl<'a> Ctx<'a> {
@@ -339,6 +346,7 @@ impl<'a> Ctx<'a> {
             tombstones: TombstoneFile::new(tombstone_path(&state.settings)),
             pause: Duration::from_millis(state.settings.test_erasure_pause_ms),
             as_of: None,
+            idempotency_ttl: idempotency_ttl(&state.settings),
         }
     }
 
@@ -359,6 +367,7 @@ impl<'a> Ctx<'a> {
             tombstones: TombstoneFile::new(tombstone_path(settings)),
             pause: Duration::ZERO,
             as_of: None,
+            idempotency_ttl: idempotency_ttl(settings),
         }
     }
 
@@ -645,6 +654,7 @@ async fn finish(
     if !commit_step(ctx, Unit { mutations, events }).await? {
         return Ok(false);
     }
+    purge_copies(ctx).await;
     ctx.tombstones
         .append(vec![Tombstone {
             customer_id: c,
@@ -654,6 +664,30 @@ async fn finish(
         .await
         .map_err(EraseError::Tombstone)?;
     Ok(true)
+}
+
+/// Once the data key is destroyed (or replaced), removes the copies the
+/// database keeps outside its tables: on SQLite the write-ahead log still
+/// holds the old pages (the wrapped data key, the ciphertext) until it is
+/// checkpointed and truncated. A reader holding the log makes SQLite refuse;
+/// a few tries, then a warning and a metric: the next erasure or the
+/// regular checkpoint removes them.
+async fn purge_copies(ctx: &Ctx<'_>) {
+    for attempt in 0..20 {
+        match ctx.store.purge_logs().await {
+            Ok(true) => return,
+            Ok(false) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot checkpoint the database log after an erasure");
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(25 * (attempt + 1))).await;
+    }
+    metrics::counter!("pii_vault_erasure_log_purge_failures_total").increment(1);
+    tracing::warn!(
+        "the database log could not be truncated after an erasure: copies of the erased data may remain in vault.db-wal until the next checkpoint"
+    );
 }
 
 /// Re-encrypts the kept values under a fresh data key (same unit as the

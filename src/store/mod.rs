@@ -171,6 +171,14 @@ pub trait Store: RequestStore + Send + Sync + 'static {
 
     async fn ping(&self) -> StoreResult<()>;
 
+    /// Removes what the database keeps of deleted rows outside its tables,
+    /// where it can: on SQLite the write-ahead log is checkpointed and
+    /// truncated, so an erased customer's data key and ciphertext are in no
+    /// `vault.db*` file. `Ok(false)`: a reader held the log; try again.
+    /// On PostgreSQL nothing is done here (dead tuples until vacuum, WAL
+    /// segments and archives: see docs/ERASURE.md).
+    async fn purge_logs(&self) -> StoreResult<bool>;
+
     // Keys and meta
     async fn get_meta(&self, name: &str) -> StoreResult<Option<Vec<u8>>>;
     async fn keks(&self) -> StoreResult<Vec<KekRow>>;

@@ -218,13 +218,23 @@ pub enum Mutation {
         customer_id: Uuid,
         field: String,
     },
+    /// Stores the first answer under a caller's `Idempotency-Key`; a record
+    /// of the same key created before `expired_before` is replaced.
+    /// `customer_id`: the customer the request created (erasure deletes the
+    /// record with the customer).
     SaveIdempotency {
         principal: String,
         key: String,
         request_hash: Vec<u8>,
         status: i64,
         body: String,
+        customer_id: Option<Uuid>,
+        expired_before: i64,
         at: i64,
+    },
+    /// Deletes every idempotency record created before `before`.
+    PruneIdempotency {
+        before: i64,
     },
     /// Stores a signed checkpoint. It must cover an existing event's
     /// (seq, hash) or the chain head row; a checkpoint already stored at that

@@ -142,6 +142,7 @@ pub struct IdempotencyRow {
     pub request_hash: Vec<u8>,
     pub status: i64,
     pub body: String,
+    pub created_at: i64,
 }
 
 /// Everything the access decision needs about one customer, read at once.

@@ -4,6 +4,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use crate::helpers::*;
+use sqlx::Connection;
 
 #[tokio::test]
 async fn r1_read_without_purpose_is_refused_and_audited() {
@@ -354,6 +355,104 @@ async fn idempotency_key_replays_the_first_response() {
         let (s3, b3) = send("key-1", other).await;
         assert_eq!(s3, StatusCode::UNPROCESSABLE_ENTITY);
         assert_eq!(b3["code"], "idempotency_key_reused");
+    })
+    .await;
+}
+
+/// The idempotency records: a keyed fingerprint (no plain hash of a body
+/// that holds personal values), gone after `idempotency_ttl_hours`, and
+/// deleted with the customer by an erasure.
+#[tokio::test]
+async fn idempotency_records_are_keyed_expire_and_go_with_the_customer() {
+    on_each_backend(|v| async move {
+        let dpo = v.token("dpo").await;
+        let create = |key: &'static str, body: Value| {
+            let v = &v;
+            async move {
+                let t = v.token("helpdesk").await;
+                let r = v
+                    .http
+                    .post(v.url("/v1/customers?purpose=support"))
+                    .bearer_auth(&t)
+                    .header("Idempotency-Key", key)
+                    .json(&body)
+                    .send()
+                    .await
+                    .unwrap();
+                split(r).await
+            }
+        };
+        let rows = |key: &'static str| {
+            let url = v.database_url.clone();
+            async move {
+                let sql = "SELECT request_hash FROM idempotency_keys WHERE key = $1";
+                if url.starts_with("sqlite") {
+                    let mut c = sqlx::SqliteConnection::connect(&url).await.unwrap();
+                    sqlx::query_scalar::<_, Vec<u8>>(sql)
+                        .bind(key)
+                        .fetch_all(&mut c)
+                        .await
+                        .unwrap()
+                } else {
+                    let mut c = sqlx::PgConnection::connect(&url).await.unwrap();
+                    sqlx::query_scalar::<_, Vec<u8>>(sql)
+                        .bind(key)
+                        .fetch_all(&mut c)
+                        .await
+                        .unwrap()
+                }
+            }
+        };
+        let mut body = ada();
+        body["fields"]["email"]["purposes"] = json!(["support"]);
+        let (st, created) = create("keyed-1", body.clone()).await;
+        assert_eq!(st, StatusCode::CREATED, "{created}");
+        // Anyone holding the database cannot confirm a guessed body: the
+        // fingerprint is not the SHA-256 of what the vault hashed.
+        let input: pii_vault::customers::CreateCustomer =
+            serde_json::from_value(body.clone()).unwrap();
+        let mut plain = b"POST /v1/customers".to_vec();
+        plain.push(0);
+        plain.extend(serde_json::to_vec(&input).unwrap());
+        let guessed = ring::digest::digest(&ring::digest::SHA256, &plain);
+        let stored = rows("keyed-1").await;
+        assert_eq!(stored.len(), 1);
+        assert_ne!(
+            stored[0].as_slice(),
+            guessed.as_ref(),
+            "a plain SHA-256 of the body"
+        );
+        // Erasure deletes the customer's records.
+        let id = created["id"].as_str().unwrap().to_owned();
+        let (st, _) = v
+            .send(
+                reqwest::Method::DELETE,
+                &dpo,
+                &format!("/v1/customers/{id}"),
+                &Value::Null,
+            )
+            .await;
+        assert_eq!(st, StatusCode::OK);
+        assert!(rows("keyed-1").await.is_empty(), "erasure left the record");
+        // Expiry: after idempotency_ttl_hours (24) the sweeper deletes the
+        // record and the key is free for another request.
+        let (st, _) = create("keyed-2", ada()).await;
+        assert_eq!(st, StatusCode::CREATED);
+        v.clock.advance_days(1);
+        let mut other = ada();
+        other["external_id"] = json!("zd-after-a-day");
+        let (st, b) = create("keyed-2", other.clone()).await;
+        assert_eq!(st, StatusCode::CREATED, "an expired key is free: {b}");
+        let ctx = pii_vault::requests::erasure::Ctx::from_state(&v.state);
+        v.clock.advance_days(2);
+        use pii_vault::clock::Clock;
+        pii_vault::retention::sweep(&ctx, v.clock.now_micros(), |_| {})
+            .await
+            .unwrap();
+        assert!(
+            rows("keyed-2").await.is_empty(),
+            "the sweeper left an expired record"
+        );
     })
     .await;
 }

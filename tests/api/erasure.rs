@@ -1093,3 +1093,77 @@ async fn r26_patches_and_consents_racing_an_erasure_leave_nothing_behind() {
     })
     .await;
 }
+
+// ---------------------------------------------------------------------------
+// Nothing left in the files
+// ---------------------------------------------------------------------------
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    !needle.is_empty() && haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+/// SQLite: once an erasure commits, neither the wrapped data key nor any
+/// ciphertext of the customer is in any `vault.db*` file (the write-ahead
+/// log is checkpointed and truncated; `secure_delete` zeroes the pages).
+#[tokio::test]
+async fn r26_after_an_erasure_no_database_file_holds_the_key_or_a_ciphertext() {
+    let v = TestVault::start(Backend::Sqlite).await;
+    let helpdesk = v.token("helpdesk").await;
+    let dpo = v.token("dpo").await;
+    // Another customer, so the files are not simply emptied.
+    v.create(&helpdesk, &ada()).await;
+    let mut body = ada();
+    body["fields"]["email"]["purposes"] = json!(["support"]);
+    let id = v.create(&helpdesk, &body).await;
+    let cid: Uuid = id.parse().unwrap();
+    let secrets: Vec<Vec<u8>> = {
+        let mut s: Vec<Vec<u8>> = ciphertexts(&v.database_url, cid)
+            .await
+            .into_iter()
+            .map(|(_, c)| c)
+            .collect();
+        let keys: Vec<(Vec<u8>,)> = fetch(
+            &v.database_url,
+            "SELECT wrapped_dek FROM customers WHERE id = $1",
+            cid,
+        )
+        .await;
+        s.extend(keys.into_iter().map(|(k,)| k));
+        s
+    };
+    assert_eq!(secrets.len(), 3, "two ciphertexts and the wrapped data key");
+    let files = || {
+        ["vault.db", "vault.db-wal", "vault.db-shm"]
+            .map(|f| v.dir.path().join(f))
+            .into_iter()
+            .filter(|p| p.exists())
+            .map(|p| (p.display().to_string(), std::fs::read(&p).unwrap()))
+            .collect::<Vec<_>>()
+    };
+    // Before: the bytes are there (so the search below can find them).
+    let before = files();
+    assert!(
+        secrets
+            .iter()
+            .all(|s| before.iter().any(|(_, bytes)| contains(bytes, s))),
+        "the search finds the stored bytes"
+    );
+    let (st, b) = v
+        .send(
+            reqwest::Method::DELETE,
+            &dpo,
+            &format!("/v1/customers/{id}"),
+            &Value::Null,
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK, "{b}");
+    assert_eq!(b["status"], "erased");
+    for (name, bytes) in files() {
+        for (i, s) in secrets.iter().enumerate() {
+            assert!(
+                !contains(&bytes, s),
+                "{name} still holds secret #{i} of the erased customer"
+            );
+        }
+    }
+}

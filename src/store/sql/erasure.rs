@@ -35,6 +35,7 @@ macro_rules! erasure_writes {
                     for sql in [
                         "DELETE FROM consent_events WHERE customer_id = $1",
                         "DELETE FROM objections WHERE customer_id = $1",
+                        "DELETE FROM idempotency_keys WHERE customer_id = $1",
                     ] {
                         sqlx::query(sql).bind(customer_id).execute(&mut **tx).await?;
                     }

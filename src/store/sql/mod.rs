@@ -51,6 +51,11 @@ pub(super) struct DialectSql {
     /// changed only while still wrapped by its `from` version (as
     /// [`Mutation::RewrapDek`](super::Mutation::RewrapDek)).
     pub rewraps: &'static str,
+    /// Copies the database keeps of deleted rows outside its tables that a
+    /// statement can remove: SQLite's write-ahead log, checkpointed into
+    /// the file (where `secure_delete` has zeroed them) and truncated.
+    /// PostgreSQL has no such statement (see docs/ERASURE.md).
+    pub purge_logs: Option<&'static str>,
 }
 
 pub(super) const SQLITE_SQL: DialectSql = DialectSql {
@@ -97,6 +102,7 @@ pub(super) const SQLITE_SQL: DialectSql = DialectSql {
          FROM json_each($1) AS j \
          WHERE customers.id = unhex(j.value->>'id') \
          AND customers.kek_version = j.value->>'from' AND customers.wrapped_dek IS NOT NULL",
+    purge_logs: Some("PRAGMA wal_checkpoint(TRUNCATE)"),
 };
 
 pub(super) const POSTGRES_SQL: DialectSql = DialectSql {
@@ -145,6 +151,7 @@ pub(super) const POSTGRES_SQL: DialectSql = DialectSql {
          FROM jsonb_array_elements($1::jsonb) AS e \
          WHERE c.id = (e->>'id')::uuid \
          AND c.kek_version = (e->>'from')::bigint AND c.wrapped_dek IS NOT NULL",
+    purge_logs: None,
 };
 
 /// The error of an area's write function handed a mutation of another area
@@ -251,6 +258,17 @@ macro_rules! impl_store {
                 }
                 tx.commit().await?;
                 Ok(outcomes)
+            }
+
+            async fn purge_logs(&self) -> $crate::store::StoreResult<bool> {
+                let Some(sql) = <$store>::SQL.purge_logs else {
+                    return Ok(true);
+                };
+                // (busy, log frames, checkpointed frames): busy = 1 while a
+                // reader still needs the log, then nothing was truncated.
+                let (busy, _, _): (i64, i64, i64) =
+                    sqlx::query_as(sql).fetch_one(&self.pool).await?;
+                Ok(busy == 0)
             }
 
             async fn ping(&self) -> $crate::store::StoreResult<()> {
@@ -601,7 +619,8 @@ macro_rules! impl_store {
                 M::InsertClient { .. }
                 | M::SetClientDisabled { .. }
                 | M::InsertUser { .. }
-                | M::SaveIdempotency { .. } => apply_principals(tx, m).await,
+                | M::SaveIdempotency { .. }
+                | M::PruneIdempotency { .. } => apply_principals(tx, m).await,
                 M::InsertCustomer { .. }
                 | M::PutField { .. }
                 | M::DeleteField { .. }

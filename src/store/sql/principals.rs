@@ -9,7 +9,7 @@ pub(in crate::store) const CLIENT_BY_NAME: &str = "SELECT id, name, role, \
      secret_sha256 AS credential, disabled FROM clients WHERE name = $1";
 pub(in crate::store) const USER_BY_NAME: &str = "SELECT id, username AS name, role, \
      password_hash AS credential, disabled FROM users WHERE username = $1";
-pub(in crate::store) const IDEMPOTENCY: &str = "SELECT request_hash, status, body \
+pub(in crate::store) const IDEMPOTENCY: &str = "SELECT request_hash, status, body, created_at \
      FROM idempotency_keys WHERE principal = $1 AND key = $2";
 
 /// Generates the principal writes of a backend (see `impl_store!`):
@@ -61,19 +61,44 @@ macro_rules! principal_writes {
                     .execute(&mut **tx)
                     .await?;
                 }
-                M::SaveIdempotency { principal, key, request_hash, status, body, at } => {
+                M::SaveIdempotency {
+                    principal,
+                    key,
+                    request_hash,
+                    status,
+                    body,
+                    customer_id,
+                    expired_before,
+                    at,
+                } => {
+                    sqlx::query(
+                        "DELETE FROM idempotency_keys \
+                         WHERE principal = $1 AND key = $2 AND created_at < $3",
+                    )
+                    .bind(principal)
+                    .bind(key)
+                    .bind(expired_before)
+                    .execute(&mut **tx)
+                    .await?;
                     sqlx::query(
                         "INSERT INTO idempotency_keys (principal, key, request_hash, status, body, \
-                         created_at) VALUES ($1, $2, $3, $4, $5, $6)",
+                         customer_id, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
                     )
                     .bind(principal)
                     .bind(key)
                     .bind(request_hash)
                     .bind(status)
                     .bind(body)
+                    .bind(customer_id)
                     .bind(at)
                     .execute(&mut **tx)
                     .await?;
+                }
+                M::PruneIdempotency { before } => {
+                    sqlx::query("DELETE FROM idempotency_keys WHERE created_at < $1")
+                        .bind(before)
+                        .execute(&mut **tx)
+                        .await?;
                 }
                 _ => return Err($crate::store::sql::misrouted("principals")),
             }
