@@ -317,9 +317,9 @@ impl Drop for TestVault {
 
 pub fn settings(database_url: &str) -> Settings {
     Settings {
-        database_url: database_url.to_owned(),
+        database_url: database_url.into(),
         policy_dir: std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("policies"),
-        master_key: Some(root_key_b64()),
+        master_key: Some(root_key_b64().into()),
         login_max_failures: 3,
         ..Settings::default()
     }
