@@ -6,7 +6,8 @@
 //! - [`maintenance`]: `migrate`, `sweep`;
 //! - [`import`]: `import FILE`;
 //! - [`policy`]: `policy check`;
-//! - [`clients`], [`users`]: who may call the API;
+//! - [`clients`], [`users`]: who may call the API (`users add`, `disable`,
+//!   `set-password`);
 //! - [`keys`]: rotation, rewrap, retirement, status;
 //! - [`audit`]: export, public keys, offline verification, checkpoints, prune;
 //! - [`bench`](mod@bench): the load benchmark, which drives the binary over HTTP.

@@ -196,6 +196,22 @@ pub struct PrincipalRow {
     /// SHA-256 (hex) of a client secret, or an argon2id PHC string for a user.
     pub credential: String,
     pub disabled: bool,
+    /// When a user's password was last reset (µs); tokens issued before it
+    /// are refused. Always `None` for a client.
+    pub password_changed_at: Option<i64>,
+}
+
+impl PrincipalRow {
+    /// Whether a token of this principal issued at `iat` (seconds) is still
+    /// good: the principal is enabled and its password was not reset after
+    /// that second began. A token issued in the same second as a reset is
+    /// refused too (`iat` has one-second granularity).
+    pub fn accepts_token_issued_at(&self, iat: i64) -> bool {
+        !self.disabled
+            && self
+                .password_changed_at
+                .is_none_or(|changed| iat.saturating_mul(1_000_000) >= changed)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -435,6 +451,16 @@ pub enum Mutation {
         password_hash: String,
         at: i64,
     },
+    SetUserDisabled {
+        id: Uuid,
+        disabled: bool,
+    },
+    /// Replaces a user's password hash; tokens issued before `at` stop working.
+    SetUserPassword {
+        id: Uuid,
+        password_hash: String,
+        at: i64,
+    },
     InsertCustomer {
         id: Uuid,
         external_id: Option<String>,
@@ -567,7 +593,12 @@ impl Mutation {
     /// Whether applying this may disable a principal or change its role
     /// (callers cached from before it must be looked up again).
     pub fn changes_principal(&self) -> bool {
-        matches!(self, Mutation::SetClientDisabled { .. })
+        matches!(
+            self,
+            Mutation::SetClientDisabled { .. }
+                | Mutation::SetUserDisabled { .. }
+                | Mutation::SetUserPassword { .. }
+        )
     }
 
     /// Whether applying this reads or removes audit events, so the events

@@ -872,16 +872,16 @@ macro_rules! impl_store {
             ) -> $crate::store::StoreResult<Option<$crate::store::PrincipalRow>> {
                 let sql = match kind {
                     $crate::store::PrincipalKind::Client => {
-                        "SELECT id, name, role, secret_sha256, disabled FROM clients WHERE id = $1"
+                        "SELECT id, name, role, secret_sha256, disabled, CAST(NULL AS BIGINT) FROM clients WHERE id = $1"
                     }
                     $crate::store::PrincipalKind::User => {
-                        "SELECT id, username, role, password_hash, disabled FROM users WHERE id = $1"
+                        "SELECT id, username, role, password_hash, disabled, password_changed_at FROM users WHERE id = $1"
                     }
                 };
-                let row: Option<(uuid::Uuid, String, String, String, bool)> =
+                let row: Option<(uuid::Uuid, String, String, String, bool, Option<i64>)> =
                     sqlx::query_as(sql).bind(id).fetch_optional(&self.pool).await?;
-                Ok(row.map(|(id, name, role, credential, disabled)| {
-                    $crate::store::PrincipalRow { id, name, role, credential, disabled }
+                Ok(row.map(|(id, name, role, credential, disabled, password_changed_at)| {
+                    $crate::store::PrincipalRow { id, name, role, credential, disabled, password_changed_at }
                 }))
             }
 
@@ -889,14 +889,14 @@ macro_rules! impl_store {
                 &self,
                 username: &str,
             ) -> $crate::store::StoreResult<Option<$crate::store::PrincipalRow>> {
-                let row: Option<(uuid::Uuid, String, String, String, bool)> = sqlx::query_as(
-                    "SELECT id, username, role, password_hash, disabled FROM users WHERE username = $1",
+                let row: Option<(uuid::Uuid, String, String, String, bool, Option<i64>)> = sqlx::query_as(
+                    "SELECT id, username, role, password_hash, disabled, password_changed_at FROM users WHERE username = $1",
                 )
                 .bind(username)
                 .fetch_optional(&self.pool)
                 .await?;
-                Ok(row.map(|(id, name, role, credential, disabled)| {
-                    $crate::store::PrincipalRow { id, name, role, credential, disabled }
+                Ok(row.map(|(id, name, role, credential, disabled, password_changed_at)| {
+                    $crate::store::PrincipalRow { id, name, role, credential, disabled, password_changed_at }
                 }))
             }
 
@@ -911,7 +911,7 @@ macro_rules! impl_store {
                 .fetch_optional(&self.pool)
                 .await?;
                 Ok(row.map(|(id, name, role, credential, disabled)| {
-                    $crate::store::PrincipalRow { id, name, role, credential, disabled }
+                    $crate::store::PrincipalRow { id, name, role, credential, disabled, password_changed_at: None }
                 }))
             }
 
@@ -1442,6 +1442,29 @@ macro_rules! impl_store {
                     .bind(at)
                     .execute(&mut **tx)
                     .await?;
+                }
+                M::SetUserDisabled { id, disabled } => {
+                    let r = sqlx::query("UPDATE users SET disabled = $2 WHERE id = $1")
+                        .bind(id)
+                        .bind(disabled)
+                        .execute(&mut **tx)
+                        .await?;
+                    if r.rows_affected() == 0 {
+                        return Err($crate::store::StoreError::NotFound);
+                    }
+                }
+                M::SetUserPassword { id, password_hash, at } => {
+                    let r = sqlx::query(
+                        "UPDATE users SET password_hash = $2, password_changed_at = $3 WHERE id = $1",
+                    )
+                    .bind(id)
+                    .bind(password_hash)
+                    .bind(at)
+                    .execute(&mut **tx)
+                    .await?;
+                    if r.rows_affected() == 0 {
+                        return Err($crate::store::StoreError::NotFound);
+                    }
                 }
                 M::InsertCustomer { id, external_id, kek_version, wrapped_dek, at } => {
                     sqlx::query(
