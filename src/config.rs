@@ -92,9 +92,14 @@ pub struct Settings {
     pub login_window_secs: u64,
     /// Lifetime of a data subject request's verification code, seconds.
     pub verification_code_ttl_secs: u64,
-    /// Optional webhook (plain `http://`) the outbox is POSTed to, with
-    /// retries and exponential backoff; the notifier API works either way.
+    /// Optional webhook (`https://` or `http://`) the outbox is POSTed to,
+    /// with retries and exponential backoff; the notifier API works either
+    /// way. TLS is rustls on ring; the server's certificate must chain to a
+    /// root in the system's CA store or in `outbox_webhook_ca_file`.
     pub outbox_webhook_url: Option<String>,
+    /// PEM file of extra CA certificates trusted for the webhook's TLS
+    /// (beside the system's CA store), e.g. a company's private CA.
+    pub outbox_webhook_ca_file: Option<PathBuf>,
     /// `text` or `json` log lines.
     pub log_format: String,
     /// The append-only tombstone file (erased customer ids, kept outside the
@@ -153,6 +158,7 @@ impl Default for Settings {
             login_window_secs: 300,
             verification_code_ttl_secs: 1800,
             outbox_webhook_url: None,
+            outbox_webhook_ca_file: None,
             log_format: "text".into(),
             tombstone_file: None,
             sweep_interval_secs: 3600,
@@ -250,14 +256,15 @@ impl Settings {
             return Err("verification_code_ttl_secs must be between 60 and 86400".into());
         }
         if let Some(url) = &self.outbox_webhook_url {
-            // This build has no TLS client: an https:// webhook would fail at
-            // every attempt, so it is refused at start-up instead.
-            if !url.starts_with("http://") || url.len() <= "http://".len() {
-                return Err(
-                    "outbox_webhook_url must be an http:// URL (terminate TLS in a local proxy)"
-                        .into(),
-                );
+            let host = url
+                .strip_prefix("https://")
+                .or_else(|| url.strip_prefix("http://"));
+            if host.is_none_or(str::is_empty) {
+                return Err("outbox_webhook_url must be an https:// (or http://) URL".into());
             }
+        }
+        if self.outbox_webhook_ca_file.is_some() && self.outbox_webhook_url.is_none() {
+            return Err("outbox_webhook_ca_file is set but outbox_webhook_url is not".into());
         }
         if !matches!(self.log_format.as_str(), "text" | "json") {
             return Err("log_format must be \"text\" or \"json\"".into());
@@ -392,12 +399,29 @@ mod tests {
     }
 
     #[test]
-    fn the_outbox_webhook_must_be_plain_http() {
+    fn the_outbox_webhook_takes_https_or_http_and_nothing_else() {
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("c.toml");
-        std::fs::write(&f, "outbox_webhook_url = \"https://hooks.example.com/x\"\n").unwrap();
-        let err = Settings::load(Some(&f)).unwrap_err();
-        assert!(err.contains("outbox_webhook_url"), "{err}");
+        for refused in [
+            "ftp://hooks.example.com/x",
+            "https://",
+            "hooks.example.com/x",
+        ] {
+            std::fs::write(&f, format!("outbox_webhook_url = \"{refused}\"\n")).unwrap();
+            let err = Settings::load(Some(&f)).unwrap_err();
+            assert!(err.contains("outbox_webhook_url"), "{refused}: {err}");
+        }
+        std::fs::write(
+            &f,
+            "outbox_webhook_url = \"https://hooks.example.com/x\"\n\
+             outbox_webhook_ca_file = \"/etc/vault/hooks-ca.pem\"\n",
+        )
+        .unwrap();
+        let s = Settings::load(Some(&f)).unwrap();
+        assert_eq!(
+            s.outbox_webhook_ca_file,
+            Some(PathBuf::from("/etc/vault/hooks-ca.pem"))
+        );
         std::fs::write(
             &f,
             "outbox_webhook_url = \"http://127.0.0.1:9000/x\"\nverification_code_ttl_secs = 600\n",
@@ -406,6 +430,10 @@ mod tests {
         let s = Settings::load(Some(&f)).unwrap();
         assert_eq!(s.verification_code_ttl_secs, 600);
         assert_eq!(Settings::default().verification_code_ttl_secs, 1800);
+        // A CA file for a webhook that is not configured is a mistake.
+        std::fs::write(&f, "outbox_webhook_ca_file = \"/etc/vault/hooks-ca.pem\"\n").unwrap();
+        let err = Settings::load(Some(&f)).unwrap_err();
+        assert!(err.contains("outbox_webhook_ca_file"), "{err}");
     }
 
     const KEY: &str = "Q2FuYXJ5LXJvb3Qta2V5LTMyLWJ5dGVzLWxvbmchISE=";

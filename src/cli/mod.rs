@@ -136,6 +136,8 @@ impl From<Exit> for ExitCode {
 /// settings first, sets up logging in the configured format and runs on a
 /// multi-threaded runtime.
 pub fn run(cli: Cli) -> Exit {
+    // Before any HTTP client exists (bench, the webhook): TLS on ring.
+    crate::install_tls_provider();
     let Cli { config, command } = cli;
     match command {
         Command::Policy {
