@@ -1,31 +1,72 @@
 //! Configuration: defaults, then `pii-vault.toml` (or `--config FILE`), then
 //! `PII_VAULT_*` environment variables. Unknown keys are rejected with a
 //! message that names them. Secrets may also come from files (`*_FILE`).
+//!
+//! Secrets are types: the root key is a [`SecretString`] and the database
+//! URL a [`SecretUrl`], so `{:?}` of [`Settings`] (a log line, a panic
+//! message) shows `[REDACTED]` for the key and `user:***@` for a password.
 
+use std::fmt;
 use std::path::{Path, PathBuf};
 
 use figment::Figment;
-use figment::providers::{Env, Format, Serialized, Toml};
+use figment::providers::{Env, Format, Toml};
 use secrecy::{ExposeSecret, SecretString};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 use crate::store::DatabaseUrl;
 
 pub const DEFAULT_CONFIG_FILE: &str = "pii-vault.toml";
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// A URL that may carry a password (`postgres://user:PASSWORD@host/db`):
+/// held in a [`SecretString`], shown with the password masked the way
+/// [`DatabaseUrl`] shows it.
+#[derive(Clone, Deserialize)]
+#[serde(transparent)]
+pub struct SecretUrl(SecretString);
+
+impl SecretUrl {
+    /// The URL itself, password included: only for opening the connection.
+    pub fn expose_secret(&self) -> &str {
+        self.0.expose_secret()
+    }
+}
+
+impl From<&str> for SecretUrl {
+    fn from(url: &str) -> Self {
+        SecretUrl(SecretString::from(url))
+    }
+}
+
+impl From<String> for SecretUrl {
+    fn from(url: String) -> Self {
+        SecretUrl(SecretString::from(url))
+    }
+}
+
+impl fmt::Debug for SecretUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&DatabaseUrl::new(self.expose_secret()), f)
+    }
+}
+
+/// The settings. Not `Serialize`: nothing writes them out, and secrets must
+/// not be serialisable; defaults come from [`Default`] through
+/// `#[serde(default)]`.
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Settings {
     /// Address to listen on.
     pub listen: String,
-    /// `sqlite://PATH` or `postgres://...`.
-    pub database_url: String,
+    /// `sqlite://PATH` or `postgres://...` (a password in it never shows in
+    /// `Debug`).
+    pub database_url: SecretUrl,
     /// A file holding the database URL (keeps a password out of the environment).
     pub database_url_file: Option<PathBuf>,
     /// Directory of policy files.
     pub policy_dir: PathBuf,
     /// The root ("master") key, base64 of 32 bytes.
-    pub master_key: Option<String>,
+    pub master_key: Option<SecretString>,
     /// A file holding the root key in base64.
     pub master_key_file: Option<PathBuf>,
     /// `iss` and `aud` of the vault's tokens.
@@ -51,9 +92,14 @@ pub struct Settings {
     pub login_window_secs: u64,
     /// Lifetime of a data subject request's verification code, seconds.
     pub verification_code_ttl_secs: u64,
-    /// Optional webhook (plain `http://`) the outbox is POSTed to, with
-    /// retries and exponential backoff; the notifier API works either way.
+    /// Optional webhook (`https://` or `http://`) the outbox is POSTed to,
+    /// with retries and exponential backoff; the notifier API works either
+    /// way. TLS is rustls on ring; the server's certificate must chain to a
+    /// root in the system's CA store or in `outbox_webhook_ca_file`.
     pub outbox_webhook_url: Option<String>,
+    /// PEM file of extra CA certificates trusted for the webhook's TLS
+    /// (beside the system's CA store), e.g. a company's private CA.
+    pub outbox_webhook_ca_file: Option<PathBuf>,
     /// `text` or `json` log lines.
     pub log_format: String,
     /// The append-only tombstone file (erased customer ids, kept outside the
@@ -115,6 +161,7 @@ impl Default for Settings {
             login_window_secs: 300,
             verification_code_ttl_secs: 1800,
             outbox_webhook_url: None,
+            outbox_webhook_ca_file: None,
             log_format: "text".into(),
             tombstone_file: None,
             sweep_interval_secs: 3600,
@@ -145,7 +192,9 @@ impl Settings {
     /// Loads settings. `file` is `--config`; without it `pii-vault.toml` in the
     /// working directory is read when present.
     pub fn load(file: Option<&Path>) -> Result<Settings, String> {
-        let mut fig = Figment::from(Serialized::defaults(Settings::default()));
+        // Keys missing from every source take their value from `Default`
+        // (`#[serde(default)]`).
+        let mut fig = Figment::new();
         match file {
             Some(f) => {
                 if !f.exists() {
@@ -214,14 +263,15 @@ impl Settings {
             return Err("verification_code_ttl_secs must be between 60 and 86400".into());
         }
         if let Some(url) = &self.outbox_webhook_url {
-            // This build has no TLS client: an https:// webhook would fail at
-            // every attempt, so it is refused at start-up instead.
-            if !url.starts_with("http://") || url.len() <= "http://".len() {
-                return Err(
-                    "outbox_webhook_url must be an http:// URL (terminate TLS in a local proxy)"
-                        .into(),
-                );
+            let host = url
+                .strip_prefix("https://")
+                .or_else(|| url.strip_prefix("http://"));
+            if host.is_none_or(str::is_empty) {
+                return Err("outbox_webhook_url must be an https:// (or http://) URL".into());
             }
+        }
+        if self.outbox_webhook_ca_file.is_some() && self.outbox_webhook_url.is_none() {
+            return Err("outbox_webhook_ca_file is set but outbox_webhook_url is not".into());
         }
         if !matches!(self.log_format.as_str(), "text" | "json") {
             return Err("log_format must be \"text\" or \"json\"".into());
@@ -235,13 +285,13 @@ impl Settings {
             Some(f) => std::fs::read_to_string(f)
                 .map(|s| DatabaseUrl::new(s.trim()))
                 .map_err(|e| format!("cannot read database_url_file {}: {e}", f.display())),
-            None => Ok(DatabaseUrl::new(self.database_url.clone())),
+            None => Ok(DatabaseUrl::new(self.database_url.expose_secret())),
         }
     }
 
     pub fn root_key_source(&self) -> Result<RootKeySource, String> {
         if let Some(k) = &self.master_key {
-            return Ok(RootKeySource::Value(SecretString::from(k.clone())));
+            return Ok(RootKeySource::Value(k.clone()));
         }
         if let Some(f) = &self.master_key_file {
             return Ok(RootKeySource::File(f.clone()));
@@ -356,12 +406,29 @@ mod tests {
     }
 
     #[test]
-    fn the_outbox_webhook_must_be_plain_http() {
+    fn the_outbox_webhook_takes_https_or_http_and_nothing_else() {
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("c.toml");
-        std::fs::write(&f, "outbox_webhook_url = \"https://hooks.example.com/x\"\n").unwrap();
-        let err = Settings::load(Some(&f)).unwrap_err();
-        assert!(err.contains("outbox_webhook_url"), "{err}");
+        for refused in [
+            "ftp://hooks.example.com/x",
+            "https://",
+            "hooks.example.com/x",
+        ] {
+            std::fs::write(&f, format!("outbox_webhook_url = \"{refused}\"\n")).unwrap();
+            let err = Settings::load(Some(&f)).unwrap_err();
+            assert!(err.contains("outbox_webhook_url"), "{refused}: {err}");
+        }
+        std::fs::write(
+            &f,
+            "outbox_webhook_url = \"https://hooks.example.com/x\"\n\
+             outbox_webhook_ca_file = \"/etc/vault/hooks-ca.pem\"\n",
+        )
+        .unwrap();
+        let s = Settings::load(Some(&f)).unwrap();
+        assert_eq!(
+            s.outbox_webhook_ca_file,
+            Some(PathBuf::from("/etc/vault/hooks-ca.pem"))
+        );
         std::fs::write(
             &f,
             "outbox_webhook_url = \"http://127.0.0.1:9000/x\"\nverification_code_ttl_secs = 600\n",
@@ -370,6 +437,55 @@ mod tests {
         let s = Settings::load(Some(&f)).unwrap();
         assert_eq!(s.verification_code_ttl_secs, 600);
         assert_eq!(Settings::default().verification_code_ttl_secs, 1800);
+        // A CA file for a webhook that is not configured is a mistake.
+        std::fs::write(&f, "outbox_webhook_ca_file = \"/etc/vault/hooks-ca.pem\"\n").unwrap();
+        let err = Settings::load(Some(&f)).unwrap_err();
+        assert!(err.contains("outbox_webhook_ca_file"), "{err}");
+    }
+
+    const KEY: &str = "Q2FuYXJ5LXJvb3Qta2V5LTMyLWJ5dGVzLWxvbmchISE=";
+    const URL: &str = "postgres://vault:Pw-canary-7f3e@db.internal:5432/vault";
+
+    #[test]
+    fn settings_debug_shows_neither_the_root_key_nor_the_database_password() {
+        let s = Settings {
+            master_key: Some(KEY.into()),
+            database_url: URL.into(),
+            ..Settings::default()
+        };
+        for shown in [format!("{s:?}"), format!("{s:#?}")] {
+            assert!(!shown.contains(KEY), "{shown}");
+            assert!(!shown.contains("Pw-canary-7f3e"), "{shown}");
+            assert!(
+                shown.contains("vault:***@db.internal:5432/vault"),
+                "{shown}"
+            );
+            assert!(shown.contains("SecretBox<str>([REDACTED])"), "{shown}");
+        }
+        // The values themselves are intact behind the types.
+        assert_eq!(s.database_url().unwrap().expose(), URL);
+        match s.root_key_source().unwrap() {
+            RootKeySource::Value(k) => assert_eq!(k.expose_secret(), KEY),
+            _ => panic!("the configured key is used"),
+        }
+    }
+
+    #[test]
+    fn secrets_read_from_a_file_are_secret_types_too() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("c.toml");
+        std::fs::write(
+            &f,
+            format!("master_key = \"{KEY}\"\ndatabase_url = \"{URL}\"\n"),
+        )
+        .unwrap();
+        let s = Settings::load(Some(&f)).unwrap();
+        assert_eq!(s.database_url.expose_secret(), URL);
+        let shown = format!("{s:?}");
+        assert!(
+            !shown.contains(KEY) && !shown.contains("Pw-canary-7f3e"),
+            "{shown}"
+        );
     }
 
     #[test]

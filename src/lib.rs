@@ -41,6 +41,16 @@ use crate::state::{AppState, Inner, Throttle};
 use crate::store::{Store, Unit};
 use crate::vault::{Keys, RootKeyOrigin};
 
+/// Installs `ring` as the process's rustls crypto provider, so TLS (the
+/// outbox webhook, the benchmark's client) runs on the crypto library the
+/// rest of the vault uses; aws-lc-rs is not built. reqwest is built with
+/// `rustls-no-provider`: building a client before this call panics.
+/// Idempotent; [`cli::run`] and [`open`] call it first.
+pub fn install_tls_provider() {
+    // Err means a provider is installed already (by an earlier call).
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 /// An opened vault: store, keys and policy, as every command needs them.
 pub struct Opened {
     pub store: Arc<dyn Store>,
@@ -58,6 +68,7 @@ pub async fn open(
     create_key: bool,
 ) -> anyhow::Result<Opened> {
     crypto::install_jwt_provider();
+    install_tls_provider();
     let policy = Policy::load_dir(&settings.policy_dir).map_err(|e| anyhow::anyhow!("{e}"))?;
     let url = settings.database_url().map_err(anyhow::Error::msg)?;
     if production && url.is_sqlite() {
@@ -140,7 +151,7 @@ pub async fn build_state(
     }
     retention::start_background(&state);
     keys::start_background(&state);
-    requests::background::start_background(&state);
+    requests::background::start_background(&state).map_err(anyhow::Error::msg)?;
     audit::start_background(&state);
     Ok((state, opened.origin))
 }

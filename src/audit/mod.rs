@@ -107,6 +107,8 @@ actions! {
     ClientCreate => "client.create",
     ClientDisable => "client.disable",
     UserCreate => "user.create",
+    UserDisable => "user.disable",
+    UserSetPassword => "user.set_password",
     KeysInit => "keys.init",
     KeysRead => "keys.read",
     KeysRotate => "keys.rotate",

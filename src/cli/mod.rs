@@ -6,7 +6,8 @@
 //! - [`maintenance`]: `migrate`, `sweep`;
 //! - [`import`]: `import FILE`;
 //! - [`policy`]: `policy check`;
-//! - [`clients`], [`users`]: who may call the API;
+//! - [`clients`], [`users`]: who may call the API (`users add`, `disable`,
+//!   `set-password`);
 //! - [`keys`]: rotation, rewrap, retirement, status;
 //! - [`audit`]: export, public keys, offline verification, checkpoints, prune;
 //! - [`bench`](mod@bench): the load benchmark, which drives the binary over HTTP.
@@ -135,6 +136,8 @@ impl From<Exit> for ExitCode {
 /// settings first, sets up logging in the configured format and runs on a
 /// multi-threaded runtime.
 pub fn run(cli: Cli) -> Exit {
+    // Before any HTTP client exists (bench, the webhook): TLS on ring.
+    crate::install_tls_provider();
     let Cli { config, command } = cli;
     match command {
         Command::Policy {

@@ -152,12 +152,13 @@ impl FromRequestParts<AppState> for Actor {
             .parse()
             .map_err(|_| ServiceError::unauthenticated())?;
         // The principal is looked up on every call: disabling a client or a
-        // user, or changing its role, takes effect at once.
+        // user, changing its role or resetting its password takes effect at
+        // once (within the cache's TTL when done by another process).
         let principal = state
             .store
             .principal(kind, id)
             .await?
-            .filter(|p| !p.disabled)
+            .filter(|p| p.accepts_token_issued_at(claims.iat))
             .ok_or_else(ServiceError::unauthenticated)?;
         state.auth_cache.put(
             digest,

@@ -8,6 +8,13 @@
 //! is claimed by a guarded update), never through process memory. A webhook
 //! that is down delays its messages (exponential backoff) and nothing else:
 //! no request ever waits for it.
+//!
+//! The webhook may be `https://`: TLS is rustls on ring (the provider
+//! [`crate::install_tls_provider`] installs), the server's certificate is
+//! checked against the system's CA store (rustls-platform-verifier, which
+//! on Linux reads it through rustls-native-certs) plus the certificates in
+//! `outbox_webhook_ca_file`. Redirects are not followed: a payload holding
+//! an address or a code goes to the configured URL or nowhere.
 
 use crate::audit::{Action, Decision};
 use std::collections::HashMap;
@@ -18,6 +25,7 @@ use uuid::Uuid;
 
 use super::flow;
 use super::outbox::{self, OpenError};
+use crate::config::Settings;
 use crate::crypto::Dek;
 use crate::customers::unwrap_dek;
 use crate::state::{AppState, Inner};
@@ -29,12 +37,46 @@ const WEBHOOK_TIMEOUT: Duration = Duration::from_secs(10);
 /// A claimed attempt not finished within this is tried again.
 const CLAIM_LEASE_US: i64 = 60_000_000;
 
-/// Starts the request life cycle's background tasks.
-pub fn start_background(state: &AppState) {
+/// Starts the request life cycle's background tasks. Fails when the
+/// webhook's HTTP client cannot be built (an unreadable CA file, no trusted
+/// certificate at all).
+pub fn start_background(state: &AppState) -> Result<(), String> {
+    let webhook = match state.settings.outbox_webhook_url.clone() {
+        Some(url) => Some((webhook_client(&state.settings)?, url)),
+        None => None,
+    };
     tokio::spawn(housekeeping_loop(state.downgrade()));
-    if let Some(url) = state.settings.outbox_webhook_url.clone() {
-        tokio::spawn(webhook_loop(state.downgrade(), url));
+    if let Some((client, url)) = webhook {
+        tokio::spawn(webhook_loop(state.downgrade(), client, url));
     }
+    Ok(())
+}
+
+/// The client the outbox is POSTed with: a 10 s timeout, no redirects,
+/// TLS on ring trusting the system's CA store and the certificates of
+/// `outbox_webhook_ca_file` (PEM, one or more).
+pub fn webhook_client(settings: &Settings) -> Result<reqwest::Client, String> {
+    crate::install_tls_provider();
+    let mut builder = reqwest::Client::builder()
+        .timeout(WEBHOOK_TIMEOUT)
+        .redirect(reqwest::redirect::Policy::none());
+    if let Some(path) = &settings.outbox_webhook_ca_file {
+        let pem = std::fs::read(path)
+            .map_err(|e| format!("cannot read outbox_webhook_ca_file {}: {e}", path.display()))?;
+        let certs = reqwest::Certificate::from_pem_bundle(&pem)
+            .ok()
+            .filter(|certs| !certs.is_empty())
+            .ok_or_else(|| {
+                format!(
+                    "outbox_webhook_ca_file {} holds no PEM certificate",
+                    path.display()
+                )
+            })?;
+        builder = builder.tls_certs_merge(certs);
+    }
+    builder
+        .build()
+        .map_err(|e| format!("cannot set up the outbox webhook's HTTPS client: {e}"))
 }
 
 async fn housekeeping_loop(weak: Weak<Inner>) {
@@ -49,14 +91,7 @@ async fn housekeeping_loop(weak: Weak<Inner>) {
     }
 }
 
-async fn webhook_loop(weak: Weak<Inner>, url: String) {
-    let client = match reqwest::Client::builder().timeout(WEBHOOK_TIMEOUT).build() {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::error!(error = %e, "outbox webhook disabled: no HTTP client");
-            return;
-        }
-    };
+async fn webhook_loop(weak: Weak<Inner>, client: reqwest::Client, url: String) {
     loop {
         tokio::select! {
             () = tokio::time::sleep(WEBHOOK_POLL) => {}
@@ -144,6 +179,7 @@ pub async fn deliver_due(state: &AppState, client: &reqwest::Client, url: &str) 
             }
             Ok(resp) => format!("http_{}", resp.status().as_u16()),
             Err(e) if e.is_timeout() => "timeout".to_owned(),
+            // No answer, or a refused TLS handshake (an untrusted certificate).
             Err(_) => "unreachable".to_owned(),
         };
         let retry_at = state.clock.now_micros()

@@ -106,6 +106,16 @@ pub enum Mutation {
         password_hash: String,
         at: i64,
     },
+    SetUserDisabled {
+        id: Uuid,
+        disabled: bool,
+    },
+    /// Replaces a user's password hash; tokens issued before `at` stop working.
+    SetUserPassword {
+        id: Uuid,
+        password_hash: String,
+        at: i64,
+    },
     InsertCustomer {
         id: Uuid,
         external_id: Option<String>,
@@ -253,7 +263,12 @@ impl Mutation {
     /// Whether applying this may disable a principal or change its role
     /// (callers cached from before it must be looked up again).
     pub fn changes_principal(&self) -> bool {
-        matches!(self, Mutation::SetClientDisabled { .. })
+        matches!(
+            self,
+            Mutation::SetClientDisabled { .. }
+                | Mutation::SetUserDisabled { .. }
+                | Mutation::SetUserPassword { .. }
+        )
     }
 
     /// Whether applying this reads or removes audit events, so the events

@@ -81,6 +81,22 @@ pub struct PrincipalRow {
     /// SHA-256 (hex) of a client secret, or an argon2id PHC string for a user.
     pub credential: String,
     pub disabled: bool,
+    /// When a user's password was last reset (µs); tokens issued before it
+    /// are refused. Always `None` for a client.
+    pub password_changed_at: Option<i64>,
+}
+
+impl PrincipalRow {
+    /// Whether a token of this principal issued at `iat` (seconds) is still
+    /// good: the principal is enabled and its password was not reset after
+    /// that second began. A token issued in the same second as a reset is
+    /// refused too (`iat` has one-second granularity).
+    pub fn accepts_token_issued_at(&self, iat: i64) -> bool {
+        !self.disabled
+            && self
+                .password_changed_at
+                .is_none_or(|changed| iat.saturating_mul(1_000_000) >= changed)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

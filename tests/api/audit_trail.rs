@@ -375,7 +375,7 @@ async fn two_processes_on_one_postgres_keep_one_unbroken_chain() {
     let b = spawn_vault(dir.path(), &db, "warn");
     let helpdesk = add_client(dir.path(), &db, "helpdesk");
     let auditor = add_client(dir.path(), &db, "auditor");
-    let http = reqwest::Client::new();
+    let http = crate::helpers::http();
     let bases = [a.base.clone(), b.base.clone()];
     let helpdesk_token = client_token(&bases[0], &helpdesk).await;
     let auditor_token = client_token(&bases[1], &auditor).await;

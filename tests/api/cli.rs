@@ -1,6 +1,14 @@
-//! The command line: help, policy check, production key rule, configuration errors.
+//! The command line: help, policy check, production key rule, configuration
+//! errors, and the user commands run beside an in-process vault.
 
-use std::process::Command;
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::helpers::{TestVault, on_each_backend, vault_cmd};
 
 fn pv(dir: &std::path::Path) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_pii-vault"));
@@ -25,6 +33,8 @@ fn every_command_has_help() {
         vec!["clients", "add", "--help"],
         vec!["clients", "disable", "--help"],
         vec!["users", "add", "--help"],
+        vec!["users", "disable", "--help"],
+        vec!["users", "set-password", "--help"],
         vec!["bench", "--help"],
         vec!["keys", "--help"],
         vec!["keys", "rotate", "--help"],
@@ -165,4 +175,211 @@ fn a_command_and_serve_agree_on_the_database_and_the_development_key() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("does not match"));
+}
+
+/// Runs `c` with `input` on its standard input (on a blocking thread, see
+/// `helpers::output`).
+async fn with_stdin(mut c: Command, input: &str) -> std::process::Output {
+    let input = input.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let mut child = c
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run pii-vault");
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    })
+    .await
+    .unwrap()
+}
+
+/// `pii-vault ARGS` against `v`'s database, `input` on standard input.
+async fn users(v: &TestVault, args: &[&str], input: &str) -> std::process::Output {
+    let mut c = vault_cmd(v.dir.path(), &v.database_url, "warn");
+    c.args(args);
+    with_stdin(c, input).await
+}
+
+fn assert_ok(out: &std::process::Output) -> String {
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+async fn password_token(v: &TestVault, username: &str, password: &str) -> (StatusCode, Value) {
+    let r = v
+        .http
+        .post(v.url("/v1/token"))
+        .json(&json!({"grant_type": "password", "username": username, "password": password}))
+        .send()
+        .await
+        .unwrap();
+    crate::helpers::split(r).await
+}
+
+/// Calls `GET /v1/policy` with `token` until it answers 401, for at most
+/// 1.5 s: the vault may reuse a verified caller for 1 s.
+async fn refused_within_a_second_and_a_half(v: &TestVault, token: &str) -> bool {
+    let start = Instant::now();
+    let deadline = start + Duration::from_millis(1500);
+    for call in 1.. {
+        let (s, _) = v.get(token, "/v1/policy").await;
+        if s == StatusCode::UNAUTHORIZED {
+            eprintln!(
+                "401 at call {call}, {:?} after the command",
+                start.elapsed()
+            );
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}
+
+fn events(audit: &[pii_vault::audit::StoredEvent], action: &str) -> Vec<Value> {
+    audit
+        .iter()
+        .filter(|e| e.draft.action == action)
+        .map(|e| serde_json::to_value(e).unwrap())
+        .collect()
+}
+
+#[tokio::test]
+async fn users_disable_stops_the_users_tokens_within_a_second() {
+    on_each_backend(|v| async move {
+        let password = "correct horse battery";
+        assert_ok(
+            &users(
+                &v,
+                &["users", "add", "--username", "dana", "--role", "dpo"],
+                &format!("{password}\n"),
+            )
+            .await,
+        );
+        let (s, b) = password_token(&v, "dana", password).await;
+        assert_eq!(s, StatusCode::OK, "{b}");
+        let token = b["access_token"].as_str().unwrap().to_owned();
+        // Cached as a verified caller by this call.
+        assert_eq!(v.get(&token, "/v1/policy").await.0, StatusCode::OK);
+
+        let out = assert_ok(&users(&v, &["users", "disable", "dana"], "").await);
+        assert!(out.contains("disabled"), "{out}");
+        assert!(
+            refused_within_a_second_and_a_half(&v, &token).await,
+            "the disabled user's token still works"
+        );
+        let (s, _) = password_token(&v, "dana", password).await;
+        assert_eq!(
+            s,
+            StatusCode::UNAUTHORIZED,
+            "no new token for a disabled user"
+        );
+
+        let audit = v.audit().await;
+        let disabled = events(&audit, "user.disable");
+        assert_eq!(disabled.len(), 1);
+        assert_eq!(disabled[0]["actor"], "cli");
+        let created = events(&audit, "user.create");
+        assert_eq!(
+            disabled[0]["reasons"]["user_id"],
+            created[0]["reasons"]["user_id"]
+        );
+
+        let out = users(&v, &["users", "disable", "nobody"], "").await;
+        assert_eq!(out.status.code(), Some(1));
+        assert!(String::from_utf8_lossy(&out.stderr).contains("no user named \"nobody\""));
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn users_set_password_refuses_the_old_password_and_earlier_tokens() {
+    on_each_backend(|v| async move {
+        let (old, new) = ("correct horse battery", "staple-9 tuba lantern");
+        assert_ok(
+            &users(
+                &v,
+                &["users", "add", "--username", "erin", "--role", "dpo"],
+                &format!("{old}\n"),
+            )
+            .await,
+        );
+        let (s, b) = password_token(&v, "erin", old).await;
+        assert_eq!(s, StatusCode::OK, "{b}");
+        let before = b["access_token"].as_str().unwrap().to_owned();
+        assert_eq!(v.get(&before, "/v1/policy").await.0, StatusCode::OK);
+
+        // Empty, short, or on the command line: refused, nothing changes.
+        let out = users(&v, &["users", "set-password", "erin"], "").await;
+        assert_eq!(out.status.code(), Some(1));
+        assert!(String::from_utf8_lossy(&out.stderr).contains("no password given"));
+        let out = users(&v, &["users", "set-password", "erin"], "short\n").await;
+        assert_eq!(out.status.code(), Some(1));
+        assert!(String::from_utf8_lossy(&out.stderr).contains("at least 12 characters"));
+        let out = users(
+            &v,
+            &["users", "set-password", "erin", "--password", new],
+            "",
+        )
+        .await;
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "no password option on the command line"
+        );
+        assert_eq!(password_token(&v, "erin", old).await.0, StatusCode::OK);
+
+        let out =
+            assert_ok(&users(&v, &["users", "set-password", "erin"], &format!("{new}\n")).await);
+        assert!(out.contains("replaced"), "{out}");
+        let (s, b) = password_token(&v, "erin", old).await;
+        assert_eq!(
+            (s, b["code"].as_str()),
+            (StatusCode::UNAUTHORIZED, Some("invalid_credentials"))
+        );
+        let (s, b) = password_token(&v, "erin", new).await;
+        assert_eq!(s, StatusCode::OK, "{b}");
+        let after = b["access_token"].as_str().unwrap().to_owned();
+        assert!(
+            refused_within_a_second_and_a_half(&v, &before).await,
+            "a token issued before the reset still works"
+        );
+        assert_eq!(v.get(&after, "/v1/policy").await.0, StatusCode::OK);
+
+        let audit = v.audit().await;
+        assert_eq!(
+            events(&audit, "user.set_password").len(),
+            1,
+            "only the reset that happened"
+        );
+        let all = serde_json::to_string(&audit).unwrap();
+        assert!(
+            !all.contains(new) && !all.contains(old),
+            "no password in the audit trail"
+        );
+
+        let out = users(
+            &v,
+            &["users", "set-password", "nobody"],
+            &format!("{new}\n"),
+        )
+        .await;
+        assert_eq!(out.status.code(), Some(1));
+        assert!(String::from_utf8_lossy(&out.stderr).contains("no user named"));
+    })
+    .await;
 }

@@ -684,7 +684,7 @@ async fn r27_an_erasure_killed_half_way_is_finished_at_the_next_start() {
             add_client(dir.path(), &db, "helpdesk"),
             add_client(dir.path(), &db, "dpo"),
         );
-        let http = reqwest::Client::new();
+        let http = crate::helpers::http();
         let helpdesk = client_token(&server.base, &hd).await;
         let dpo = client_token(&server.base, &dp).await;
         let created: Value = http

@@ -130,7 +130,7 @@ async fn until_acked(
 }
 
 async fn writer(w: usize, shared: Arc<Shared>) {
-    let http = reqwest::Client::builder()
+    let http = crate::helpers::http_builder()
         .timeout(Duration::from_secs(15))
         .pool_max_idle_per_host(0)
         .build()
@@ -307,7 +307,7 @@ async fn crash_cycles(backend: Backend) {
 
     // Every acknowledged write reads back with its acknowledged value, and
     // every record decrypts whole (no torn record).
-    let http = reqwest::Client::new();
+    let http = crate::helpers::http();
     for (ext, (id, _)) in &ledger.created {
         let (s, c) = split(
             http.get(format!("{base}/v1/customers/{id}?purpose=support.callback"))
@@ -439,7 +439,7 @@ async fn a_full_disk_refuses_writes_and_recovers() {
     let creds = add_client(&mnt, &db, "helpdesk");
     let auditor = add_client(&mnt, &db, "auditor");
     let token = client_token(&server.base, &creds).await;
-    let http = reqwest::Client::builder()
+    let http = crate::helpers::http_builder()
         .timeout(Duration::from_secs(10))
         .build()
         .unwrap();
@@ -707,7 +707,7 @@ async fn a_database_outage_answers_503_and_recovers() {
             Arc::clone(&problems),
         );
         writers.push(tokio::spawn(async move {
-            let http = reqwest::Client::builder()
+            let http = crate::helpers::http_builder()
                 .timeout(Duration::from_secs(30))
                 .build()
                 .unwrap();
@@ -777,7 +777,7 @@ async fn a_database_outage_answers_503_and_recovers() {
     let refused = refused.load(Ordering::SeqCst);
     assert!(refused > 0, "the outage was never seen");
     let acked = acked.lock().unwrap().clone();
-    let http = reqwest::Client::new();
+    let http = crate::helpers::http();
     for (ext, id) in &acked {
         let (s, c) = split(
             http.get(format!("{base}/v1/customers/{id}?purpose=support"))

@@ -55,6 +55,19 @@ pub struct TestVault {
     server: Option<tokio::task::JoinHandle<()>>,
 }
 
+/// An HTTP client. The vault's reqwest has TLS on ring without a default
+/// provider: a client built before [`pii_vault::install_tls_provider`]
+/// panics, so tests build theirs here (`layering.rs` checks it).
+pub fn http() -> reqwest::Client {
+    http_builder().build().expect("HTTP client")
+}
+
+/// [`http`]'s builder, for clients with their own timeouts.
+pub fn http_builder() -> reqwest::ClientBuilder {
+    pii_vault::install_tls_provider();
+    reqwest::Client::builder()
+}
+
 /// The backends this run covers.
 pub fn backends() -> Vec<Backend> {
     let mut b = vec![Backend::Sqlite];
@@ -225,7 +238,7 @@ impl TestVault {
         TestVault {
             backend,
             base: format!("http://{addr}"),
-            http: reqwest::Client::new(),
+            http: http(),
             state,
             clock,
             database_url,
@@ -384,9 +397,9 @@ impl Drop for TestVault {
 
 pub fn settings(database_url: &str) -> Settings {
     Settings {
-        database_url: database_url.to_owned(),
+        database_url: database_url.into(),
         policy_dir: std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("policies"),
-        master_key: Some(root_key_b64()),
+        master_key: Some(root_key_b64().into()),
         login_max_failures: 3,
         ..Settings::default()
     }
@@ -528,7 +541,7 @@ pub fn serve(mut cmd: Command) -> Proc {
 
 /// A token for client credentials as `pii-vault clients add --json` prints them.
 pub async fn client_token(base: &str, creds: &Value) -> String {
-    let r: Value = reqwest::Client::new()
+    let r: Value = http()
         .post(format!("{base}/v1/token"))
         .json(&json!({"grant_type": "client_credentials", "client_id": creds["client_id"], "client_secret": creds["client_secret"]}))
         .send()

@@ -943,7 +943,7 @@ async fn after_rotate_root_only_the_new_root_key_opens_the_vault() {
         assert_eq!(st["root_fingerprint"], fingerprint);
 
         let v = TestVault::start_with_adjusted(backend, dir, url, |s, _| {
-            s.master_key = Some(new_b64.clone());
+            s.master_key = Some(new_b64.clone().into());
         })
         .await;
         let helpdesk = v.token("helpdesk").await;
@@ -970,7 +970,7 @@ async fn after_rotate_root_only_the_new_root_key_opens_the_vault() {
         assert_no_key_material(&events);
         let (dir, url) = v.stop().await;
         let v = TestVault::start_with_adjusted(backend, dir, url, |s, _| {
-            s.master_key = Some(new_b64.clone());
+            s.master_key = Some(new_b64.clone().into());
         })
         .await;
         let helpdesk = v.token("helpdesk").await;
@@ -1000,7 +1000,7 @@ async fn rewrap_speed() {
             if pause == "5" {
                 let v = TestVault::start_adjusted(backend, |s, _| {
                     s.rewrap_background = false;
-                    s.database_url = url.clone();
+                    s.database_url = url.clone().into();
                 })
                 .await;
                 let admin = v.token("admin").await;

@@ -674,3 +674,31 @@ fn the_store_may_not_name_the_request_flow() {
     // Outside the store, naming the request flow is fine.
     assert!(lines("src/retention.rs", "use crate::requests::erasure::Ctx;").is_empty());
 }
+
+/// reqwest is built with TLS on ring and no default provider: a client
+/// built before `pii_vault::install_tls_provider` panics, and whether a
+/// test got there first would depend on the order tests run in. Tests build
+/// clients through `helpers::http()` / `helpers::http_builder()`.
+#[test]
+fn tests_build_http_clients_through_the_helpers() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/api");
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        if name == "helpers.rs" || name == "layering.rs" || !name.ends_with(".rs") {
+            continue;
+        }
+        let source = std::fs::read_to_string(&path).unwrap();
+        for (n, line) in source.lines().enumerate() {
+            if line.contains("Client::new()") || line.contains("Client::builder()") {
+                found.push(format!("{name}:{}: {}", n + 1, line.trim()));
+            }
+        }
+    }
+    assert!(
+        found.is_empty(),
+        "use helpers::http():\n{}",
+        found.join("\n")
+    );
+}

@@ -85,7 +85,7 @@ async fn canaries_reach_no_log_error_body_audit_event_or_database_file_on_any_ro
             tok["admin"].clone(),
         );
         let mut c = Client {
-            http: reqwest::Client::new(),
+            http: crate::helpers::http(),
             base: base.clone(),
             errors: Vec::new(),
             seen: Vec::new(),

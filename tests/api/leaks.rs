@@ -27,7 +27,7 @@ async fn canaries_reach_no_log_error_body_audit_event_or_database_file() {
         };
         let server = spawn_vault(dir.path(), &db, "trace");
         let creds = add_client(dir.path(), &db, "helpdesk");
-        let http = reqwest::Client::new();
+        let http = crate::helpers::http();
         let url = |p: &str| format!("{}{}", server.base, p);
         let token = client_token(&server.base, &creds).await;
 

@@ -5,6 +5,7 @@
 //! metrics, and the outbox webhook. R10–R20, R32, R33 and the request-flow
 //! parts of R26/R28.
 
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -1731,4 +1732,234 @@ async fn the_outbox_webhook_retries_with_backoff_and_never_blocks_a_request() {
         let (st, _) = verify(&v, &s(&r["request_token"]), &s(&r["id"]), &code).await;
         assert_eq!(st, StatusCode::OK);
     }
+}
+
+/// A certificate authority made for one test (rcgen on ring) and a server
+/// certificate it signed for 127.0.0.1.
+struct TestPki {
+    ca_pem: String,
+    cert: rustls::pki_types::CertificateDer<'static>,
+    key: rustls::pki_types::PrivatePkcs8KeyDer<'static>,
+}
+
+fn test_pki(name: &str) -> TestPki {
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, format!("{name} test CA"));
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params.key_usages = vec![
+        rcgen::KeyUsagePurpose::KeyCertSign,
+        rcgen::KeyUsagePurpose::CrlSign,
+    ];
+    let ca = rcgen::CertifiedIssuer::self_signed(ca_params, rcgen::KeyPair::generate().unwrap())
+        .unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params =
+        rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
+            .unwrap();
+    params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
+    let cert = params.signed_by(&key, &*ca).unwrap();
+    TestPki {
+        ca_pem: ca.pem(),
+        cert: cert.der().clone(),
+        key: rustls::pki_types::PrivatePkcs8KeyDer::from(key.serialize_der()),
+    }
+}
+
+/// Accepts TCP connections and completes a TLS handshake on each; the
+/// handshakes that fail (the client refused the certificate) are counted.
+struct TlsListener {
+    tcp: tokio::net::TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+    refused: Arc<AtomicU32>,
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
+    type Addr = std::net::SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            let Ok((tcp, addr)) = self.tcp.accept().await else {
+                continue;
+            };
+            match self.acceptor.accept(tcp).await {
+                Ok(tls) => return (tls, addr),
+                Err(_) => {
+                    self.refused.fetch_add(1, Ordering::SeqCst);
+                }
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        self.tcp.local_addr()
+    }
+}
+
+/// An HTTPS webhook receiver on 127.0.0.1 presenting `pki`'s server
+/// certificate; it accepts every POST (204). Its URL, what it received and
+/// the number of refused handshakes.
+async fn tls_webhook_receiver(pki: &TestPki) -> (String, Hook, Arc<AtomicU32>) {
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(
+        vec![pki.cert.clone()],
+        rustls::pki_types::PrivateKeyDer::Pkcs8(pki.key.clone_key()),
+    )
+    .unwrap();
+    let hook = Hook::default();
+    let h = hook.clone();
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |axum::Json(body): axum::Json<Value>| {
+            let h = h.clone();
+            async move {
+                *h.calls.lock().unwrap() += 1;
+                h.received.lock().unwrap().push(body);
+                axum::http::StatusCode::NO_CONTENT
+            }
+        }),
+    );
+    let refused = Arc::new(AtomicU32::new(0));
+    let listener = TlsListener {
+        tcp: tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(config)),
+        refused: Arc::clone(&refused),
+    };
+    let addr = listener.tcp.local_addr().unwrap();
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (format!("https://{addr}/hook"), hook, refused)
+}
+
+/// A vault whose webhook is `url`, trusting the CA in `ca_pem` (written to
+/// `outbox_webhook_ca_file`) beside the system's CA store.
+async fn vault_with_https_webhook(backend: Backend, url: &str, ca_pem: &str) -> TestVault {
+    TestVault::start_adjusted(backend, |settings, dir| {
+        let file = dir.join("hooks-ca.pem");
+        std::fs::write(&file, ca_pem).unwrap();
+        settings.outbox_webhook_url = Some(url.to_owned());
+        settings.outbox_webhook_ca_file = Some(file);
+    })
+    .await
+}
+
+#[tokio::test]
+async fn the_outbox_webhook_delivers_over_https_only_to_a_trusted_certificate() {
+    pii_vault::install_tls_provider();
+    let company = test_pki("company");
+    for backend in backends() {
+        let (url, hook, refused) = tls_webhook_receiver(&company).await;
+        let v = vault_with_https_webhook(backend, &url, &company.ca_pem).await;
+        let helpdesk = v.token("helpdesk").await;
+        let notifier = v.token("notifier").await;
+        v.create(&helpdesk, &ada()).await;
+        let (st, r) = anon(&v, &by_email("erasure", "gdpr", "ada@example.com")).await;
+        assert_eq!(st, StatusCode::ACCEPTED);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let delivered = loop {
+            let got = hook.received.lock().unwrap().first().cloned();
+            if let Some(d) = got {
+                break d;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the HTTPS webhook never received the code"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
+        assert_eq!(delivered["kind"], "verification_code");
+        assert_eq!(delivered["to"]["address"], "ada@example.com");
+        assert_eq!(delivered["request_id"], r["id"]);
+        assert_eq!(
+            refused.load(Ordering::SeqCst),
+            0,
+            "every handshake completed"
+        );
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !outbox(&v, &notifier).await.is_empty() {
+            assert!(
+                Instant::now() < deadline,
+                "the HTTPS delivery was never acknowledged"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let acts: Vec<String> = v
+            .audit()
+            .await
+            .into_iter()
+            .map(|e| e.draft.action)
+            .collect();
+        assert!(acts.iter().any(|a| a == "outbox.acknowledged"));
+    }
+    // The same trusted CA, but a server whose certificate another CA signed:
+    // every handshake is refused, nothing is delivered, the message waits.
+    let stranger = test_pki("stranger");
+    for backend in backends() {
+        let (url, hook, refused) = tls_webhook_receiver(&stranger).await;
+        let v = vault_with_https_webhook(backend, &url, &company.ca_pem).await;
+        let helpdesk = v.token("helpdesk").await;
+        let notifier = v.token("notifier").await;
+        v.create(&helpdesk, &ada()).await;
+        let (st, _) = anon(&v, &by_email("erasure", "gdpr", "ada@example.com")).await;
+        assert_eq!(st, StatusCode::ACCEPTED);
+        // The first attempt and the retry 2 s later.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while refused.load(Ordering::SeqCst) < 2 {
+            assert!(Instant::now() < deadline, "the webhook was not retried");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        assert_eq!(*hook.calls.lock().unwrap(), 0, "no request got through");
+        assert!(hook.received.lock().unwrap().is_empty());
+        let waiting = outbox(&v, &notifier).await;
+        assert_eq!(waiting.len(), 1, "the message waits, unacknowledged");
+        let acts: Vec<String> = v
+            .audit()
+            .await
+            .into_iter()
+            .map(|e| e.draft.action)
+            .collect();
+        assert!(acts.iter().filter(|a| *a == "outbox.send").count() >= 2);
+        assert!(!acts.iter().any(|a| a == "outbox.acknowledged"));
+    }
+}
+
+#[tokio::test]
+async fn a_webhook_ca_file_that_holds_no_certificate_stops_the_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("hooks-ca.pem");
+    std::fs::write(&ca, "not a certificate\n").unwrap();
+    let mut settings = settings(&format!(
+        "sqlite://{}",
+        dir.path().join("vault.db").display()
+    ));
+    settings.tombstone_file = Some(dir.path().join("vault.tombstones"));
+    settings.outbox_webhook_url = Some("https://127.0.0.1:9/hook".into());
+    settings.outbox_webhook_ca_file = Some(ca.clone());
+    let clock = Arc::new(TestClock::default());
+    let err = pii_vault::build_state(settings.clone(), clock.clone(), false)
+        .await
+        .err()
+        .expect("the vault refuses to start");
+    assert!(
+        err.to_string().contains("holds no PEM certificate"),
+        "{err}"
+    );
+    settings.outbox_webhook_ca_file = Some(dir.path().join("missing.pem"));
+    let err = pii_vault::build_state(settings, clock, false)
+        .await
+        .err()
+        .expect("the vault refuses to start");
+    assert!(
+        err.to_string()
+            .contains("cannot read outbox_webhook_ca_file"),
+        "{err}"
+    );
 }

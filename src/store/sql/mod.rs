@@ -619,6 +619,8 @@ macro_rules! impl_store {
                 M::InsertClient { .. }
                 | M::SetClientDisabled { .. }
                 | M::InsertUser { .. }
+                | M::SetUserDisabled { .. }
+                | M::SetUserPassword { .. }
                 | M::SaveIdempotency { .. }
                 | M::PruneIdempotency { .. } => apply_principals(tx, m).await,
                 M::InsertCustomer { .. }

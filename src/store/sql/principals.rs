@@ -2,13 +2,14 @@
 //! requests: the reads' statements and the writes.
 
 pub(in crate::store) const CLIENT: &str = "SELECT id, name, role, secret_sha256 AS credential, \
-     disabled FROM clients WHERE id = $1";
+     disabled, CAST(NULL AS BIGINT) AS password_changed_at FROM clients WHERE id = $1";
 pub(in crate::store) const USER: &str = "SELECT id, username AS name, role, \
-     password_hash AS credential, disabled FROM users WHERE id = $1";
+     password_hash AS credential, disabled, password_changed_at FROM users WHERE id = $1";
 pub(in crate::store) const CLIENT_BY_NAME: &str = "SELECT id, name, role, \
-     secret_sha256 AS credential, disabled FROM clients WHERE name = $1";
+     secret_sha256 AS credential, disabled, CAST(NULL AS BIGINT) AS password_changed_at \
+     FROM clients WHERE name = $1";
 pub(in crate::store) const USER_BY_NAME: &str = "SELECT id, username AS name, role, \
-     password_hash AS credential, disabled FROM users WHERE username = $1";
+     password_hash AS credential, disabled, password_changed_at FROM users WHERE username = $1";
 pub(in crate::store) const IDEMPOTENCY: &str = "SELECT request_hash, status, body, created_at \
      FROM idempotency_keys WHERE principal = $1 AND key = $2";
 
@@ -60,6 +61,29 @@ macro_rules! principal_writes {
                     .bind(at)
                     .execute(&mut **tx)
                     .await?;
+                }
+                M::SetUserDisabled { id, disabled } => {
+                    let r = sqlx::query("UPDATE users SET disabled = $2 WHERE id = $1")
+                        .bind(id)
+                        .bind(disabled)
+                        .execute(&mut **tx)
+                        .await?;
+                    if r.rows_affected() == 0 {
+                        return Err($crate::store::StoreError::NotFound);
+                    }
+                }
+                M::SetUserPassword { id, password_hash, at } => {
+                    let r = sqlx::query(
+                        "UPDATE users SET password_hash = $2, password_changed_at = $3 WHERE id = $1",
+                    )
+                    .bind(id)
+                    .bind(password_hash)
+                    .bind(at)
+                    .execute(&mut **tx)
+                    .await?;
+                    if r.rows_affected() == 0 {
+                        return Err($crate::store::StoreError::NotFound);
+                    }
                 }
                 M::SaveIdempotency {
                     principal,
