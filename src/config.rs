@@ -88,6 +88,14 @@ pub struct Settings {
     /// Days a request token keeps working after its request closed
     /// (completed, denied or merged); afterwards it is refused with 401.
     pub request_token_ttl_days: u32,
+    /// Anonymous filings one source address (an IPv6 /64) may make per
+    /// hour (at most this many at once, refilled evenly over the hour);
+    /// past it 429 `rate_limited`. Counted per process; 0 turns it off.
+    pub intake_per_source_per_hour: u32,
+    /// Networks (CIDR) of the reverse proxies in front of the vault. Only
+    /// when the peer is one of them is the client address read from
+    /// `X-Forwarded-For` (else `Forwarded`). Empty: the headers are ignored.
+    pub trusted_proxies: Vec<String>,
 }
 
 impl Default for Settings {
@@ -124,6 +132,8 @@ impl Default for Settings {
             rate_limit_burst: 4000,
             intake_codes_per_hour: 5,
             request_token_ttl_days: 30,
+            intake_per_source_per_hour: 20,
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -216,6 +226,7 @@ impl Settings {
                 );
             }
         }
+        crate::auth::client_addr::TrustedProxies::parse(&self.trusted_proxies)?;
         if !matches!(self.log_format.as_str(), "text" | "json") {
             return Err("log_format must be \"text\" or \"json\"".into());
         }
@@ -363,6 +374,22 @@ mod tests {
         let s = Settings::load(Some(&f)).unwrap();
         assert_eq!(s.verification_code_ttl_secs, 600);
         assert_eq!(Settings::default().verification_code_ttl_secs, 1800);
+    }
+
+    #[test]
+    fn trusted_proxies_must_be_networks() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("c.toml");
+        std::fs::write(&f, "trusted_proxies = [\"10.0.0.0/8\", \"10.1.2.3/33\"]\n").unwrap();
+        let err = Settings::load(Some(&f)).unwrap_err();
+        assert!(
+            err.contains("trusted_proxies") && err.contains("10.1.2.3/33"),
+            "{err}"
+        );
+        std::fs::write(&f, "trusted_proxies = [\"10.0.0.0/8\", \"::1\"]\n").unwrap();
+        assert_eq!(Settings::load(Some(&f)).unwrap().trusted_proxies.len(), 2);
+        assert!(Settings::default().trusted_proxies.is_empty());
+        assert_eq!(Settings::default().intake_per_source_per_hour, 20);
     }
 
     #[test]
