@@ -7,10 +7,19 @@
 //!   that token alone (their own request: read, verify, export). A staff
 //!   caller never holds a request token.
 //! - The vault itself (background jobs) and an operator at the command line.
+//!
+//! An actor that called over the network carries its [`ClientAddr`]; every
+//! event it records names it: a staff caller's address as it is
+//! (`client_addr`), a data subject's only as a keyed hash
+//! (`client_addr_hmac`), so requests from one address can be linked without
+//! the trail holding the customer's address.
+
+use std::net::IpAddr;
 
 use uuid::Uuid;
 
 use crate::audit::{Action, Decision, EventDraft};
+use crate::crypto::IndexKeys;
 use crate::error::{ServiceError, ServiceResult};
 use crate::policy::{Capability, Policy, Role};
 use crate::store::PrincipalKind;
@@ -37,6 +46,54 @@ pub enum ActorKind {
     Operator,
 }
 
+/// The blind-index derivation label of client address hashes (not a
+/// policy field name, which is `[a-z][a-z0-9_]*`).
+const CLIENT_ADDR_LABEL: &str = "pii-vault/client-addr/v1";
+
+/// The address a call came from, with its keyed hash.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ClientAddr {
+    ip: IpAddr,
+    /// Hex HMAC-SHA256 of the address under a key derived from the vault's
+    /// blind-index secret: stable across processes and restarts, useless
+    /// without the vault's keys.
+    hmac: String,
+}
+
+impl ClientAddr {
+    pub fn new(ip: IpAddr, keys: &IndexKeys) -> Self {
+        let ip = ip.to_canonical();
+        let hmac = hex::encode(keys.blind_index(CLIENT_ADDR_LABEL, &ip.to_string()));
+        ClientAddr { ip, hmac }
+    }
+
+    pub fn ip(&self) -> IpAddr {
+        self.ip
+    }
+
+    /// The keyed hash (hex).
+    pub fn hmac(&self) -> &str {
+        &self.hmac
+    }
+
+    /// `event` with this address: as it is for staff, hashed for anyone
+    /// else.
+    pub fn mark(&self, event: EventDraft, staff: bool) -> EventDraft {
+        if staff {
+            event.reason("client_addr", &self.ip.to_string())
+        } else {
+            event.reason("client_addr_hmac", &self.hmac)
+        }
+    }
+}
+
+impl std::fmt::Debug for ClientAddr {
+    /// The hash only: an address may be a customer's.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ClientAddr({}…)", &self.hmac[..self.hmac.len().min(12)])
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Actor {
     pub kind: ActorKind,
@@ -46,6 +103,9 @@ pub struct Actor {
     pub role: String,
     /// The request id the edge assigned (or a fresh one for background work).
     pub request_id: String,
+    /// Where the call came from (none for the vault's own work and the
+    /// command line).
+    pub client_addr: Option<ClientAddr>,
 }
 
 impl Actor {
@@ -60,6 +120,7 @@ impl Actor {
             id,
             role,
             request_id,
+            client_addr: None,
         }
     }
 
@@ -70,6 +131,7 @@ impl Actor {
             id: DATA_SUBJECT.into(),
             role: DATA_SUBJECT.into(),
             request_id: request_id.into(),
+            client_addr: None,
         }
     }
 
@@ -80,6 +142,7 @@ impl Actor {
             id: SYSTEM.into(),
             role: SYSTEM.into(),
             request_id: Uuid::now_v7().to_string(),
+            client_addr: None,
         }
     }
 
@@ -90,7 +153,14 @@ impl Actor {
             id: CLI.into(),
             role: "admin".into(),
             request_id: Uuid::now_v7().to_string(),
+            client_addr: None,
         }
+    }
+
+    /// The same actor, calling from `addr`.
+    pub fn from_addr(mut self, addr: Option<ClientAddr>) -> Self {
+        self.client_addr = addr;
+        self
     }
 
     /// A staff client or user (as opposed to a data subject or the vault).
@@ -137,8 +207,65 @@ impl Actor {
         self.role(policy).is_ok_and(|r| r.has(cap))
     }
 
-    /// An audit event by this actor.
+    /// An audit event by this actor, naming where the call came from.
     pub fn event(&self, action: Action, decision: Decision) -> EventDraft {
-        EventDraft::new(&self.id, &self.role, action, decision, &self.request_id)
+        let ev = EventDraft::new(&self.id, &self.role, action, decision, &self.request_id);
+        match &self.client_addr {
+            Some(addr) => addr.mark(ev, self.is_staff()),
+            None => ev,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crypto::{RootKey, new_index_secret};
+
+    fn keys() -> IndexKeys {
+        new_index_secret(&RootKey::generate().unwrap().0).unwrap().0
+    }
+
+    #[test]
+    fn staff_events_name_the_address_and_others_only_its_keyed_hash() {
+        let keys = keys();
+        let addr = ClientAddr::new("203.0.113.7".parse().unwrap(), &keys);
+        let staff = Actor::staff(PrincipalKind::User, "u1".into(), "dpo".into(), "r1".into())
+            .from_addr(Some(addr.clone()));
+        let ev = staff.event(Action::CustomerRead, Decision::Allowed);
+        assert_eq!(ev.reasons["client_addr"], "203.0.113.7");
+        assert!(!ev.reasons.contains_key("client_addr_hmac"));
+
+        let subject = Actor::data_subject("r2").from_addr(Some(addr.clone()));
+        let ev = subject.event(Action::RequestReceived, Decision::Allowed);
+        assert_eq!(ev.reasons["client_addr_hmac"], addr.hmac());
+        assert_eq!(addr.hmac().len(), 64);
+        assert!(!serde_json::to_string(&ev).unwrap().contains("203.0.113.7"));
+        assert!(
+            !format!("{subject:?}").contains("203.0.113.7"),
+            "Debug hides it"
+        );
+
+        let system = Actor::system().event(Action::RequestReceived, Decision::Allowed);
+        assert!(system.reasons.is_empty(), "no address, nothing added");
+    }
+
+    #[test]
+    fn the_keyed_hash_is_stable_per_key_and_address() {
+        let (k1, k2) = (keys(), keys());
+        let ip: IpAddr = "2001:db8::7".parse().unwrap();
+        assert_eq!(ClientAddr::new(ip, &k1), ClientAddr::new(ip, &k1));
+        assert_ne!(
+            ClientAddr::new(ip, &k1).hmac(),
+            ClientAddr::new(ip, &k2).hmac()
+        );
+        let other: IpAddr = "2001:db8::8".parse().unwrap();
+        assert_ne!(
+            ClientAddr::new(ip, &k1).hmac(),
+            ClientAddr::new(other, &k1).hmac()
+        );
+        let mapped: IpAddr = "::ffff:203.0.113.7".parse().unwrap();
+        let v4: IpAddr = "203.0.113.7".parse().unwrap();
+        assert_eq!(ClientAddr::new(mapped, &k1), ClientAddr::new(v4, &k1));
     }
 }

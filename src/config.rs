@@ -137,6 +137,14 @@ pub struct Settings {
     /// Hours an `Idempotency-Key` replays its first answer; afterwards the
     /// record is deleted (by the retention sweeper) and the key is free.
     pub idempotency_ttl_hours: u32,
+    /// Anonymous filings one source address (an IPv6 /64) may make per
+    /// hour (at most this many at once, refilled evenly over the hour);
+    /// past it 429 `rate_limited`. Counted per process; 0 turns it off.
+    pub intake_per_source_per_hour: u32,
+    /// Networks (CIDR) of the reverse proxies in front of the vault. Only
+    /// when the peer is one of them is the client address read from
+    /// `X-Forwarded-For` (else `Forwarded`). Empty: the headers are ignored.
+    pub trusted_proxies: Vec<String>,
 }
 
 impl Default for Settings {
@@ -175,6 +183,8 @@ impl Default for Settings {
             intake_codes_per_hour: 5,
             request_token_ttl_days: 30,
             idempotency_ttl_hours: 24,
+            intake_per_source_per_hour: 20,
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -273,6 +283,7 @@ impl Settings {
         if self.outbox_webhook_ca_file.is_some() && self.outbox_webhook_url.is_none() {
             return Err("outbox_webhook_ca_file is set but outbox_webhook_url is not".into());
         }
+        crate::auth::client_addr::TrustedProxies::parse(&self.trusted_proxies)?;
         if !matches!(self.log_format.as_str(), "text" | "json") {
             return Err("log_format must be \"text\" or \"json\"".into());
         }
@@ -486,6 +497,22 @@ mod tests {
             !shown.contains(KEY) && !shown.contains("Pw-canary-7f3e"),
             "{shown}"
         );
+    }
+
+    #[test]
+    fn trusted_proxies_must_be_networks() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("c.toml");
+        std::fs::write(&f, "trusted_proxies = [\"10.0.0.0/8\", \"10.1.2.3/33\"]\n").unwrap();
+        let err = Settings::load(Some(&f)).unwrap_err();
+        assert!(
+            err.contains("trusted_proxies") && err.contains("10.1.2.3/33"),
+            "{err}"
+        );
+        std::fs::write(&f, "trusted_proxies = [\"10.0.0.0/8\", \"::1\"]\n").unwrap();
+        assert_eq!(Settings::load(Some(&f)).unwrap().trusted_proxies.len(), 2);
+        assert!(Settings::default().trusted_proxies.is_empty());
+        assert_eq!(Settings::default().intake_per_source_per_hour, 20);
     }
 
     #[test]

@@ -96,6 +96,8 @@ pub async fn build_state(
     clock: Arc<dyn Clock>,
     production: bool,
 ) -> anyhow::Result<(AppState, RootKeyOrigin)> {
+    let trusted_proxies = auth::client_addr::TrustedProxies::parse(&settings.trusted_proxies)
+        .map_err(anyhow::Error::msg)?;
     let opened = open(&settings, clock.as_ref(), production, true).await?;
     let sequencer = Sequencer::start(
         Arc::clone(&opened.store),
@@ -122,6 +124,8 @@ pub async fn build_state(
     let rate_limit =
         auth::rate_limit::RateLimiter::new(settings.rate_limit_per_sec, settings.rate_limit_burst);
     let intake_codes = auth::rate_limit::RateLimiter::per_hour(settings.intake_codes_per_hour);
+    let intake_sources =
+        auth::rate_limit::RateLimiter::per_hour(settings.intake_per_source_per_hour);
     let state = AppState::new(Inner {
         store: opened.store,
         policy: Arc::new(opened.policy),
@@ -132,6 +136,9 @@ pub async fn build_state(
         throttle,
         rate_limit,
         intake_codes,
+        intake_sources,
+        trusted_proxies,
+        password_work: auth::work::PasswordWork::for_this_machine(),
         auth_cache: Default::default(),
         metrics: telemetry::metrics_handle(),
     });
@@ -162,13 +169,16 @@ pub fn policy_digest(policy: &Policy) -> String {
     hex::encode(ring::digest::digest(&ring::digest::SHA256, &bytes))
 }
 
-/// Serves the API on `listener` until `shutdown` completes.
+/// Serves the API on `listener` until `shutdown` completes. Each call
+/// knows its peer's address (`ConnectInfo`), from which the client address
+/// is found (`auth::client_addr`).
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, http::app(state))
+    let app = http::app(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await
 }

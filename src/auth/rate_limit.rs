@@ -5,14 +5,19 @@
 //! throttle instead.
 //!
 //! The buckets live in 16 shards, each a `Mutex<HashMap>`, so one check is
-//! O(1) and callers on different shards never wait for each other.
+//! O(1) and callers on different shards never wait for each other. A shard
+//! holds at most `SHARD_MAX` buckets: past it, full (idle) buckets are
+//! dropped, and if none is full the fullest tenth goes (the keys that have
+//! used least of their buckets), so memory stays bounded however many keys arrive
+//! (anonymous intake is keyed by source address).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Instant;
 
 const SHARDS: usize = 16;
-/// Past this many buckets in a shard, full (idle) buckets are dropped.
+/// Past this many buckets in a shard, full (idle) buckets are dropped, or
+/// else the fullest tenth.
 const SHARD_MAX: usize = 10_000;
 
 #[derive(Debug, Clone, Copy)]
@@ -67,6 +72,18 @@ impl RateLimiter {
         &self.shards[(h as usize) % self.shards.len()]
     }
 
+    /// Buckets held now (at most 16 × 10 000).
+    pub fn len(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|s| s.lock().unwrap_or_else(|p| p.into_inner()).len())
+            .sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     /// Takes one token from `key`'s bucket: `Ok` or `Err(seconds to wait)`.
     pub fn check(&self, key: &str) -> Result<(), u64> {
         self.check_at(key, Instant::now())
@@ -77,11 +94,23 @@ impl RateLimiter {
             return Ok(());
         }
         let mut map = self.shard(key).lock().unwrap_or_else(|p| p.into_inner());
-        if map.len() > SHARD_MAX && !map.contains_key(key) {
+        if map.len() >= SHARD_MAX && !map.contains_key(key) {
             let (per_sec, burst) = (self.per_sec, self.burst);
-            map.retain(|_, b| {
-                b.tokens + now.saturating_duration_since(b.last).as_secs_f64() * per_sec < burst
-            });
+            let level = |b: &Bucket| {
+                b.tokens + now.saturating_duration_since(b.last).as_secs_f64() * per_sec
+            };
+            map.retain(|_, b| level(b) < burst);
+            if map.len() >= SHARD_MAX {
+                // Drop the fullest tenth at once, so the next inserts are
+                // O(1) again.
+                let mut levels: Vec<(f64, String)> =
+                    map.iter().map(|(k, b)| (level(b), k.clone())).collect();
+                let n = SHARD_MAX / 10;
+                levels.select_nth_unstable_by(n, |a, b| b.0.total_cmp(&a.0));
+                for (_, k) in &levels[..n] {
+                    map.remove(k);
+                }
+            }
         }
         let b = map.entry(key.to_owned()).or_insert(Bucket {
             tokens: self.burst,
@@ -135,6 +164,21 @@ mod tests {
         for _ in 0..10_000 {
             assert_eq!(r.check_at("a", t0), Ok(()));
         }
+    }
+
+    #[test]
+    fn the_buckets_are_bounded_and_a_busy_key_is_not_the_one_dropped() {
+        let r = RateLimiter::per_hour(3);
+        let t0 = Instant::now();
+        for _ in 0..3 {
+            assert_eq!(r.check_at("busy", t0), Ok(()));
+        }
+        assert!(r.check_at("busy", t0).is_err());
+        for i in 0..(SHARDS * SHARD_MAX * 2) {
+            let _ = r.check_at(&format!("203.0.{}.{}", i / 256, i % 256), t0);
+        }
+        assert!(r.len() <= SHARDS * SHARD_MAX, "{}", r.len());
+        assert!(r.check_at("busy", t0).is_err(), "still limited");
     }
 
     #[test]

@@ -8,14 +8,15 @@
 
 use std::sync::OnceLock;
 
-use argon2::password_hash::phc::PasswordHash;
+use argon2::password_hash::phc::{Output, ParamsString, PasswordHash, Salt};
 use argon2::{
-    ARGON2ID_IDENT, Algorithm, Argon2, Params, PasswordHasher as _, PasswordVerifier as _, Version,
+    ARGON2ID_IDENT, Algorithm, Argon2, Block, Params, PasswordHasher as _, PasswordVerifier as _,
+    Version,
 };
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use ring::{digest, hmac};
-use zeroize::Zeroizing;
+use zeroize::{Zeroize, Zeroizing};
 
 use super::CryptoError;
 use super::envelope::fill_random;
@@ -56,6 +57,97 @@ pub fn verify_password(phc: &str, password: &str) -> bool {
         return false;
     };
     hasher.verify_password(password.as_bytes(), &parsed).is_ok()
+}
+
+/// The working memory of one argon2id computation at the vault's
+/// parameters (19 MiB), allocated once and reused: the password work
+/// threads each keep one, so hashing allocates nothing and the memory held
+/// for it is fixed (a fresh 19 MiB allocation per hash is left resident by
+/// the allocator, per thread).
+pub struct HashMemory(Vec<Block>);
+
+impl HashMemory {
+    pub fn new() -> Self {
+        HashMemory(vec![Block::new(); ARGON2_M_COST_KIB as usize])
+    }
+
+    /// Runs `f` on the memory, then wipes it (it holds values derived from
+    /// the password).
+    fn with<T>(&mut self, f: impl FnOnce(&mut [Block]) -> T) -> T {
+        let out = f(&mut self.0);
+        for b in &mut self.0 {
+            b.zeroize();
+        }
+        out
+    }
+}
+
+impl Default for HashMemory {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// [`hash_password`] in `memory`: the same PHC string (16-byte random salt,
+/// 32-byte output), no allocation of the working memory.
+pub fn hash_password_in(memory: &mut HashMemory, password: &str) -> Result<String, CryptoError> {
+    let params = Params::new(ARGON2_M_COST_KIB, ARGON2_T_COST, ARGON2_P_COST, None)
+        .map_err(|_| CryptoError::PasswordHash)?;
+    let mut salt = [0u8; 16];
+    fill_random(&mut salt)?;
+    let mut out = Zeroizing::new([0u8; 32]);
+    let hasher = Argon2::new(Algorithm::Argon2id, Version::V0x13, params.clone());
+    memory
+        .with(|m| {
+            hasher.hash_password_into_with_memory(password.as_bytes(), &salt, out.as_mut(), m)
+        })
+        .map_err(|_| CryptoError::PasswordHash)?;
+    let phc = PasswordHash {
+        algorithm: ARGON2ID_IDENT,
+        version: Some(Version::V0x13.into()),
+        params: ParamsString::try_from(&params).map_err(|_| CryptoError::PasswordHash)?,
+        salt: Some(Salt::new(&salt).map_err(|_| CryptoError::PasswordHash)?),
+        hash: Some(Output::new(out.as_ref()).map_err(|_| CryptoError::PasswordHash)?),
+    };
+    Ok(phc.to_string())
+}
+
+/// [`verify_password`] in `memory`. A hash whose parameters need more
+/// memory than `memory` holds (none the vault writes) is checked the
+/// allocating way.
+pub fn verify_password_in(memory: &mut HashMemory, phc: &str, password: &str) -> bool {
+    let Ok(parsed) = PasswordHash::new(phc) else {
+        return false;
+    };
+    if parsed.algorithm.as_str() != ARGON2ID_IDENT.as_str() {
+        return false;
+    }
+    let (Some(salt), Some(expected)) = (&parsed.salt, &parsed.hash) else {
+        return false;
+    };
+    let Ok(params) = Params::try_from(&parsed) else {
+        return false;
+    };
+    if params.block_count() > memory.0.len() {
+        return verify_password(phc, password);
+    }
+    let Ok(version) = Version::try_from(parsed.version.unwrap_or(0x13)) else {
+        return false;
+    };
+    let hasher = Argon2::new(Algorithm::Argon2id, version, params);
+    let mut out = Zeroizing::new(vec![0u8; expected.as_ref().len()]);
+    let hashed = memory.with(|m| {
+        hasher.hash_password_into_with_memory(password.as_bytes(), salt, out.as_mut_slice(), m)
+    });
+    // `Output`'s equality is constant-time.
+    hashed.is_ok() && Output::new(&out).is_ok_and(|o| &o == expected)
+}
+
+/// [`dummy_verify`] in `memory`.
+pub fn dummy_verify_in(memory: &mut HashMemory, password: &str) {
+    if let Some(phc) = dummy_hash() {
+        let _ = verify_password_in(memory, phc, password);
+    }
 }
 
 fn dummy_hash() -> Option<&'static str> {
@@ -159,6 +251,34 @@ mod tests {
         assert!(verify_password(phc, DUMMY_PASSWORD));
         assert!(phc.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"));
         dummy_verify("anything");
+    }
+
+    #[test]
+    fn hashing_in_reused_memory_matches_the_allocating_way() {
+        let mut memory = HashMemory::new();
+        let a = hash_password_in(&mut memory, "123456").unwrap();
+        assert!(a.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{a}");
+        assert_eq!(a.len(), hash_password("123456").unwrap().len());
+        assert!(verify_password(&a, "123456"), "read the usual way");
+        assert!(!verify_password(&a, "123457"));
+        let b = hash_password("654321").unwrap();
+        assert!(
+            verify_password_in(&mut memory, &b, "654321"),
+            "and the other way"
+        );
+        assert!(!verify_password_in(&mut memory, &b, "654320"));
+        assert!(
+            verify_password_in(&mut memory, &a, "123456"),
+            "memory reused"
+        );
+        assert!(!verify_password_in(&mut memory, "not a hash", "x"));
+        let argon2i = a.replacen("$argon2id$", "$argon2i$", 1);
+        assert!(!verify_password_in(&mut memory, &argon2i, "123456"));
+        dummy_verify_in(&mut memory, "anything");
+        assert!(
+            memory.0.iter().all(|b| b.as_ref().iter().all(|w| *w == 0)),
+            "wiped"
+        );
     }
 
     #[test]

@@ -1,8 +1,11 @@
 //! Extractors: our JSON body (errors in our shape, never echoing values),
-//! the authenticated caller, the request id and the purpose parameter.
+//! the authenticated caller, where the call comes from, the request id and
+//! the purpose parameter.
+
+use std::net::SocketAddr;
 
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
 use serde::Deserialize;
@@ -10,7 +13,7 @@ use serde::de::DeserializeOwned;
 use uuid::Uuid;
 
 use super::error::ServiceError;
-use crate::actor::Actor;
+use crate::actor::{Actor, ClientAddr};
 use crate::auth::cache::{CachedCaller, token_digest};
 use crate::state::AppState;
 use crate::store::PrincipalKind;
@@ -110,6 +113,44 @@ impl<S: Send + Sync> FromRequestParts<S> for RequestId {
     }
 }
 
+/// Where the call comes from: the socket's peer, or the client a trusted
+/// proxy names (`crate::auth::client_addr`). `None` when the server was
+/// started without connection info.
+pub fn client_addr(parts: &Parts, state: &AppState) -> Option<ClientAddr> {
+    let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>()?.0.ip();
+    let ip = if state.trusted_proxies.is_empty() {
+        peer
+    } else {
+        // A line that is not text counts as garbage: it stops the walk.
+        let lines = |name: axum::http::HeaderName| -> Vec<&str> {
+            parts
+                .headers
+                .get_all(name)
+                .iter()
+                .map(|v| v.to_str().unwrap_or(""))
+                .collect()
+        };
+        let xff = lines(axum::http::HeaderName::from_static("x-forwarded-for"));
+        let forwarded = lines(axum::http::header::FORWARDED);
+        state.trusted_proxies.client(peer, &xff, &forwarded)
+    };
+    Some(ClientAddr::new(ip, &state.keys.index))
+}
+
+/// [`client_addr`] as an extractor, for calls without a staff caller.
+pub struct Client(pub Option<ClientAddr>);
+
+impl FromRequestParts<AppState> for Client {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(Client(client_addr(parts, state)))
+    }
+}
+
 impl FromRequestParts<AppState> for Actor {
     type Rejection = ServiceError;
 
@@ -137,7 +178,8 @@ impl FromRequestParts<AppState> for Actor {
         let digest = token_digest(token);
         if let Some(c) = state.auth_cache.get(&digest, epoch, keys_id, now_secs) {
             rate_limited(state, &c.id)?;
-            return Ok(noted(parts, Actor::staff(c.kind, c.id, c.role, request_id)));
+            let actor = Actor::staff(c.kind, c.id, c.role, request_id);
+            return Ok(noted(parts, actor.from_addr(client_addr(parts, state))));
         }
         let claims = keys
             .verify(token, now_secs)
@@ -173,10 +215,8 @@ impl FromRequestParts<AppState> for Actor {
             keys_id,
         );
         rate_limited(state, &principal.id.to_string())?;
-        Ok(noted(
-            parts,
-            Actor::staff(kind, principal.id.to_string(), principal.role, request_id),
-        ))
+        let actor = Actor::staff(kind, principal.id.to_string(), principal.role, request_id);
+        Ok(noted(parts, actor.from_addr(client_addr(parts, state))))
     }
 }
 

@@ -26,7 +26,7 @@ use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use super::error::{ApiResult, Problem, ServiceError};
-use super::extract::{Body, RequestId, parse_id};
+use super::extract::{Body, Client, RequestId, client_addr, parse_id};
 use crate::actor::Actor;
 use crate::clock::{parse_rfc3339, rfc3339, to_micros};
 use crate::customers::{UpdateField, valid_channel};
@@ -234,8 +234,9 @@ pub struct MetricsQuery {
 
 /// A staff principal, or the holder of a request token.
 pub enum RequestAuth {
-    /// The request the token belongs to.
-    Token(Uuid),
+    /// The request the token belongs to, and its holder (a data subject,
+    /// with the address the call came from).
+    Token(Uuid, Actor),
     Staff(Actor),
 }
 
@@ -260,8 +261,9 @@ impl FromRequestParts<AppState> for RequestAuth {
                 .await
                 .map(|r| r.0)
                 .unwrap_or_default();
-            super::extract::noted(parts, flow::data_subject(&rid));
-            return Ok(RequestAuth::Token(id));
+            let holder = flow::data_subject(&rid).from_addr(client_addr(parts, state));
+            super::extract::noted(parts, holder.clone());
+            return Ok(RequestAuth::Token(id, holder));
         }
         Ok(RequestAuth::Staff(
             Actor::from_request_parts(parts, state).await?,
@@ -310,7 +312,7 @@ async fn load(
     caps: &[Capability],
 ) -> ApiResult<Request> {
     match auth {
-        RequestAuth::Token(own) if *own != id => {
+        RequestAuth::Token(own, _) if *own != id => {
             Err(ServiceError::forbidden("token_not_for_request")
                 .detail("the request token belongs to another request"))
         }
@@ -322,7 +324,7 @@ async fn load(
                 .await?
                 .ok_or_else(|| ServiceError::not_found("request_not_found"))
         }
-        RequestAuth::Token(_) => state
+        RequestAuth::Token(..) => state
             .store
             .request(id)
             .await?
@@ -398,7 +400,7 @@ async fn answer(state: &AppState, auth: &RequestAuth, r: &Request) -> ApiResult<
     // Request records are for the privacy team and auditors (R20); other
     // staff (a helpdesk verifying a caller) see what the requester sees.
     let records = match auth {
-        RequestAuth::Token(_) => false,
+        RequestAuth::Token(..) => false,
         RequestAuth::Staff(c) => {
             require_any(state, c, &[Capability::RequestsProcess, Capability::Audit]).is_ok()
         }
@@ -410,10 +412,10 @@ async fn answer(state: &AppState, auth: &RequestAuth, r: &Request) -> ApiResult<
     }))
 }
 
-fn actor(auth: &RequestAuth, rid: &str) -> Actor {
+fn actor(auth: &RequestAuth) -> &Actor {
     match auth {
-        RequestAuth::Token(_) => flow::data_subject(rid),
-        RequestAuth::Staff(c) => c.clone(),
+        RequestAuth::Token(_, holder) => holder,
+        RequestAuth::Staff(c) => c,
     }
 }
 
@@ -597,12 +599,13 @@ fn filed(f: flow::Filed) -> Response {
     responses((status = 202, body = Filed),
         (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem),
         (status = 404, body = Problem), (status = 409, body = Problem), (status = 413, body = Problem),
-        (status = 415, body = Problem), (status = 503, body = Problem)),
+        (status = 415, body = Problem), (status = 429, body = Problem), (status = 503, body = Problem)),
     security((), ("bearer" = [])))]
 pub async fn file_request(
     State(state): State<AppState>,
     MaybeStaff(staff): MaybeStaff,
     RequestId(rid): RequestId,
+    Client(addr): Client,
     headers: axum::http::HeaderMap,
     Body(input): Body<FileRequest>,
 ) -> ApiResult<Response> {
@@ -656,7 +659,8 @@ pub async fn file_request(
                 .get("sec-gpc")
                 .and_then(|v| v.to_str().ok())
                 .is_some_and(|v| v.trim() == "1");
-            let f = flow::intake_by_customer(&state, &rid, intake, def, &normalized, gpc).await?;
+            let filer = flow::data_subject(&rid).from_addr(addr);
+            let f = flow::intake_by_customer(&state, &filer, intake, def, &normalized, gpc).await?;
             Ok(filed(f))
         }
     }
@@ -673,7 +677,6 @@ pub async fn file_request(
 pub async fn get_request(
     State(state): State<AppState>,
     auth: RequestAuth,
-    RequestId(rid): RequestId,
     Path(id): Path<String>,
 ) -> ApiResult<Json<RequestView>> {
     let id = parse_id(&id)?;
@@ -684,12 +687,7 @@ pub async fn get_request(
         &[Capability::RequestsProcess, Capability::Audit],
     )
     .await?;
-    let ev = flow::event(
-        &actor(&auth, &rid),
-        Action::RequestRead,
-        Decision::Allowed,
-        &r,
-    );
+    let ev = flow::event(actor(&auth), Action::RequestRead, Decision::Allowed, &r);
     state.sequencer.commit(Unit::event(ev)).await?;
     answer(&state, &auth, &r).await
 }
@@ -706,7 +704,6 @@ pub async fn get_request(
 pub async fn verify(
     State(state): State<AppState>,
     auth: RequestAuth,
-    RequestId(rid): RequestId,
     Path(id): Path<String>,
     Body(input): Body<VerifyBody>,
 ) -> ApiResult<Json<RequestView>> {
@@ -719,17 +716,17 @@ pub async fn verify(
     )
     .await?;
     let r = match (&auth, input.code, input.method) {
-        (RequestAuth::Token(_), Some(code), None) => {
+        (RequestAuth::Token(_, holder), Some(code), None) => {
             if code.is_empty() || code.len() > 64 {
                 return Err(ServiceError::bad_request("invalid_code").detail("the code is wrong"));
             }
-            flow::verify_code(&state, &rid, r, code).await?
+            flow::verify_code(&state, holder, r, code).await?
         }
         (RequestAuth::Staff(caller), None, Some(method)) => {
             valid_method(&method).map_err(|e| e.field("method"))?;
             flow::verify_by_staff(&state, caller, r, &method).await?
         }
-        (RequestAuth::Token(_), _, _) => {
+        (RequestAuth::Token(..), _, _) => {
             return Err(ServiceError::invalid_request("send the code you received").field("code"));
         }
         (RequestAuth::Staff(_), _, _) => {
@@ -951,7 +948,6 @@ pub async fn metrics(
 pub async fn get_export(
     State(state): State<AppState>,
     auth: RequestAuth,
-    RequestId(rid): RequestId,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Value>> {
     let id = parse_id(&id)?;
@@ -963,13 +959,8 @@ pub async fn get_export(
     };
     let package = flow::export_package(&state, &r).await?;
     let fields = crate::customers::erase::package_fields(&package);
-    let ev = flow::event(
-        &actor(&auth, &rid),
-        Action::RequestExported,
-        Decision::Allowed,
-        &r,
-    )
-    .fields(fields);
+    let ev =
+        flow::event(actor(&auth), Action::RequestExported, Decision::Allowed, &r).fields(fields);
     state.sequencer.commit(Unit::event(ev)).await?;
     Ok(Json(package))
 }

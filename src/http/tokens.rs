@@ -1,6 +1,9 @@
 //! `POST /v1/token`: client credentials for machines, passwords for people.
 //! The same answer, in similar time, whether or not the name exists;
-//! repeated failures for one name are throttled (429).
+//! repeated failures for one name are throttled (429). Names over 256 bytes
+//! are refused (400) before any lookup; every password verification (and
+//! the dummy one for an unknown name) waits for the one limiter of password
+//! work, 503 `unavailable` when it is full.
 
 use crate::audit::{Action, Decision};
 use axum::Json;
@@ -10,12 +13,14 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::error::{ApiResult, Problem, ServiceError};
-use super::extract::{Body, RequestId};
+use super::extract::{Body, Client, RequestId};
+use crate::actor::Actor;
 use crate::audit::EventDraft;
 use crate::crypto;
 use crate::error::ErrorKind;
 use crate::state::AppState;
-use crate::store::{PrincipalKind, PrincipalRow, Unit};
+use crate::store::{PrincipalKind, Unit};
+use zeroize::Zeroizing;
 
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(tag = "grant_type", rename_all = "snake_case", deny_unknown_fields)]
@@ -37,6 +42,9 @@ pub struct TokenResponse {
     pub expires_in: i64,
 }
 
+/// Longer client ids and usernames are refused (400) before any lookup.
+pub const MAX_NAME_BYTES: usize = 256;
+
 /// Issue an access token.
 #[utoipa::path(post, path = "/v1/token", tag = "tokens", request_body = TokenRequest,
     responses((status = 200, body = TokenResponse),
@@ -45,21 +53,27 @@ pub struct TokenResponse {
 pub async fn issue_token(
     State(state): State<AppState>,
     RequestId(request_id): RequestId,
+    Client(addr): Client,
     Body(req): Body<TokenRequest>,
 ) -> ApiResult<Json<TokenResponse>> {
-    let (kind, throttle_key) = match &req {
+    let (kind, name, field) = match &req {
         TokenRequest::ClientCredentials { client_id, .. } => {
-            (PrincipalKind::Client, format!("client:{client_id}"))
+            (PrincipalKind::Client, client_id, "client_id")
         }
-        TokenRequest::Password { username, .. } => {
-            (PrincipalKind::User, format!("user:{username}"))
-        }
+        TokenRequest::Password { username, .. } => (PrincipalKind::User, username, "username"),
     };
+    if name.len() > MAX_NAME_BYTES {
+        return Err(ServiceError::invalid_request(format!(
+            "{field} is longer than {MAX_NAME_BYTES} bytes"
+        ))
+        .field(field));
+    }
     let kind_name = match kind {
         PrincipalKind::Client => "client",
         PrincipalKind::User => "user",
     };
-    if let Some(wait) = state.throttle.check(&throttle_key) {
+    // A refused caller is nobody yet: its address is recorded hashed.
+    let refused = |error: &str| {
         let ev = EventDraft::new(
             "anonymous",
             "none",
@@ -67,9 +81,18 @@ pub async fn issue_token(
             Decision::Denied,
             &request_id,
         )
-        .reason("error", "too_many_attempts")
+        .reason("error", error)
         .reason("kind", kind_name);
-        state.sequencer.commit(Unit::event(ev)).await?;
+        match &addr {
+            Some(a) => a.mark(ev, false),
+            None => ev,
+        }
+    };
+    if let Some(wait) = state.throttle.check(kind, name) {
+        state
+            .sequencer
+            .commit(Unit::event(refused("too_many_attempts")))
+            .await?;
         return Err(ServiceError::too_many("too_many_attempts", wait)
             .detail("too many failed attempts; try again later"));
     }
@@ -87,27 +110,28 @@ pub async fn issue_token(
         }
         TokenRequest::Password { username, password } => {
             let row = state.store.user_by_name(username).await?;
-            verify_password(row, password.clone()).await?
+            // Unknown users are verified against a dummy hash, so the answer
+            // takes as long; both through the one limiter of password work.
+            let phc = row.as_ref().map(|r| r.credential.clone());
+            let right = state
+                .password_work
+                .verify_or_dummy(phc, Zeroizing::new(password.clone()))
+                .await?;
+            row.filter(|_| right)
         }
     };
     let Some(principal) = principal.filter(|p| !p.disabled) else {
-        state.throttle.failure(&throttle_key);
-        let ev = EventDraft::new(
-            "anonymous",
-            "none",
-            Action::TokenIssue,
-            Decision::Denied,
-            &request_id,
-        )
-        .reason("error", "invalid_credentials")
-        .reason("kind", kind_name);
-        state.sequencer.commit(Unit::event(ev)).await?;
+        state.throttle.failure(kind, name);
+        state
+            .sequencer
+            .commit(Unit::event(refused("invalid_credentials")))
+            .await?;
         return Err(ServiceError::new(
             ErrorKind::Unauthenticated,
             "invalid_credentials",
         ));
     };
-    state.throttle.success(&throttle_key);
+    state.throttle.success(kind, name);
     let now = state.clock.now_micros() / 1_000_000;
     let lifetime = state.settings.token_lifetime_secs;
     let (token, claims) = state
@@ -121,37 +145,21 @@ pub async fn issue_token(
             lifetime,
         )
         .map_err(ServiceError::internal)?;
-    let ev = EventDraft::new(
-        &principal.id.to_string(),
-        &principal.role,
-        Action::TokenIssue,
-        Decision::Allowed,
-        &request_id,
+    let actor = Actor::staff(
+        kind,
+        principal.id.to_string(),
+        principal.role.clone(),
+        request_id.clone(),
     )
-    .reason("jti", &claims.jti)
-    .reason("kind", kind_name);
+    .from_addr(addr.clone());
+    let ev = actor
+        .event(Action::TokenIssue, Decision::Allowed)
+        .reason("jti", &claims.jti)
+        .reason("kind", kind_name);
     state.sequencer.commit(Unit::event(ev)).await?;
     Ok(Json(TokenResponse {
         access_token: token,
         token_type: "Bearer".into(),
         expires_in: lifetime,
     }))
-}
-
-/// argon2id off the async threads; unknown users are verified against a
-/// dummy hash so the answer takes as long.
-async fn verify_password(
-    row: Option<PrincipalRow>,
-    password: String,
-) -> ApiResult<Option<PrincipalRow>> {
-    tokio::task::spawn_blocking(move || match row {
-        Some(r) if crypto::verify_password(&r.credential, &password) => Some(r),
-        Some(_) => None,
-        None => {
-            crypto::dummy_verify(&password);
-            None
-        }
-    })
-    .await
-    .map_err(ServiceError::internal)
 }

@@ -174,15 +174,12 @@ fn new_token() -> ServiceResult<(String, String)> {
     Ok((token, hash))
 }
 
-/// A fresh one-time code and its argon2id hash (hashed off the async threads).
-async fn new_code() -> ServiceResult<(Zeroizing<String>, String)> {
+/// A fresh one-time code and its argon2id hash (hashed off the async
+/// threads, through the one limiter of password work: 503 when it is full).
+async fn new_code(state: &AppState) -> ServiceResult<(Zeroizing<String>, String)> {
     let code =
         Zeroizing::new(crypto::random_digits(lc::CODE_DIGITS).map_err(ServiceError::internal)?);
-    let input = code.clone();
-    let hash = tokio::task::spawn_blocking(move || crypto::hash_password(&input))
-        .await
-        .map_err(ServiceError::internal)?
-        .map_err(ServiceError::internal)?;
+    let hash = state.password_work.hash(code.clone()).await?;
     Ok((code, hash))
 }
 
@@ -351,17 +348,27 @@ fn outcome_body(policy: &Policy, r: &Request) -> Value {
 
 /// A request filed by a customer without a token, identified by a
 /// searchable field. Answers alike whether or not a customer matches.
+/// `actor` is the data subject (with the address the filing came from);
+/// one address files at most `intake_per_source_per_hour` (429
+/// `rate_limited` past it), before any other work.
 /// `gpc`: the request carried `Sec-GPC: 1` (an opt-out of sale/sharing for
 /// an identified customer, R11).
 pub async fn intake_by_customer(
     state: &AppState,
-    http_request_id: &str,
+    actor: &Actor,
     intake: Intake,
     def: &FieldDef,
     normalized: &str,
     gpc: bool,
 ) -> ServiceResult<Filed> {
-    let actor = data_subject(http_request_id);
+    if let Some(addr) = &actor.client_addr {
+        let source = crate::auth::client_addr::source_key(addr.ip());
+        state.intake_sources.check(&source).map_err(|wait| {
+            ServiceError::too_many("rate_limited", wait)
+                .detail("too many requests filed from this address; retry after the indicated time")
+        })?;
+    }
+    let actor = actor.clone();
     let now = state.clock.now_micros();
     // Counted whether or not the customer exists, so the limit reveals
     // nothing either: past it the filing is answered and recorded the same
@@ -405,7 +412,7 @@ pub async fn intake_by_customer(
     if r.kind.skips_verification(r.lift) {
         r = lc::accept_unverified(&r).map_err(refusal)?;
     } else {
-        let (code, hash) = new_code().await?;
+        let (code, hash) = new_code(state).await?;
         let expires = now + ttl(state);
         r = lc::send_code(&r, hash, expires).map_err(refusal)?;
         if let (Some(record), Some(dek)) = (&record, &dek)
@@ -572,7 +579,7 @@ pub async fn intake_by_staff(
     } else if r.kind.skips_verification(r.lift) {
         r = lc::accept_unverified(&r).map_err(refusal)?;
     } else if let Some(to) = &to {
-        let (code, hash) = new_code().await?;
+        let (code, hash) = new_code(state).await?;
         let expires = now + ttl(state);
         r = lc::send_code(&r, hash, expires).map_err(refusal)?;
         mutations.push(code_message(
@@ -704,18 +711,18 @@ async fn filer_role(state: &AppState, filed_by: &str) -> ServiceResult<Option<St
 /// The requester enters the code (with the request token).
 pub async fn verify_code(
     state: &AppState,
-    http_request_id: &str,
+    actor: &Actor,
     r: Request,
     code: String,
 ) -> ServiceResult<Request> {
-    let actor = data_subject(http_request_id);
+    let actor = actor.clone();
     let now = state.clock.now_micros();
     lc::check_code_allowed(&r, now).map_err(refusal)?;
     let hash = r.code_hash.clone().unwrap_or_default();
-    let code = Zeroizing::new(code);
-    let right = tokio::task::spawn_blocking(move || crypto::verify_password(&hash, &code))
-        .await
-        .map_err(ServiceError::internal)?;
+    let right = state
+        .password_work
+        .verify(hash, Zeroizing::new(code))
+        .await?;
     if !right {
         let (n, why) = lc::wrong_code(&r, now);
         let mut mutations = vec![update(&n)];

@@ -13,6 +13,7 @@ mod erasure;
 mod export;
 mod faults;
 mod filers;
+mod floods;
 mod helpers;
 mod keys;
 mod layering;
