@@ -60,6 +60,15 @@ pub struct Settings {
     /// database so a restored older backup is erased again). Default: beside
     /// the SQLite database, or `./data/vault.tombstones`.
     pub tombstone_file: Option<PathBuf>,
+    /// PostgreSQL: a second database (`postgres://…`) that holds the
+    /// tombstone log and the audit witness, shared by every vault process
+    /// and not rolled back by a restore of the vault's database. Required by
+    /// `serve --production` on PostgreSQL.
+    pub tombstone_database_url: Option<String>,
+    /// The audit witness: every signed checkpoint, appended (fsync'd) outside
+    /// the database. Default: beside the SQLite database (`vault.db` →
+    /// `vault.witness`); with `tombstone_database_url` it lives there.
+    pub audit_witness_file: Option<PathBuf>,
     /// Seconds between two runs of the retention sweeper; 0 turns it off.
     pub sweep_interval_secs: u64,
     /// TEST ONLY: pause after each committed step of an erasure job, so a
@@ -114,6 +123,8 @@ impl Default for Settings {
             outbox_webhook_url: None,
             log_format: "text".into(),
             tombstone_file: None,
+            tombstone_database_url: None,
+            audit_witness_file: None,
             sweep_interval_secs: 3600,
             test_erasure_pause_ms: 0,
             keyring_poll_secs: 2,
@@ -215,6 +226,11 @@ impl Settings {
                         .into(),
                 );
             }
+        }
+        if let Some(url) = &self.tombstone_database_url
+            && !(url.starts_with("postgres://") || url.starts_with("postgresql://"))
+        {
+            return Err("tombstone_database_url must be a postgres:// URL".into());
         }
         if !matches!(self.log_format.as_str(), "text" | "json") {
             return Err("log_format must be \"text\" or \"json\"".into());
@@ -363,6 +379,22 @@ mod tests {
         let s = Settings::load(Some(&f)).unwrap();
         assert_eq!(s.verification_code_ttl_secs, 600);
         assert_eq!(Settings::default().verification_code_ttl_secs, 1800);
+    }
+
+    #[test]
+    fn the_tombstone_database_must_be_postgres() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("c.toml");
+        std::fs::write(&f, "tombstone_database_url = \"sqlite://x.db\"\n").unwrap();
+        let err = Settings::load(Some(&f)).unwrap_err();
+        assert!(err.contains("tombstone_database_url"), "{err}");
+        std::fs::write(
+            &f,
+            "tombstone_database_url = \"postgres://u@h/tombstones\"\naudit_witness_file = \"/w\"\n",
+        )
+        .unwrap();
+        let s = Settings::load(Some(&f)).unwrap();
+        assert_eq!(s.audit_witness_file, Some(PathBuf::from("/w")));
     }
 
     #[test]

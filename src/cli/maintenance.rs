@@ -38,7 +38,7 @@ pub async fn sweep(
         &opened.policy,
         &opened.keys,
         clock,
-        settings,
+        super::tombstone_log(settings, &opened).await?,
     );
     ctx.as_of = Some(now);
     println!("retention sweep as of {}", rfc3339(now));

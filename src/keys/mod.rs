@@ -22,7 +22,6 @@ use std::sync::atomic::AtomicBool;
 
 use tokio::sync::Notify;
 
-
 pub use ops::{KeyStatus, retire, rotate, rotate_root, rotate_signing, status};
 pub use refresh::start_background;
 pub use rewrap::{RewrapReport, run_pass};
