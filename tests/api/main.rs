@@ -22,3 +22,4 @@ mod limits;
 mod matrix;
 mod requests;
 mod retention;
+mod tamper;
