@@ -644,6 +644,11 @@ async fn tombstones_after(tamper: Tamper, expected: &str) {
                 );
             }
         }
+        let v = if tamper == Tamper::Untouched {
+            v
+        } else {
+            repaired(v, backend, tombstone_db.as_deref(), &held).await
+        };
         let (_, url) = v.stop().await;
         if backend == Backend::Postgres {
             drop_pg(&url).await;
@@ -652,6 +657,61 @@ async fn tombstones_after(tamper: Tamper, expected: &str) {
             drop_pg(u).await;
         }
     }
+}
+
+/// The operator's resolution: with the vault stopped, `tombstones repair`
+/// keeps the authentic entries; the next start adds back from the database
+/// what a removed entry held, and serves again.
+async fn repaired(
+    v: TestVault,
+    backend: Backend,
+    tombstone_db: Option<&str>,
+    held: &str,
+) -> TestVault {
+    let (dir, url) = v.stop().await;
+    let cli = |args: &[&str]| {
+        let mut c = vault_cmd(dir.path(), &url, "warn");
+        if let Some(u) = tombstone_db {
+            c.env("PII_VAULT_TOMBSTONE_DATABASE_URL", u);
+        }
+        c.args(args);
+        c
+    };
+    let out = run_ok(cli(&["tombstones", "repair"])).await;
+    assert!(out.contains("repaired: kept"), "{out}");
+    let tombstone_db = tombstone_db.map(str::to_owned);
+    let adjust = |s: &mut Settings, _: &Path| {
+        if let Some(u) = &tombstone_db {
+            set_tombstone_database(s, u);
+        }
+    };
+    let v = TestVault::start_with_adjusted(backend, dir, url.clone(), adjust).await;
+    let (s, body) = readyz(&v).await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    let mut c = vault_cmd(v.dir.path(), &url, "warn");
+    if let Some(u) = &tombstone_db {
+        c.env("PII_VAULT_TOMBSTONE_DATABASE_URL", u);
+    }
+    c.args(["tombstones", "verify"]);
+    let out = output(c).await;
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{stdout}");
+    assert!(
+        stdout.contains("ok: 2 entries"),
+        "both erasures are in the log again: {stdout}"
+    );
+    let helpdesk = v.token("helpdesk").await;
+    let (s, _) = v
+        .get(&helpdesk, &format!("/v1/customers/{held}?purpose=support"))
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(
+        v.audit()
+            .await
+            .iter()
+            .any(|e| e.draft.action == "tombstones.repair")
+    );
+    v
 }
 
 #[tokio::test]
