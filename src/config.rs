@@ -106,6 +106,15 @@ pub struct Settings {
     /// database so a restored older backup is erased again). Default: beside
     /// the SQLite database, or `./data/vault.tombstones`.
     pub tombstone_file: Option<PathBuf>,
+    /// PostgreSQL: a second database (`postgres://…`) that holds the
+    /// tombstone log and the audit witness, shared by every vault process
+    /// and not rolled back by a restore of the vault's database. Required by
+    /// `serve --production` on PostgreSQL.
+    pub tombstone_database_url: Option<SecretUrl>,
+    /// The audit witness: every signed checkpoint, appended (fsync'd) outside
+    /// the database. Default: beside the SQLite database (`vault.db` →
+    /// `vault.witness`); with `tombstone_database_url` it lives there.
+    pub audit_witness_file: Option<PathBuf>,
     /// Seconds between two runs of the retention sweeper; 0 turns it off.
     pub sweep_interval_secs: u64,
     /// TEST ONLY: pause after each committed step of an erasure job, so a
@@ -172,6 +181,8 @@ impl Default for Settings {
             outbox_webhook_ca_file: None,
             log_format: "text".into(),
             tombstone_file: None,
+            tombstone_database_url: None,
+            audit_witness_file: None,
             sweep_interval_secs: 3600,
             test_erasure_pause_ms: 0,
             keyring_poll_secs: 2,
@@ -284,6 +295,12 @@ impl Settings {
             return Err("outbox_webhook_ca_file is set but outbox_webhook_url is not".into());
         }
         crate::auth::client_addr::TrustedProxies::parse(&self.trusted_proxies)?;
+        if let Some(url) = &self.tombstone_database_url
+            && !(url.expose_secret().starts_with("postgres://")
+                || url.expose_secret().starts_with("postgresql://"))
+        {
+            return Err("tombstone_database_url must be a postgres:// URL".into());
+        }
         if !matches!(self.log_format.as_str(), "text" | "json") {
             return Err("log_format must be \"text\" or \"json\"".into());
         }
@@ -462,9 +479,11 @@ mod tests {
         let s = Settings {
             master_key: Some(KEY.into()),
             database_url: URL.into(),
+            tombstone_database_url: Some("postgres://t:Tomb-canary-91@db.internal/t".into()),
             ..Settings::default()
         };
         for shown in [format!("{s:?}"), format!("{s:#?}")] {
+            assert!(!shown.contains("Tomb-canary-91"), "{shown}");
             assert!(!shown.contains(KEY), "{shown}");
             assert!(!shown.contains("Pw-canary-7f3e"), "{shown}");
             assert!(
@@ -513,6 +532,22 @@ mod tests {
         assert_eq!(Settings::load(Some(&f)).unwrap().trusted_proxies.len(), 2);
         assert!(Settings::default().trusted_proxies.is_empty());
         assert_eq!(Settings::default().intake_per_source_per_hour, 20);
+    }
+
+    #[test]
+    fn the_tombstone_database_must_be_postgres() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("c.toml");
+        std::fs::write(&f, "tombstone_database_url = \"sqlite://x.db\"\n").unwrap();
+        let err = Settings::load(Some(&f)).unwrap_err();
+        assert!(err.contains("tombstone_database_url"), "{err}");
+        std::fs::write(
+            &f,
+            "tombstone_database_url = \"postgres://u@h/tombstones\"\naudit_witness_file = \"/w\"\n",
+        )
+        .unwrap();
+        let s = Settings::load(Some(&f)).unwrap();
+        assert_eq!(s.audit_witness_file, Some(PathBuf::from("/w")));
     }
 
     #[test]

@@ -25,6 +25,7 @@ pub mod requests;
 pub mod retention;
 pub mod state;
 pub mod store;
+pub mod tamper;
 pub mod telemetry;
 pub mod vault;
 
@@ -99,6 +100,9 @@ pub async fn build_state(
     let trusted_proxies = auth::client_addr::TrustedProxies::parse(&settings.trusted_proxies)
         .map_err(anyhow::Error::msg)?;
     let opened = open(&settings, clock.as_ref(), production, true).await?;
+    let tamper = tamper::Tamper::open(&settings, &opened.keys.index, production)
+        .await
+        .map_err(anyhow::Error::msg)?;
     let sequencer = Sequencer::start(
         Arc::clone(&opened.store),
         Arc::clone(&clock),
@@ -131,6 +135,7 @@ pub async fn build_state(
         policy: Arc::new(opened.policy),
         keys: Arc::new(opened.keys),
         sequencer,
+        tamper,
         clock,
         settings: Arc::new(settings),
         throttle,
@@ -143,12 +148,14 @@ pub async fn build_state(
         metrics: telemetry::metrics_handle(),
     });
     // Before serving: finish erasures a crash interrupted, and erase again
-    // the customers the tombstone file lists that a restored older database
-    // still holds (requests::erasure::recover).
+    // the customers the tombstone log lists that a restored older database
+    // still holds (requests::erasure::recover). A broken log is not acted
+    // on: the vault then serves no customer data (http::tamper) and says
+    // why in /readyz.
     let recovery = requests::erasure::recover(&requests::erasure::Ctx::from_state(&state))
         .await
         .map_err(|e| anyhow::anyhow!("cannot complete pending erasures: {e}"))?;
-    if recovery != requests::erasure::Recovery::default() {
+    if recovery.broken.is_empty() && recovery != requests::erasure::Recovery::default() {
         tracing::warn!(
             resumed = recovery.resumed,
             re_erased = recovery.re_erased,
@@ -156,6 +163,11 @@ pub async fn build_state(
             "erasures completed before serving"
         );
     }
+    // The audit trail must extend the last checkpoint witnessed outside the
+    // database; if it does not, the vault starts but is not ready.
+    audit::checkpoint::start_witness(&state)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot read the audit witness: {e}"))?;
     retention::start_background(&state);
     keys::start_background(&state);
     requests::background::start_background(&state).map_err(anyhow::Error::msg)?;

@@ -20,6 +20,8 @@ pub struct Inner {
     pub policy: Arc<Policy>,
     pub keys: Arc<Keys>,
     pub sequencer: Sequencer,
+    /// The tombstone log and the audit witness, outside the database.
+    pub tamper: crate::tamper::Tamper,
     pub clock: Arc<dyn Clock>,
     pub settings: Arc<Settings>,
     pub throttle: Throttle,

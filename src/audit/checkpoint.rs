@@ -19,6 +19,21 @@
 //! such as `current`; blank lines and lines starting with `#` are ignored.
 //! Several lines are allowed, so checkpoints signed before a key rotation
 //! still verify.
+//!
+//! **The witness.** A checkpoint counts only once it is also appended,
+//! durably, to the audit witness outside the database
+//! (`crate::tamper::witness`; [`witness_checkpoint`]), and only if the
+//! trail in the database still extends the last witnessed checkpoint. At
+//! start-up, in `/readyz` ([`witness_state`]) and in `GET /v1/audit/verify`
+//! the trail must extend it: the database has an event at that seq with
+//! that hash, and its head is at or beyond it. A trail cut back or rewritten
+//! behind the vault's back does not.
+//!
+//! **Which keys are trusted** ([`trusted_keys`]): the signing key whose
+//! private half this process holds (opened from the keyring), and the keys
+//! the witness records — entries MAC'd under a key derived from the root
+//! key, written by a process that held the private half. A public-key row in
+//! the database is never enough.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -31,7 +46,13 @@ use utoipa::ToSchema;
 use crate::clock::rfc3339;
 use crate::crypto::{SigningKey, verify_ed25519};
 use crate::state::AppState;
-use crate::store::{CheckpointRow, Mutation, Store, StoreResult, Unit};
+use crate::store::{AuditFilter, CheckpointRow, Mutation, Store, StoreError, StoreResult, Unit};
+use crate::tamper::chain::Head;
+use crate::tamper::witness::{self as witness_log, Point, WitnessRecord};
+use crate::tamper::{LogError, Tamper};
+
+/// The `vault_meta` row that records the witness log's head (`"{n} {mac}"`).
+pub const META_WITNESS_HEAD: &str = "audit_witness_head";
 
 /// The first line of every signed checkpoint message.
 pub const MESSAGE_CONTEXT: &str = "pii-vault checkpoint v1";
@@ -188,35 +209,23 @@ pub struct PublishedKey {
     pub current: bool,
 }
 
-/// Every checkpoint-signing public key the vault has used: those in the
-/// database plus those this process holds. `current` is the key that signs.
-pub async fn published_keys(
-    store: &dyn Store,
-    held: &[(String, [u8; 32])],
-    current: &str,
-) -> StoreResult<Vec<PublishedKey>> {
-    let mut all: BTreeMap<String, [u8; 32]> = BTreeMap::new();
-    for row in store.signing_keys().await? {
-        if let Ok(k) = <[u8; 32]>::try_from(row.public_key.as_slice()) {
-            all.insert(row.kid, k);
-        }
-    }
-    for (kid, key) in held {
-        all.entry(kid.clone()).or_insert(*key);
-    }
-    let mut out: Vec<PublishedKey> = all
-        .into_iter()
-        .map(|(kid, key)| PublishedKey {
-            current: kid == current,
-            kid,
-            algorithm: "Ed25519".into(),
-            public_key: STANDARD.encode(key),
-            public_key_hex: hex::encode(key),
-        })
-        .collect();
-    // The current key first, then the others by kid.
-    out.sort_by_key(|k| !k.current);
-    Ok(out)
+/// The checkpoint-signing keys verification trusts, current first: `held`,
+/// the key whose private half this process holds, then the keys the witness
+/// records (`witnessed`). Public-key rows of the database are not used.
+pub fn trusted_keys(held: &SigningKey, witnessed: &[(String, [u8; 32])]) -> Vec<PublishedKey> {
+    let publish = |kid: &str, key: &[u8; 32], current: bool| PublishedKey {
+        kid: kid.to_owned(),
+        algorithm: "Ed25519".into(),
+        public_key: STANDARD.encode(key),
+        public_key_hex: hex::encode(key),
+        current,
+    };
+    let mut out = vec![publish(held.kid(), &held.public_key(), true)];
+    let mut others: Vec<&(String, [u8; 32])> =
+        witnessed.iter().filter(|(k, _)| k != held.kid()).collect();
+    others.sort_by(|a, b| a.0.cmp(&b.0));
+    out.extend(others.into_iter().map(|(k, key)| publish(k, key, false)));
+    out
 }
 
 /// The public key file for `keys`.
@@ -235,7 +244,7 @@ pub fn key_file(keys: &[PublishedKey]) -> String {
     out
 }
 
-/// The keys of [`published_keys`] as a verifier's key set.
+/// The keys of [`trusted_keys`] as a verifier's key set.
 pub fn to_public_keys(keys: &[PublishedKey]) -> PublicKeys {
     let mut out = PublicKeys::default();
     for k in keys {
@@ -269,8 +278,8 @@ pub fn due(
     }
 }
 
-/// Signs the head now and stores it through the sequencer. `Ok(None)` when
-/// the chain is empty.
+/// Signs the head now, witnesses it and stores it through the sequencer.
+/// `Ok(None)` when the chain is empty.
 pub async fn checkpoint_now(state: &AppState) -> anyhow::Result<Option<Checkpoint>> {
     let tokens = state.keys.tokens();
     let Some(row) = sign_head(
@@ -282,10 +291,17 @@ pub async fn checkpoint_now(state: &AppState) -> anyhow::Result<Option<Checkpoin
     else {
         return Ok(None);
     };
+    let mutations = witness_checkpoint(
+        &state.tamper,
+        state.store.as_ref(),
+        tokens.signing_key(),
+        &row,
+    )
+    .await?;
     state
         .sequencer
         .commit(Unit {
-            mutations: vec![Mutation::InsertCheckpoint(row.clone())],
+            mutations,
             events: Vec::new(),
         })
         .await?;
@@ -326,15 +342,331 @@ pub async fn checkpoint_if_due(state: &AppState) -> anyhow::Result<Option<Checkp
 pub async fn run_checkpointer(weak: std::sync::Weak<crate::state::Inner>) {
     let mut interval = tokio::time::interval(Duration::from_secs(1));
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut quiet_until = tokio::time::Instant::now();
     loop {
         interval.tick().await;
+        if tokio::time::Instant::now() < quiet_until {
+            continue;
+        }
         let Some(state) = AppState::upgrade(&weak) else {
             return;
         };
         if let Err(e) = checkpoint_if_due(&state).await {
+            if e.downcast_ref::<WitnessError>()
+                .is_some_and(|w| matches!(w, WitnessError::Mismatch(_)))
+            {
+                // Reported (log, metric, /readyz) when it was found; the head
+                // is not signed until an operator resolves it.
+                quiet_until = tokio::time::Instant::now() + Duration::from_secs(10);
+                continue;
+            }
             tracing::warn!(error = %e, "audit checkpoint not written; retrying");
         }
     }
+}
+
+// ---------------------------------------------------------------------------
+// The witness
+// ---------------------------------------------------------------------------
+
+/// What the witness says about the trail in the database.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WitnessState {
+    /// No witness (an in-memory database).
+    Off,
+    /// Nothing witnessed yet.
+    Empty,
+    /// The trail in the database extends the last witnessed checkpoint.
+    Extended(Point),
+    /// It does not, or the witness log itself is broken: why.
+    Mismatch(String),
+}
+
+impl WitnessState {
+    pub fn problem(&self) -> Option<String> {
+        match self {
+            WitnessState::Mismatch(why) => Some(why.clone()),
+            _ => None,
+        }
+    }
+}
+
+/// Why a checkpoint was not witnessed.
+#[derive(Debug, thiserror::Error)]
+pub enum WitnessError {
+    /// The trail in the database does not extend the last witnessed
+    /// checkpoint: nothing is signed until an operator resolves it.
+    #[error("{0}")]
+    Mismatch(String),
+    #[error("the audit witness cannot be written: {0}")]
+    Log(#[from] LogError),
+    #[error("{0}")]
+    Store(#[from] StoreError),
+}
+
+async fn recorded_witness_head(tamper: &Tamper, store: &dyn Store) -> StoreResult<Option<Head>> {
+    if !tamper.anchored() {
+        return Ok(None);
+    }
+    Ok(store
+        .get_meta(META_WITNESS_HEAD)
+        .await?
+        .and_then(|b| Head::decode(&b)))
+}
+
+/// The cheap check (start-up, `/readyz`, before every checkpoint): the
+/// witness's last entries verify and match the head the database recorded,
+/// and the trail in the database extends the last witnessed checkpoint.
+pub async fn witness_state(tamper: &Tamper, store: &dyn Store) -> StoreResult<WitnessState> {
+    let log = tamper.witness();
+    if !log.enabled() {
+        return Ok(WitnessState::Off);
+    }
+    let tail = match log.check_tail().await {
+        Ok(t) => t,
+        Err(e) => {
+            return Ok(WitnessState::Mismatch(format!(
+                "the audit witness {} cannot be read: {e}",
+                log.location()
+            )));
+        }
+    };
+    if let Some(p) = tail.problems.first() {
+        return Ok(WitnessState::Mismatch(format!(
+            "the audit witness {} is broken: {p}",
+            log.location()
+        )));
+    }
+    if let Some(recorded) = recorded_witness_head(tamper, store).await? {
+        let last = tail.entries.last().map(|e| e.n).unwrap_or(0);
+        let same = tail.entries.iter().find(|e| e.n == recorded.n);
+        if last < recorded.n || same.is_some_and(|e| e.mac != recorded.mac) {
+            return Ok(WitnessState::Mismatch(format!(
+                "the audit witness {} ends at entry {last}, but the vault's database recorded \
+                 entry {}: the witness was cut back or replaced",
+                log.location(),
+                recorded.n
+            )));
+        }
+    }
+    let Some(point) = witness_log::last_point(&tail.entries) else {
+        return Ok(WitnessState::Empty);
+    };
+    Ok(match extends(store, &point).await? {
+        None => WitnessState::Extended(point),
+        Some(why) => WitnessState::Mismatch(why),
+    })
+}
+
+/// `None` when the trail in the database extends `point`, else why not.
+async fn extends(store: &dyn Store, point: &Point) -> StoreResult<Option<String>> {
+    let head = store.audit_head().await?.seq;
+    if head < point.seq {
+        return Ok(Some(format!(
+            "the last checkpoint witnessed outside the database is at seq {} but the trail in \
+             the database ends at seq {head}: it was cut back",
+            point.seq
+        )));
+    }
+    let page = |after_seq: i64| AuditFilter {
+        after_seq,
+        limit: 1,
+        ..AuditFilter::default()
+    };
+    let at = store.audit_events(&page(point.seq - 1)).await?;
+    if let Some(e) = at.first().filter(|e| e.seq == point.seq) {
+        return Ok((e.hash != point.hash).then(|| {
+            format!(
+                "the event at seq {} is not the one witnessed outside the database (another \
+                 hash): the trail was rewritten",
+                point.seq
+            )
+        }));
+    }
+    // Pruned through the witnessed checkpoint: its kept row anchors the trail.
+    let kept = store.audit_checkpoints(point.seq, point.seq).await?;
+    let first = store.audit_events(&page(0)).await?.first().map(|e| e.seq);
+    let pruned = kept
+        .first()
+        .is_some_and(|c| hex::encode(&c.hash) == point.hash)
+        && first.is_none_or(|f| f > point.seq);
+    Ok((!pruned).then(|| {
+        format!(
+            "the event at seq {}, witnessed outside the database, is missing from it",
+            point.seq
+        )
+    }))
+}
+
+/// Witnesses a freshly signed checkpoint: checks that the trail in the
+/// database still extends the last witnessed checkpoint, then appends the
+/// checkpoint (after its key, the first time the key signs one) to the
+/// witness and makes it durable. Returns the mutations that store the
+/// checkpoint (and the witness's new head) in the database.
+pub async fn witness_checkpoint(
+    tamper: &Tamper,
+    store: &dyn Store,
+    key: &SigningKey,
+    row: &CheckpointRow,
+) -> Result<Vec<Mutation>, WitnessError> {
+    let mut mutations = vec![Mutation::InsertCheckpoint(row.clone())];
+    let log = tamper.witness();
+    if !log.enabled() {
+        return Ok(mutations);
+    }
+    if let WitnessState::Mismatch(why) = witness_state(tamper, store).await? {
+        tamper.health().set_witness(Some(why.clone()));
+        return Err(WitnessError::Mismatch(why));
+    }
+    let cp = Checkpoint::from_row(row);
+    let known = match tamper.witnessed_key(&cp.kid) {
+        Some(known) => known,
+        None => {
+            let all = log.check().await.map_err(LogError::Io)?;
+            tamper.note_witnessed_keys(witness_log::keys(&all.entries).into_iter().map(|k| k.0));
+            tamper.witnessed_key(&cp.kid).unwrap_or(false)
+        }
+    };
+    let mut records = Vec::new();
+    if !known {
+        records.push(WitnessRecord::Key {
+            kid: key.kid().to_owned(),
+            public_key: STANDARD.encode(key.public_key()),
+            at: cp.at.clone(),
+            origin: witness_log::HELD.into(),
+        });
+    }
+    records.push(WitnessRecord::Checkpoint {
+        seq: cp.seq,
+        hash: cp.hash,
+        at: cp.at,
+        kid: cp.kid.clone(),
+        signature: cp.signature,
+    });
+    let head = log.append(records).await?;
+    tamper.note_witnessed_keys([cp.kid]);
+    if tamper.anchored()
+        && let Some(h) = head
+    {
+        mutations.push(witness_head_mutation(&h));
+    }
+    Ok(mutations)
+}
+
+fn witness_head_mutation(head: &Head) -> Mutation {
+    Mutation::ReplaceMeta {
+        name: META_WITNESS_HEAD.into(),
+        expected: None,
+        value: head.encode(),
+    }
+}
+
+/// The whole witness, as `GET /v1/audit/verify` and the public-key
+/// endpoints read it.
+#[derive(Debug, Clone, Default)]
+pub struct WitnessView {
+    /// The point the trail must extend.
+    pub point: Option<Point>,
+    /// The keys the witness records.
+    pub keys: Vec<(String, [u8; 32])>,
+    /// What is wrong with the witness log itself.
+    pub problem: Option<String>,
+}
+
+/// Reads and checks the whole witness (read it before the chain head, so a
+/// checkpoint witnessed meanwhile is never ahead of the head read).
+pub async fn read_witness(tamper: &Tamper, store: &dyn Store) -> StoreResult<WitnessView> {
+    let log = tamper.witness();
+    if !log.enabled() {
+        return Ok(WitnessView::default());
+    }
+    let mut checked = match log.check().await {
+        Ok(c) => c,
+        Err(e) => {
+            return Ok(WitnessView {
+                problem: Some(format!(
+                    "the audit witness {} cannot be read: {e}",
+                    log.location()
+                )),
+                ..WitnessView::default()
+            });
+        }
+    };
+    if let Some(recorded) = recorded_witness_head(tamper, store).await? {
+        checked.check_recorded(&recorded);
+    }
+    Ok(WitnessView {
+        point: witness_log::last_point(&checked.entries),
+        keys: witness_log::keys(&checked.entries),
+        problem: checked
+            .problems
+            .first()
+            .map(|p| format!("the audit witness {} is broken: {p}", log.location())),
+    })
+}
+
+/// At start-up: starts the witness if it was never written (recording the
+/// signing key this process holds and, once, the older public keys the
+/// database lists: trust on first use, with a warning), then checks the
+/// trail against it. A mismatch is reported (log, metric, `/readyz`); the
+/// vault still starts, so that operators and auditors can look.
+pub async fn start_witness(state: &AppState) -> anyhow::Result<()> {
+    let tamper = &state.tamper;
+    let store = state.store.as_ref();
+    let log = tamper.witness();
+    if !log.enabled() {
+        return Ok(());
+    }
+    let all = log.check().await?;
+    tamper.note_witnessed_keys(witness_log::keys(&all.entries).into_iter().map(|k| k.0));
+    let recorded = recorded_witness_head(tamper, store).await?;
+    if all.lines == 0 && recorded.is_none() {
+        let tokens = state.keys.tokens();
+        let held = tokens.signing_key();
+        let at = rfc3339(state.clock.now_micros());
+        let key = |kid: &str, public: &[u8], origin: &str| WitnessRecord::Key {
+            kid: kid.to_owned(),
+            public_key: STANDARD.encode(public),
+            at: at.clone(),
+            origin: origin.to_owned(),
+        };
+        let mut records = vec![key(held.kid(), &held.public_key(), witness_log::HELD)];
+        let mut adopted = Vec::new();
+        for row in store.signing_keys().await? {
+            if row.kid != held.kid() && row.public_key.len() == 32 {
+                records.push(key(&row.kid, &row.public_key, witness_log::ADOPTED));
+                adopted.push(row.kid);
+            }
+        }
+        if !adopted.is_empty() {
+            tracing::warn!(
+                keys = ?adopted,
+                "the audit witness starts: the older checkpoint-signing public keys the database                  lists are trusted from now on, once (later public-key rows never are)"
+            );
+        }
+        let kids: Vec<String> = records
+            .iter()
+            .filter_map(|r| match r {
+                WitnessRecord::Key { kid, .. } => Some(kid.clone()),
+                _ => None,
+            })
+            .collect();
+        if let Some(head) = log.append(records).await?
+            && tamper.anchored()
+        {
+            state
+                .sequencer
+                .commit(Unit {
+                    mutations: vec![witness_head_mutation(&head)],
+                    events: Vec::new(),
+                })
+                .await?;
+        }
+        tamper.note_witnessed_keys(kids);
+    }
+    let now = witness_state(tamper, store).await?;
+    tamper.health().set_witness(now.problem());
+    Ok(())
 }
 
 #[cfg(test)]

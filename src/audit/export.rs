@@ -12,6 +12,12 @@
 //! verifies on its own, and it ends with a checkpoint of the chain head
 //! signed when the export was made: removing events from the end of the
 //! trail, or from the file, no longer verifies.
+//!
+//! Between two audits an auditor keeps the previous export (or just its
+//! last line): [`verify_extends`] checks that a new export extends it — it
+//! holds the previous export's last event (or starts right after a
+//! checkpoint there) with the same hash — so a trail cut back or rewritten
+//! in between is caught although the new export verifies on its own.
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
@@ -120,6 +126,34 @@ fn line(out: &mut Vec<u8>, l: &ExportLine) {
 /// its event, a signed start and a signed end. Two passes over the file
 /// (checkpoints first), so memory does not grow with the number of events.
 pub fn verify_file(path: &Path, keys: &PublicKeys) -> std::io::Result<Report> {
+    verify_file_through(path, keys, None)
+}
+
+/// What the previous export is called in messages.
+pub const PREVIOUS: &str = "the previous export";
+
+/// `pii-vault audit verify --since OLD NEW`: both exports verify on their
+/// own, and NEW extends OLD — it passes through OLD's last event (seq and
+/// hash), and ends at or after it. Returns the reports of OLD and NEW.
+pub fn verify_extends(
+    old: &Path,
+    new: &Path,
+    keys: &PublicKeys,
+) -> std::io::Result<(Report, Option<Report>)> {
+    let before = verify_file(old, keys)?;
+    if !before.ok {
+        return Ok((before, None));
+    }
+    let point = (before.head_seq, before.head.clone());
+    let after = verify_file_through(new, keys, Some(point))?;
+    Ok((before, Some(after)))
+}
+
+fn verify_file_through(
+    path: &Path,
+    keys: &PublicKeys,
+    through: Option<(i64, String)>,
+) -> std::io::Result<Report> {
     let mut checkpoints = Vec::new();
     for l in BufReader::new(std::fs::File::open(path)?).lines() {
         if let Ok(ExportLine::Checkpoint(c)) = serde_json::from_str::<ExportLine>(&l?) {
@@ -127,6 +161,9 @@ pub fn verify_file(path: &Path, keys: &PublicKeys) -> std::io::Result<Report> {
         }
     }
     let mut v = Verifier::new(keys, checkpoints);
+    if let Some((seq, hash)) = &through {
+        v.require(*seq, hash, PREVIOUS);
+    }
     for (i, l) in BufReader::new(std::fs::File::open(path)?)
         .lines()
         .enumerate()

@@ -122,6 +122,8 @@ actions! {
     AuditVerify => "audit.verify",
     AuditPublicKey => "audit.public_key",
     AuditPrune => "audit.prune",
+    AuditRollbackAccepted => "audit.rollback_accepted",
+    TombstonesRepair => "tombstones.repair",
     AccessLogRead => "access_log.read",
 }
 

@@ -11,6 +11,13 @@
 //! Where the trail starts: at seq 1 (after the genesis hash), or just after
 //! a signed checkpoint (a pruned trail, or an export that starts there).
 //! A trail that starts anywhere else is missing its beginning.
+//!
+//! A point the trail must pass through ([`Verifier::require`]): the last
+//! checkpoint witnessed outside the database, or the end of the export an
+//! auditor verified last time (`pii-vault audit verify --since`). The trail
+//! must hold an event at that seq with that hash (or start right after a
+//! checkpoint there), so a trail cut back or rewritten since is caught even
+//! when every hash, link and signature in it is right.
 
 use std::collections::BTreeMap;
 
@@ -52,6 +59,40 @@ pub struct Report {
     /// …and what is wrong with it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// The last checkpoint witnessed outside the database, and whether the
+    /// trail extends it (`null` when the check was not reached).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub witness: Option<WitnessCheck>,
+}
+
+/// The trail against the last checkpoint witnessed outside the database.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
+pub struct WitnessCheck {
+    pub seq: i64,
+    /// Hex.
+    pub hash: String,
+    /// Whether the trail extends it; `null` when an earlier failure stopped
+    /// the verification before it was reached.
+    pub extended: Option<bool>,
+}
+
+impl Report {
+    /// Records a problem found outside the chain (e.g. in the witness log).
+    pub fn fail_outside(&mut self, reason: String) {
+        if self.ok {
+            self.ok = false;
+            self.reason = Some(reason);
+        }
+    }
+}
+
+/// A point the trail must pass through, and what it is (for messages).
+#[derive(Debug, Clone)]
+struct Required {
+    seq: i64,
+    hash: String,
+    what: String,
+    met: Option<bool>,
 }
 
 /// How the end of the trail is checked.
@@ -74,6 +115,7 @@ pub struct Verifier {
     /// The last checkpoint seq that matched the chain (the anchor included).
     matched: i64,
     count: u64,
+    required: Option<Required>,
 }
 
 fn genesis_hex() -> String {
@@ -92,6 +134,7 @@ impl Verifier {
             last: None,
             matched: 0,
             count: 0,
+            required: None,
         };
         for cp in checkpoints {
             if let Err(e) = cp.verify(keys) {
@@ -119,6 +162,34 @@ impl Verifier {
         v
     }
 
+    /// The trail must pass through (`seq`, `hash`); `what` names the point
+    /// in messages ("the last checkpoint witnessed outside the database").
+    pub fn require(&mut self, seq: i64, hash: &str, what: &str) {
+        self.required = Some(Required {
+            seq,
+            hash: hash.to_owned(),
+            what: what.to_owned(),
+            met: None,
+        });
+    }
+
+    /// Checks the required point against (`seq`, `hash`) of the trail.
+    fn meet(&mut self, seq: i64, hash: &str) -> bool {
+        let Some(r) = self.required.as_mut().filter(|r| r.seq == seq) else {
+            return true;
+        };
+        if r.hash == hash {
+            r.met = Some(true);
+            return true;
+        }
+        r.met = Some(false);
+        let reason = format!(
+            "rewritten: the event at seq {seq} is not the one in {} (another hash)",
+            r.what
+        );
+        self.fail(seq, reason)
+    }
+
     fn fail(&mut self, seq: i64, reason: String) -> bool {
         self.failures.push(Failure { seq, reason });
         self.stopped = true;
@@ -138,8 +209,21 @@ impl Verifier {
                 if e.seq == 1 {
                     (0, genesis_hex())
                 } else if let Some(anchor) = self.checkpoints.get(&(e.seq - 1)) {
-                    self.matched = anchor.seq;
-                    (anchor.seq, anchor.hash.clone())
+                    let (seq, hash) = (anchor.seq, anchor.hash.clone());
+                    self.matched = seq;
+                    if let Some(r) = self.required.as_mut().filter(|r| r.seq < seq) {
+                        r.met = Some(false);
+                        let reason = format!(
+                            "{} at seq {} lies before the start of this trail (seq {}): it cannot \
+                             show that it extends it",
+                            r.what, r.seq, e.seq
+                        );
+                        return self.fail(e.seq, reason);
+                    }
+                    if !self.meet(seq, &hash) {
+                        return false;
+                    }
+                    (seq, hash)
                 } else {
                     let before = self
                         .checkpoints
@@ -185,6 +269,9 @@ impl Verifier {
         let computed = hex::encode(event_hash(e.seq, e.at, &e.draft, &e.prev_hash));
         if computed != e.hash {
             return self.fail(e.seq, "its hash does not match its contents".into());
+        }
+        if !self.meet(e.seq, &e.hash) {
+            return false;
         }
         if let Some(cp) = self.checkpoints.get(&e.seq) {
             if cp.hash != e.hash {
@@ -240,6 +327,11 @@ impl Verifier {
                 .map(|c| (c.seq, c.hash.clone()))
                 .unwrap_or((0, genesis_hex())),
         };
+        let witness = self.required.as_ref().map(|r| WitnessCheck {
+            seq: r.seq,
+            hash: r.hash.clone(),
+            extended: r.met,
+        });
         let first_bad = self.failures.iter().min_by_key(|f| f.seq).cloned();
         Report {
             ok: first_bad.is_none(),
@@ -251,10 +343,47 @@ impl Verifier {
             checkpoint: latest,
             first_bad_seq: first_bad.as_ref().map(|f| f.seq),
             reason: first_bad.map(|f| f.reason),
+            witness,
         }
     }
 
     fn check_tail(&mut self, tail: &Tail) {
+        self.check_ends(tail);
+        if self.stopped {
+            return;
+        }
+        let last_seq = match &self.last {
+            Some((s, _)) => *s,
+            None => self.checkpoints.keys().next_back().copied().unwrap_or(0),
+        };
+        let Some(r) = self.required.clone().filter(|r| r.met.is_none()) else {
+            return;
+        };
+        if self.last.is_none()
+            && let Some(cp) = self.checkpoints.get(&r.seq).cloned()
+        {
+            // Nothing after the anchor: the signed checkpoint is the trail's end.
+            self.meet(cp.seq, &cp.hash);
+            return;
+        }
+        if let Some(req) = self.required.as_mut() {
+            req.met = Some(false);
+        }
+        let reason = if last_seq < r.seq {
+            format!(
+                "missing: {} is at seq {} but the trail ends at seq {last_seq} (it was cut back)",
+                r.what, r.seq
+            )
+        } else {
+            format!(
+                "missing: the trail does not hold seq {} of {}",
+                r.seq, r.what
+            )
+        };
+        self.fail(last_seq.min(r.seq - 1) + 1, reason);
+    }
+
+    fn check_ends(&mut self, tail: &Tail) {
         let last_seq = match &self.last {
             Some((s, _)) => *s,
             // No events: the trail is empty, or starts after its anchor.
@@ -318,9 +447,18 @@ impl Verifier {
 /// Events read per query while verifying the database.
 const PAGE: i64 = 2_000;
 
+/// The text that names the witnessed point in messages.
+pub const WITNESSED: &str = "the last checkpoint witnessed outside the database";
+
 /// Verifies the whole stored trail against `keys`: every event from the
-/// start (genesis or the oldest kept checkpoint) to the chain head row.
-pub async fn verify_store(store: &dyn Store, keys: &PublicKeys) -> StoreResult<Report> {
+/// start (genesis or the oldest kept checkpoint) to the chain head row, and
+/// through `witnessed` (seq, hex hash), the last checkpoint witnessed
+/// outside the database (read before calling this).
+pub async fn verify_store(
+    store: &dyn Store,
+    keys: &PublicKeys,
+    witnessed: Option<(i64, String)>,
+) -> StoreResult<Report> {
     // The head first: every event up to it is committed (events and the head
     // row change in one transaction), later appends are not looked at.
     let crate::store::AuditHead {
@@ -329,6 +467,9 @@ pub async fn verify_store(store: &dyn Store, keys: &PublicKeys) -> StoreResult<R
     } = store.audit_head().await?;
     let checkpoints = store.audit_checkpoints(0, head_seq).await?;
     let mut v = Verifier::new(keys, checkpoints.iter().map(Checkpoint::from_row));
+    if let Some((seq, hash)) = witnessed {
+        v.require(seq, &hash, WITNESSED);
+    }
     let mut after = 0;
     'pages: loop {
         let page = store
@@ -551,5 +692,70 @@ mod tests {
         let (seq, why) = bad(&f.run(&dup, vec![f.cp(6)], Tail::Signed));
         assert_eq!(seq, 3);
         assert!(why.contains("out of order"), "{why}");
+    }
+
+    #[test]
+    fn a_trail_cut_back_behind_the_witness_fails_even_when_it_verifies_on_its_own() {
+        let f = fixture(10);
+        let witnessed = f.events[7].hash.clone();
+        let run = |events: &[StoredEvent], cps: Vec<Checkpoint>, tail: Tail| {
+            let mut v = Verifier::new(&f.keys, cps);
+            v.require(8, &witnessed, WITNESSED);
+            for e in events {
+                v.push(e);
+            }
+            v.finish(tail)
+        };
+        let r = run(&f.events, vec![f.cp(4), f.cp(10)], f.head());
+        assert!(r.ok, "{r:?}");
+        assert_eq!(r.witness.unwrap().extended, Some(true));
+
+        // Cut back to seq 5, head row and checkpoints adjusted to match.
+        let cut = &f.events[..5];
+        let head = Tail::Head {
+            seq: 5,
+            hash: cut[4].hash.clone(),
+        };
+        let r = run(cut, vec![f.cp(4)], head);
+        let (seq, why) = bad(&r);
+        assert_eq!(seq, 6);
+        assert!(
+            why.contains("cut back") && why.contains("witnessed"),
+            "{why}"
+        );
+        assert_eq!(r.witness.unwrap().extended, Some(false));
+
+        // Rewritten from seq 6 with every hash recomputed, and re-signed.
+        let mut forged: Vec<StoredEvent> = f.events[..5].to_vec();
+        let mut prev = (5i64, hex::decode(&f.events[4].hash).unwrap());
+        for e in &f.events[5..] {
+            let mut d = e.draft.clone();
+            d.actor = "someone-else".into();
+            let n = link(prev.0, &prev.1, e.at, &d);
+            prev = (n.seq, hex::decode(&n.hash).unwrap());
+            forged.push(n);
+        }
+        let resigned = Checkpoint::from_row(&sign(
+            &f.key,
+            10,
+            &hex::decode(&forged[9].hash).unwrap(),
+            9_000,
+        ));
+        let head = Tail::Head {
+            seq: 10,
+            hash: forged[9].hash.clone(),
+        };
+        let (seq, why) = bad(&run(&forged, vec![f.cp(4), resigned], head));
+        assert_eq!(seq, 8);
+        assert!(why.contains("rewritten"), "{why}");
+
+        // The trail may start at a checkpoint at the point, not after it.
+        let r = run(&f.events[8..], vec![f.cp(8), f.cp(10)], f.head());
+        assert!(r.ok, "{r:?}");
+        let (seq, why) = bad(&run(&f.events[9..], vec![f.cp(9), f.cp(10)], f.head()));
+        assert_eq!(seq, 10);
+        assert!(why.contains("lies before the start"), "{why}");
+        // An export with nothing after its anchor, the anchor being the point.
+        assert!(run(&[], vec![f.cp(8)], Tail::Signed).ok);
     }
 }

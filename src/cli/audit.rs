@@ -14,19 +14,24 @@ use crate::audit::sequencer::commit_now;
 use crate::audit::{Action, retention};
 use crate::clock::Clock;
 use crate::config::Settings;
-use crate::store::{self, Mutation, Store, Unit};
+use crate::store::{self, Unit};
 
 #[derive(Debug, Subcommand)]
 pub enum AuditCommand {
     /// Verify an export offline with the public key file: every hash, no
-    /// gap, every checkpoint signature, a signed end. Needs no database.
-    /// Exit 0 when it verifies, 1 naming the first bad event, 2 when a file
-    /// cannot be read.
+    /// gap, every checkpoint signature, a signed end. With `--since`, also
+    /// that it extends the export verified last time (nothing cut back or
+    /// rewritten in between). Needs no database. Exit 0 when it verifies, 1
+    /// naming the first bad event, 2 when a file cannot be read.
     Verify {
         /// Public key file: lines of `KID BASE64-PUBLIC-KEY`
-        /// (from `pii-vault audit public-key`).
+        /// (from `pii-vault audit public-key`). Only these keys are trusted.
         #[arg(long, value_name = "FILE")]
         public_key: PathBuf,
+        /// The previous export: EXPORT must extend it (hold its last event,
+        /// with the same hash).
+        #[arg(long, value_name = "PREVIOUS_EXPORT")]
+        since: Option<PathBuf>,
         /// The export (NDJSON) to verify.
         #[arg(value_name = "EXPORT")]
         export: PathBuf,
@@ -51,6 +56,13 @@ pub enum AuditCommand {
     },
     /// Sign a checkpoint of the chain head now.
     Checkpoint,
+    /// After restoring an older backup of the database (the trail in it no
+    /// longer reaches the last checkpoint witnessed outside the database):
+    /// accept its chain head as the new point the trail must extend. The
+    /// trail must verify on its own. The rollback is appended to the
+    /// witness (what was abandoned, what was accepted) and recorded as
+    /// `audit.rollback_accepted`.
+    AcceptRollback,
     /// Delete events older than `audit_retention_days`, up to the last
     /// signed checkpoint before that age (which is kept). Recorded as
     /// `audit.prune`.
@@ -58,8 +70,9 @@ pub enum AuditCommand {
 }
 
 /// `pii-vault audit verify`: runs without settings or database. Exit 0
-/// when the export verifies, 1 when it does not, 2 when a file cannot be read.
-pub fn verify(public_key: &Path, export_file: &Path) -> Exit {
+/// when the export verifies (and extends `since`), 1 when it does not, 2
+/// when a file cannot be read.
+pub fn verify(public_key: &Path, since: Option<&Path>, export_file: &Path) -> Exit {
     let text = match std::fs::read_to_string(public_key) {
         Ok(t) => t,
         Err(e) => {
@@ -74,6 +87,9 @@ pub fn verify(public_key: &Path, export_file: &Path) -> Exit {
             return Exit::Unreadable;
         }
     };
+    if let Some(old) = since {
+        return verify_since(&keys, old, export_file);
+    }
     match export::verify_file(export_file, &keys) {
         Ok(report) => {
             println!("{}", export::describe(&report));
@@ -85,6 +101,54 @@ pub fn verify(public_key: &Path, export_file: &Path) -> Exit {
         }
         Err(e) => {
             eprintln!("pii-vault: cannot read {}: {e}", export_file.display());
+            Exit::Unreadable
+        }
+    }
+}
+
+/// `--since OLD NEW`: OLD verifies, NEW verifies and extends OLD.
+fn verify_since(keys: &PublicKeys, old: &Path, new: &Path) -> Exit {
+    if let Err(e) = std::fs::File::open(new) {
+        eprintln!("pii-vault: cannot read {}: {e}", new.display());
+        return Exit::Unreadable;
+    }
+    match export::verify_extends(old, new, keys) {
+        Ok((before, None)) => {
+            println!(
+                "the previous export {} does not verify: {}",
+                old.display(),
+                export::describe(&before)
+            );
+            Exit::Failure
+        }
+        Ok((before, Some(after))) => {
+            if after.ok {
+                println!(
+                    "{}; it extends the previous export (seq {}, hash {})",
+                    export::describe(&after),
+                    before.head_seq,
+                    before.head
+                );
+                Exit::Success
+            } else {
+                println!(
+                    "{}\nit does not extend the previous export {} (which ends at seq {}): the trail \
+                     was cut back or rewritten in between, or the export starts too late \
+                     (export with --after-seq {} or less)",
+                    export::describe(&after),
+                    old.display(),
+                    before.head_seq,
+                    before.head_seq
+                );
+                Exit::Failure
+            }
+        }
+        Err(e) => {
+            eprintln!(
+                "pii-vault: cannot read {} or {}: {e}",
+                old.display(),
+                new.display()
+            );
             Exit::Unreadable
         }
     }
@@ -103,8 +167,9 @@ pub async fn run(
         AuditCommand::Export { after_seq, output } => {
             export_trail(settings, clock, after_seq, output.as_deref()).await
         }
-        AuditCommand::PublicKey { output } => public_key(settings, output.as_deref()).await,
+        AuditCommand::PublicKey { output } => public_key(settings, clock, output.as_deref()).await,
         AuditCommand::Checkpoint => sign_checkpoint(settings, clock).await,
+        AuditCommand::AcceptRollback => accept_rollback(settings, clock).await,
         AuditCommand::Prune => prune(settings, clock).await,
     }
 }
@@ -133,19 +198,32 @@ async fn export_trail(
         anyhow::bail!("--after-seq must not be negative");
     }
     let opened = crate::open(settings, clock, false, false).await?;
+    let tamper = open_tamper(settings, &opened).await?;
     let store = opened.store.as_ref();
     let tokens = opened.keys.tokens();
     let row = checkpoint::sign_head(store, tokens.signing_key(), clock.now_micros())
         .await?
         .ok_or_else(|| anyhow::anyhow!("the audit trail is empty"))?;
     let through = row.seq;
+    let mut ev = cli_event(Action::AuditExport)
+        .reason("after_seq", &after_seq.to_string())
+        .reason("through_seq", &through.to_string());
+    let mutations =
+        match checkpoint::witness_checkpoint(&tamper, store, tokens.signing_key(), &row).await {
+            Ok(m) => m,
+            Err(checkpoint::WitnessError::Mismatch(why)) => {
+                eprintln!(
+                    "pii-vault: warning: {why}\nthe export ends without a fresh signed checkpoint \
+                     and will not verify on its own"
+                );
+                ev = ev.reason("unsigned", "witness_mismatch");
+                Vec::new()
+            }
+            Err(e) => return Err(e.into()),
+        };
     let unit = Unit {
-        mutations: vec![Mutation::InsertCheckpoint(row)],
-        events: vec![
-            cli_event(Action::AuditExport)
-                .reason("after_seq", &after_seq.to_string())
-                .reason("through_seq", &through.to_string()),
-        ],
+        mutations,
+        events: vec![ev],
     };
     commit_now(store, clock, unit)
         .await
@@ -162,26 +240,33 @@ async fn export_trail(
     Ok(())
 }
 
-/// Writes the checkpoint-signing public keys in the key file format. Needs
-/// only the database, not the root key.
-async fn public_key(settings: &Settings, out: Option<&Path>) -> anyhow::Result<()> {
-    let url = settings.database_url().map_err(anyhow::Error::msg)?;
-    let store = store::open(&url)
-        .await
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let keys = public_keys(store.as_ref()).await?;
-    if keys.is_empty() {
-        anyhow::bail!("the vault has no signing key yet: run `pii-vault migrate` first");
+/// Writes the checkpoint-signing public keys verification trusts, in the
+/// key file format: the key whose private half the keyring holds, and the
+/// keys the audit witness records. Needs the root key (public-key rows of
+/// the database alone are never published).
+async fn public_key(
+    settings: &Settings,
+    clock: &dyn Clock,
+    out: Option<&Path>,
+) -> anyhow::Result<()> {
+    let opened = crate::open(settings, clock, false, false).await?;
+    let tamper = open_tamper(settings, &opened).await?;
+    let witness = checkpoint::read_witness(&tamper, opened.store.as_ref()).await?;
+    if let Some(p) = &witness.problem {
+        eprintln!("pii-vault: warning: {p}");
     }
+    let tokens = opened.keys.tokens();
+    let keys = checkpoint::trusted_keys(tokens.signing_key(), &witness.keys);
     let mut w = output(out)?;
     w.write_all(checkpoint::key_file(&keys).as_bytes())?;
     w.flush()?;
     Ok(())
 }
 
-/// Signs and stores a checkpoint of the chain head.
+/// Signs, witnesses and stores a checkpoint of the chain head.
 async fn sign_checkpoint(settings: &Settings, clock: &dyn Clock) -> anyhow::Result<()> {
     let opened = crate::open(settings, clock, false, false).await?;
+    let tamper = open_tamper(settings, &opened).await?;
     let store = opened.store.as_ref();
     let tokens = opened.keys.tokens();
     let Some(row) = checkpoint::sign_head(store, tokens.signing_key(), clock.now_micros()).await?
@@ -190,14 +275,93 @@ async fn sign_checkpoint(settings: &Settings, clock: &dyn Clock) -> anyhow::Resu
         return Ok(());
     };
     let (seq, kid) = (row.seq, row.kid.clone());
+    let mutations =
+        checkpoint::witness_checkpoint(&tamper, store, tokens.signing_key(), &row).await?;
     let unit = Unit {
-        mutations: vec![Mutation::InsertCheckpoint(row)],
+        mutations,
         events: Vec::new(),
     };
     commit_now(store, clock, unit)
         .await
         .map_err(|e| anyhow::anyhow!("cannot store the checkpoint: {e}"))?;
     println!("checkpoint at seq {seq} signed by {kid}");
+    Ok(())
+}
+
+/// `audit accept-rollback`: the restored trail's head becomes the point the
+/// trail must extend, once the trail verifies on its own.
+async fn accept_rollback(settings: &Settings, clock: &dyn Clock) -> anyhow::Result<()> {
+    use crate::tamper::witness::WitnessRecord;
+    let opened = crate::open(settings, clock, false, false).await?;
+    let tamper = open_tamper(settings, &opened).await?;
+    let store = opened.store.as_ref();
+    let witness = checkpoint::read_witness(&tamper, store).await?;
+    if let Some(p) = witness.problem {
+        anyhow::bail!("{p}: the witness itself must be restored first");
+    }
+    let Some(point) = witness.point else {
+        println!("nothing witnessed yet: nothing to accept");
+        return Ok(());
+    };
+    if checkpoint::witness_state(&tamper, store)
+        .await?
+        .problem()
+        .is_none()
+    {
+        println!(
+            "the trail extends the last witnessed checkpoint (seq {}): nothing to accept",
+            point.seq
+        );
+        return Ok(());
+    }
+    let tokens = opened.keys.tokens();
+    let keys = checkpoint::to_public_keys(&checkpoint::trusted_keys(
+        tokens.signing_key(),
+        &witness.keys,
+    ));
+    let report = crate::audit::verify::verify_store(store, &keys, None).await?;
+    if !report.ok {
+        anyhow::bail!(
+            "the trail in the database does not verify on its own ({}): not accepted",
+            export::describe(&report)
+        );
+    }
+    let head = store.audit_head().await?;
+    let (seq, hash) = (head.seq, hex::encode(head.hash));
+    let rollback = WitnessRecord::Rollback {
+        seq,
+        hash: hash.clone(),
+        abandoned_seq: point.seq,
+        abandoned_hash: point.hash.clone(),
+        at: crate::clock::rfc3339(clock.now_micros()),
+    };
+    let head = tamper.witness().append(vec![rollback]).await?;
+    let mut mutations = Vec::new();
+    if let Some(h) = head.filter(|_| tamper.anchored()) {
+        mutations.push(crate::store::Mutation::ReplaceMeta {
+            name: checkpoint::META_WITNESS_HEAD.into(),
+            expected: None,
+            value: h.encode(),
+        });
+    }
+    let ev = cli_event(Action::AuditRollbackAccepted)
+        .reason("abandoned_seq", &point.seq.to_string())
+        .reason("accepted_seq", &seq.to_string());
+    commit_now(
+        store,
+        clock,
+        Unit {
+            mutations,
+            events: vec![ev],
+        },
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("cannot record the rollback: {e}"))?;
+    println!(
+        "accepted: the trail now has to extend seq {seq} (hash {hash}); the witnessed checkpoint \
+         at seq {} was abandoned",
+        point.seq
+    );
     Ok(())
 }
 
@@ -219,14 +383,12 @@ async fn prune(settings: &Settings, clock: &dyn Clock) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The published keys as stored: the active key is current.
-pub async fn public_keys(store: &dyn Store) -> anyhow::Result<Vec<checkpoint::PublishedKey>> {
-    let rows = store.signing_keys().await?;
-    let current = rows
-        .iter()
-        .rev()
-        .find(|r| r.active)
-        .map(|r| r.kid.clone())
-        .unwrap_or_default();
-    Ok(checkpoint::published_keys(store, &[], &current).await?)
+/// The tamper-evidence logs (the audit witness) of the opened vault.
+async fn open_tamper(
+    settings: &Settings,
+    opened: &crate::Opened,
+) -> anyhow::Result<crate::tamper::Tamper> {
+    crate::tamper::Tamper::open(settings, &opened.keys.index, false)
+        .await
+        .map_err(anyhow::Error::msg)
 }

@@ -29,7 +29,7 @@ pub async fn import(settings: &Settings, clock: &dyn Clock, file: &Path) -> anyh
         &opened.policy,
         &opened.keys,
         clock,
-        settings,
+        super::tombstone_log(settings, &opened).await?,
     );
     let actor = Actor::cli();
     let done = import_package(&ctx, &pkg, &actor)

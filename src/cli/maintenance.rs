@@ -38,9 +38,10 @@ pub async fn sweep(
         &opened.policy,
         &opened.keys,
         clock,
-        settings,
+        super::tombstone_log(settings, &opened).await?,
     );
     ctx.as_of = Some(now);
+    ctx.idempotency_ttl = crate::requests::erasure::idempotency_ttl(settings);
     println!("retention sweep as of {}", rfc3339(now));
     let r = retention::sweep(&ctx, now, |r| {
         println!(

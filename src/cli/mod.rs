@@ -10,6 +10,7 @@
 //!   `set-password`);
 //! - [`keys`]: rotation, rewrap, retirement, status;
 //! - [`audit`]: export, public keys, offline verification, checkpoints, prune;
+//! - [`tombstones`]: verify (and repair) the tombstone log;
 //! - [`bench`](mod@bench): the load benchmark, which drives the binary over HTTP.
 //!
 //! Exit status: 0 on success, 1 when the command fails (or what it checks is
@@ -23,6 +24,7 @@ pub mod keys;
 pub mod maintenance;
 pub mod policy;
 pub mod serve;
+pub mod tombstones;
 pub mod users;
 
 use std::future::Future;
@@ -104,6 +106,12 @@ pub enum Command {
         #[command(subcommand)]
         command: audit::AuditCommand,
     },
+    /// The tombstone log (erased customers, kept outside the database):
+    /// verify its authentication, repair it.
+    Tombstones {
+        #[command(subcommand)]
+        command: tombstones::TombstonesCommand,
+    },
     /// Run the load benchmark (starts its own vault unless --target is given).
     Bench(bench::BenchArgs),
 }
@@ -144,8 +152,13 @@ pub fn run(cli: Cli) -> Exit {
             command: policy::PolicyCommand::Check { dir },
         } => policy::check(config.as_deref(), dir),
         Command::Audit {
-            command: audit::AuditCommand::Verify { public_key, export },
-        } => audit::verify(&public_key, &export),
+            command:
+                audit::AuditCommand::Verify {
+                    public_key,
+                    since,
+                    export,
+                },
+        } => audit::verify(&public_key, since.as_deref(), &export),
         Command::Bench(args) => bench::command(args),
         command => with_settings(config.as_deref(), command),
     }
@@ -191,6 +204,7 @@ async fn dispatch(command: Command, settings: Settings) -> anyhow::Result<()> {
         Command::Users { command } => users::run(command, settings, clock).await,
         Command::Keys { command } => keys::run(command, settings, clock).await,
         Command::Audit { command } => audit::run(command, &settings, clock).await,
+        Command::Tombstones { command } => tombstones::run(command, &settings, clock).await,
         // Handled by `run` before any settings are loaded.
         Command::Policy { .. } | Command::Bench(_) => Ok(()),
     }
@@ -211,6 +225,17 @@ fn block_on<T>(work: impl Future<Output = anyhow::Result<T>>) -> anyhow::Result<
 /// An allowed audit event by the command line's operator ([`Actor::cli`]).
 fn cli_event(action: Action) -> EventDraft {
     Actor::cli().event(action, Decision::Allowed)
+}
+
+/// The vault's tombstone log, for commands that may finish an erasure.
+async fn tombstone_log(
+    settings: &Settings,
+    opened: &crate::Opened,
+) -> anyhow::Result<crate::requests::erasure::TombstoneLog> {
+    let tamper = crate::tamper::Tamper::open(settings, &opened.keys.index, false)
+        .await
+        .map_err(anyhow::Error::msg)?;
+    Ok(crate::requests::erasure::TombstoneLog::new(tamper))
 }
 
 /// Warns that the vault runs on a development root key file.

@@ -6,10 +6,16 @@
 //! in two fields gives unrelated index entries. Because the secret is stored
 //! rather than derived from the root key, changing the root key only rewraps
 //! it and every blind index stays valid.
+//!
+//! The MAC keys of the tamper-evidence logs (`crate::tamper`) come from the
+//! same stored secret through a separate HKDF-SHA256 extraction (salt
+//! "pii-vault tamper evidence v1", info = the log's name): they need the
+//! root key to compute, survive a root key rotation, and share nothing with
+//! the index keys.
 
 use std::fmt;
 
-use ring::hmac;
+use ring::{hkdf, hmac};
 use secrecy::ExposeSecret;
 use zeroize::Zeroizing;
 
@@ -19,6 +25,7 @@ use super::keys::RootKey;
 
 const AAD_INDEX_SECRET: &str = "pii-vault/blind-index/v1";
 const HKDF_SALT: &[u8] = b"pii-vault blind index v1";
+const TAMPER_SALT: &[u8] = b"pii-vault tamper evidence v1";
 
 fn index_secret_aad() -> Vec<u8> {
     AadBuilder::new(AAD_INDEX_SECRET).finish()
@@ -29,6 +36,8 @@ fn index_secret_aad() -> Vec<u8> {
 #[derive(Clone)]
 pub struct IndexKeys {
     prk: hmac::Key,
+    /// HKDF-Extract(salt "pii-vault tamper evidence v1", secret).
+    tamper: hkdf::Prk,
 }
 
 impl fmt::Debug for IndexKeys {
@@ -44,6 +53,18 @@ impl IndexKeys {
         let prk = Zeroizing::new(hmac::sign(&salt, secret).as_ref().to_vec());
         Self {
             prk: hmac::Key::new(hmac::HMAC_SHA256, &prk),
+            tamper: hkdf::Salt::new(hkdf::HKDF_SHA256, TAMPER_SALT).extract(secret),
+        }
+    }
+
+    /// The HMAC-SHA256 key of a tamper-evidence log: HKDF-Expand of the
+    /// tamper PRK with info = `log` (`tombstones`, `witness`), 32 bytes.
+    pub fn tamper_key(&self, log: &[u8]) -> hmac::Key {
+        let info = [log];
+        match self.tamper.expand(&info, hmac::HMAC_SHA256) {
+            Ok(okm) => hmac::Key::from(okm),
+            // Only an output longer than 255 blocks fails; 32 bytes cannot.
+            Err(_) => hmac::Key::new(hmac::HMAC_SHA256, &[]),
         }
     }
 
@@ -179,6 +200,28 @@ mod tests {
         assert_eq!(
             keys.blind_index("email", "ada@example.com").as_slice(),
             expected.as_ref()
+        );
+    }
+
+    #[test]
+    fn tamper_keys_are_hkdf_of_the_secret_per_log_and_survive_a_root_change() {
+        let secret = [7u8; 32];
+        let keys = IndexKeys::from_secret(&secret);
+        let prk =
+            hkdf::Salt::new(hkdf::HKDF_SHA256, b"pii-vault tamper evidence v1").extract(&secret);
+        let info = [b"tombstones".as_slice()];
+        let expected = hmac::Key::from(prk.expand(&info, hmac::HMAC_SHA256).unwrap());
+        let tag = |k: &hmac::Key| hmac::sign(k, b"m").as_ref().to_vec();
+        assert_eq!(tag(&keys.tamper_key(b"tombstones")), tag(&expected));
+        assert_ne!(tag(&keys.tamper_key(b"witness")), tag(&expected));
+
+        let (old_root, new_root) = (root(), root());
+        let (keys, wrapped) = new_index_secret(&old_root).unwrap();
+        let rewrapped = rewrap_index_secret(&old_root, &new_root, &wrapped).unwrap();
+        let moved = unwrap_index_secret(&new_root, &rewrapped).unwrap();
+        assert_eq!(
+            tag(&moved.tamper_key(b"tombstones")),
+            tag(&keys.tamper_key(b"tombstones"))
         );
     }
 

@@ -30,7 +30,7 @@ use crate::audit::{CommitError, EventDraft};
 use crate::clock::rfc3339;
 use crate::policy::Capability;
 use crate::state::AppState;
-use crate::store::{AuditFilter, Mutation, Unit};
+use crate::store::{AuditFilter, Unit};
 
 /// One page of the trail.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -177,14 +177,17 @@ fn with_filters(mut ev: EventDraft, state: &AppState, f: &AuditFilter) -> EventD
         .reason("filter.limit", &f.limit.to_string())
 }
 
-/// Every key that may have signed a checkpoint: the database's and this
-/// process's, by key id.
-async fn verification_keys(state: &AppState) -> ApiResult<(Vec<PublishedKey>, String)> {
+/// The keys verification trusts: the one whose private half this process
+/// holds and those the audit witness records (never a public-key row of the
+/// database alone); and the witness as read.
+async fn verification_keys(
+    state: &AppState,
+) -> ApiResult<(Vec<PublishedKey>, String, checkpoint::WitnessView)> {
     let tokens = state.keys.tokens();
     let current = tokens.signing_key().kid().to_owned();
-    let keys =
-        checkpoint::published_keys(state.store.as_ref(), tokens.public_keys(), &current).await?;
-    Ok((keys, current))
+    let witness = checkpoint::read_witness(&state.tamper, state.store.as_ref()).await?;
+    let keys = checkpoint::trusted_keys(tokens.signing_key(), &witness.keys);
+    Ok((keys, current, witness))
 }
 
 /// Query the audit trail.
@@ -254,12 +257,37 @@ pub async fn export(
     )
     .await?;
     let through = row.as_ref().map(|r| r.seq).unwrap_or(0);
-    let ev = caller
+    let mut ev = caller
         .event(Action::AuditExport, Decision::Allowed)
         .reason("after_seq", &after_seq.to_string())
         .reason("through_seq", &through.to_string());
+    let mutations = match &row {
+        Some(row) => match checkpoint::witness_checkpoint(
+            &state.tamper,
+            state.store.as_ref(),
+            tokens.signing_key(),
+            row,
+        )
+        .await
+        {
+            Ok(m) => m,
+            // A trail that no longer extends the witness is not signed: the
+            // export goes out without a fresh checkpoint, so it does not
+            // verify on its own either.
+            Err(checkpoint::WitnessError::Mismatch(why)) => {
+                tracing::error!(problem = %why, "audit export without a signed head");
+                ev = ev.reason("unsigned", "witness_mismatch");
+                Vec::new()
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "the export's checkpoint was not witnessed");
+                return Err(ServiceError::unavailable());
+            }
+        },
+        None => Vec::new(),
+    };
     let unit = Unit {
-        mutations: row.into_iter().map(Mutation::InsertCheckpoint).collect(),
+        mutations,
         events: vec![ev],
     };
     state.sequencer.commit(unit).await.map_err(|e| match e {
@@ -296,7 +324,9 @@ pub async fn export(
 }
 
 /// Verify the whole stored trail: hashes, links, no gap, checkpoint
-/// signatures, and the last event against the chain head.
+/// signatures (with trusted keys only), the last event against the chain
+/// head, and that the trail extends the last checkpoint witnessed outside
+/// the database.
 #[utoipa::path(get, path = "/v1/audit/verify", tag = "audit",
     responses((status = 200, body = Report),
         (status = 401, body = Problem), (status = 403, body = Problem), (status = 503, body = Problem)),
@@ -310,9 +340,20 @@ pub async fn verify_trail(State(state): State<AppState>, caller: Actor) -> ApiRe
         None,
     )
     .await?;
-    let (keys, _) = verification_keys(&state).await?;
+    let (keys, _, witness) = verification_keys(&state).await?;
     let keys: PublicKeys = checkpoint::to_public_keys(&keys);
-    let report = verify::verify_store(state.store.as_ref(), &keys).await?;
+    let point = witness.point.as_ref().map(|p| (p.seq, p.hash.clone()));
+    let mut report = verify::verify_store(state.store.as_ref(), &keys, point).await?;
+    if let Some(problem) = &witness.problem {
+        report.fail_outside(problem.clone());
+    }
+    let extended = report.witness.as_ref().and_then(|w| w.extended);
+    match (&witness.problem, extended) {
+        (Some(p), _) => state.tamper.health().set_witness(Some(p.clone())),
+        (None, Some(false)) => state.tamper.health().set_witness(report.reason.clone()),
+        (None, Some(true)) => state.tamper.health().set_witness(None),
+        (None, None) => {}
+    }
     let mut ev = caller
         .event(Action::AuditVerify, Decision::Allowed)
         .reason("ok", if report.ok { "true" } else { "false" })
@@ -348,7 +389,7 @@ pub async fn public_key(
         None,
     )
     .await?;
-    let (keys, current) = verification_keys(&state).await?;
+    let (keys, current, _) = verification_keys(&state).await?;
     let ev = caller
         .event(Action::AuditPublicKey, Decision::Allowed)
         .reason("current", &current);

@@ -8,6 +8,9 @@
 //! 4. timeout — 503 after `request_timeout_secs`;
 //! 5. body limit — 413 past `max_body_bytes`;
 //! 6. security headers; 7. panics become a generic 500.
+//!
+//! Between 3 and the refusal audit: while the tombstone log is broken every
+//! route but health, tokens and the auditor's answers 503 ([`tamper`]).
 
 pub mod audit;
 pub mod consents;
@@ -24,6 +27,7 @@ pub mod outbox;
 pub mod problems;
 pub mod refusals;
 pub mod requests;
+pub mod tamper;
 pub mod tokens;
 
 use std::sync::Arc;
@@ -154,6 +158,7 @@ pub fn app(state: AppState) -> Router {
                         .on_response(DefaultOnResponse::new().level(tracing::Level::INFO)),
                 )
                 .layer(middleware::from_fn(record_metrics))
+                .layer(middleware::from_fn_with_state(state.clone(), tamper::guard))
                 .layer(middleware::from_fn_with_state(
                     state.clone(),
                     refusals::audit,

@@ -10,6 +10,8 @@ use utoipa::ToSchema;
 
 use super::error::{ApiResult, Problem};
 use crate::actor::Actor;
+use crate::audit::checkpoint;
+use crate::requests::erasure::TombstoneLog;
 use crate::state::AppState;
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -17,6 +19,9 @@ pub struct Health {
     pub status: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub checks: Option<serde_json::Value>,
+    /// What is wrong, one line per failed check (no personal data).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub problems: Vec<String>,
 }
 
 /// The process is up.
@@ -25,12 +30,17 @@ pub async fn healthz() -> Json<Health> {
     Json(Health {
         status: "ok".into(),
         checks: None,
+        problems: Vec::new(),
     })
 }
 
-/// The database answers, the audit sequencer takes events, keys are loaded.
+/// The database answers, the audit sequencer takes events, keys are
+/// loaded, the audit trail extends the last checkpoint witnessed outside
+/// the database, and the tombstone log verifies. Not ready: 503, a problem
+/// document (`code` `not_ready`) that also carries `checks` and `problems`.
 #[utoipa::path(get, path = "/readyz", tag = "operations",
-    responses((status = 200, body = Health), (status = 503, body = Health)))]
+    responses((status = 200, body = Health),
+        (status = 503, description = "Not ready: a problem document with `checks` and `problems`", body = Problem)))]
 pub async fn readyz(State(state): State<AppState>) -> Response {
     let database = state.store.ping().await.is_ok();
     let audit = database && state.store.audit_head().await.is_ok();
@@ -39,17 +49,71 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
         .keyring()
         .versions()
         .contains(&state.keys.keyring().active_version());
-    let ok = database && audit && keys;
-    let body = Health {
-        status: if ok { "ready" } else { "not_ready" }.into(),
-        checks: Some(serde_json::json!({"database": database, "audit": audit, "keys": keys})),
-    };
-    let status = if ok {
-        StatusCode::OK
+    let mut problems = Vec::new();
+    let witness = if audit {
+        match checkpoint::witness_state(&state.tamper, state.store.as_ref()).await {
+            Ok(w) => {
+                state.tamper.health().set_witness(w.problem());
+                w.problem()
+            }
+            Err(_) => Some("the audit trail cannot be compared with the witness".into()),
+        }
     } else {
-        StatusCode::SERVICE_UNAVAILABLE
+        None
     };
-    (status, Json(body)).into_response()
+    if let Some(w) = &witness {
+        problems.push(format!("audit witness: {w}"));
+    }
+    let tombstones = match state.tamper.health().tombstones() {
+        Some(p) => Some(p),
+        None => {
+            TombstoneLog::new(state.tamper.clone())
+                .check_tail(state.store.as_ref())
+                .await
+        }
+    };
+    if let Some(t) = &tombstones {
+        problems.push(format!(
+            "tombstone log: {t} (nothing in it is acted on; no customer data is served)"
+        ));
+    }
+    let checks = serde_json::json!({
+        "database": database,
+        "audit": audit,
+        "keys": keys,
+        "audit_witness": witness.is_none(),
+        "tombstones": tombstones.is_none(),
+    });
+    if database && audit && keys && problems.is_empty() {
+        let body = Health {
+            status: "ready".into(),
+            checks: Some(checks),
+            problems,
+        };
+        return (StatusCode::OK, Json(body)).into_response();
+    }
+    // A problem document (so the problem middleware keeps it), with the
+    // checks and what is wrong: nothing personal, nothing secret.
+    let detail = if problems.is_empty() {
+        "a readiness check failed".to_owned()
+    } else {
+        problems.join("; ")
+    };
+    let body = serde_json::json!({
+        "type": "https://pii-vault.dev/problems/not_ready",
+        "title": "Service Unavailable",
+        "status": 503,
+        "code": "not_ready",
+        "detail": detail,
+        "checks": checks,
+        "problems": problems,
+    });
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        [(header::CONTENT_TYPE, "application/problem+json")],
+        body.to_string(),
+    )
+        .into_response()
 }
 
 /// Prometheus metrics.

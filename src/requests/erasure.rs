@@ -20,8 +20,9 @@
 //!    both cases; the fresh key protects only what is kept and is destroyed
 //!    when the last kept value goes.
 //!
-//! Then the tombstone is appended to the tombstone file (fsync'd) before the
-//! receipt is returned, and also kept in the `tombstones` table.
+//! Then the tombstone is appended to the tombstone log (authenticated and
+//! durable, outside the database: [`TombstoneLog`]) before the receipt is
+//! returned, and also kept in the `tombstones` table.
 //!
 //! What is kept: a value under an active legal hold covering its field
 //! (kept for the hold's purpose, e.g. `legal.claims`, until the hold is
@@ -34,7 +35,8 @@
 //!
 //! At start-up (and `pii-vault migrate`) [`recover`] finishes every job that
 //! a crash interrupted, and erases again every customer that the tombstone
-//! file lists but the database still holds (an older backup was restored).
+//! log lists but the database still holds (an older backup was restored) —
+//! only when every entry of the log verifies.
 
 mod tombstone;
 
@@ -46,7 +48,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-pub use tombstone::{Tombstone, TombstoneFile, tombstone_path};
+pub use tombstone::{Tombstone, TombstoneCheck, TombstoneError, TombstoneLog, tombstone_path};
 
 use crate::actor::Actor;
 use crate::audit::{CommitError, Committer, EventDraft, StoredEvent};
@@ -288,8 +290,8 @@ pub enum EraseError {
     NotFound,
     #[error("the database or the audit trail is unavailable")]
     Unavailable,
-    #[error("the tombstone file cannot be written: {0}")]
-    Tombstone(std::io::Error),
+    #[error("{0}")]
+    Tombstone(TombstoneError),
     #[error("{0}")]
     Internal(String),
 }
@@ -320,7 +322,7 @@ pub struct Ctx<'a> {
     pub keys: &'a Keys,
     pub clock: &'a dyn Clock,
     pub committer: Committer<'a>,
-    pub tombstones: TombstoneFile,
+    pub tombstones: TombstoneLog,
     /// Test-only pause after each committed step (`test_erasure_pause_ms`).
     pub pause: Duration,
     /// Decide retention as of this time instead of the clock's (`sweep
@@ -331,7 +333,8 @@ pub struct Ctx<'a> {
     pub idempotency_ttl: i64,
 }
 
-fn idempotency_ttl(settings: &Settings) -> i64 {
+/// `idempotency_ttl_hours` in µs.
+pub fn idempotency_ttl(settings: &Settings) -> i64 {
     i64::from(settings.idempotency_ttl_hours).saturating_mul(3_600_000_000)
 }
 
@@ -343,7 +346,7 @@ impl<'a> Ctx<'a> {
             keys: &state.keys,
             clock: state.clock.as_ref(),
             committer: Committer::Sequencer(&state.sequencer),
-            tombstones: TombstoneFile::new(tombstone_path(&state.settings)),
+            tombstones: TombstoneLog::new(state.tamper.clone()),
             pause: Duration::from_millis(state.settings.test_erasure_pause_ms),
             as_of: None,
             idempotency_ttl: idempotency_ttl(&state.settings),
@@ -356,7 +359,7 @@ impl<'a> Ctx<'a> {
         policy: &'a Policy,
         keys: &'a Keys,
         clock: &'a dyn Clock,
-        settings: &Settings,
+        tombstones: TombstoneLog,
     ) -> Self {
         Ctx {
             store,
@@ -364,10 +367,10 @@ impl<'a> Ctx<'a> {
             keys,
             clock,
             committer: Committer::Direct { store, clock },
-            tombstones: TombstoneFile::new(tombstone_path(settings)),
+            tombstones,
             pause: Duration::ZERO,
             as_of: None,
-            idempotency_ttl: idempotency_ttl(settings),
+            idempotency_ttl: idempotency_ttl(&Settings::default()),
         }
     }
 
@@ -655,12 +658,17 @@ async fn finish(
         return Ok(false);
     }
     purge_copies(ctx).await;
+    let tombstone = Tombstone {
+        customer_id: c,
+        status: tombstone_status.into(),
+        erased_at: rfc3339(job.started_at),
+    };
     ctx.tombstones
-        .append(vec![Tombstone {
-            customer_id: c,
-            status: tombstone_status.into(),
-            erased_at: rfc3339(job.started_at),
-        }])
+        .append(
+            &ctx.committer,
+            vec![tombstone],
+            crate::tamper::tombstones::origin::ERASURE,
+        )
         .await
         .map_err(EraseError::Tombstone)?;
     Ok(true)
@@ -894,16 +902,21 @@ pub async fn readable_record(
 pub struct Recovery {
     /// Jobs a crash had interrupted, now finished.
     pub resumed: usize,
-    /// Customers the tombstone file lists that the database still held.
+    /// Customers the tombstone log lists that the database still held.
     pub re_erased: usize,
-    /// Tombstones of the database missing from the file, now appended.
+    /// Tombstones of the database missing from the log, now appended.
     pub appended: usize,
+    /// What is wrong with the tombstone log; when not empty nothing in it
+    /// was acted on.
+    pub broken: Vec<String>,
 }
 
-/// Finishes interrupted erasure jobs, re-erases every customer the tombstone
-/// file lists that the database still holds (an older backup was restored),
-/// and appends to the file what only the database knew. Runs before the
-/// vault serves, and at `pii-vault migrate`.
+/// Finishes interrupted erasure jobs; then checks the tombstone log and,
+/// only if every entry verifies, re-erases every customer it lists that the
+/// database still holds (an older backup was restored), and appends to it
+/// what only the database knew. A broken log is reported in
+/// [`Recovery::broken`] and not acted on. Runs before the vault serves, and
+/// at `pii-vault migrate`.
 pub async fn recover(ctx: &Ctx<'_>) -> Result<Recovery, EraseError> {
     let mut out = Recovery::default();
     let system = Actor::system();
@@ -915,7 +928,19 @@ pub async fn recover(ctx: &Ctx<'_>) -> Result<Recovery, EraseError> {
         run(ctx, id, &system, None, false).await?;
         out.resumed += 1;
     }
-    let file = ctx.tombstones.read().await.map_err(EraseError::Tombstone)?;
+    let checked = ctx
+        .tombstones
+        .prepare(ctx.store, &ctx.committer)
+        .await
+        .map_err(EraseError::Tombstone)?;
+    if !checked.ok() {
+        out.broken = checked.problems.clone();
+        if let Some(s) = checked.summary().filter(|_| out.broken.is_empty()) {
+            out.broken.push(s);
+        }
+        return Ok(out);
+    }
+    let file = checked.latest();
     let db: BTreeMap<Uuid, String> = ctx
         .store
         .tombstones()
@@ -951,24 +976,43 @@ pub async fn recover(ctx: &Ctx<'_>) -> Result<Recovery, EraseError> {
         run(ctx, *id, &system, None, force).await?;
         out.re_erased += 1;
     }
-    let missing: Vec<Tombstone> = ctx
-        .store
-        .tombstones()
-        .await?
-        .into_iter()
-        .filter(|t| {
-            file.get(&t.customer_id)
-                .is_none_or(|f| f.status != t.status && f.status != "erased")
-        })
-        .map(|t| Tombstone {
+    let mut missing = Vec::new();
+    for t in ctx.store.tombstones().await? {
+        let logged = file
+            .get(&t.customer_id)
+            .is_some_and(|f| f.status == t.status || f.status == "erased");
+        if logged {
+            continue;
+        }
+        // Only what the database's own erasure job confirms goes into the
+        // authenticated log: a row merely inserted into `tombstones` does not.
+        let job = ctx.store.erasure_job(t.customer_id).await?;
+        let confirmed = job.is_some_and(|j| {
+            matches!(
+                (j.status.as_str(), t.status.as_str()),
+                ("erased", "erased") | ("partial", "partially_erased")
+            )
+        });
+        if !confirmed {
+            tracing::warn!(
+                customer = %t.customer_id,
+                "a tombstone row of the database has no matching erasure job: not added to the log"
+            );
+            continue;
+        }
+        missing.push(Tombstone {
             customer_id: t.customer_id,
             status: t.status,
             erased_at: rfc3339(t.erased_at),
-        })
-        .collect();
+        });
+    }
     out.appended = missing.len();
     ctx.tombstones
-        .append(missing)
+        .append(
+            &ctx.committer,
+            missing,
+            crate::tamper::tombstones::origin::DATABASE,
+        )
         .await
         .map_err(EraseError::Tombstone)?;
     Ok(out)
@@ -980,24 +1024,31 @@ pub async fn recover_command(
     settings: &Settings,
     clock: &dyn Clock,
 ) -> anyhow::Result<()> {
+    let tamper = crate::tamper::Tamper::open(settings, &opened.keys.index, false)
+        .await
+        .map_err(anyhow::Error::msg)?;
     let ctx = Ctx::direct(
         opened.store.as_ref(),
         &opened.policy,
         &opened.keys,
         clock,
-        settings,
+        TombstoneLog::new(tamper),
     );
     let r = recover(&ctx)
         .await
         .map_err(|e| anyhow::anyhow!("cannot complete pending erasures: {e}"))?;
-    let file = ctx
-        .tombstones
-        .path()
-        .map(|p| p.display().to_string())
-        .unwrap_or_else(|| "(none: in-memory database)".into());
+    let log = ctx.tombstones.location();
+    if !r.broken.is_empty() {
+        anyhow::bail!(
+            "{} interrupted erasure job(s) finished, but the tombstone log {log} is broken, so \
+             nothing in it was acted on:\n  {}\nsee `pii-vault tombstones verify`",
+            r.resumed,
+            r.broken.join("\n  ")
+        );
+    }
     println!(
         "erasures: {} interrupted job(s) finished, {} customer(s) of a restored backup erased again, \
-         {} tombstone(s) added to {file}",
+         {} tombstone(s) added to {log}",
         r.resumed, r.re_erased, r.appended
     );
     Ok(())

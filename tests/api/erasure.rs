@@ -215,12 +215,17 @@ async fn r26_r27_r31_r32_delete_erases_values_index_consents_and_the_data_key() 
             assert!(!dump.contains(value), "{value} in the audit trail");
         }
 
-        // R31: the tombstone holds the id, the state and the time only.
+        // R31: the tombstone holds the id, the state, the time and where it
+        // came from only (and its place in the authenticated chain).
         let tombstones = std::fs::read_to_string(v.dir.path().join("vault.tombstones")).unwrap();
         let line: Value = serde_json::from_str(tombstones.lines().last().unwrap()).unwrap();
-        assert_eq!(line["customer_id"], id);
-        assert_eq!(line["status"], "erased");
-        assert_eq!(line.as_object().unwrap().len(), 3, "{line}");
+        let keys: Vec<&String> = line.as_object().unwrap().keys().collect();
+        assert_eq!(keys, vec!["entry", "mac", "n", "prev"], "{line}");
+        let entry = &line["entry"];
+        assert_eq!(entry["customer_id"], id);
+        assert_eq!(entry["status"], "erased");
+        assert_eq!(entry["origin"], "erasure");
+        assert_eq!(entry.as_object().unwrap().len(), 4, "{line}");
         assert!(!tombstones.contains("ada@") && !tombstones.contains("zd-"));
 
         // R32: the recipient gets one notice of the erasure, with no value.
@@ -618,8 +623,8 @@ async fn check_restored(v: TestVault, id: &str, cid: Uuid, kept: &str) {
     let file = std::fs::read_to_string(v.dir.path().join("vault.tombstones")).unwrap();
     for line in file.lines() {
         let t: Value = serde_json::from_str(line).unwrap();
-        let keys: Vec<&String> = t.as_object().unwrap().keys().collect();
-        assert_eq!(keys, vec!["customer_id", "erased_at", "status"]);
+        let keys: Vec<&String> = t["entry"].as_object().unwrap().keys().collect();
+        assert_eq!(keys, vec!["customer_id", "erased_at", "origin", "status"]);
     }
     assert!(!file.contains("ada@") && !file.contains("+39"));
 }

@@ -23,3 +23,4 @@ mod limits;
 mod matrix;
 mod requests;
 mod retention;
+mod tamper;

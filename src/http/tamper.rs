@@ -1,0 +1,61 @@
+//! While the tombstone log is broken (a forged, altered, removed or
+//! reordered entry: `crate::tamper`), the vault serves no customer data:
+//! every route answers 503 except health, readiness and metrics, the
+//! OpenAPI document, token issuance and the auditor's routes, so operators
+//! and auditors can look. An operator resolves the log
+//! (`pii-vault tombstones verify`, `… repair`) and restarts the vault.
+//!
+//! A trail that does not extend the audit witness only makes the vault not
+//! ready (`/readyz` 503): a load balancer stops sending it traffic, and
+//! `GET /v1/audit/verify` says why.
+
+use axum::extract::{Request, State};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+use super::error::ServiceError;
+use crate::state::AppState;
+
+/// Refuses every other route while the tombstone log is broken.
+pub async fn guard(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    if state.tamper.health().tombstones().is_none() || open_while_blocked(req.uri().path()) {
+        return next.run(req).await;
+    }
+    ServiceError::unavailable().into_response()
+}
+
+/// The routes that stay open while the tombstone log is broken.
+fn open_while_blocked(path: &str) -> bool {
+    matches!(path, "/healthz" | "/readyz" | "/metrics" | "/openapi.json")
+        || ["/v1/token", "/v1/audit", "/.well-known"]
+            .iter()
+            .any(|p| path == *p || path.starts_with(&format!("{p}/")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_health_tokens_and_the_audit_routes_stay_open() {
+        for open in [
+            "/readyz",
+            "/v1/token",
+            "/v1/audit",
+            "/v1/audit/verify",
+            "/.well-known/jwks.json",
+        ] {
+            assert!(open_while_blocked(open), "{open}");
+        }
+        for closed in [
+            "/v1/customers/x",
+            "/v1/customers/x/access-log",
+            "/v1/requests",
+            "/v1/auditx",
+            "/v1/keys",
+            "/v1/legal-holds",
+        ] {
+            assert!(!open_while_blocked(closed), "{closed}");
+        }
+    }
+}
