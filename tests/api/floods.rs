@@ -44,7 +44,8 @@ fn filing(email: &str) -> Value {
            "identifier": {"field": "email", "value": email}})
 }
 
-/// 120 concurrent token requests with 900 kB client ids, three times over:
+/// 120 concurrent token requests with 900 kB client ids, three times over
+/// (new ids each time):
 /// every one is 400 naming the field (never echoing it), and the server
 /// keeps nothing of them.
 #[tokio::test]
@@ -54,7 +55,7 @@ async fn floods_token_names_over_256_bytes_are_refused_and_kept_nowhere() {
     let mut after_first = 0;
     for wave in 0..3 {
         let calls = (0..120).map(|i| {
-            let id = format!("{i:03}{}", "c".repeat(900 * 1024));
+            let id = format!("{wave}{i:03}{}", "c".repeat(900 * 1024));
             let body =
                 json!({"grant_type": "client_credentials", "client_id": id, "client_secret": "x"});
             let v = &v;
