@@ -794,7 +794,7 @@ async fn tombstones_written_by_one_process_are_seen_by_another_on_postgres() {
     let b = start(dbb.path(), &main, Some(&tombstones), &[]).unwrap();
     let helpdesk = client_token(&a.base, &add_client(da.path(), &main, "helpdesk")).await;
     let dpo = client_token(&a.base, &add_client(da.path(), &main, "dpo")).await;
-    let http = reqwest::Client::new();
+    let http = crate::helpers::http();
     let created: Value = http
         .post(format!("{}/v1/customers?purpose=support", a.base))
         .bearer_auth(&helpdesk)
