@@ -261,7 +261,7 @@ impl FromRequestParts<AppState> for RequestAuth {
                 .await
                 .map(|r| r.0)
                 .unwrap_or_default();
-            let holder = flow::data_subject(&rid).from_addr(client_addr(parts, state));
+            let holder = Actor::data_subject(&rid).from_addr(client_addr(parts, state));
             super::extract::noted(parts, holder.clone());
             return Ok(RequestAuth::Token(id, holder));
         }
@@ -659,7 +659,7 @@ pub async fn file_request(
                 .get("sec-gpc")
                 .and_then(|v| v.to_str().ok())
                 .is_some_and(|v| v.trim() == "1");
-            let filer = flow::data_subject(&rid).from_addr(addr);
+            let filer = Actor::data_subject(&rid).from_addr(addr);
             let f = flow::intake_by_customer(&state, &filer, intake, def, &normalized, gpc).await?;
             Ok(filed(f))
         }

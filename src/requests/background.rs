@@ -118,7 +118,7 @@ pub async fn deliver_due(state: &AppState, client: &reqwest::Client, url: &str) 
     let mut deks: HashMap<Uuid, Option<Arc<Dek>>> = HashMap::new();
     for row in rows {
         let dek = customer_dek(state, &row, &mut deks).await;
-        let actor = flow::system_actor();
+        let actor = crate::actor::Actor::system();
         let delivery = match outbox::open_message(&row, dek.as_deref()) {
             Ok(d) => d,
             Err(OpenError::Delivered) => continue,

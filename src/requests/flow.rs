@@ -79,16 +79,6 @@ pub struct Filed {
     pub merged: bool,
 }
 
-/// The principal of a requester who acts through a request token.
-pub fn data_subject(http_request_id: &str) -> Actor {
-    Actor::data_subject(http_request_id)
-}
-
-/// The vault itself (background work).
-pub fn system_actor() -> Actor {
-    Actor::system()
-}
-
 /// An audit event about a request: ids, kind, regulation and status only.
 pub fn event(actor: &Actor, action: Action, decision: Decision, r: &Request) -> EventDraft {
     let mut e = actor
@@ -1416,7 +1406,7 @@ pub async fn acknowledge(
 /// deadline passes; verified requests whose carrying out was interrupted
 /// (a crash, a database outage) are carried out.
 pub async fn housekeeping(state: &AppState) -> ServiceResult<()> {
-    let actor = system_actor();
+    let actor = Actor::system();
     let now = state.clock.now_micros();
     for r in state
         .store

@@ -17,8 +17,8 @@
 //!
 //! The store is a port: its rows (`rows.rs`, `requests.rs`) are plain typed
 //! structs, read by column name, and it imports nothing of the services or
-//! the edge (`crate::requests`, `crate::http`, axum); a test below keeps it
-//! so.
+//! the edge (`crate::requests`, `crate::http`, axum); `tests/api/layering.rs`
+//! keeps it so.
 
 mod mutation;
 mod postgres;
@@ -242,45 +242,4 @@ pub trait Store: RequestStore + Send + Sync + 'static {
     async fn audit_checkpoint_at_or_before(&self, seq: i64) -> StoreResult<Option<CheckpointRow>>;
     /// The highest checkpoint seq whose event is older than `before`.
     async fn audit_prune_point(&self, before: i64) -> StoreResult<Option<i64>>;
-}
-
-#[cfg(test)]
-mod tests {
-    /// Imports point inward: nothing under `src/store/` names the request
-    /// services, the HTTP edge or axum (comments and tests aside).
-    #[test]
-    fn the_store_imports_no_service_and_no_edge() {
-        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/store");
-        let mut dirs = vec![root];
-        let mut checked = 0;
-        while let Some(dir) = dirs.pop() {
-            for entry in std::fs::read_dir(&dir).unwrap() {
-                let path = entry.unwrap().path();
-                if path.is_dir() {
-                    dirs.push(path);
-                    continue;
-                }
-                let text = std::fs::read_to_string(&path).unwrap();
-                for (n, line) in text.lines().enumerate() {
-                    let code = line.trim_start();
-                    if code.starts_with("#[cfg(test)]") {
-                        break;
-                    }
-                    if code.starts_with("//") {
-                        continue;
-                    }
-                    for banned in ["crate::requests", "crate::http", "axum"] {
-                        assert!(
-                            !code.contains(banned),
-                            "{}:{}: {banned}",
-                            path.display(),
-                            n + 1
-                        );
-                    }
-                }
-                checked += 1;
-            }
-        }
-        assert!(checked >= 10, "only {checked} files under src/store");
-    }
 }
