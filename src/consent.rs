@@ -26,6 +26,8 @@ pub struct CurrentConsent {
     pub status: ConsentStatus,
     /// When the status began (micros).
     pub since: i64,
+    /// The latest grant was recorded as explicit (GDPR Art. 9(2)(a)).
+    pub explicit: bool,
 }
 
 /// Current consent per purpose.
@@ -67,6 +69,7 @@ impl ConsentState {
                         purpose: purpose.to_owned(),
                         status,
                         since,
+                        explicit: e.action != "withdraw" && e.explicit,
                     },
                 )
             })
@@ -84,6 +87,12 @@ impl ConsentView for ConsentState {
         self.current
             .get(purpose)
             .is_some_and(|c| c.status == ConsentStatus::Granted)
+    }
+
+    fn explicit(&self, purpose: &str) -> bool {
+        self.current
+            .get(purpose)
+            .is_some_and(|c| c.status == ConsentStatus::Granted && c.explicit)
     }
 }
 
@@ -109,6 +118,7 @@ mod tests {
             channel: "web".into(),
             captured_by: "c".into(),
             at,
+            explicit: false,
         }
     }
 
@@ -136,6 +146,42 @@ mod tests {
         );
         assert!(s.active("marketing.email"));
         assert!(!s.active("marketing.sms"));
+    }
+
+    #[test]
+    fn only_the_latest_grant_recorded_as_explicit_is_explicit() {
+        let p = policy();
+        let explicit = |mut e: ConsentEvent| {
+            e.explicit = true;
+            e
+        };
+        let s = ConsentState::derive(&p, &[explicit(ev("support", "grant", DAY))], 2 * DAY);
+        assert!(s.active("support") && s.explicit("support"));
+        assert!(s.current().all(|c| c.explicit));
+        // A later plain grant replaces it.
+        let s = ConsentState::derive(
+            &p,
+            &[
+                explicit(ev("support", "grant", DAY)),
+                ev("support", "grant", 2 * DAY),
+            ],
+            3 * DAY,
+        );
+        assert!(s.active("support") && !s.explicit("support"));
+        // A withdrawal ends it at once.
+        let s = ConsentState::derive(
+            &p,
+            &[
+                explicit(ev("support", "grant", DAY)),
+                ev("support", "withdraw", 2 * DAY),
+            ],
+            3 * DAY,
+        );
+        assert!(!s.active("support") && !s.explicit("support"));
+        assert!(s.current().all(|c| !c.explicit));
+        // An expired explicit grant is not active.
+        let s = ConsentState::derive(&p, &[explicit(ev("support", "grant", 0))], 800 * DAY);
+        assert!(!s.explicit("support"));
     }
 
     #[test]

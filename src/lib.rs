@@ -71,6 +71,9 @@ pub async fn open(
     crypto::install_jwt_provider();
     install_tls_provider();
     let policy = Policy::load_dir(&settings.policy_dir).map_err(|e| anyhow::anyhow!("{e}"))?;
+    for warning in &policy.warnings {
+        tracing::warn!(%warning, "policy warning");
+    }
     let url = settings.database_url().map_err(anyhow::Error::msg)?;
     if production && url.is_sqlite() {
         tracing::warn!("running in production mode on SQLite: one process only, no replication");

@@ -10,7 +10,9 @@ use crate::policy::Policy;
 
 #[derive(Debug, Subcommand)]
 pub enum PolicyCommand {
-    /// Check a policy directory; exit 0 when valid, 1 with every problem otherwise.
+    /// Check a policy directory; exit 0 when valid (printing any warnings,
+    /// e.g. a health category without special_category = true), 1 with
+    /// every problem otherwise.
     Check {
         /// Directory of *.toml policy files (default: the configured policy_dir).
         dir: Option<PathBuf>,
@@ -32,6 +34,9 @@ pub fn check(config: Option<&Path>, dir: Option<PathBuf>) -> Exit {
     };
     match Policy::load_dir(&dir) {
         Ok(p) => {
+            for w in &p.warnings {
+                eprintln!("warning: {w}");
+            }
             println!(
                 "{}: valid ({} purposes, {} fields, {} roles)",
                 dir.display(),

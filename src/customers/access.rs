@@ -210,7 +210,34 @@ pub(crate) fn view(
     Ok(profile)
 }
 
+/// The audit key naming the GDPR Art. 9(2) condition a served
+/// special-category value relied on (`art9.<field>` → condition).
+pub(crate) fn art9_key(field: &str) -> String {
+    format!("art9.{field}")
+}
+
+/// Adds, for each served special-category field, the Art. 9(2) condition
+/// the purpose relied on. Added after the access metrics are counted: it is
+/// not a withholding reason.
+pub(crate) fn with_art9_conditions<'f>(
+    mut ev: EventDraft,
+    policy: &Policy,
+    purpose: &Purpose,
+    served: impl IntoIterator<Item = &'f String>,
+) -> EventDraft {
+    for field in served {
+        let condition = policy
+            .field(field)
+            .and_then(|def| policy::special_category_condition(purpose, def));
+        if let Some(c) = condition {
+            ev = ev.reason(&art9_key(field), c.as_str());
+        }
+    }
+    ev
+}
+
 pub(crate) fn read_event(
+    policy: &Policy,
     caller: &Actor,
     action: Action,
     purpose: &Purpose,
@@ -230,5 +257,5 @@ pub(crate) fn read_event(
         ev = ev.reason(&w.field, &w.reason);
     }
     crate::audit::metrics::record_access(&ev);
-    ev
+    with_art9_conditions(ev, policy, purpose, profile.fields.keys())
 }

@@ -29,6 +29,12 @@ pub struct ConsentInput {
     pub jurisdiction: String,
     #[serde(default)]
     pub channel: Option<String>,
+    /// The customer confirmed the specific statement about special-category
+    /// data (GDPR Art. 9(2)(a)): a purpose whose condition is
+    /// `explicit_consent` serves such values only under an explicit grant.
+    /// Only a grant can be explicit.
+    #[serde(default)]
+    pub explicit: bool,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
@@ -48,6 +54,12 @@ pub struct ConsentRequest {
     pub language: String,
     pub jurisdiction: String,
     pub channel: String,
+    /// The customer confirmed the specific statement about special-category
+    /// data (GDPR Art. 9(2)(a)): a purpose whose condition is
+    /// `explicit_consent` serves such values only under an explicit grant.
+    /// Only a grant can be explicit.
+    #[serde(default)]
+    pub explicit: bool,
 }
 
 /// One event of the ledger.
@@ -65,6 +77,8 @@ pub struct ConsentEventView {
     /// Who captured it (client or user id).
     pub captured_by: String,
     pub at: String,
+    /// Recorded as explicit consent (GDPR Art. 9(2)(a)).
+    pub explicit: bool,
 }
 
 impl From<&ConsentEvent> for ConsentEventView {
@@ -81,6 +95,7 @@ impl From<&ConsentEvent> for ConsentEventView {
             channel: e.channel.clone(),
             captured_by: e.captured_by.clone(),
             at: rfc3339(e.at),
+            explicit: e.explicit,
         }
     }
 }
@@ -90,6 +105,8 @@ pub struct CurrentConsentView {
     pub purpose: String,
     pub status: ConsentStatus,
     pub since: String,
+    /// The latest grant was recorded as explicit (GDPR Art. 9(2)(a)).
+    pub explicit: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -142,6 +159,12 @@ pub fn consent_event(
         )
         .field("notice_version"));
     }
+    if c.explicit && action != "grant" {
+        return Err(
+            ServiceError::invalid_request("only a grant can be recorded as explicit")
+                .field("explicit"),
+        );
+    }
     let channel = valid_channel(c.channel.as_deref())?.unwrap_or("api");
     Ok(ConsentEvent {
         id: Uuid::now_v7(),
@@ -155,6 +178,7 @@ pub fn consent_event(
         channel: channel.to_owned(),
         captured_by: caller.id.clone(),
         at,
+        explicit: c.explicit,
     })
 }
 
@@ -177,6 +201,7 @@ pub async fn record(
         language: input.language.clone(),
         jurisdiction: input.jurisdiction.clone(),
         channel: Some(input.channel.clone()),
+        explicit: input.explicit,
     };
     let now = state.clock.now_micros();
     let event = consent_event(&state.policy, actor, id, &as_input, action, now)?;
@@ -214,6 +239,7 @@ pub async fn list(state: &AppState, actor: &Actor, id: Uuid) -> ServiceResult<Co
             purpose: c.purpose.clone(),
             status: c.status,
             since: rfc3339(c.since),
+            explicit: c.explicit,
         })
         .collect();
     let events = record.consents.iter().map(ConsentEventView::from).collect();

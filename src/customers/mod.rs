@@ -103,7 +103,7 @@ pub struct CustomerStored {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct Withheld {
     pub field: String,
-    /// not_collected_for_purpose, no_consent, objected, restricted, opted_out, limited, expired, hidden
+    /// not_collected_for_purpose, no_consent, objected, restricted, opted_out, limited, expired, hidden, special_category
     pub reason: String,
 }
 
@@ -177,12 +177,21 @@ pub async fn create(
         consent_events.push(consent_event(&state.policy, actor, id, c, "grant", now)?);
     }
     let granted: Vec<&str> = consent_events.iter().map(|c| c.purpose.as_str()).collect();
+    let explicit: Vec<&str> = consent_events
+        .iter()
+        .filter(|c| c.explicit)
+        .map(|c| c.purpose.as_str())
+        .collect();
     let mut prepared = Vec::new();
     for (name, f) in &input.fields {
         let (def, normalized) = prepare_value(&state.policy, role, name, &f.value, &f.purposes)?;
-        require_consents(&state.policy, &f.purposes, |p| {
-            granted.iter().any(|g| policy::covers(g, p))
-        })?;
+        require_consents(
+            &state.policy,
+            def,
+            &f.purposes,
+            |p| granted.iter().any(|g| policy::covers(g, p)),
+            |p| explicit.iter().any(|g| policy::covers(g, p)),
+        )?;
         prepared.push((def, normalized, f.purposes.clone()));
     }
 
@@ -252,7 +261,7 @@ pub async fn read(
     let record = load_live(state, actor, id, purpose, action).await?;
     let now = state.clock.now_micros();
     let profile = view(state, role, purpose, &record, now)?;
-    let mut unit = Unit::event(read_event(actor, action, purpose, &profile));
+    let mut unit = Unit::event(read_event(&state.policy, actor, action, purpose, &profile));
     // A recipient's read is a disclosure (GDPR Art. 15(1)(c), Art. 19).
     unit.mutations.extend(outbox::disclosure(
         role,
@@ -341,6 +350,7 @@ pub async fn read_field(
         .customer(id)
         .fields([def.name.clone()]);
     crate::audit::metrics::record_access(&ev);
+    let ev = access::with_art9_conditions(ev, &state.policy, purpose, [&def.name]);
     let mut unit = Unit::event(ev);
     unit.mutations.extend(outbox::disclosure(
         role,
@@ -441,7 +451,7 @@ pub async fn search(
     } else {
         found
             .iter()
-            .map(|p| read_event(actor, action, purpose, p))
+            .map(|p| read_event(&state.policy, actor, action, purpose, p))
             .collect()
     };
     state.sequencer.commit(Unit { mutations, events }).await?;
@@ -533,9 +543,13 @@ pub async fn update(
             }
         };
         let (def, normalized) = prepare_value(&state.policy, role, name, &f.value, &purposes)?;
-        require_consents(&state.policy, &purposes, |p| {
-            policy::consented(&consents, p)
-        })?;
+        require_consents(
+            &state.policy,
+            def,
+            &purposes,
+            |p| policy::consented(&consents, p),
+            |p| policy::consented_explicitly(&consents, p),
+        )?;
         mutations.push(put_field(
             state,
             &dek,

@@ -68,11 +68,16 @@ pub fn prepare_value<'p>(
     Ok((def, normalized))
 }
 
-/// 422 `consent_required` when a consent-based purpose has no active consent.
+/// 422 `consent_required` when a consent-based purpose has no active
+/// consent, or when a special-category value is collected for a purpose
+/// relying on explicit consent (GDPR Art. 9(2)(a)) that no active explicit
+/// consent covers.
 pub fn require_consents(
     policy: &Policy,
+    def: &FieldDef,
     purposes: &[String],
     active: impl Fn(&str) -> bool,
+    explicit: impl Fn(&str) -> bool,
 ) -> ServiceResult<()> {
     for p in policy::consent_needed(policy, purposes) {
         if !active(&p) {
@@ -81,6 +86,16 @@ pub fn require_consents(
                     "collecting for {p} needs the customer's consent first"
                 )),
             );
+        }
+    }
+    for p in policy::explicit_consent_needed(policy, def, purposes) {
+        if !explicit(&p) {
+            return Err(ServiceError::unprocessable("consent_required")
+                .detail(format!(
+                    "collecting this special-category value for {p} needs the customer's \
+                     explicit consent first"
+                ))
+                .field(def.name.clone()));
         }
     }
     Ok(())

@@ -145,9 +145,24 @@ pub struct ProcessingActivity {
     pub retention: String,
     /// Data categories that may be collected for this purpose.
     pub data_categories: Vec<String>,
+    /// Some field is CCPA sensitive personal information.
     pub sensitive_data: bool,
+    /// The GDPR Art. 9 special-category fields among them, each with the
+    /// Art. 9(2) condition this purpose relies on.
+    pub special_categories: Vec<SpecialCategoryUse>,
     /// Roles marked as recipients that may read for this purpose.
     pub recipients: Vec<String>,
+}
+
+/// A special-category field of a processing activity.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct SpecialCategoryUse {
+    pub field: String,
+    pub category: String,
+    /// The Art. 9(2) condition relied on (`explicit_consent`,
+    /// `legal_claims`, …); `null` when the purpose declares none, so the
+    /// field is neither collected nor served for it.
+    pub condition: Option<String>,
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -188,6 +203,17 @@ pub async fn processing_activities(
                 retention: purpose.retention.to_string(),
                 data_categories: fields.iter().map(|f| f.category.clone()).collect(),
                 sensitive_data: fields.iter().any(|f| f.sensitive),
+                special_categories: fields
+                    .iter()
+                    .filter(|f| f.special_category)
+                    .map(|f| SpecialCategoryUse {
+                        field: f.name.clone(),
+                        category: f.category.clone(),
+                        condition: purpose
+                            .special_category_condition
+                            .map(|c| c.as_str().to_owned()),
+                    })
+                    .collect(),
                 recipients: p
                     .roles
                     .values()

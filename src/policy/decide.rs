@@ -12,7 +12,10 @@ use std::collections::BTreeSet;
 use serde::{Serialize, Serializer};
 use time::OffsetDateTime;
 
-use super::{FieldDef, LegalBasis, Mask, Policy, Purpose, Role, ancestors_or_self, covers};
+use super::{
+    FieldDef, LegalBasis, Mask, Policy, Purpose, Role, SpecialCategoryCondition,
+    ancestors_or_self, covers,
+};
 
 /// Why a request's purpose is refused (steps 1–2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -105,6 +108,12 @@ pub struct SubjectState {
 pub trait ConsentView {
     /// True when an active consent for exactly `purpose` exists.
     fn active(&self, purpose: &str) -> bool;
+
+    /// True when an active consent for exactly `purpose` exists and was
+    /// recorded as explicit (GDPR Art. 9(2)(a)). None by default.
+    fn explicit(&self, _purpose: &str) -> bool {
+        false
+    }
 }
 
 impl<F: Fn(&str) -> bool> ConsentView for F {
@@ -132,10 +141,13 @@ pub enum Reason {
     Expired,
     /// The role's view of the field for this purpose is the `hidden` mask.
     Hidden,
+    /// A GDPR Art. 9 special-category value and a purpose that declares no
+    /// Art. 9(2) condition.
+    SpecialCategory,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 8] = [
+    pub const ALL: [Reason; 9] = [
         Reason::NotCollectedForPurpose,
         Reason::NoConsent,
         Reason::Objected,
@@ -144,6 +156,7 @@ impl Reason {
         Reason::Limited,
         Reason::Expired,
         Reason::Hidden,
+        Reason::SpecialCategory,
     ];
 
     pub fn code(self) -> &'static str {
@@ -156,6 +169,7 @@ impl Reason {
             Reason::Limited => "limited",
             Reason::Expired => "expired",
             Reason::Hidden => "hidden",
+            Reason::SpecialCategory => "special_category",
         }
     }
 }
@@ -201,6 +215,26 @@ pub fn consented(consents: &dyn ConsentView, purpose: &str) -> bool {
     ancestors_or_self(purpose).any(|a| consents.active(a))
 }
 
+/// True when the subject's explicit consent covers `purpose` (a consent to
+/// it or to one of its ancestors, active and recorded as explicit).
+pub fn consented_explicitly(consents: &dyn ConsentView, purpose: &str) -> bool {
+    ancestors_or_self(purpose).any(|a| consents.explicit(a))
+}
+
+/// The Art. 9(2) condition a read or collection of `field` for `purpose`
+/// relies on: `None` when the field is not a special category, or when the
+/// purpose declares no condition.
+pub fn special_category_condition(
+    purpose: &Purpose,
+    field: &FieldDef,
+) -> Option<SpecialCategoryCondition> {
+    if field.special_category {
+        purpose.special_category_condition
+    } else {
+        None
+    }
+}
+
 /// Steps 3–10 of the access decision for one field value, read by `role`
 /// for `purpose` (which passed [`check_read_purpose`]).
 #[allow(clippy::too_many_arguments)]
@@ -222,14 +256,22 @@ pub fn decide(
         return Decision::Withheld(Reason::NotCollectedForPurpose);
     }
 
-    // 4. Consent: for a consent-based purpose, and for a sensitive field
-    //    unless the purpose is essential.
-    let has_consent = consented(consents, p);
-    if purpose.basis == LegalBasis::Consent && !has_consent {
+    // 4. Consent, for a consent-based purpose.
+    if purpose.basis == LegalBasis::Consent && !consented(consents, p) {
         return Decision::Withheld(Reason::NoConsent);
     }
-    if field.sensitive && !purpose.essential && !has_consent {
-        return Decision::Withheld(Reason::NoConsent);
+
+    // 4a. GDPR Art. 9: a special-category value serves only a purpose that
+    //     declares an Art. 9(2) condition; explicit consent must be active
+    //     and recorded as explicit.
+    if field.special_category {
+        match purpose.special_category_condition {
+            None => return Decision::Withheld(Reason::SpecialCategory),
+            Some(SpecialCategoryCondition::ExplicitConsent) if !consented_explicitly(consents, p) => {
+                return Decision::Withheld(Reason::NoConsent);
+            }
+            Some(_) => {}
+        }
     }
 
     // 5. Objection to P or an ancestor.
@@ -247,7 +289,8 @@ pub fn decide(
         return Decision::Withheld(Reason::OptedOut);
     }
 
-    // 8. Limit on the use of sensitive data.
+    // 8. Limit on the use of sensitive data (CCPA §1798.121, 11 CCR
+    //    §7027(m): only `essential` purposes).
     if field.sensitive && subject.limit_sensitive && !purpose.essential {
         return Decision::Withheld(Reason::Limited);
     }
@@ -282,6 +325,10 @@ pub enum CollectError {
     PurposeNotAllowedForField { field: String, purpose: String },
     #[error("the role may not collect for purpose \"{0}\"")]
     NotPermitted(String),
+    #[error(
+        "field \"{field}\" is a special category (GDPR Art. 9) and purpose \"{purpose}\" declares no Art. 9(2) condition"
+    )]
+    NoSpecialCategoryCondition { field: String, purpose: String },
 }
 
 impl CollectError {
@@ -289,7 +336,8 @@ impl CollectError {
         match self {
             CollectError::NoPurpose => "purpose_required",
             CollectError::UnknownPurpose(_) => "unknown_purpose",
-            CollectError::PurposeNotAllowedForField { .. } => "purpose_not_allowed_for_field",
+            CollectError::PurposeNotAllowedForField { .. }
+            | CollectError::NoSpecialCategoryCondition { .. } => "purpose_not_allowed_for_field",
             CollectError::NotPermitted(_) => "purpose_not_permitted",
         }
     }
@@ -332,8 +380,42 @@ pub fn check_collect(
         if !role.may_write(purpose) {
             return Err(CollectError::NotPermitted(purpose.clone()));
         }
+        let declared = policy.purpose(purpose);
+        if field.special_category
+            && declared.is_none_or(|p| p.special_category_condition.is_none())
+        {
+            return Err(CollectError::NoSpecialCategoryCondition {
+                field: field.name.clone(),
+                purpose: purpose.clone(),
+            });
+        }
     }
     Ok(())
+}
+
+/// The purposes among `purposes` for which collecting a value of `field`
+/// relies on explicit consent (a special-category field and a purpose whose
+/// condition is `explicit_consent`), each once, in the order given:
+/// collecting needs an active explicit consent (given before or in the same
+/// request), else 422 `consent_required`.
+pub fn explicit_consent_needed(
+    policy: &Policy,
+    field: &FieldDef,
+    purposes: &[String],
+) -> Vec<String> {
+    let mut needed: Vec<String> = Vec::new();
+    if !field.special_category {
+        return needed;
+    }
+    for purpose in purposes {
+        let explicit = policy.purpose(purpose).is_some_and(|p| {
+            p.special_category_condition == Some(SpecialCategoryCondition::ExplicitConsent)
+        });
+        if explicit && !needed.contains(purpose) {
+            needed.push(purpose.clone());
+        }
+    }
+    needed
 }
 
 /// The purposes among `purposes` whose basis is consent, each once, in the
@@ -730,21 +812,354 @@ read = ["support", "analytics", "partner_sharing", "research"]
     }
 
     #[test]
-    fn step4_sensitive_fields_need_consent_unless_the_purpose_is_essential() {
+    fn step4_ccpa_sensitive_alone_needs_no_consent() {
+        // CCPA: using sensitive personal information is free until the
+        // customer limits it (step 8); it needs no consent.
         let policy = test_policy();
         let analytics =
             Read::new(&policy, "reader", "analytics", "health").collected(&["analytics"]);
-        assert_eq!(analytics.decide(), withheld(Reason::NoConsent));
-        assert_eq!(analytics.consents(&["analytics"]).decide(), FULL);
+        assert_eq!(analytics.decide(), FULL);
+        let limited = Read::new(&policy, "reader", "analytics", "health")
+            .collected(&["analytics"])
+            .subject(SubjectState {
+                limit_sensitive: true,
+                ..SubjectState::default()
+            });
+        assert_eq!(limited.decide(), withheld(Reason::Limited));
+    }
 
-        let support = Read::new(&policy, "reader", "support", "health").collected(&["support"]);
-        assert_eq!(support.decide(), FULL);
-
-        // In the default policy, accessibility needs serve only essential support.
+    #[test]
+    fn step4a_default_policy_accessibility_needs_need_explicit_consent_for_support() {
         let default = default_policy();
-        let needs = Read::new(&default, "helpdesk", "support", "accessibility_needs")
-            .collected(&["support"]);
-        assert_eq!(needs.decide(), FULL);
+        let needs = |consents: Ledger| {
+            decide_with(
+                &default,
+                "helpdesk",
+                "support",
+                "accessibility_needs",
+                &consents,
+                &SubjectState::default(),
+            )
+        };
+        // Being needed for the service (essential) is no Art. 9(2) condition.
+        assert_eq!(needs(Ledger::default()), withheld(Reason::NoConsent));
+        assert_eq!(
+            needs(Ledger::granted(&["support"])),
+            withheld(Reason::NoConsent)
+        );
+        assert_eq!(needs(Ledger::explicit(&["support"])), FULL);
+        // The explicit consent to support covers support.callback.
+        let callback = decide_with(
+            &default,
+            "helpdesk",
+            "support.callback",
+            "accessibility_needs",
+            &Ledger::explicit(&["support"]),
+            &SubjectState::default(),
+        );
+        assert_eq!(callback, FULL);
+        // national_id is CCPA sensitive only: no Art. 9 step applies.
+        let id = field(&default, "national_id");
+        assert!(id.sensitive && !id.special_category);
+    }
+
+    // Step 4a: GDPR Art. 9 special categories.
+
+    /// A ledger of active consents, some recorded as explicit.
+    #[derive(Default)]
+    struct Ledger {
+        active: BTreeSet<String>,
+        explicit: BTreeSet<String>,
+    }
+
+    impl Ledger {
+        fn granted(purposes: &[&str]) -> Self {
+            Ledger {
+                active: consents(purposes),
+                explicit: BTreeSet::new(),
+            }
+        }
+
+        fn explicit(purposes: &[&str]) -> Self {
+            Ledger {
+                active: consents(purposes),
+                explicit: consents(purposes),
+            }
+        }
+    }
+
+    impl ConsentView for Ledger {
+        fn active(&self, purpose: &str) -> bool {
+            self.active.contains(purpose)
+        }
+
+        fn explicit(&self, purpose: &str) -> bool {
+            self.active.contains(purpose) && self.explicit.contains(purpose)
+        }
+    }
+
+    /// A read of `field` for `purpose`, the value collected for `purpose`.
+    fn decide_with(
+        policy: &Policy,
+        role_name: &str,
+        purpose: &str,
+        field_name: &str,
+        consents: &dyn ConsentView,
+        subject: &SubjectState,
+    ) -> Decision {
+        let role = role(policy, role_name);
+        let declared = match check_read_purpose(policy, role, Some(purpose)) {
+            Ok(p) => p,
+            Err(e) => panic!("{role_name} may not read for {purpose}: {e}"),
+        };
+        // Collected for the top-level purpose, which serves its children.
+        let top = purpose.split('.').next().unwrap_or(purpose);
+        decide(
+            policy,
+            role,
+            declared,
+            field(policy, field_name),
+            &collected(&[(top, 1)]),
+            subject,
+            consents,
+            NOW,
+        )
+    }
+
+    /// One purpose per Art. 9(2) condition (`c_<condition>`), one without
+    /// (`plain`), a consent-based one relying on explicit consent
+    /// (`newsletter`), a child inheriting its parent's condition; a field
+    /// that is a special category and CCPA sensitive, one that is neither.
+    fn art9_policy() -> Policy {
+        let mut text = String::from(
+            r#"
+[controller]
+name = "Test Ltd"
+contact = "privacy@test.example"
+
+[purposes.plain]
+basis = "contract"
+retention = "2 years"
+description = "No Art. 9 condition"
+essential = true
+
+[purposes.newsletter]
+basis = "consent"
+retention = "1 year"
+description = "Consent-based"
+special_category_condition = "explicit_consent"
+
+[purposes."c_explicit_consent.child"]
+description = "Inherits explicit consent"
+
+[fields.note]
+type = "text"
+category = "user.content.private"
+purposes = ["plain"]
+"#,
+        );
+        let mut names = vec!["\"plain\"".to_owned(), "\"newsletter\"".to_owned()];
+        for c in SpecialCategoryCondition::ALL {
+            text.push_str(&format!(
+                "\n[purposes.c_{c}]\nbasis = \"contract\"\nretention = \"2 years\"\n\
+                 description = \"{c}\"\nspecial_category_condition = \"{c}\"\n"
+            ));
+            names.push(format!("\"c_{c}\""));
+        }
+        let list = names.join(", ");
+        text.push_str(&format!(
+            "\n[fields.health]\ntype = \"text\"\ncategory = \"user.health\"\n\
+             purposes = [{list}]\nsensitive = true\nspecial_category = true\n\
+             \n[roles.reader]\nread = [{list}]\nwrite = [{list}]\n"
+        ));
+        // The child comes before its parent in the text: the loader resolves
+        // parents first wherever they are declared.
+        match Policy::from_sources(&[("art9.toml".to_owned(), text)]) {
+            Ok(policy) => policy,
+            Err(errors) => panic!("the Art. 9 test policy does not load:\n{errors}"),
+        }
+    }
+
+    /// What the step says for every condition × consent × explicit flag ×
+    /// restriction, for a special-category value.
+    fn expected(
+        condition: Option<SpecialCategoryCondition>,
+        consent: bool,
+        explicit: bool,
+        restricted: bool,
+    ) -> Decision {
+        match condition {
+            None => withheld(Reason::SpecialCategory),
+            Some(SpecialCategoryCondition::ExplicitConsent) if !(consent && explicit) => {
+                withheld(Reason::NoConsent)
+            }
+            Some(_) if restricted => withheld(Reason::Restricted),
+            Some(_) => FULL,
+        }
+    }
+
+    #[test]
+    fn step4a_every_condition_consent_explicit_flag_and_restriction() {
+        let policy = art9_policy();
+        let mut purposes: Vec<(String, Option<SpecialCategoryCondition>)> =
+            vec![("plain".to_owned(), None)];
+        for c in SpecialCategoryCondition::ALL {
+            purposes.push((format!("c_{c}"), Some(c)));
+        }
+        let mut checked = 0;
+        for (purpose, condition) in &purposes {
+            assert_eq!(
+                policy.purpose(purpose).and_then(|p| p.special_category_condition),
+                *condition,
+                "{purpose}"
+            );
+            for consent in [false, true] {
+                for explicit in [false, true] {
+                    for restricted in [false, true] {
+                        // An explicit flag without an active consent is a
+                        // withdrawn explicit consent: nothing is active.
+                        let ledger = match (consent, explicit) {
+                            (false, _) => Ledger::default(),
+                            (true, false) => Ledger::granted(&[purpose]),
+                            (true, true) => Ledger::explicit(&[purpose]),
+                        };
+                        let subject = SubjectState {
+                            restricted,
+                            ..SubjectState::default()
+                        };
+                        let got = decide_with(&policy, "reader", purpose, "health", &ledger, &subject);
+                        assert_eq!(
+                            got,
+                            expected(*condition, consent, explicit, restricted),
+                            "{purpose} consent={consent} explicit={explicit} restricted={restricted}"
+                        );
+                        checked += 1;
+                    }
+                }
+            }
+        }
+        assert_eq!(checked, 11 * 8);
+    }
+
+    #[test]
+    fn step4a_a_field_that_is_not_a_special_category_is_unaffected() {
+        let policy = art9_policy();
+        for restricted in [false, true] {
+            let subject = SubjectState {
+                restricted,
+                ..SubjectState::default()
+            };
+            let got = decide_with(&policy, "reader", "plain", "note", &Ledger::default(), &subject);
+            let want = if restricted {
+                withheld(Reason::Restricted)
+            } else {
+                FULL
+            };
+            assert_eq!(got, want);
+        }
+    }
+
+    #[test]
+    fn step4a_explicit_consent_to_a_parent_covers_a_child_that_inherits_the_condition() {
+        let policy = art9_policy();
+        let child = policy.purpose("c_explicit_consent.child");
+        assert_eq!(
+            child.and_then(|p| p.special_category_condition),
+            Some(SpecialCategoryCondition::ExplicitConsent)
+        );
+        let read = |ledger: Ledger| {
+            decide_with(
+                &policy,
+                "reader",
+                "c_explicit_consent.child",
+                "health",
+                &ledger,
+                &SubjectState::default(),
+            )
+        };
+        assert_eq!(read(Ledger::default()), withheld(Reason::NoConsent));
+        assert_eq!(
+            read(Ledger::granted(&["c_explicit_consent"])),
+            withheld(Reason::NoConsent)
+        );
+        assert_eq!(read(Ledger::explicit(&["c_explicit_consent"])), FULL);
+        assert_eq!(read(Ledger::explicit(&["c_explicit_consent.child"])), FULL);
+    }
+
+    #[test]
+    fn step4a_a_consent_based_purpose_needs_the_consent_to_be_explicit_for_art9_values() {
+        let policy = art9_policy();
+        let read = |ledger: Ledger, field: &str| {
+            decide_with(&policy, "reader", "newsletter", field, &ledger, &SubjectState::default())
+        };
+        assert_eq!(read(Ledger::default(), "health"), withheld(Reason::NoConsent));
+        assert_eq!(
+            read(Ledger::granted(&["newsletter"]), "health"),
+            withheld(Reason::NoConsent)
+        );
+        assert_eq!(read(Ledger::explicit(&["newsletter"]), "health"), FULL);
+    }
+
+    #[test]
+    fn step4a_then_the_ccpa_limit_still_applies_to_non_essential_purposes() {
+        let policy = art9_policy();
+        let limited = SubjectState {
+            limit_sensitive: true,
+            ..SubjectState::default()
+        };
+        // c_explicit_consent is not essential: explicit consent passes the
+        // Art. 9 step, the CCPA limit then withholds.
+        let got = decide_with(
+            &policy,
+            "reader",
+            "c_explicit_consent",
+            "health",
+            &Ledger::explicit(&["c_explicit_consent"]),
+            &limited,
+        );
+        assert_eq!(got, withheld(Reason::Limited));
+        // `plain` is essential, but declares no condition: Art. 9 withholds
+        // first, whatever the limit.
+        let got = decide_with(&policy, "reader", "plain", "health", &Ledger::default(), &limited);
+        assert_eq!(got, withheld(Reason::SpecialCategory));
+    }
+
+    #[test]
+    fn collecting_a_special_category_value_needs_a_condition_and_explicit_consent_where_relied_on()
+    {
+        let policy = art9_policy();
+        let reader = role(&policy, "reader");
+        let health = field(&policy, "health");
+        assert_eq!(
+            check_collect(&policy, reader, health, &["plain".to_owned()]),
+            Err(CollectError::NoSpecialCategoryCondition {
+                field: "health".into(),
+                purpose: "plain".into()
+            })
+        );
+        assert_eq!(
+            CollectError::NoSpecialCategoryCondition {
+                field: "health".into(),
+                purpose: "plain".into()
+            }
+            .code(),
+            "purpose_not_allowed_for_field"
+        );
+        assert_eq!(
+            check_collect(&policy, reader, health, &["c_legal_claims".to_owned()]),
+            Ok(())
+        );
+        let purposes: Vec<String> = ["c_legal_claims", "c_explicit_consent", "c_explicit_consent"]
+            .iter()
+            .map(|p| (*p).to_owned())
+            .collect();
+        assert_eq!(
+            explicit_consent_needed(&policy, health, &purposes),
+            ["c_explicit_consent"]
+        );
+        // A field that is not a special category never needs it.
+        let note = field(&policy, "note");
+        assert!(explicit_consent_needed(&policy, note, &purposes).is_empty());
     }
 
     // Step 5: objection.
@@ -1008,7 +1423,8 @@ read = ["support", "analytics", "partner_sharing", "research"]
                 "opted_out",
                 "limited",
                 "expired",
-                "hidden"
+                "hidden",
+                "special_category"
             ]
         );
         for reason in Reason::ALL {

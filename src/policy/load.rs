@@ -15,7 +15,8 @@ use serde::de::DeserializeOwned;
 
 use super::{
     Capability, Controller, FieldDef, FieldType, LegalBasis, Mask, MaskRule, Policy, Purpose,
-    REQUEST_KINDS, Retention, Role, covers, is_identifier, is_purpose_name, parent_name,
+    REQUEST_KINDS, Retention, Role, SpecialCategoryCondition, covers, is_identifier,
+    is_purpose_name, is_special_category, parent_name,
 };
 
 /// One problem in the policy: the file, the entry within it and what is wrong.
@@ -163,6 +164,7 @@ struct RawPurpose {
     essential: Option<bool>,
     sale_or_sharing: Option<bool>,
     allowed_when_restricted: Option<bool>,
+    special_category_condition: Option<String>,
 }
 
 const PURPOSE_KEYS: &[&str] = &[
@@ -172,6 +174,7 @@ const PURPOSE_KEYS: &[&str] = &[
     "essential",
     "sale_or_sharing",
     "allowed_when_restricted",
+    "special_category_condition",
 ];
 
 #[derive(Deserialize)]
@@ -184,10 +187,19 @@ struct RawField {
     #[serde(default)]
     sensitive: bool,
     #[serde(default)]
+    special_category: bool,
+    #[serde(default)]
     searchable: bool,
 }
 
-const FIELD_KEYS: &[&str] = &["type", "category", "purposes", "sensitive", "searchable"];
+const FIELD_KEYS: &[&str] = &[
+    "type",
+    "category",
+    "purposes",
+    "sensitive",
+    "special_category",
+    "searchable",
+];
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -240,6 +252,7 @@ struct Declared<T> {
 #[derive(Default)]
 struct Loader {
     errors: Vec<PolicyError>,
+    warnings: Vec<PolicyError>,
     controller: Option<Declared<Controller>>,
     purposes: BTreeMap<String, Declared<RawPurpose>>,
     fields: BTreeMap<String, Declared<RawField>>,
@@ -272,6 +285,7 @@ fn build(origin: &str, sources: &[(String, String)]) -> Result<Policy, PolicyErr
             fields,
             roles,
             approval_required,
+            warnings: loader.warnings,
         }),
         _ => Err(PolicyErrors(loader.errors)),
     }
@@ -635,6 +649,22 @@ impl Loader {
                     (basis, retention)
                 }
             };
+            let condition = raw.special_category_condition.as_deref().and_then(|c| {
+                match c.parse::<SpecialCategoryCondition>() {
+                    Ok(condition) => Some(condition),
+                    Err(_) => {
+                        let expected: Vec<&str> = SpecialCategoryCondition::ALL
+                            .iter()
+                            .map(|c| c.as_str())
+                            .collect();
+                        problem(format!(
+                            "unknown special_category_condition \"{c}\" (expected one of {})",
+                            expected.join(", ")
+                        ));
+                        None
+                    }
+                }
+            });
             let inherit = |own: Option<bool>, from: fn(&Purpose) -> bool| {
                 own.or(parent.as_ref().map(from)).unwrap_or(false)
             };
@@ -652,6 +682,9 @@ impl Loader {
                     sale_or_sharing: inherit(raw.sale_or_sharing, |p| p.sale_or_sharing),
                     allowed_when_restricted: inherit(raw.allowed_when_restricted, |p| {
                         p.allowed_when_restricted
+                    }),
+                    special_category_condition: condition.or_else(|| {
+                        parent.as_ref().and_then(|p| p.special_category_condition)
                     }),
                 },
             );
@@ -677,6 +710,7 @@ impl Loader {
     fn resolve_fields(&mut self) -> BTreeMap<String, FieldDef> {
         let mut resolved = BTreeMap::new();
         let mut problems = Vec::new();
+        let mut warnings = Vec::new();
         for (name, declared) in &self.fields {
             let Some(raw) = &declared.raw else {
                 continue;
@@ -720,12 +754,25 @@ impl Loader {
                         category: raw.category.clone(),
                         purposes: raw.purposes.clone(),
                         sensitive: raw.sensitive,
+                        special_category: raw.special_category,
                         searchable: raw.searchable,
                     },
                 );
             }
+            if !raw.special_category && is_special_category(&raw.category) {
+                warnings.push(PolicyError::new(
+                    &declared.file,
+                    &entry,
+                    format!(
+                        "category \"{}\" is a GDPR Art. 9 special category but the field \
+                         lacks special_category = true",
+                        raw.category
+                    ),
+                ));
+            }
         }
         self.errors.extend(problems);
+        self.warnings.extend(warnings);
         resolved
     }
 
@@ -1413,14 +1460,81 @@ allowed_when_restricted = true
     }
 
     #[test]
+    fn default_policy_keeps_art9_and_ccpa_apart() {
+        let policy = default_policy();
+        let condition = |name: &str| {
+            policy
+                .purpose(name)
+                .and_then(|p| p.special_category_condition)
+        };
+        assert_eq!(
+            condition("support"),
+            Some(SpecialCategoryCondition::ExplicitConsent)
+        );
+        // Inherited from support.
+        assert_eq!(
+            condition("support.callback"),
+            Some(SpecialCategoryCondition::ExplicitConsent)
+        );
+        assert_eq!(
+            condition("legal.claims"),
+            Some(SpecialCategoryCondition::LegalClaims)
+        );
+        for none in ["billing", "marketing", "analytics", "fraud_prevention", "legal"] {
+            assert_eq!(condition(none), None, "{none}");
+        }
+        let flags = |name: &str| {
+            policy
+                .field(name)
+                .map(|f| (f.sensitive, f.special_category))
+        };
+        assert_eq!(flags("accessibility_needs"), Some((true, true)));
+        assert_eq!(flags("national_id"), Some((true, false)));
+        assert_eq!(flags("email"), Some((false, false)));
+        assert!(policy.warnings.is_empty(), "{:?}", policy.warnings);
+    }
+
+    #[test]
+    fn an_unknown_special_category_condition_is_an_error() {
+        assert_problem(
+            "[purposes.care]\nbasis = \"contract\"\nretention = \"1 year\"\ndescription = \"C\"\nspecial_category_condition = \"essential\"",
+            "p.toml: purposes.care: unknown special_category_condition \"essential\" (expected one of explicit_consent, employment_social_security, vital_interests, not_for_profit_members, manifestly_public, legal_claims, substantial_public_interest, health_care, public_health, archiving_research)",
+        );
+    }
+
+    #[test]
+    fn a_known_special_category_without_the_flag_is_a_warning_naming_file_field_and_category() {
+        let unflagged = "[fields.allergies]\ntype = \"text\"\ncategory = \"user.health.allergies\"\npurposes = [\"support\"]\n\
+             [fields.faith]\ntype = \"text\"\ncategory = \"user.demographic.religious_belief\"\npurposes = [\"support\"]\n\
+             [fields.healthy_food]\ntype = \"text\"\ncategory = \"user.healthy_food\"\npurposes = [\"support\"]";
+        let policy = match load(&[("p.toml", &format!("{BASE}\n{unflagged}"))]) {
+            Ok(policy) => policy,
+            Err(problems) => panic!("a warning must not stop loading: {problems:?}"),
+        };
+        let warnings: Vec<String> = policy.warnings.iter().map(|w| w.to_string()).collect();
+        assert_eq!(
+            warnings,
+            [
+                "p.toml: fields.allergies: category \"user.health.allergies\" is a GDPR Art. 9 special category but the field lacks special_category = true",
+                "p.toml: fields.faith: category \"user.demographic.religious_belief\" is a GDPR Art. 9 special category but the field lacks special_category = true",
+            ]
+        );
+        let flagged = "[fields.allergies]\ntype = \"text\"\ncategory = \"user.health\"\npurposes = [\"support\"]\nspecial_category = true";
+        match load(&[("p.toml", &format!("{BASE}\n{flagged}"))]) {
+            Ok(policy) => assert!(policy.warnings.is_empty(), "{:?}", policy.warnings),
+            Err(problems) => panic!("{problems:?}"),
+        }
+    }
+
+    #[test]
     fn unknown_keys_are_errors() {
         assert_problem(
             "[purposes.billing]\nbasis = \"contract\"\nretention = \"1 year\"\ndescription = \"B\"\nbsis = \"x\"",
-            "p.toml: purposes.billing: unknown key \"bsis\" (expected one of basis, retention, description, essential, sale_or_sharing, allowed_when_restricted)",
+            "p.toml: purposes.billing: unknown key \"bsis\" (expected one of basis, retention, description, essential, sale_or_sharing, allowed_when_restricted, special_category_condition)",
         );
         assert_problem(
             "[fields.email]\ntype = \"email\"\ncategory = \"user.contact.email\"\npurposes = [\"support\"]\nsearchabel = true",
-            "p.toml: fields.email: unknown key \"searchabel\" (expected one of type, category, purposes, sensitive, searchable)",
+            "p.toml: fields.email: unknown key \"searchabel\" (expected one of type, category, purposes, sensitive, special_category, searchable)",
         );
         assert_problem(
             "[roles.viewer]\nreads = [\"support\"]",

@@ -20,7 +20,7 @@ pub mod values;
 pub use decide::{
     CollectError, CollectedFor, ConsentView, Decision, PurposeError, Reason, SubjectState,
     check_collect, check_read_purpose, check_write_purpose, consent_missing, consent_needed,
-    consented, decide,
+    consented, consented_explicitly, decide, explicit_consent_needed, special_category_condition,
 };
 pub use load::{PolicyError, PolicyErrors};
 pub use values::{ValueError, apply_mask, normalize};
@@ -48,6 +48,10 @@ pub struct Policy {
     pub roles: BTreeMap<String, Role>,
     /// Request kinds that need the DPO's approval after verification.
     pub approval_required: BTreeSet<String>,
+    /// Problems that do not stop the policy from loading (a health category
+    /// without `special_category = true`, …), in file order.
+    #[serde(skip)]
+    pub warnings: Vec<PolicyError>,
 }
 
 /// The controller's identity and contacts (GDPR Art. 13(1)(a)-(b), Art. 30).
@@ -78,6 +82,118 @@ pub struct Purpose {
     pub sale_or_sharing: bool,
     /// Allowed while processing is restricted (GDPR Art. 18(2)).
     pub allowed_when_restricted: bool,
+    /// The GDPR Art. 9(2) condition this purpose relies on for
+    /// special-category values; without one it never serves or collects them.
+    pub special_category_condition: Option<SpecialCategoryCondition>,
+}
+
+/// The conditions of GDPR Art. 9(2)(a)–(j) under which a special category
+/// of personal data may be processed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SpecialCategoryCondition {
+    /// (a) the data subject's explicit consent, for a specified purpose.
+    ExplicitConsent,
+    /// (b) employment, social security and social protection law.
+    EmploymentSocialSecurity,
+    /// (c) vital interests, where the subject cannot consent.
+    VitalInterests,
+    /// (d) members of a not-for-profit body, within its activities.
+    NotForProfitMembers,
+    /// (e) data manifestly made public by the data subject.
+    ManifestlyPublic,
+    /// (f) establishing, exercising or defending legal claims.
+    LegalClaims,
+    /// (g) substantial public interest, on a legal basis.
+    SubstantialPublicInterest,
+    /// (h) preventive or occupational medicine, health or social care.
+    HealthCare,
+    /// (i) public health.
+    PublicHealth,
+    /// (j) archiving in the public interest, research or statistics.
+    ArchivingResearch,
+}
+
+impl SpecialCategoryCondition {
+    pub const ALL: [SpecialCategoryCondition; 10] = [
+        SpecialCategoryCondition::ExplicitConsent,
+        SpecialCategoryCondition::EmploymentSocialSecurity,
+        SpecialCategoryCondition::VitalInterests,
+        SpecialCategoryCondition::NotForProfitMembers,
+        SpecialCategoryCondition::ManifestlyPublic,
+        SpecialCategoryCondition::LegalClaims,
+        SpecialCategoryCondition::SubstantialPublicInterest,
+        SpecialCategoryCondition::HealthCare,
+        SpecialCategoryCondition::PublicHealth,
+        SpecialCategoryCondition::ArchivingResearch,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SpecialCategoryCondition::ExplicitConsent => "explicit_consent",
+            SpecialCategoryCondition::EmploymentSocialSecurity => "employment_social_security",
+            SpecialCategoryCondition::VitalInterests => "vital_interests",
+            SpecialCategoryCondition::NotForProfitMembers => "not_for_profit_members",
+            SpecialCategoryCondition::ManifestlyPublic => "manifestly_public",
+            SpecialCategoryCondition::LegalClaims => "legal_claims",
+            SpecialCategoryCondition::SubstantialPublicInterest => "substantial_public_interest",
+            SpecialCategoryCondition::HealthCare => "health_care",
+            SpecialCategoryCondition::PublicHealth => "public_health",
+            SpecialCategoryCondition::ArchivingResearch => "archiving_research",
+        }
+    }
+}
+
+impl fmt::Display for SpecialCategoryCondition {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for SpecialCategoryCondition {
+    type Err = UnknownName;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        SpecialCategoryCondition::ALL
+            .into_iter()
+            .find(|c| c.as_str() == s)
+            .ok_or(UnknownName)
+    }
+}
+
+/// Data categories (fideslang style) that are special categories under GDPR
+/// Art. 9(1); a category equal to one of these or below it (`user.health.x`)
+/// counts. `pii-vault policy check` warns when such a field lacks
+/// `special_category = true`.
+pub const SPECIAL_CATEGORY_PREFIXES: &[&str] = &[
+    "user.health",
+    "user.health_and_medical",
+    "user.biometric",
+    "user.biometrics",
+    "user.genetic",
+    "user.demographic.race_ethnicity",
+    "user.demographic.racial_origin",
+    "user.demographic.ethnic_origin",
+    "user.demographic.political_opinion",
+    "user.political_opinion",
+    "user.demographic.religious_belief",
+    "user.demographic.philosophical_belief",
+    "user.religious_belief",
+    "user.demographic.trade_union_membership",
+    "user.trade_union_membership",
+    "user.demographic.sexual_orientation",
+    "user.sexual_orientation",
+    "user.sex_life",
+];
+
+/// True when `category` is (or lies below) a known special category.
+pub fn is_special_category(category: &str) -> bool {
+    SPECIAL_CATEGORY_PREFIXES.iter().any(|p| {
+        category == *p
+            || category
+                .strip_prefix(p)
+                .is_some_and(|rest| rest.starts_with('.'))
+    })
 }
 
 /// The legal basis of a purpose (GDPR Art. 6(1)).
@@ -268,8 +384,13 @@ pub struct FieldDef {
     /// The purposes a value of this field may be collected for (a purpose
     /// listed here also allows its children).
     pub purposes: Vec<String>,
-    /// GDPR Art. 9 special category / CCPA sensitive personal information.
+    /// CCPA sensitive personal information (§1798.140(ae)): once the
+    /// customer limits its use, it serves only `essential` purposes.
     pub sensitive: bool,
+    /// GDPR Art. 9 special category: serves only purposes that declare a
+    /// `special_category_condition` (and, for explicit consent, only while
+    /// the customer's explicit consent is active).
+    pub special_category: bool,
     /// Exact lookup through a blind index.
     pub searchable: bool,
 }
@@ -753,6 +874,7 @@ mod tests {
             fields: BTreeMap::new(),
             roles: BTreeMap::new(),
             approval_required: BTreeSet::new(),
+            warnings: Vec::new(),
         }
     }
 

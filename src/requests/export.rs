@@ -92,7 +92,12 @@ pub struct DataItem {
     #[serde(rename = "type")]
     pub ty: String,
     pub category: String,
+    /// CCPA sensitive personal information.
     pub sensitive: bool,
+    /// A GDPR Art. 9 special category; each purpose then names the Art. 9(2)
+    /// condition relied on.
+    #[serde(default)]
+    pub special_category: bool,
     pub collected_at: String,
     /// The client or user that collected it.
     pub collected_by: String,
@@ -111,6 +116,11 @@ pub struct PurposeUse {
     pub collected_at: String,
     /// `null` while a legal hold keeps the value.
     pub expires_at: Option<String>,
+    /// For a special-category value: the GDPR Art. 9(2) condition the
+    /// purpose relies on. Absent for other values, and when the purpose
+    /// declares none (the value then does not serve it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub special_category_condition: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -127,6 +137,9 @@ pub struct CurrentConsent {
     /// `granted`, `withdrawn` or `expired`.
     pub status: String,
     pub since: String,
+    /// The latest grant was recorded as explicit (GDPR Art. 9(2)(a)).
+    #[serde(default)]
+    pub explicit: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -142,6 +155,9 @@ pub struct ConsentRecord {
     pub channel: String,
     pub captured_by: String,
     pub at: String,
+    /// Recorded as explicit consent (GDPR Art. 9(2)(a)).
+    #[serde(default)]
+    pub explicit: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -338,6 +354,7 @@ pub async fn package(
                     .and_then(|v| v.as_str().map(str::to_owned))
                     .unwrap_or_default(),
                 since: rfc3339(c.since),
+                explicit: c.explicit,
             })
             .collect(),
         events: record.consents.iter().map(consent_record).collect(),
@@ -433,6 +450,7 @@ fn data_items(
             ty: def.map(|d| d.ty.as_str().to_owned()).unwrap_or_default(),
             category: def.map(|d| d.category.clone()).unwrap_or_default(),
             sensitive: def.is_some_and(|d| d.sensitive),
+            special_category: def.is_some_and(|d| d.special_category),
             collected_at: rfc3339(row.collected_at),
             collected_by: row.collected_by.clone(),
             channel: row.channel.clone(),
@@ -449,6 +467,11 @@ fn data_items(
                         retention: d.map(|d| d.retention.to_string()).unwrap_or_default(),
                         collected_at: rfc3339(p.collected_at),
                         expires_at: (p.expires_at != erasure::HELD).then(|| rfc3339(p.expires_at)),
+                        special_category_condition: def
+                            .filter(|f| f.special_category)
+                            .and(d)
+                            .and_then(|d| d.special_category_condition)
+                            .map(|c| c.as_str().to_owned()),
                     }
                 })
                 .collect(),
@@ -469,6 +492,7 @@ fn consent_record(c: &ConsentEvent) -> ConsentRecord {
         channel: c.channel.clone(),
         captured_by: c.captured_by.clone(),
         at: rfc3339(c.at),
+        explicit: c.explicit,
     }
 }
 
@@ -610,6 +634,7 @@ pub async fn import_package(
             channel: c.channel.clone(),
             captured_by: c.captured_by.clone(),
             at: time(&c.at, "a consent's at")?,
+            explicit: c.action == "grant" && c.explicit,
         }));
     }
     let ev = crate::audit::EventDraft::new(

@@ -151,6 +151,10 @@ pub struct ConsentEvent {
     pub channel: String,
     pub captured_by: String,
     pub at: i64,
+    /// A grant the customer confirmed explicitly for special-category data
+    /// (GDPR Art. 9(2)(a)); always false for a withdrawal.
+    #[serde(default)]
+    pub explicit: bool,
 }
 
 #[derive(Debug, Clone, sqlx::FromRow)]

@@ -97,6 +97,48 @@ fn policy_check_accepts_the_default_and_names_file_entry_and_problem() {
 }
 
 #[test]
+fn policy_check_warns_on_a_health_category_without_the_special_category_flag() {
+    let dir = tempfile::tempdir().unwrap();
+    // The shipped policy flags its health field: no warning.
+    let out = pv(dir.path())
+        .args(["policy", "check"])
+        .arg(policies())
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("warning"), "{err}");
+
+    let unflagged = dir.path().join("unflagged");
+    std::fs::create_dir(&unflagged).unwrap();
+    let text = std::fs::read_to_string(policies().join("default.toml")).unwrap();
+    let flag = "category = \"user.health\"\npurposes = [\"support\"]\nsensitive = true\nspecial_category = true\n";
+    assert!(text.contains(flag));
+    let text = text.replacen(
+        flag,
+        "category = \"user.health\"\npurposes = [\"support\"]\nsensitive = true\n",
+        1,
+    );
+    std::fs::write(unflagged.join("default.toml"), text).unwrap();
+    let out = pv(dir.path())
+        .args(["policy", "check"])
+        .arg(&unflagged)
+        .output()
+        .unwrap();
+    // A warning, not an error: the policy is still valid.
+    assert_eq!(out.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("valid"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    let warnings: Vec<&str> = err.lines().filter(|l| l.starts_with("warning:")).collect();
+    assert_eq!(warnings.len(), 1, "{err}");
+    let w = warnings[0];
+    assert!(w.contains("default.toml"), "{w}");
+    assert!(w.contains("fields.accessibility_needs"), "{w}");
+    assert!(w.contains("user.health"), "{w}");
+    assert!(w.contains("special_category = true"), "{w}");
+}
+
+#[test]
 fn production_refuses_to_start_without_an_explicit_root_key() {
     let dir = tempfile::tempdir().unwrap();
     let out = pv(dir.path())

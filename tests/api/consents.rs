@@ -33,7 +33,8 @@ async fn r6_consent_event_records_every_fact() {
         assert!(e["at"].as_str().unwrap().ends_with('Z'));
         assert_eq!(
             all["current"],
-            json!([{"purpose": "marketing.email", "status": "granted", "since": e["at"]}])
+            json!([{"purpose": "marketing.email", "status": "granted", "since": e["at"],
+                     "explicit": false}])
         );
     })
     .await;

@@ -835,6 +835,7 @@ fn late_writes(customer: Uuid, consent_id: Uuid, at: i64) -> Vec<pii_vault::stor
                 channel: "web".into(),
                 captured_by: "helpdesk".into(),
                 at,
+                explicit: false,
             })],
             events: vec![],
         },

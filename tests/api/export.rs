@@ -50,6 +50,10 @@ fn customer(email: &str, note: &str) -> Value {
             "accessibility_needs": {"value": "large print", "purposes": ["support"]}
         },
         "consents": [{"purpose": "marketing.email", "notice_version": "2026-01",
+                      "notice_text_sha256": NOTICE_SHA, "language": "it", "jurisdiction": "EU"},
+                     // Accessibility needs are health data (GDPR Art. 9): support
+                     // collects them only with the customer's explicit consent.
+                     {"purpose": "support", "notice_version": "2026-01", "explicit": true,
                       "notice_text_sha256": NOTICE_SHA, "language": "it", "jurisdiction": "EU"}]
     })
 }
@@ -135,8 +139,16 @@ async fn r21_r22_r23_r24_r25_the_export_holds_everything_about_this_customer_and
             ),
             (Some(true), Some("user.health"))
         );
+        // The Art. 9 special category names the condition each purpose relies on.
+        assert_eq!(sensitive["special_category"], true);
+        assert_eq!(
+            sensitive["purposes"][0]["special_category_condition"],
+            "explicit_consent"
+        );
+        assert_eq!(email["special_category"], false);
+        assert!(billing_use.get("special_category_condition").is_none());
         // …the consents (ledger and current state)…
-        assert_eq!(pkg["consents"]["events"].as_array().unwrap().len(), 2);
+        assert_eq!(pkg["consents"]["events"].as_array().unwrap().len(), 3);
         assert_eq!(
             pkg["consents"]["events"][0]["notice_text_sha256"],
             NOTICE_SHA

@@ -53,6 +53,9 @@ struct ConsentOut {
     channel: String,
     captured_by: String,
     at: i64,
+    /// Absent in rows read by an older query shape: not explicit.
+    #[serde(default)]
+    explicit: bool,
 }
 
 fn unreadable(what: &str) -> StoreError {
@@ -108,6 +111,7 @@ impl ConsentOut {
             channel: self.channel,
             captured_by: self.captured_by,
             at: self.at,
+            explicit: self.explicit,
         })
     }
 }
@@ -292,8 +296,8 @@ macro_rules! customer_writes {
         ) -> Result<(), $crate::store::StoreError> {
             let r = sqlx::query(
                 "INSERT INTO consent_events (id, customer_id, purpose, action, notice_version, \
-                 notice_text_sha256, language, jurisdiction, channel, captured_by, at) \
-                 SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11 \
+                 notice_text_sha256, language, jurisdiction, channel, captured_by, at, explicit) \
+                 SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12 \
                  WHERE EXISTS (SELECT 1 FROM customers WHERE id = $2 AND erased_at IS NULL)",
             )
             .bind(c.id)
@@ -307,6 +311,7 @@ macro_rules! customer_writes {
             .bind(&c.channel)
             .bind(&c.captured_by)
             .bind(c.at)
+            .bind(c.explicit)
             .execute(&mut **tx)
             .await?;
             if r.rows_affected() == 0 {

@@ -76,7 +76,9 @@ pub(super) const SQLITE_SQL: DialectSql = DialectSql {
              'action', e.action, 'notice_version', e.notice_version, \
              'notice_text_sha256', e.notice_text_sha256, 'language', e.language, \
              'jurisdiction', e.jurisdiction, 'channel', e.channel, \
-             'captured_by', e.captured_by, 'at', e.at) ORDER BY e.at, e.id) \
+             'captured_by', e.captured_by, 'at', e.at, \
+             'explicit', json(CASE WHEN e.explicit THEN 'true' ELSE 'false' END)) \
+             ORDER BY e.at, e.id) \
           FROM consent_events e WHERE e.customer_id = c.id) AS consents, \
          (SELECT json_group_array(o.purpose ORDER BY o.purpose) \
           FROM objections o WHERE o.customer_id = c.id) AS objections \
@@ -123,7 +125,8 @@ pub(super) const POSTGRES_SQL: DialectSql = DialectSql {
              'action', e.action, 'notice_version', e.notice_version, \
              'notice_text_sha256', e.notice_text_sha256, 'language', e.language, \
              'jurisdiction', e.jurisdiction, 'channel', e.channel, \
-             'captured_by', e.captured_by, 'at', e.at) ORDER BY e.at, e.id)::text \
+             'captured_by', e.captured_by, 'at', e.at, 'explicit', e.explicit) \
+             ORDER BY e.at, e.id)::text \
           FROM consent_events e WHERE e.customer_id = c.id) AS consents, \
          (SELECT json_agg(o.purpose ORDER BY o.purpose)::text \
           FROM objections o WHERE o.customer_id = c.id) AS objections \
