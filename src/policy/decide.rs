@@ -13,8 +13,8 @@ use serde::{Serialize, Serializer};
 use time::OffsetDateTime;
 
 use super::{
-    FieldDef, LegalBasis, Mask, Policy, Purpose, Role, SpecialCategoryCondition,
-    ancestors_or_self, covers,
+    FieldDef, LegalBasis, Mask, Policy, Purpose, Role, SpecialCategoryCondition, ancestors_or_self,
+    covers,
 };
 
 /// Why a request's purpose is refused (steps 1–2).
@@ -267,7 +267,9 @@ pub fn decide(
     if field.special_category {
         match purpose.special_category_condition {
             None => return Decision::Withheld(Reason::SpecialCategory),
-            Some(SpecialCategoryCondition::ExplicitConsent) if !consented_explicitly(consents, p) => {
+            Some(SpecialCategoryCondition::ExplicitConsent)
+                if !consented_explicitly(consents, p) =>
+            {
                 return Decision::Withheld(Reason::NoConsent);
             }
             Some(_) => {}
@@ -381,8 +383,7 @@ pub fn check_collect(
             return Err(CollectError::NotPermitted(purpose.clone()));
         }
         let declared = policy.purpose(purpose);
-        if field.special_category
-            && declared.is_none_or(|p| p.special_category_condition.is_none())
+        if field.special_category && declared.is_none_or(|p| p.special_category_condition.is_none())
         {
             return Err(CollectError::NoSpecialCategoryCondition {
                 field: field.name.clone(),
@@ -1009,7 +1010,9 @@ purposes = ["plain"]
         let mut checked = 0;
         for (purpose, condition) in &purposes {
             assert_eq!(
-                policy.purpose(purpose).and_then(|p| p.special_category_condition),
+                policy
+                    .purpose(purpose)
+                    .and_then(|p| p.special_category_condition),
                 *condition,
                 "{purpose}"
             );
@@ -1027,7 +1030,8 @@ purposes = ["plain"]
                             restricted,
                             ..SubjectState::default()
                         };
-                        let got = decide_with(&policy, "reader", purpose, "health", &ledger, &subject);
+                        let got =
+                            decide_with(&policy, "reader", purpose, "health", &ledger, &subject);
                         assert_eq!(
                             got,
                             expected(*condition, consent, explicit, restricted),
@@ -1049,7 +1053,14 @@ purposes = ["plain"]
                 restricted,
                 ..SubjectState::default()
             };
-            let got = decide_with(&policy, "reader", "plain", "note", &Ledger::default(), &subject);
+            let got = decide_with(
+                &policy,
+                "reader",
+                "plain",
+                "note",
+                &Ledger::default(),
+                &subject,
+            );
             let want = if restricted {
                 withheld(Reason::Restricted)
             } else {
@@ -1090,9 +1101,19 @@ purposes = ["plain"]
     fn step4a_a_consent_based_purpose_needs_the_consent_to_be_explicit_for_art9_values() {
         let policy = art9_policy();
         let read = |ledger: Ledger, field: &str| {
-            decide_with(&policy, "reader", "newsletter", field, &ledger, &SubjectState::default())
+            decide_with(
+                &policy,
+                "reader",
+                "newsletter",
+                field,
+                &ledger,
+                &SubjectState::default(),
+            )
         };
-        assert_eq!(read(Ledger::default(), "health"), withheld(Reason::NoConsent));
+        assert_eq!(
+            read(Ledger::default(), "health"),
+            withheld(Reason::NoConsent)
+        );
         assert_eq!(
             read(Ledger::granted(&["newsletter"]), "health"),
             withheld(Reason::NoConsent)
@@ -1120,7 +1141,14 @@ purposes = ["plain"]
         assert_eq!(got, withheld(Reason::Limited));
         // `plain` is essential, but declares no condition: Art. 9 withholds
         // first, whatever the limit.
-        let got = decide_with(&policy, "reader", "plain", "health", &Ledger::default(), &limited);
+        let got = decide_with(
+            &policy,
+            "reader",
+            "plain",
+            "health",
+            &Ledger::default(),
+            &limited,
+        );
         assert_eq!(got, withheld(Reason::SpecialCategory));
     }
 

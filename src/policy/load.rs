@@ -683,9 +683,8 @@ impl Loader {
                     allowed_when_restricted: inherit(raw.allowed_when_restricted, |p| {
                         p.allowed_when_restricted
                     }),
-                    special_category_condition: condition.or_else(|| {
-                        parent.as_ref().and_then(|p| p.special_category_condition)
-                    }),
+                    special_category_condition: condition
+                        .or_else(|| parent.as_ref().and_then(|p| p.special_category_condition)),
                 },
             );
         }
@@ -1480,7 +1479,13 @@ allowed_when_restricted = true
             condition("legal.claims"),
             Some(SpecialCategoryCondition::LegalClaims)
         );
-        for none in ["billing", "marketing", "analytics", "fraud_prevention", "legal"] {
+        for none in [
+            "billing",
+            "marketing",
+            "analytics",
+            "fraud_prevention",
+            "legal",
+        ] {
             assert_eq!(condition(none), None, "{none}");
         }
         let flags = |name: &str| {

@@ -57,7 +57,9 @@ async fn needs_for(
         .get(token, &format!("/v1/customers/{id}?purpose={purpose}"))
         .await;
     assert_eq!(s, StatusCode::OK, "{p}");
-    let served = p["fields"]["accessibility_needs"].as_str().map(str::to_owned);
+    let served = p["fields"]["accessibility_needs"]
+        .as_str()
+        .map(str::to_owned);
     let reason = withheld(&p, "accessibility_needs");
     let (s, one) = v
         .get(
@@ -113,7 +115,11 @@ async fn r5_the_health_note_serves_support_only_under_explicit_consent() {
         let id = v
             .create(
                 &t,
-                &customer("ada@example.com", true, json!([in_request("support", true)])),
+                &customer(
+                    "ada@example.com",
+                    true,
+                    json!([in_request("support", true)]),
+                ),
             )
             .await;
         assert_eq!(
@@ -184,7 +190,10 @@ async fn r5_the_health_note_serves_support_only_under_explicit_consent() {
         assert_eq!(served.len(), 5, "{served:?}");
         for e in &served {
             assert_eq!(
-                e.draft.reasons.get("art9.accessibility_needs").map(String::as_str),
+                e.draft
+                    .reasons
+                    .get("art9.accessibility_needs")
+                    .map(String::as_str),
                 Some("explicit_consent"),
                 "{:?}",
                 e.draft
@@ -210,7 +219,8 @@ async fn r5_collecting_for_an_existing_customer_needs_explicit_consent_first() {
             .create(&t, &customer("bea@example.com", false, json!([])))
             .await;
         let path = format!("/v1/customers/{id}?purpose=support");
-        let add = json!({"fields": {"accessibility_needs": {"value": NEEDS, "purposes": ["support"]}}});
+        let add =
+            json!({"fields": {"accessibility_needs": {"value": NEEDS, "purposes": ["support"]}}});
         let (s, b) = v.patch(&t, &path, &add).await;
         assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{b}");
         assert_eq!(b["code"], "consent_required");
@@ -299,7 +309,11 @@ async fn r5_a_purpose_without_a_condition_never_collects_nor_serves_the_health_n
         let id = v
             .create(
                 &t,
-                &customer("dan@example.com", true, json!([in_request("support", true)])),
+                &customer(
+                    "dan@example.com",
+                    true,
+                    json!([in_request("support", true)]),
+                ),
             )
             .await;
         assert_eq!(
@@ -336,7 +350,11 @@ async fn r5_a_purpose_without_a_condition_never_collects_nor_serves_the_health_n
             .post(
                 &t,
                 "/v1/customers?purpose=support",
-                &customer("eve@example.com", true, json!([in_request("support", true)])),
+                &customer(
+                    "eve@example.com",
+                    true,
+                    json!([in_request("support", true)]),
+                ),
             )
             .await;
         assert_eq!(s, StatusCode::BAD_REQUEST, "{b}");
@@ -387,7 +405,10 @@ async fn r5b_a_national_id_is_governed_by_the_ccpa_limit_alone() {
                 .get(&t, &format!("/v1/customers/{id}?purpose={purpose}"))
                 .await;
             assert_eq!(s, StatusCode::OK, "{p}");
-            assert_eq!(p["fields"]["national_id"], "RSSMRA85T10A562S", "{purpose}: {p}");
+            assert_eq!(
+                p["fields"]["national_id"], "RSSMRA85T10A562S",
+                "{purpose}: {p}"
+            );
         }
         // The customer limits the use of sensitive data (CCPA §1798.121).
         let resp = v
@@ -404,7 +425,11 @@ async fn r5b_a_national_id_is_governed_by_the_ccpa_limit_alone() {
         let (_, p) = v
             .get(&t, &format!("/v1/customers/{id}?purpose=analytics"))
             .await;
-        assert_eq!(withheld(&p, "national_id").as_deref(), Some("limited"), "{p}");
+        assert_eq!(
+            withheld(&p, "national_id").as_deref(),
+            Some("limited"),
+            "{p}"
+        );
         // billing is essential (11 CCR §7027(m)): still served.
         let (_, p) = v
             .get(&t, &format!("/v1/customers/{id}?purpose=billing"))
