@@ -37,7 +37,12 @@ EOF
 }
 
 ci_vault_bin() {
-  if [ -z "${PII_VAULT_BIN:-}" ]; then
+  # Not exported: the vault reads every PII_VAULT_* variable as a setting
+  # and refuses unknown ones.
+  local bin=${PII_VAULT_BIN:-}
+  unset PII_VAULT_BIN
+  PII_VAULT_BIN=$bin
+  if [ -z "$PII_VAULT_BIN" ]; then
     cargo build --locked -q
     PII_VAULT_BIN=target/debug/pii-vault
   fi

@@ -109,8 +109,18 @@ def main() -> None:
         fail(f"read back {profile.id}/{profile.external_id}, created {customer_id}/{external_id}")
     if fields.get("phone") != "+393331234567":
         fail(f"phone for support.callback: {fields.get('phone')!r}")
-    if "email" in fields:
-        fail("email was collected for support only, yet returned for support.callback")
+    if fields.get("email") != email:
+        fail(f"email (collected for support) read for support.callback: {fields.get('email')!r}")
+
+    # The phone was collected for callbacks only: plain support does not see it.
+    profile = expect(
+        get_customer.sync_detailed(client=api, id=customer_id, purpose="support"),
+        200,
+        "GET /v1/customers/{id} for support",
+    )
+    withheld = {w.field: str(w.reason) for w in profile.withheld}
+    if "phone" in profile.fields.to_dict() or withheld.get("phone") != "not_collected_for_purpose":
+        fail(f"phone for support: fields {profile.fields.to_dict()}, withheld {withheld}")
 
     one = expect(
         get_field.sync_detailed(client=api, id=customer_id, field="email", purpose="support"),
