@@ -21,62 +21,20 @@ SEED=${ST_SEED:-20261122}
 # requires (400 purpose_required, unknown_kind, ...).
 ST_EXCLUDE=${ST_EXCLUDE-positive_data_acceptance}
 VENV=target/schemathesis-venv
-PY=$(command -v python3.11 || command -v python3)
+. .ci/lib.sh
 
-if [ ! -x "$VENV/bin/st" ] || ! "$VENV/bin/st" --version 2>/dev/null | grep -q "$ST_VERSION"; then
-  "$PY" -m venv "$VENV"
-  "$VENV/bin/pip" install -q --disable-pip-version-check "schemathesis==$ST_VERSION"
-fi
+ci_venv "$VENV" "schemathesis==$ST_VERSION"
 "$VENV/bin/st" --version
 
-if [ -z "${PII_VAULT_BIN:-}" ]; then
-  cargo build --locked -q
-  PII_VAULT_BIN=target/debug/pii-vault
-fi
-
-work=$(mktemp -d)
-server_pid=
-cleanup() {
-  if [ -n "$server_pid" ]; then kill "$server_pid" 2>/dev/null || true; wait "$server_pid" 2>/dev/null || true; fi
-  rm -rf "$work"
-}
-trap cleanup EXIT
-
-export PII_VAULT_DATABASE_URL="sqlite://$work/vault.db"
-export PII_VAULT_MASTER_KEY
-PII_VAULT_MASTER_KEY=$(head -c 32 /dev/urandom | base64)
-export PII_VAULT_LISTEN=127.0.0.1:0
-export PII_VAULT_POLICY_DIR="$PWD/policies"
-export PII_VAULT_TOMBSTONE_FILE="$work/vault.tombstones"
-export RUST_LOG=${RUST_LOG:-warn}
-
-"$PII_VAULT_BIN" serve 2>"$work/server.log" &
-server_pid=$!
-addr=
-for _ in $(seq 1 120); do
-  addr=$(sed -n 's/.*listening on http:\/\/\([0-9.:]*\).*/\1/p' "$work/server.log" | head -n 1)
-  [ -n "$addr" ] && break
-  sleep 0.5
-done
-[ -n "$addr" ] || { cat "$work/server.log"; echo "server did not start" >&2; exit 1; }
-base="http://$addr"
-echo "vault at $base"
-
-token_for() {
-  local creds
-  creds=$("$PII_VAULT_BIN" clients add --name "fuzz-$1" --role "$1" --json)
-  curl -fsS "$base/v1/token" -H 'content-type: application/json' \
-    -d "$(printf '{"grant_type":"client_credentials","client_id":%s,"client_secret":%s}' \
-      "$("$PY" -c 'import json,sys; print(json.dumps(json.load(sys.stdin)["client_id"]))' <<<"$creds")" \
-      "$("$PY" -c 'import json,sys; print(json.dumps(json.load(sys.stdin)["client_secret"]))' <<<"$creds")")" |
-    "$PY" -c 'import json,sys; print(json.load(sys.stdin)["access_token"])'
-}
+ci_vault_bin
+ci_vault_start
+base=$VAULT_BASE
 
 status=0
 for role in $ROLES; do
   echo
   echo "==> schemathesis as $role ($MAX_EXAMPLES examples per operation)"
-  token=$(token_for "$role")
+  token=$(ci_token "$role" "fuzz-$role")
   # Key rotation is exercised by its own tests; fuzzing it only rewraps keys.
   if ! "$VENV/bin/st" run "$base/openapi.json" \
       --checks all \
@@ -90,9 +48,5 @@ for role in $ROLES; do
     status=1
   fi
 done
-if grep -q "panicked\|internal error" "$work/server.log"; then
-  echo "the server logged internal errors:" >&2
-  grep "panicked\|internal error" "$work/server.log" | head -20 >&2
-  status=1
-fi
+ci_server_log_clean || status=1
 exit $status

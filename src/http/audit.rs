@@ -193,7 +193,7 @@ async fn verification_keys(
 /// Query the audit trail.
 #[utoipa::path(get, path = "/v1/audit", tag = "audit",
     params(RawFilter),
-    responses((status = 200, body = AuditPage),
+    responses((status = 200, description = "A page of audit events, oldest first, and the cursor for the next page", body = AuditPage),
         (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem),
         (status = 503, body = Problem)),
     security(("bearer" = [])))]
@@ -328,7 +328,7 @@ pub async fn export(
 /// head, and that the trail extends the last checkpoint witnessed outside
 /// the database.
 #[utoipa::path(get, path = "/v1/audit/verify", tag = "audit",
-    responses((status = 200, body = Report),
+    responses((status = 200, description = "The result of verifying the chain and its checkpoints (`ok` false names the first problem)", body = Report),
         (status = 401, body = Problem), (status = 403, body = Problem), (status = 503, body = Problem)),
     security(("bearer" = [])))]
 pub async fn verify_trail(State(state): State<AppState>, caller: Actor) -> ApiResult<Json<Report>> {
@@ -374,7 +374,7 @@ pub async fn verify_trail(State(state): State<AppState>, caller: Actor) -> ApiRe
 
 /// The public keys that verify checkpoints (Ed25519), current first.
 #[utoipa::path(get, path = "/v1/audit/public-key", tag = "audit",
-    responses((status = 200, body = PublicKeySet),
+    responses((status = 200, description = "The checkpoint-signing public keys, current first", body = PublicKeySet),
         (status = 401, body = Problem), (status = 403, body = Problem), (status = 503, body = Problem)),
     security(("bearer" = [])))]
 pub async fn public_key(
@@ -404,7 +404,7 @@ pub async fn public_key(
 /// Who accessed this customer's data, when and for which purpose.
 #[utoipa::path(get, path = "/v1/customers/{id}/access-log", tag = "audit",
     params(("id" = String, Path, description = "Customer id"), PageQuery),
-    responses((status = 200, body = AccessLog),
+    responses((status = 200, description = "Accesses to this customer's data: when, by whom, for which purpose", body = AccessLog),
         (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem),
         (status = 404, body = Problem), (status = 503, body = Problem)),
     security(("bearer" = [])))]

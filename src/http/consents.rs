@@ -13,7 +13,7 @@ use crate::state::AppState;
 /// Record a grant or a withdrawal.
 #[utoipa::path(post, path = "/v1/customers/{id}/consents", tag = "consent",
     params(("id" = String, Path)), request_body = ConsentRequest,
-    responses((status = 201, body = ConsentEventView),
+    responses((status = 201, description = "The consent event as recorded", body = ConsentEventView),
         (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem),
         (status = 404, body = Problem), (status = 413, body = Problem), (status = 415, body = Problem),
         (status = 503, body = Problem)),
@@ -32,7 +32,7 @@ pub async fn record_consent(
 /// Current consent per purpose and the full ledger.
 #[utoipa::path(get, path = "/v1/customers/{id}/consents", tag = "consent",
     params(("id" = String, Path)),
-    responses((status = 200, body = Consents),
+    responses((status = 200, description = "Current consent per purpose and every event of the ledger", body = Consents),
         (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem),
         (status = 404, body = Problem), (status = 503, body = Problem)),
     security(("bearer" = [])))]

@@ -17,10 +17,10 @@ use crate::state::AppState;
 
 /// Collect a new customer.
 #[utoipa::path(post, path = "/v1/customers", tag = "customers",
-    params(PurposeQuery, ("Idempotency-Key" = Option<String>, Header, description = "Retry key")),
+    params(PurposeQuery),
     request_body = CreateCustomer,
     responses(
-        (status = 201, body = CustomerStored),
+        (status = 201, description = "The customer is stored (values are not echoed)", body = CustomerStored),
         (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem),
         (status = 409, body = Problem), (status = 413, body = Problem), (status = 415, body = Problem),
         (status = 422, body = Problem), (status = 503, body = Problem)),
@@ -70,7 +70,7 @@ pub async fn create_customer(
 /// The profile as the caller may see it for the purpose.
 #[utoipa::path(get, path = "/v1/customers/{id}", tag = "customers",
     params(("id" = String, Path, description = "Customer id"), PurposeQuery),
-    responses((status = 200, body = Profile),
+    responses((status = 200, description = "The profile as the caller may see it for the purpose, and what is withheld and why", body = Profile),
         (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem),
         (status = 404, body = Problem), (status = 503, body = Problem)),
     security(("bearer" = [])))]
@@ -90,7 +90,7 @@ pub async fn get_customer(
 /// One field's value for the purpose, or 403 with the reason it is withheld.
 #[utoipa::path(get, path = "/v1/customers/{id}/fields/{field}", tag = "customers",
     params(("id" = String, Path), ("field" = String, Path), PurposeQuery),
-    responses((status = 200, body = FieldValue),
+    responses((status = 200, description = "The field's value for the purpose", body = FieldValue),
         (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem),
         (status = 404, body = Problem), (status = 503, body = Problem)),
     security(("bearer" = [])))]
@@ -110,7 +110,7 @@ pub async fn get_field(
 /// Exact lookup by a searchable field (through its blind index).
 #[utoipa::path(post, path = "/v1/customers/search", tag = "customers",
     params(PurposeQuery), request_body = SearchRequest,
-    responses((status = 200, body = SearchResult),
+    responses((status = 200, description = "The customers whose field matches, each as the caller may see it for the purpose", body = SearchResult),
         (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem),
         (status = 413, body = Problem), (status = 415, body = Problem), (status = 503, body = Problem)),
     security(("bearer" = [])))]
@@ -128,7 +128,7 @@ pub async fn search(
 /// Rectify or extend a profile. The old value is gone for good.
 #[utoipa::path(patch, path = "/v1/customers/{id}", tag = "customers",
     params(("id" = String, Path), PurposeQuery), request_body = UpdateCustomer,
-    responses((status = 200, body = CustomerStored),
+    responses((status = 200, description = "The stored fields after the change (values are not echoed)", body = CustomerStored),
         (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem),
         (status = 404, body = Problem), (status = 413, body = Problem), (status = 415, body = Problem),
         (status = 422, body = Problem), (status = 503, body = Problem)),

@@ -17,7 +17,7 @@ use crate::state::AppState;
 /// Erase a customer now; returns the erasure receipt.
 #[utoipa::path(delete, path = "/v1/customers/{id}", tag = "customers",
     params(("id" = String, Path, description = "Customer id")),
-    responses((status = 200, body = ErasureReceipt),
+    responses((status = 200, description = "The erasure receipt: what was erased and what is retained, on which basis", body = ErasureReceipt),
         (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem),
         (status = 404, body = Problem), (status = 503, body = Problem)),
     security(("bearer" = [])))]

@@ -18,7 +18,7 @@ use crate::state::AppState;
 /// The JSON Schema (draft 2020-12) of export packages.
 #[utoipa::path(get, path = "/v1/schemas/export.json", tag = "requests",
     responses((status = 200, description = "JSON Schema of the export package",
-        content_type = "application/schema+json")))]
+        body = Object, content_type = "application/schema+json")))]
 pub async fn export_schema() -> Response {
     ([(header::CONTENT_TYPE, "application/schema+json")], SCHEMA).into_response()
 }
@@ -33,7 +33,7 @@ pub struct ExportQuery {
 /// A customer's export package (staff path; audited as `customer.export`).
 #[utoipa::path(get, path = "/v1/customers/{id}/export", tag = "requests",
     params(("id" = String, Path, description = "Customer id"), ExportQuery),
-    responses((status = 200, description = "The export package (see /v1/schemas/export.json)"),
+    responses((status = 200, description = "The export package (see /v1/schemas/export.json)", body = Object),
         (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem),
         (status = 404, body = Problem), (status = 503, body = Problem)),
     security(("bearer" = [])))]

@@ -242,6 +242,9 @@ fn rate_limited(state: &AppState, principal: &str) -> Result<(), ServiceError> {
 #[into_params(parameter_in = Query)]
 pub struct PurposeQuery {
     /// The purpose of this use of personal data, e.g. `support.callback`.
+    /// Required: without it the answer is 400 `purpose_required` (the
+    /// service says so, which is why the field itself is optional here).
+    #[param(required = true, value_type = String, example = "support.callback")]
     pub purpose: Option<String>,
 }
 

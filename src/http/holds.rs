@@ -28,7 +28,7 @@ pub struct HoldList {
 /// Place a legal hold on some of a customer's fields.
 #[utoipa::path(post, path = "/v1/legal-holds", tag = "legal holds",
     request_body = NewHold,
-    responses((status = 201, body = HoldView),
+    responses((status = 201, description = "The hold as placed", body = HoldView),
         (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem),
         (status = 404, body = Problem), (status = 413, body = Problem), (status = 415, body = Problem),
         (status = 503, body = Problem)),
@@ -45,7 +45,7 @@ pub async fn create_hold(
 /// List a customer's holds, or every active hold (by review date).
 #[utoipa::path(get, path = "/v1/legal-holds", tag = "legal holds",
     params(HoldQuery),
-    responses((status = 200, body = HoldList),
+    responses((status = 200, description = "The holds, by review date", body = HoldList),
         (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem),
         (status = 503, body = Problem)),
     security(("bearer" = [])))]
@@ -65,7 +65,7 @@ pub async fn list_holds(
 /// Release a hold; a pending erasure of the customer finishes at once.
 #[utoipa::path(delete, path = "/v1/legal-holds/{id}", tag = "legal holds",
     params(("id" = String, Path, description = "Hold id")),
-    responses((status = 200, body = Released),
+    responses((status = 200, description = "The hold is released", body = Released),
         (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem),
         (status = 404, body = Problem), (status = 409, body = Problem), (status = 503, body = Problem)),
     security(("bearer" = [])))]

@@ -100,7 +100,7 @@ fn recorder<'a>(
 /// customer's data key.
 #[utoipa::path(get, path = "/v1/keys", tag = "keys",
     params(KeysQuery),
-    responses((status = 200, body = KeyStatus),
+    responses((status = 200, description = "Key versions, rewrap progress and signing keys (or one customer's data key)", body = KeyStatus),
         (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem),
         (status = 404, body = Problem), (status = 503, body = Problem)),
     security(("bearer" = [])))]
@@ -139,7 +139,7 @@ pub async fn key_status(
 /// at once (other processes within `keyring_poll_secs`); existing ones are
 /// rewrapped in the background.
 #[utoipa::path(post, path = "/v1/keys/rotate", tag = "keys",
-    responses((status = 201, body = Rotated),
+    responses((status = 201, description = "The new active KEK version; existing data keys are rewrapped in the background", body = Rotated),
         (status = 401, body = Problem), (status = 403, body = Problem),
         (status = 409, body = Problem), (status = 503, body = Problem)),
     security(("bearer" = [])))]
@@ -175,7 +175,7 @@ pub async fn rotate_kek(
 /// was active moments ago, or still wraps a data key or the signing key.
 #[utoipa::path(post, path = "/v1/keys/{version}/retire", tag = "keys",
     params(("version" = i64, Path, description = "KEK version")),
-    responses((status = 200, body = Retired),
+    responses((status = 200, description = "The version's key material is destroyed", body = Retired),
         (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem),
         (status = 404, body = Problem), (status = 409, body = Problem), (status = 503, body = Problem)),
     security(("bearer" = [])))]
@@ -227,7 +227,7 @@ pub struct RotateSigningQuery {
 /// tokens until they expire, unless `revoke_previous=true`.
 #[utoipa::path(post, path = "/v1/keys/signing/rotate", tag = "keys",
     params(RotateSigningQuery),
-    responses((status = 201, body = SigningRotated),
+    responses((status = 201, description = "The new checkpoint-signing key", body = SigningRotated),
         (status = 401, body = Problem), (status = 403, body = Problem),
         (status = 409, body = Problem), (status = 503, body = Problem)),
     security(("bearer" = [])))]

@@ -25,7 +25,7 @@ pub struct Health {
 }
 
 /// The process is up.
-#[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, body = Health)))]
+#[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, description = "The process is up", body = Health)))]
 pub async fn healthz() -> Json<Health> {
     Json(Health {
         status: "ok".into(),
@@ -39,7 +39,7 @@ pub async fn healthz() -> Json<Health> {
 /// the database, and the tombstone log verifies. Not ready: 503, a problem
 /// document (`code` `not_ready`) that also carries `checks` and `problems`.
 #[utoipa::path(get, path = "/readyz", tag = "operations",
-    responses((status = 200, body = Health),
+    responses((status = 200, description = "Ready: every check passes", body = Health),
         (status = 503, description = "Not ready: a problem document with `checks` and `problems`", body = Problem)))]
 pub async fn readyz(State(state): State<AppState>) -> Response {
     let database = state.store.ping().await.is_ok();
@@ -130,7 +130,7 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
 
 /// The effective policy (purposes, fields, roles). Holds no secrets.
 #[utoipa::path(get, path = "/v1/policy", tag = "operations",
-    responses((status = 200, description = "The loaded policy"),
+    responses((status = 200, description = "The loaded policy", body = Object),
         (status = 401, body = Problem)),
     security(("bearer" = [])))]
 pub async fn policy(State(state): State<AppState>, _caller: Actor) -> ApiResult<Response> {
@@ -175,7 +175,7 @@ pub struct ProcessingRecord {
 
 /// The record of processing activities, built from the policy.
 #[utoipa::path(get, path = "/v1/processing-activities", tag = "operations",
-    responses((status = 200, body = ProcessingRecord), (status = 401, body = Problem)),
+    responses((status = 200, description = "The record of processing activities (GDPR Art. 30)", body = ProcessingRecord), (status = 401, body = Problem)),
     security(("bearer" = [])))]
 pub async fn processing_activities(
     State(state): State<AppState>,

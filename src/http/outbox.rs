@@ -37,7 +37,7 @@ pub struct Acknowledged {
 /// Messages waiting for delivery.
 #[utoipa::path(get, path = "/v1/outbox", tag = "outbox",
     params(OutboxQuery),
-    responses((status = 200, body = OutboxList),
+    responses((status = 200, description = "Messages waiting for delivery, oldest first", body = OutboxList),
         (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem),
         (status = 503, body = Problem)),
     security(("bearer" = [])))]
@@ -56,7 +56,7 @@ pub async fn list_outbox(
 /// again answers the same.
 #[utoipa::path(post, path = "/v1/outbox/{id}/ack", tag = "outbox",
     params(("id" = String, Path, description = "Message id")),
-    responses((status = 200, body = Acknowledged),
+    responses((status = 200, description = "The message is marked as delivered", body = Acknowledged),
         (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem),
         (status = 404, body = Problem), (status = 409, body = Problem), (status = 503, body = Problem)),
     security(("bearer" = [])))]

@@ -66,60 +66,140 @@ fn replacement(status: StatusCode) -> ServiceError {
     }
 }
 
-/// Error responses are documented as `application/problem+json`; every
-/// operation with parameters or a body may answer 400, and every
-/// authenticated one 429 `rate_limited` (rate_limit.rs).
+/// The generic part of the OpenAPI document, applied to every operation so
+/// that a new route gets it without annotations of its own:
+/// - error responses are `application/problem+json`, described by status
+///   when the annotation gives no description;
+/// - every operation with parameters or a body may answer 400, and every
+///   authenticated one 429 `rate_limited` (rate_limit.rs);
+/// - every POST takes an `Idempotency-Key` header (and may answer 422
+///   `idempotency_key_reused`).
 pub fn document(openapi: &mut utoipa::openapi::OpenApi) {
-    use utoipa::openapi::{Content, Ref, RefOr, ResponseBuilder};
     for item in openapi.paths.paths.values_mut() {
+        if let Some(post) = item.post.as_mut() {
+            declare_idempotency_key(post);
+        }
         let ops = [
             &mut item.get,
             &mut item.put,
             &mut item.post,
             &mut item.delete,
+            &mut item.options,
+            &mut item.head,
             &mut item.patch,
+            &mut item.trace,
         ];
         for op in ops.into_iter().flatten() {
-            for (status, resp) in op.responses.responses.iter_mut() {
-                if !(status.starts_with('4') || status.starts_with('5')) {
-                    continue;
-                }
-                if let RefOr::T(r) = resp
-                    && let Some(c) = r.content.shift_remove("application/json")
-                {
-                    r.content.insert("application/problem+json".into(), c);
-                }
+            document_problems(op);
+        }
+    }
+}
+
+fn document_problems(op: &mut utoipa::openapi::path::Operation) {
+    use utoipa::openapi::RefOr;
+    for (status, resp) in op.responses.responses.iter_mut() {
+        if !(status.starts_with('4') || status.starts_with('5')) {
+            continue;
+        }
+        if let RefOr::T(r) = resp {
+            if let Some(c) = r.content.shift_remove("application/json") {
+                r.content.insert("application/problem+json".into(), c);
             }
-            // Every parameter and body is read by an extractor that answers
-            // 400 `invalid_request` when it does not parse.
-            let has_input =
-                op.request_body.is_some() || op.parameters.as_ref().is_some_and(|p| !p.is_empty());
-            if has_input && !op.responses.responses.contains_key("400") {
-                let problem = Content::new(Some(Ref::from_schema_name("Problem")));
-                op.responses.responses.insert(
-                    "400".into(),
-                    RefOr::T(
-                        ResponseBuilder::new()
-                            .description("The request could not be read (`invalid_request`)")
-                            .content("application/problem+json", problem)
-                            .build(),
-                    ),
-                );
-            }
-            let authenticated = op.security.as_ref().is_some_and(|s| !s.is_empty());
-            if authenticated && !op.responses.responses.contains_key("429") {
-                let problem = Content::new(Some(Ref::from_schema_name("Problem")));
-                op.responses.responses.insert(
-                    "429".into(),
-                    RefOr::T(
-                        ResponseBuilder::new()
-                            .description("Too many requests from this caller (`rate_limited`)")
-                            .content("application/problem+json", problem)
-                            .build(),
-                    ),
-                );
+            if r.description.trim().is_empty() {
+                r.description = problem_description(status).into();
             }
         }
+    }
+    // Every parameter and body is read by an extractor that answers
+    // 400 `invalid_request` when it does not parse.
+    let has_input =
+        op.request_body.is_some() || op.parameters.as_ref().is_some_and(|p| !p.is_empty());
+    if has_input {
+        add_problem(op, "400");
+    }
+    let authenticated = op.security.as_ref().is_some_and(|s| !s.is_empty());
+    if authenticated {
+        add_problem(op, "429");
+    }
+}
+
+/// Declares `status` as a problem answer unless the operation already does.
+fn add_problem(op: &mut utoipa::openapi::path::Operation, status: &str) {
+    use utoipa::openapi::{Content, Ref, RefOr, ResponseBuilder};
+    if op.responses.responses.contains_key(status) {
+        return;
+    }
+    let problem = Content::new(Some(Ref::from_schema_name("Problem")));
+    op.responses.responses.insert(
+        status.into(),
+        RefOr::T(
+            ResponseBuilder::new()
+                .description(problem_description(status))
+                .content("application/problem+json", problem)
+                .build(),
+        ),
+    );
+}
+
+/// API.md: `Idempotency-Key` on any POST; a retry with the same key and
+/// request replays the first answer, a different request under the same
+/// key is refused with 422 `idempotency_key_reused`.
+fn declare_idempotency_key(op: &mut utoipa::openapi::path::Operation) {
+    use utoipa::openapi::path::{ParameterBuilder, ParameterIn};
+    use utoipa::openapi::{ObjectBuilder, RefOr, Required, Type};
+    let params = op.parameters.get_or_insert_with(Vec::new);
+    let declared = params.iter().any(|p| {
+        matches!(p, RefOr::T(p)
+            if p.parameter_in == ParameterIn::Header
+                && p.name.eq_ignore_ascii_case("idempotency-key"))
+    });
+    if !declared {
+        let schema = ObjectBuilder::new()
+            .schema_type(Type::String)
+            .min_length(Some(1))
+            .max_length(Some(255))
+            .pattern(Some("^[!-~]+$"));
+        params.push(RefOr::T(
+            ParameterBuilder::new()
+                .name("Idempotency-Key")
+                .parameter_in(ParameterIn::Header)
+                .required(Required::False)
+                .description(Some(
+                    "A key of the caller's choice (1–255 visible ASCII characters). A retry \
+                     with the same key and request returns the first answer and has no second \
+                     effect.",
+                ))
+                .schema(Some(schema))
+                .build(),
+        ));
+    }
+    add_problem(op, "422");
+}
+
+/// The description of an error answer whose annotation gives none.
+fn problem_description(status: &str) -> &'static str {
+    match status {
+        "400" => {
+            "The request could not be used; `code` names the reason (`invalid_request`, `purpose_required`, ...)"
+        }
+        "401" => "No valid token (`unauthenticated`) or bad credentials",
+        "403" => "The caller may not do this, or the value is withheld; `code` names the reason",
+        "404" => "Not found (`code` names what)",
+        "405" => "The method is not allowed here (`method_not_allowed`)",
+        "409" => "Conflicts with the current state; `code` names the conflict",
+        "412" => "The `If-Match` precondition failed (`precondition_failed`)",
+        "413" => "The request body is larger than the vault accepts (`payload_too_large`)",
+        "415" => {
+            "The body is not in a media type this operation accepts (`unsupported_media_type`)"
+        }
+        "422" => {
+            "Well-formed but not acceptable; `code` names the reason (e.g. `idempotency_key_reused`)"
+        }
+        "429" => "Too many requests (`rate_limited`, `too_many_attempts`); see `Retry-After`",
+        "500" => "Internal error (`internal`); the body carries no detail",
+        "503" => "Not available for now (`unavailable`); retry later",
+        s if s.starts_with('5') => "A server error, as a problem document",
+        _ => "A client error, as a problem document; `code` names the reason",
     }
 }
 

@@ -596,7 +596,7 @@ fn filed(f: flow::Filed) -> Response {
 #[utoipa::path(post, path = "/v1/requests", tag = "requests",
     params(("Sec-GPC" = Option<String>, Header, description = "Global Privacy Control: 1 opts out of sale/sharing")),
     request_body = FileRequest,
-    responses((status = 202, body = Filed),
+    responses((status = 202, description = "The request is received (always the same shape, whether or not the customer is known)", body = Filed),
         (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem),
         (status = 404, body = Problem), (status = 409, body = Problem), (status = 413, body = Problem),
         (status = 415, body = Problem), (status = 429, body = Problem), (status = 503, body = Problem)),
@@ -670,7 +670,7 @@ pub async fn file_request(
 /// (`requests.process`) and auditors (`audit`).
 #[utoipa::path(get, path = "/v1/requests/{id}", tag = "requests",
     params(("id" = String, Path, description = "Request id")),
-    responses((status = 200, body = RequestView),
+    responses((status = 200, description = "The request: status, timestamps, deadline and result", body = RequestView),
         (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem),
         (status = 404, body = Problem), (status = 503, body = Problem)),
     security(("bearer" = [])))]
@@ -696,7 +696,7 @@ pub async fn get_request(
 /// (`requests.file` or `requests.process`) recording the method they used.
 #[utoipa::path(post, path = "/v1/requests/{id}/verify", tag = "requests",
     params(("id" = String, Path)), request_body = VerifyBody,
-    responses((status = 200, body = RequestView),
+    responses((status = 200, description = "The requester is verified; the request's new status", body = RequestView),
         (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem),
         (status = 404, body = Problem), (status = 409, body = Problem), (status = 413, body = Problem),
         (status = 415, body = Problem), (status = 429, body = Problem), (status = 503, body = Problem)),
@@ -743,7 +743,7 @@ pub async fn verify(
 /// carried out.
 #[utoipa::path(post, path = "/v1/requests/{id}/approve", tag = "requests",
     params(("id" = String, Path)),
-    responses((status = 200, body = RequestView),
+    responses((status = 200, description = "The request is approved and carried out; its new status", body = RequestView),
         (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem),
         (status = 404, body = Problem), (status = 409, body = Problem), (status = 503, body = Problem)),
     security(("bearer" = [])))]
@@ -760,7 +760,7 @@ pub async fn approve(
 /// Deny a request with a machine-readable reason (`requests.process`).
 #[utoipa::path(post, path = "/v1/requests/{id}/deny", tag = "requests",
     params(("id" = String, Path)), request_body = DenyBody,
-    responses((status = 200, body = RequestView),
+    responses((status = 200, description = "The request is denied; its new status", body = RequestView),
         (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem),
         (status = 404, body = Problem), (status = 409, body = Problem), (status = 413, body = Problem),
         (status = 415, body = Problem), (status = 503, body = Problem)),
@@ -800,7 +800,7 @@ pub async fn deny(
 /// (`requests.process`): GDPR up to three months from receipt, CCPA 90 days.
 #[utoipa::path(post, path = "/v1/requests/{id}/extend", tag = "requests",
     params(("id" = String, Path)), request_body = ExtendBody,
-    responses((status = 200, body = RequestView),
+    responses((status = 200, description = "The deadline is extended; the request with its new `due_at`", body = RequestView),
         (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem),
         (status = 404, body = Problem), (status = 409, body = Problem), (status = 413, body = Problem),
         (status = 415, body = Problem), (status = 503, body = Problem)),
@@ -838,7 +838,7 @@ pub async fn extend(
 /// or `audit`).
 #[utoipa::path(get, path = "/v1/requests", tag = "requests",
     params(ListQuery),
-    responses((status = 200, body = RequestList),
+    responses((status = 200, description = "The matching requests", body = RequestList),
         (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem),
         (status = 503, body = Problem)),
     security(("bearer" = [])))]
@@ -897,9 +897,9 @@ pub async fn list_requests(
 /// Yearly figures per kind: received, completed, partially completed,
 /// denied, still open, median days to respond (`requests.process` or
 /// `audit`).
-#[utoipa::path(get, path = "/v1/requests/metrics", tag = "requests",
+#[utoipa::path(get, path = "/v1/requests/metrics", tag = "requests", operation_id = "request_metrics",
     params(MetricsQuery),
-    responses((status = 200, body = Metrics),
+    responses((status = 200, description = "Request counts and response times for the year", body = Metrics),
         (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem),
         (status = 503, body = Problem)),
     security(("bearer" = [])))]

@@ -47,7 +47,7 @@ pub const MAX_NAME_BYTES: usize = 256;
 
 /// Issue an access token.
 #[utoipa::path(post, path = "/v1/token", tag = "tokens", request_body = TokenRequest,
-    responses((status = 200, body = TokenResponse),
+    responses((status = 200, description = "A bearer token", body = TokenResponse),
         (status = 400, body = Problem), (status = 401, body = Problem), (status = 413, body = Problem),
         (status = 415, body = Problem), (status = 429, body = Problem), (status = 503, body = Problem)))]
 pub async fn issue_token(

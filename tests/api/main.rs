@@ -21,6 +21,7 @@ mod leak_scan;
 mod leaks;
 mod limits;
 mod matrix;
+mod openapi;
 mod requests;
 mod retention;
 mod special_categories;
