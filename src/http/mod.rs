@@ -158,12 +158,17 @@ pub fn app(state: AppState) -> Router {
                         .on_response(DefaultOnResponse::new().level(tracing::Level::INFO)),
                 )
                 .layer(middleware::from_fn(record_metrics))
+                .option_layer(cors(&state.settings.cors_allowed_origins))
                 .layer(middleware::from_fn_with_state(state.clone(), tamper::guard))
                 .layer(middleware::from_fn_with_state(
                     state.clone(),
                     refusals::audit,
                 ))
                 .layer(middleware::from_fn(problems::normalize))
+                .layer(middleware::from_fn_with_state(
+                    state.clone(),
+                    idempotency::layer,
+                ))
                 .layer(TimeoutLayer::with_status_code(
                     StatusCode::SERVICE_UNAVAILABLE,
                     timeout,
@@ -190,6 +195,34 @@ pub fn app(state: AppState) -> Router {
                 })),
         )
         .with_state(state)
+}
+
+/// CORS for the origins in `cors_allowed_origins`; none configured, no
+/// layer (and no CORS header on any answer). Preflights are answered here,
+/// before authentication.
+fn cors(origins: &[String]) -> Option<tower_http::cors::CorsLayer> {
+    use axum::http::Method;
+    use tower_http::cors::{AllowOrigin, CorsLayer};
+    let origins: Vec<HeaderValue> = origins
+        .iter()
+        .filter_map(|o| HeaderValue::from_str(o).ok())
+        .collect();
+    if origins.is_empty() {
+        return None;
+    }
+    Some(
+        CorsLayer::new()
+            .allow_origin(AllowOrigin::list(origins))
+            .allow_methods([Method::GET, Method::POST, Method::PATCH, Method::DELETE])
+            .allow_headers([
+                header::AUTHORIZATION,
+                header::CONTENT_TYPE,
+                HeaderName::from_static("idempotency-key"),
+                header::IF_MATCH,
+            ])
+            .expose_headers([header::ETAG, X_REQUEST_ID])
+            .max_age(Duration::from_secs(600)),
+    )
 }
 
 const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
