@@ -30,13 +30,9 @@ pub async fn create_customer(
     Query(q): Query<PurposeQuery>,
     Body(input): Body<CreateCustomer>,
 ) -> ApiResult<Response> {
-    let stored = customers::create(
-        &state,
-        &actor,
-        q.purpose.as_deref(),
-        &input,
-        |_, _| Ok(None),
-    )
+    let stored = customers::create(&state, &actor, q.purpose.as_deref(), &input, |_, _| {
+        Ok(None)
+    })
     .await?;
     let id = stored.id;
     let mut resp = (StatusCode::CREATED, Json(stored)).into_response();

@@ -48,11 +48,7 @@ use crate::store::{IdempotencyRow, IdempotencyState, Mutation, Unit};
 pub const HEADER: &str = "idempotency-key";
 
 /// POST routes without effect: only the fingerprint is kept.
-const EFFECT_FREE: &[&str] = &[
-    "/v1/customers/search",
-    "/v1/token",
-    "/v1/token/introspect",
-];
+const EFFECT_FREE: &[&str] = &["/v1/customers/search", "/v1/token", "/v1/token/introspect"];
 
 /// How often a request waiting for the first answer looks again.
 const POLL: Duration = Duration::from_millis(25);
@@ -89,7 +85,9 @@ pub async fn layer(State(state): State<AppState>, req: Request, next: Next) -> R
 async fn run(state: &AppState, req: Request, next: Next) -> Result<Response, Response> {
     let key = valid_key(req.headers()).map_err(IntoResponse::into_response)?;
     let (mut parts, body) = req.into_parts();
-    let scope = scope(state, &mut parts).await.map_err(|e| e.into_response())?;
+    let scope = scope(state, &mut parts)
+        .await
+        .map_err(|e| e.into_response())?;
     let body = axum::body::to_bytes(body, state.settings.max_body_bytes)
         .await
         .map_err(|_| {
@@ -264,7 +262,9 @@ fn label(claim: &Claim) -> String {
 /// The stored first answer.
 fn replay(state: &AppState, claim: &Claim, row: &IdempotencyRow) -> Result<Response, ServiceError> {
     let (Some(kek), Some(sealed)) = (row.kek_version, row.body.as_ref()) else {
-        return Err(ServiceError::internal("idempotency record without an answer"));
+        return Err(ServiceError::internal(
+            "idempotency record without an answer",
+        ));
     };
     let plain = state
         .keys
@@ -341,7 +341,11 @@ async fn keep(state: &AppState, claim: &Claim, path: &str, resp: Response) -> Re
                 }],
                 events: vec![],
             };
-            state.sequencer.commit(unit).await.map_err(|e| e.to_string())
+            state
+                .sequencer
+                .commit(unit)
+                .await
+                .map_err(|e| e.to_string())
         }
         Ok(Err(e)) => Err(e),
         Err(e) => Err(e.to_string()),

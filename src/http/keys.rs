@@ -124,10 +124,7 @@ pub async fn key_status(
         (status = 401, body = Problem), (status = 403, body = Problem),
         (status = 409, body = Problem), (status = 503, body = Problem)),
     security(("bearer" = [])))]
-pub async fn rotate_kek(
-    State(state): State<AppState>,
-    caller: Actor,
-) -> ApiResult<Response> {
+pub async fn rotate_kek(State(state): State<AppState>, caller: Actor) -> ApiResult<Response> {
     require_admin(&state, &caller, Action::KeysRotate).await?;
     let committer = Committer::Sequencer(&state.sequencer);
     match keys::rotate(

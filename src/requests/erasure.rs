@@ -520,16 +520,18 @@ async fn begin(
             versions,
         });
     let unit = Unit {
-        mutations: expect.into_iter().chain([Mutation::BeginErasure {
-            customer_id: customer,
-            receipt_id,
-            request_id: request_id.map(str::to_owned),
-            actor: actor.id.clone(),
-            role: actor.role.clone(),
-            force_full,
-            at: ctx.now(),
-        }])
-        .collect(),
+        mutations: expect
+            .into_iter()
+            .chain([Mutation::BeginErasure {
+                customer_id: customer,
+                receipt_id,
+                request_id: request_id.map(str::to_owned),
+                actor: actor.id.clone(),
+                role: actor.role.clone(),
+                force_full,
+                at: ctx.now(),
+            }])
+            .collect(),
         events: vec![ev],
     };
     match ctx.commit(unit).await {

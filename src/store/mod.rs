@@ -41,9 +41,9 @@ pub use requests::{
 };
 pub use rows::{
     AuditFilter, AuditHead, CheckpointRow, ConsentEvent, CustomerKeyRow, CustomerRecord,
-    CustomerRow, DataKeyRow, ErasureJobRow, ErasureJobStatus, FieldRow, IdempotencyRow, IdempotencyState, KekRow,
-    KekState, KekUsage, LegalHoldRow, PrincipalKind, PrincipalRow, SigningKeyRow, SigningKeyState,
-    TombstoneRow, UnknownValue, ValuePurpose,
+    CustomerRow, DataKeyRow, ErasureJobRow, ErasureJobStatus, FieldRow, IdempotencyRow,
+    IdempotencyState, KekRow, KekState, KekUsage, LegalHoldRow, PrincipalKind, PrincipalRow,
+    SigningKeyRow, SigningKeyState, TombstoneRow, UnknownValue, ValuePurpose,
 };
 pub use sqlite::SqliteStore;
 
