@@ -154,6 +154,9 @@ pub struct Settings {
     /// when the peer is one of them is the client address read from
     /// `X-Forwarded-For` (else `Forwarded`). Empty: the headers are ignored.
     pub trusted_proxies: Vec<String>,
+    /// Browser origins (`https://helpdesk.example.com`) allowed to call the
+    /// API from scripts (CORS). Empty: no CORS headers at all.
+    pub cors_allowed_origins: Vec<String>,
 }
 
 impl Default for Settings {
@@ -196,6 +199,7 @@ impl Default for Settings {
             idempotency_ttl_hours: 24,
             intake_per_source_per_hour: 20,
             trusted_proxies: Vec::new(),
+            cors_allowed_origins: Vec::new(),
         }
     }
 }
@@ -295,6 +299,9 @@ impl Settings {
             return Err("outbox_webhook_ca_file is set but outbox_webhook_url is not".into());
         }
         crate::auth::client_addr::TrustedProxies::parse(&self.trusted_proxies)?;
+        for origin in &self.cors_allowed_origins {
+            valid_origin(origin)?;
+        }
         if let Some(url) = &self.tombstone_database_url
             && !(url.expose_secret().starts_with("postgres://")
                 || url.expose_secret().starts_with("postgresql://"))
@@ -564,5 +571,24 @@ mod tests {
         std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o644)).unwrap();
         assert!(read_key_file(&f).unwrap_err().contains("chmod 600"));
         assert!(write_key_file(&f, &SecretString::from("x")).is_err());
+    }
+}
+
+/// An origin as browsers send it: `scheme://host[:port]`, nothing more.
+fn valid_origin(origin: &str) -> Result<(), String> {
+    let rest = origin
+        .strip_prefix("https://")
+        .or_else(|| origin.strip_prefix("http://"));
+    let ok = rest.is_some_and(|r| {
+        !r.is_empty()
+            && !r.contains(['/', '?', '#', '*', ' '])
+            && r.bytes().all(|b| b.is_ascii_graphic())
+    });
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "cors_allowed_origins: {origin:?} is not an origin like https://app.example.com"
+        ))
     }
 }

@@ -163,6 +163,7 @@ pub(crate) fn view(
         external_id: record.customer.external_id.clone(),
         fields: BTreeMap::new(),
         withheld: Vec::new(),
+        version: record.customer.version,
     };
     let mut dek: Option<Dek> = None;
     for row in &record.fields {

@@ -17,6 +17,18 @@ use crate::store::Unit;
 /// Erases the customer and returns the receipt. Idempotent: an erased
 /// customer's receipt is returned again (audited as `already_erased`).
 pub async fn erase(state: &AppState, actor: &Actor, id: Uuid) -> ServiceResult<ErasureReceipt> {
+    erase_if(state, actor, id, None).await
+}
+
+/// [`erase`] with `If-Match`: begun only while the customer's data is at
+/// a version the precondition names (checked in the erasure's first
+/// transaction); 412 `precondition_failed` otherwise.
+pub async fn erase_if(
+    state: &AppState,
+    actor: &Actor,
+    id: Uuid,
+    precondition: Option<&crate::customers::Precondition>,
+) -> ServiceResult<ErasureReceipt> {
     actor.require(&state.policy, Capability::Erase)?;
     if let Some(done) = erasure::receipt_of(state.store.as_ref(), id).await?
         && (done.completed_at.is_some() || done.status == ErasureStatus::PartiallyErased)
@@ -28,7 +40,8 @@ pub async fn erase(state: &AppState, actor: &Actor, id: Uuid) -> ServiceResult<E
         state.sequencer.commit(Unit::event(ev)).await?;
         return Ok(done);
     }
-    match erasure::erase(state, id, actor, None).await {
+    let expect = precondition.and_then(crate::customers::Precondition::versions);
+    match erasure::erase_if(state, id, actor, None, expect).await {
         Err(e) if e.code == "customer_not_found" => {
             let ev = actor
                 .event(Action::CustomerErase, Decision::NotFound)

@@ -115,12 +115,53 @@ pub struct Profile {
     /// Allowed values, masked where the role's policy says so.
     pub fields: BTreeMap<String, String>,
     pub withheld: Vec<Withheld>,
+    /// The customer's data version (the `ETag`), not part of the body.
+    #[serde(skip)]
+    pub version: i64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct FieldValue {
     pub field: String,
     pub value: String,
+    /// The customer's data version (the `ETag`), not part of the body.
+    #[serde(skip)]
+    pub version: i64,
+}
+
+/// `If-Match` on a write: any current version (`*`), or one of these.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Precondition {
+    Any,
+    Versions(Vec<i64>),
+}
+
+impl Precondition {
+    /// The versions as [`Mutation::ExpectCustomerVersion`] takes them;
+    /// `None` for `*` (the customer only has to exist).
+    pub fn versions(&self) -> Option<String> {
+        match self {
+            Precondition::Any => None,
+            Precondition::Versions(v) => {
+                let mut s = String::from(",");
+                for n in v {
+                    s.push_str(&n.to_string());
+                    s.push(',');
+                }
+                Some(s)
+            }
+        }
+    }
+}
+
+/// 412 `precondition_failed`: `If-Match` named a version the customer's
+/// data is no longer at.
+pub fn precondition_failed() -> ServiceError {
+    ServiceError::new(
+        crate::error::ErrorKind::PreconditionFailed,
+        "precondition_failed",
+    )
+    .detail("the customer's data changed since the ETag in If-Match was read")
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -364,6 +405,7 @@ pub async fn read_field(
     Ok(FieldValue {
         field: def.name.clone(),
         value,
+        version: record.customer.version,
     })
 }
 
@@ -494,6 +536,19 @@ pub async fn update(
     purpose: Option<&str>,
     input: &UpdateCustomer,
 ) -> ServiceResult<CustomerStored> {
+    update_if(state, actor, id, purpose, input, None).await
+}
+
+/// [`update`] with `If-Match`: the version check and the change are one
+/// transaction; 412 `precondition_failed` when the data moved on.
+pub async fn update_if(
+    state: &AppState,
+    actor: &Actor,
+    id: Uuid,
+    purpose: Option<&str>,
+    input: &UpdateCustomer,
+    precondition: Option<&Precondition>,
+) -> ServiceResult<CustomerStored> {
     let role = actor.role(&state.policy)?;
     let action = Action::CustomerUpdate;
     let purpose = write_purpose(state, actor, role, purpose, action, Some(id)).await?;
@@ -509,7 +564,14 @@ pub async fn update(
     let consents = ConsentState::derive(&state.policy, &record.consents, now);
     let dek = unwrap_dek(state, &record)?;
     check_rewrite(role, &record, input.fields.keys())?;
-    let mut mutations = Vec::new();
+    let mut mutations: Vec<Mutation> = precondition
+        .and_then(Precondition::versions)
+        .map(|versions| Mutation::ExpectCustomerVersion {
+            customer_id: id,
+            versions,
+        })
+        .into_iter()
+        .collect();
     let mut stored = CustomerStored {
         id,
         external_id: record.customer.external_id.clone(),
@@ -599,6 +661,9 @@ pub async fn update(
         })
         .await
         .map_err(|e| match e {
+            CommitError::Conflict(c) if c == crate::store::VERSION_MISMATCH => {
+                precondition_failed()
+            }
             CommitError::Conflict(_) | CommitError::NotFound => {
                 ServiceError::not_found("customer_not_found")
             }

@@ -2,16 +2,15 @@
 
 use axum::Json;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
-use super::error::{ApiResult, Problem};
+use super::error::{ApiResult, Problem, ServiceError};
 use super::extract::{Body, PurposeQuery, parse_id};
-use super::idempotency::{self, Begin};
 use crate::actor::Actor;
 use crate::customers::{
-    self, CreateCustomer, CustomerStored, FieldValue, Profile, SearchRequest, SearchResult,
-    UpdateCustomer,
+    self, CreateCustomer, CustomerStored, FieldValue, Precondition, Profile, SearchRequest,
+    SearchResult, UpdateCustomer,
 };
 use crate::state::AppState;
 
@@ -29,36 +28,12 @@ pub async fn create_customer(
     State(state): State<AppState>,
     actor: Actor,
     Query(q): Query<PurposeQuery>,
-    headers: HeaderMap,
     Body(input): Body<CreateCustomer>,
 ) -> ApiResult<Response> {
-    let idem =
-        match idempotency::begin(&state, &actor, &headers, "POST /v1/customers", &input).await? {
-            Begin::Replay(resp) => return Ok(resp),
-            Begin::Proceed(idem) => idem,
-        };
-    let created = customers::create(
-        &state,
-        &actor,
-        q.purpose.as_deref(),
-        &input,
-        |stored, now| {
-            let body =
-                serde_json::to_string(stored).map_err(crate::error::ServiceError::internal)?;
-            Ok(idem.record(&state, StatusCode::CREATED, &body, Some(stored.id), now))
-        },
-    )
-    .await;
-    let stored = match created {
-        Ok(s) => s,
-        Err(e) if e.code == "external_id_taken" => {
-            if let Some(resp) = idempotency::replay_after_conflict(&state, &idem).await? {
-                return Ok(resp);
-            }
-            return Err(e);
-        }
-        Err(e) => return Err(e),
-    };
+    let stored = customers::create(&state, &actor, q.purpose.as_deref(), &input, |_, _| {
+        Ok(None)
+    })
+    .await?;
     let id = stored.id;
     let mut resp = (StatusCode::CREATED, Json(stored)).into_response();
     if let Ok(loc) = format!("/v1/customers/{id}").parse() {
@@ -70,7 +45,8 @@ pub async fn create_customer(
 /// The profile as the caller may see it for the purpose.
 #[utoipa::path(get, path = "/v1/customers/{id}", tag = "customers",
     params(("id" = String, Path, description = "Customer id"), PurposeQuery),
-    responses((status = 200, description = "The profile as the caller may see it for the purpose, and what is withheld and why", body = Profile),
+    responses((status = 200, body = Profile, description = "The profile for the purpose",
+            headers(("ETag" = String, description = "Strong ETag: the customer's data version"))),
         (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem),
         (status = 404, body = Problem), (status = 503, body = Problem)),
     security(("bearer" = [])))]
@@ -79,18 +55,60 @@ pub async fn get_customer(
     actor: Actor,
     Path(id): Path<String>,
     Query(q): Query<PurposeQuery>,
-) -> ApiResult<Json<Profile>> {
+) -> ApiResult<Response> {
     actor.role(&state.policy)?;
     let id = parse_id(&id)?;
-    Ok(Json(
-        customers::read(&state, &actor, id, q.purpose.as_deref()).await?,
-    ))
+    let profile = customers::read(&state, &actor, id, q.purpose.as_deref()).await?;
+    Ok(with_etag(profile.version, Json(profile)))
+}
+
+/// A strong `ETag` from the customer's data version (a counter, never a
+/// digest of values).
+pub fn etag(version: i64) -> String {
+    format!("\"v{version}\"")
+}
+
+fn with_etag(version: i64, body: impl IntoResponse) -> Response {
+    let mut resp = body.into_response();
+    if let Ok(v) = HeaderValue::from_str(&etag(version)) {
+        resp.headers_mut().insert(header::ETAG, v);
+    }
+    resp
+}
+
+/// `If-Match`: absent, `*`, or a list of our strong tags. A tag that is
+/// not ours (or a weak one: `If-Match` compares strongly) matches nothing.
+pub fn if_match(headers: &HeaderMap) -> ApiResult<Option<Precondition>> {
+    let values: Vec<&HeaderValue> = headers.get_all(header::IF_MATCH).iter().collect();
+    if values.is_empty() {
+        return Ok(None);
+    }
+    let mut versions = Vec::new();
+    for v in values {
+        let text = v.to_str().map_err(|_| {
+            ServiceError::invalid_request("If-Match must be `*` or a list of ETags")
+        })?;
+        for tag in text.split(',').map(str::trim).filter(|t| !t.is_empty()) {
+            if tag == "*" {
+                return Ok(Some(Precondition::Any));
+            }
+            if let Some(n) = tag
+                .strip_prefix("\"v")
+                .and_then(|t| t.strip_suffix('"'))
+                .and_then(|n| n.parse::<i64>().ok())
+            {
+                versions.push(n);
+            }
+        }
+    }
+    Ok(Some(Precondition::Versions(versions)))
 }
 
 /// One field's value for the purpose, or 403 with the reason it is withheld.
 #[utoipa::path(get, path = "/v1/customers/{id}/fields/{field}", tag = "customers",
     params(("id" = String, Path), ("field" = String, Path), PurposeQuery),
-    responses((status = 200, description = "The field's value for the purpose", body = FieldValue),
+    responses((status = 200, body = FieldValue, description = "The value",
+            headers(("ETag" = String, description = "Strong ETag: the customer's data version"))),
         (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem),
         (status = 404, body = Problem), (status = 503, body = Problem)),
     security(("bearer" = [])))]
@@ -99,12 +117,11 @@ pub async fn get_field(
     actor: Actor,
     Path((id, field)): Path<(String, String)>,
     Query(q): Query<PurposeQuery>,
-) -> ApiResult<Json<FieldValue>> {
+) -> ApiResult<Response> {
     actor.role(&state.policy)?;
     let id = parse_id(&id)?;
-    Ok(Json(
-        customers::read_field(&state, &actor, id, &field, q.purpose.as_deref()).await?,
-    ))
+    let value = customers::read_field(&state, &actor, id, &field, q.purpose.as_deref()).await?;
+    Ok(with_etag(value.version, Json(value)))
 }
 
 /// Exact lookup by a searchable field (through its blind index).
@@ -127,8 +144,11 @@ pub async fn search(
 
 /// Rectify or extend a profile. The old value is gone for good.
 #[utoipa::path(patch, path = "/v1/customers/{id}", tag = "customers",
-    params(("id" = String, Path), PurposeQuery), request_body = UpdateCustomer,
-    responses((status = 200, description = "The stored fields after the change (values are not echoed)", body = CustomerStored),
+    params(("id" = String, Path), PurposeQuery,
+        ("If-Match" = Option<String>, Header, description = "`*` or an ETag of a profile read: 412 when the data changed since")),
+    request_body = UpdateCustomer,
+    responses((status = 200, body = CustomerStored, description = "The stored fields"),
+        (status = 412, body = Problem, description = "`precondition_failed`: the data changed since the ETag in If-Match"),
         (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem),
         (status = 404, body = Problem), (status = 413, body = Problem), (status = 415, body = Problem),
         (status = 422, body = Problem), (status = 503, body = Problem)),
@@ -138,11 +158,21 @@ pub async fn update_customer(
     actor: Actor,
     Path(id): Path<String>,
     Query(q): Query<PurposeQuery>,
+    headers: HeaderMap,
     Body(input): Body<UpdateCustomer>,
 ) -> ApiResult<Json<CustomerStored>> {
     actor.role(&state.policy)?;
     let id = parse_id(&id)?;
+    let precondition = if_match(&headers)?;
     Ok(Json(
-        customers::update(&state, &actor, id, q.purpose.as_deref(), &input).await?,
+        customers::update_if(
+            &state,
+            &actor,
+            id,
+            q.purpose.as_deref(),
+            &input,
+            precondition.as_ref(),
+        )
+        .await?,
     ))
 }

@@ -16,8 +16,10 @@ use crate::state::AppState;
 
 /// Erase a customer now; returns the erasure receipt.
 #[utoipa::path(delete, path = "/v1/customers/{id}", tag = "customers",
-    params(("id" = String, Path, description = "Customer id")),
-    responses((status = 200, description = "The erasure receipt: what was erased and what is retained, on which basis", body = ErasureReceipt),
+    params(("id" = String, Path, description = "Customer id"),
+        ("If-Match" = Option<String>, Header, description = "`*` or an ETag of a profile read: 412 when the data changed since")),
+    responses((status = 200, body = ErasureReceipt, description = "The erasure receipt"),
+        (status = 412, body = Problem, description = "`precondition_failed`: the data changed since the ETag in If-Match"),
         (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem),
         (status = 404, body = Problem), (status = 503, body = Problem)),
     security(("bearer" = [])))]
@@ -25,9 +27,11 @@ pub async fn erase_customer(
     State(state): State<AppState>,
     caller: Actor,
     Path(id): Path<String>,
+    headers: axum::http::HeaderMap,
 ) -> ApiResult<Json<ErasureReceipt>> {
     let id = parse_id(&id)?;
+    let precondition = super::customers::if_match(&headers)?;
     Ok(Json(
-        crate::customers::erase::erase(&state, &caller, id).await?,
+        crate::customers::erase::erase_if(&state, &caller, id, precondition.as_ref()).await?,
     ))
 }

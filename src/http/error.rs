@@ -20,6 +20,9 @@ pub struct Problem {
     pub code: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
+    /// `urn:uuid:<request id>` of the request that failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub instance: Option<String>,
     /// The field the problem concerns, when there is one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub field: Option<String>,
@@ -63,11 +66,12 @@ impl IntoResponse for ServiceError {
         let status = status_of(self.kind);
         let server_side = self.kind.is_server_side();
         let body = Problem {
-            type_: format!("https://pii-vault.dev/problems/{}", self.code),
+            type_: format!("{}{}", super::problems::TYPE_BASE, self.code),
             title: status.canonical_reason().unwrap_or("Error").to_owned(),
             status: status.as_u16(),
             code: self.code.to_owned(),
             detail: if server_side { None } else { self.detail },
+            instance: None,
             field: if server_side { None } else { self.field },
         };
         let mut resp = (status, axum::Json(body)).into_response();

@@ -155,6 +155,10 @@ impl FromRequestParts<AppState> for Actor {
     type Rejection = ServiceError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ServiceError> {
+        // Already authenticated (and counted) by the idempotency layer.
+        if let Some(resolved) = parts.extensions.get::<super::idempotency::Resolved>() {
+            return Ok(resolved.0.clone());
+        }
         let header = parts
             .headers
             .get(axum::http::header::AUTHORIZATION)

@@ -1,124 +1,386 @@
-//! `Idempotency-Key` on POST: a retry with the same key and body returns the
-//! first response and has no second effect. The stored response is written
-//! in the same unit as the effect, so either both exist or neither does.
+//! `Idempotency-Key` on every POST: a retry with the same key and the same
+//! request (method, path, query string, body) gets the first answer and has
+//! no second effect; the same key with a different request gets 422
+//! `idempotency_key_reused`.
+//!
+//! Design (a middleware, so every POST route has it):
+//! - **Scope.** Keys belong to a caller: a staff principal (its id), the
+//!   holder of a request token (a keyed digest of the token), another
+//!   `Authorization` (a keyed digest of the header), or, with none, the
+//!   caller's address (keyed). A stranger cannot replay another's answer.
+//! - **Claim first.** Before the request runs, a record (scope, key, keyed
+//!   fingerprint) is inserted; the primary key lets one request win. A
+//!   concurrent request with the same key waits for the first answer and
+//!   replays it, so two simultaneous requests have one effect.
+//! - **What is kept.** A 2xx answer is stored sealed under the vault's
+//!   active KEK (AES-GCM, bound to the scope and key): request tokens and
+//!   personal values in answers are never in the database in plain text.
+//!   Other answers had no effect: the claim is released and a retry runs
+//!   again. POSTs without effect (lookups, tokens, introspection) keep only
+//!   the fingerprint and always run again.
+//! - **Erasure and expiry.** A record names the customer its request
+//!   concerned (path, `Location`, or `customer_id` in the answer); erasure
+//!   deletes it. Records expire after `idempotency_ttl_hours`.
+//! - **Abandoned claims.** A claim still running after
+//!   `request_timeout_secs` (plus a margin) belongs to a request that can no
+//!   longer be running (the timeout ends it): it is taken over.
 
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{FromRequestParts, Request, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use serde::Serialize;
+use base64::Engine;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
 
-use super::error::{ApiResult, ServiceError};
+use super::error::ServiceError;
 use crate::actor::Actor;
+use crate::audit::CommitError;
 use crate::error::ErrorKind;
 use crate::state::AppState;
-use crate::store::Mutation;
+use crate::store::{IdempotencyRow, IdempotencyState, Mutation, Unit};
 
-pub enum Begin {
-    /// The key was seen with the same request: here is the first response.
+/// The request header.
+pub const HEADER: &str = "idempotency-key";
+
+/// POST routes without effect: only the fingerprint is kept.
+const EFFECT_FREE: &[&str] = &["/v1/customers/search", "/v1/token", "/v1/token/introspect"];
+
+/// How often a request waiting for the first answer looks again.
+const POLL: Duration = Duration::from_millis(25);
+
+/// The caller resolved by the middleware, for the handler's extractor.
+#[derive(Clone)]
+pub struct Resolved(pub Actor);
+
+/// A claimed key.
+struct Claim {
+    scope: String,
+    key: String,
+}
+
+/// What a stored answer holds (sealed).
+#[derive(Serialize, Deserialize)]
+struct Stored {
+    status: u16,
+    headers: Vec<(String, String)>,
+    /// Base64.
+    body: String,
+}
+
+/// The middleware (inside the refusal audit, outside the handlers).
+pub async fn layer(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    if req.method() != Method::POST || !req.headers().contains_key(HEADER) {
+        return next.run(req).await;
+    }
+    match run(&state, req, next).await {
+        Ok(resp) | Err(resp) => resp,
+    }
+}
+
+async fn run(state: &AppState, req: Request, next: Next) -> Result<Response, Response> {
+    let key = valid_key(req.headers()).map_err(IntoResponse::into_response)?;
+    let (mut parts, body) = req.into_parts();
+    let scope = scope(state, &mut parts)
+        .await
+        .map_err(|e| e.into_response())?;
+    let body = axum::body::to_bytes(body, state.settings.max_body_bytes)
+        .await
+        .map_err(|_| {
+            ServiceError::new(ErrorKind::PayloadTooLarge, "payload_too_large")
+                .detail("the request body is larger than the vault accepts")
+                .into_response()
+        })?;
+    let hash = fingerprint(state, &parts, &body);
+    let effect_free = EFFECT_FREE.contains(&parts.uri.path());
+    let claim = Claim { scope, key };
+    let replay = claim_or_replay(state, &claim, &hash, effect_free)
+        .await
+        .map_err(IntoResponse::into_response)?;
+    let req = Request::from_parts(parts, Body::from(body));
+    match replay {
+        Some(Outcome::Replay(resp)) => Ok(resp),
+        Some(Outcome::RunAgain) => Ok(next.run(req).await),
+        None if effect_free => Ok(next.run(req).await),
+        None => {
+            let path = req.uri().path().to_owned();
+            let resp = next.run(req).await;
+            Ok(keep(state, &claim, &path, resp).await)
+        }
+    }
+}
+
+enum Outcome {
     Replay(Response),
-    Proceed(Idem),
+    RunAgain,
 }
 
-pub struct Idem {
-    key: Option<(String, String, Vec<u8>)>,
-}
-
-/// Looks up the caller's `Idempotency-Key`, if any.
-pub async fn begin<T: Serialize>(
-    state: &AppState,
-    caller: &Actor,
-    headers: &HeaderMap,
-    route: &str,
-    input: &T,
-) -> ApiResult<Begin> {
-    let Some(raw) = headers.get("idempotency-key") else {
-        return Ok(Begin::Proceed(Idem { key: None }));
-    };
-    let key = raw
-        .to_str()
-        .ok()
+/// 400 unless the key is 1–255 visible ASCII characters.
+fn valid_key(headers: &HeaderMap) -> Result<String, ServiceError> {
+    headers
+        .get(HEADER)
+        .and_then(|v| v.to_str().ok())
         .filter(|k| !k.is_empty() && k.len() <= 255 && k.bytes().all(|b| b.is_ascii_graphic()))
+        .map(str::to_owned)
         .ok_or_else(|| {
             ServiceError::invalid_request("Idempotency-Key must be 1–255 visible ASCII characters")
-        })?
-        .to_owned();
-    let mut bytes = route.as_bytes().to_vec();
-    bytes.push(0);
-    bytes.extend(serde_json::to_vec(input).map_err(ServiceError::internal)?);
-    // Keyed: a plain hash of a body that holds personal values would let
-    // anyone with the database file confirm a guessed value.
-    let hash = state
+        })
+}
+
+/// Whose keys these are (see the module comment).
+async fn scope(state: &AppState, parts: &mut Parts) -> Result<String, ServiceError> {
+    let auth = parts
+        .headers
+        .get(header::AUTHORIZATION)
+        .map(|v| v.as_bytes().to_vec());
+    let Some(auth) = auth else {
+        let addr = super::extract::client_addr(parts, state)
+            .map(|a| a.hmac().to_owned())
+            .unwrap_or_default();
+        return Ok(format!("anonymous:{addr}"));
+    };
+    let text = String::from_utf8_lossy(&auth);
+    let bearer = text
+        .get(..7)
+        .filter(|p| p.eq_ignore_ascii_case("bearer "))
+        .map(|_| text[7..].trim());
+    match bearer {
+        Some(t) if !t.starts_with(crate::requests::flow::TOKEN_PREFIX) => {
+            let actor = Actor::from_request_parts(parts, state).await?;
+            let scope = format!("staff:{}", actor.id);
+            parts.extensions.insert(Resolved(actor));
+            Ok(scope)
+        }
+        _ => {
+            let digest = state.keys.index.keyed_digest("idempotency-scope", &auth);
+            Ok(format!("credential:{}", hex::encode(digest)))
+        }
+    }
+}
+
+/// Keyed: a plain hash of a body that holds personal values would let
+/// anyone with the database confirm a guessed value.
+fn fingerprint(state: &AppState, parts: &Parts, body: &Bytes) -> Vec<u8> {
+    let mut bytes = Vec::with_capacity(body.len() + 128);
+    for part in [
+        parts.method.as_str(),
+        parts.uri.path(),
+        parts.uri.query().unwrap_or(""),
+    ] {
+        bytes.extend_from_slice(part.as_bytes());
+        bytes.push(0);
+    }
+    bytes.extend_from_slice(body);
+    state
         .keys
         .index
         .keyed_digest("idempotency", &bytes)
-        .to_vec();
-    let idem = Idem {
-        key: Some((caller.id.clone(), key, hash)),
-    };
-    match stored(state, &idem).await? {
-        Some(resp) => Ok(Begin::Replay(resp)),
-        None => Ok(Begin::Proceed(idem)),
+        .to_vec()
+}
+
+/// Claims the key (`None`: this request runs and its answer is kept), or
+/// says what to do instead.
+async fn claim_or_replay(
+    state: &AppState,
+    claim: &Claim,
+    hash: &[u8],
+    effect_free: bool,
+) -> Result<Option<Outcome>, ServiceError> {
+    let timeout = Duration::from_secs(state.settings.request_timeout_secs);
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let now = state.clock.now_micros();
+        let mut expired_before = expired_before(state, now);
+        let row = state.store.idempotency(&claim.scope, &claim.key).await?;
+        if let Some(row) = row.as_ref().filter(|r| r.created_at >= expired_before) {
+            if row.request_hash != hash {
+                return Err(reused());
+            }
+            match IdempotencyState::of(row.state) {
+                Some(IdempotencyState::Answered) => {
+                    return Ok(Some(Outcome::Replay(replay(state, claim, row)?)));
+                }
+                Some(IdempotencyState::Fingerprint) => return Ok(Some(Outcome::RunAgain)),
+                _ if abandoned(state, row, now) => expired_before = row.created_at + 1,
+                _ => {
+                    if tokio::time::Instant::now() >= deadline {
+                        return Err(ServiceError::conflict("idempotency_key_in_use")
+                            .detail("a request with this Idempotency-Key is still running"));
+                    }
+                    tokio::time::sleep(POLL).await;
+                    continue;
+                }
+            }
+        }
+        let state_kind = if effect_free {
+            IdempotencyState::Fingerprint
+        } else {
+            IdempotencyState::Running
+        };
+        let unit = Unit {
+            mutations: vec![Mutation::ClaimIdempotency {
+                principal: claim.scope.clone(),
+                key: claim.key.clone(),
+                request_hash: hash.to_vec(),
+                state: state_kind,
+                expired_before,
+                at: now,
+            }],
+            events: vec![],
+        };
+        match state.sequencer.commit(unit).await {
+            Ok(_) => return Ok(None),
+            // Another request claimed it first: look again.
+            Err(CommitError::Conflict(_)) => {}
+            Err(e) => return Err(e.into()),
+        }
     }
 }
 
-impl Idem {
-    /// The mutation that stores this response under the key; `customer`:
-    /// the customer the request created (an erasure deletes the record).
-    pub fn record(
-        &self,
-        state: &AppState,
-        status: StatusCode,
-        body: &str,
-        customer: Option<uuid::Uuid>,
-        at: i64,
-    ) -> Option<Mutation> {
-        let (principal, key, hash) = self.key.as_ref()?;
-        Some(Mutation::SaveIdempotency {
-            principal: principal.clone(),
-            key: key.clone(),
-            request_hash: hash.clone(),
-            status: i64::from(status.as_u16()),
-            body: body.to_owned(),
-            customer_id: customer,
-            expired_before: expired_before(state, at),
-            at,
-        })
-    }
+fn reused() -> ServiceError {
+    ServiceError::new(ErrorKind::Unprocessable, "idempotency_key_reused")
+        .detail("this Idempotency-Key was used with a different request")
 }
 
-/// After a conflict: a concurrent request with the same key may have won.
-pub async fn replay_after_conflict(state: &AppState, idem: &Idem) -> ApiResult<Option<Response>> {
-    stored(state, idem).await
+/// A running claim older than any request can run.
+fn abandoned(state: &AppState, row: &IdempotencyRow, now: i64) -> bool {
+    let limit = i64::try_from(state.settings.request_timeout_secs)
+        .unwrap_or(i64::MAX / 2_000_000)
+        .saturating_add(5)
+        .saturating_mul(1_000_000);
+    row.created_at < now.saturating_sub(limit)
 }
 
-async fn stored(state: &AppState, idem: &Idem) -> ApiResult<Option<Response>> {
-    let Some((principal, key, hash)) = &idem.key else {
-        return Ok(None);
+fn label(claim: &Claim) -> String {
+    format!("idempotency\0{}\0{}", claim.scope, claim.key)
+}
+
+/// The stored first answer.
+fn replay(state: &AppState, claim: &Claim, row: &IdempotencyRow) -> Result<Response, ServiceError> {
+    let (Some(kek), Some(sealed)) = (row.kek_version, row.body.as_ref()) else {
+        return Err(ServiceError::internal(
+            "idempotency record without an answer",
+        ));
     };
-    let Some(row) = state.store.idempotency(principal, key).await? else {
-        return Ok(None);
-    };
-    if row.created_at < expired_before(state, state.clock.now_micros()) {
-        // Past `idempotency_ttl_hours`: the key is free again.
-        return Ok(None);
+    let plain = state
+        .keys
+        .keyring()
+        .open(&label(claim), kek, sealed)
+        .map_err(ServiceError::internal)?;
+    let stored: Stored = serde_json::from_slice(&plain).map_err(ServiceError::internal)?;
+    let body = base64::engine::general_purpose::STANDARD
+        .decode(&stored.body)
+        .map_err(ServiceError::internal)?;
+    let status = StatusCode::from_u16(stored.status).unwrap_or(StatusCode::OK);
+    let mut resp = (status, body).into_response();
+    for (name, value) in &stored.headers {
+        if let (Ok(n), Ok(v)) = (
+            header::HeaderName::try_from(name.as_str()),
+            HeaderValue::from_str(value),
+        ) {
+            resp.headers_mut().insert(n, v);
+        }
     }
-    if &row.request_hash != hash {
-        return Err(
-            ServiceError::new(ErrorKind::Unprocessable, "idempotency_key_reused")
-                .detail("this Idempotency-Key was used with a different request"),
-        );
-    }
-    let status = u16::try_from(row.status)
-        .ok()
-        .and_then(|s| StatusCode::from_u16(s).ok())
-        .unwrap_or(StatusCode::OK);
-    let mut resp = (status, row.body).into_response();
-    resp.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
     resp.headers_mut()
         .insert("idempotent-replayed", HeaderValue::from_static("true"));
-    Ok(Some(resp))
+    Ok(resp)
+}
+
+/// Keeps a 2xx answer (sealed) under the claim; frees the claim otherwise.
+async fn keep(state: &AppState, claim: &Claim, path: &str, resp: Response) -> Response {
+    let release = |claim: &Claim| Unit {
+        mutations: vec![Mutation::ReleaseIdempotency {
+            principal: claim.scope.clone(),
+            key: claim.key.clone(),
+        }],
+        events: vec![],
+    };
+    if !resp.status().is_success() {
+        if let Err(e) = state.sequencer.commit(release(claim)).await {
+            tracing::warn!(error = %e, "idempotency claim not released");
+        }
+        return resp;
+    }
+    let (parts, body) = resp.into_parts();
+    let Ok(body) = axum::body::to_bytes(body, usize::MAX).await else {
+        let _ = state.sequencer.commit(release(claim)).await;
+        return ServiceError::internal("answer body unreadable").into_response();
+    };
+    let customer = subject(path, &parts.headers, &body);
+    let stored = Stored {
+        status: parts.status.as_u16(),
+        headers: [header::CONTENT_TYPE, header::LOCATION, header::ETAG]
+            .iter()
+            .filter_map(|h| {
+                let v = parts.headers.get(h)?.to_str().ok()?;
+                Some((h.as_str().to_owned(), v.to_owned()))
+            })
+            .collect(),
+        body: base64::engine::general_purpose::STANDARD.encode(&body),
+    };
+    let saved = match serde_json::to_vec(&stored).map(|plain| {
+        state
+            .keys
+            .keyring()
+            .seal(&label(claim), &plain)
+            .map_err(|e| e.to_string())
+    }) {
+        Ok(Ok((kek_version, sealed))) => {
+            let unit = Unit {
+                mutations: vec![Mutation::AnswerIdempotency {
+                    principal: claim.scope.clone(),
+                    key: claim.key.clone(),
+                    status: i64::from(stored.status),
+                    kek_version,
+                    body: sealed,
+                    customer_id: customer,
+                }],
+                events: vec![],
+            };
+            state
+                .sequencer
+                .commit(unit)
+                .await
+                .map_err(|e| e.to_string())
+        }
+        Ok(Err(e)) => Err(e),
+        Err(e) => Err(e.to_string()),
+    };
+    if let Err(e) = saved {
+        // The effect happened: keep the claim (a retry waits, then takes it
+        // over) rather than free the key for a second effect.
+        tracing::error!(error = %e, "idempotency answer not stored");
+    }
+    Response::from_parts(parts, Body::from(body))
+}
+
+/// The customer a request concerned: in its path, its answer's
+/// `Location`, or its answer's `customer_id`.
+fn subject(path: &str, headers: &HeaderMap, body: &[u8]) -> Option<Uuid> {
+    let in_path = |p: &str| {
+        p.strip_prefix("/v1/customers/")
+            .and_then(|rest| rest.split('/').next())
+            .and_then(|id| id.parse::<Uuid>().ok())
+    };
+    in_path(path)
+        .or_else(|| {
+            headers
+                .get(header::LOCATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(in_path)
+        })
+        .or_else(|| {
+            serde_json::from_slice::<serde_json::Value>(body)
+                .ok()?
+                .get("customer_id")?
+                .as_str()?
+                .parse()
+                .ok()
+        })
 }
 
 /// Records created before this time (µs) have expired.
@@ -126,4 +388,28 @@ pub fn expired_before(state: &AppState, now: i64) -> i64 {
     now.saturating_sub(
         i64::from(state.settings.idempotency_ttl_hours).saturating_mul(3_600_000_000),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_subject_comes_from_the_path_the_location_or_the_answer() {
+        let id = Uuid::now_v7();
+        let none = HeaderMap::new();
+        assert_eq!(
+            subject(&format!("/v1/customers/{id}/consents"), &none, b""),
+            Some(id)
+        );
+        let mut loc = HeaderMap::new();
+        loc.insert(
+            header::LOCATION,
+            HeaderValue::from_str(&format!("/v1/customers/{id}")).unwrap(),
+        );
+        assert_eq!(subject("/v1/customers", &loc, b"{}"), Some(id));
+        let body = format!("{{\"customer_id\": \"{id}\"}}");
+        assert_eq!(subject("/v1/legal-holds", &none, body.as_bytes()), Some(id));
+        assert_eq!(subject("/v1/requests", &none, b"{\"id\": \"x\"}"), None);
+    }
 }

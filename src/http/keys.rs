@@ -5,15 +5,14 @@
 use crate::audit::{Action, Decision};
 use axum::Json;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
 use super::error::{ApiResult, Problem, ServiceError};
 use super::extract::parse_id;
-use super::idempotency::{self, Begin, Idem};
 use crate::actor::Actor;
-use crate::keys::ops::{KeyStatus, Record, Retired, Rotated, SigningRotated};
+use crate::keys::ops::{KeyStatus, Retired, Rotated, SigningRotated};
 use crate::keys::{self, Committer, KeyError};
 use crate::policy::Capability;
 use crate::state::AppState;
@@ -65,15 +64,8 @@ async fn refused(
     state: &AppState,
     caller: &Actor,
     action: Action,
-    idem: &Idem,
     e: KeyError,
 ) -> ApiResult<Response> {
-    if matches!(e, KeyError::Concurrent) {
-        // A concurrent request with the same Idempotency-Key may have won.
-        if let Some(resp) = idempotency::replay_after_conflict(state, idem).await? {
-            return Ok(resp);
-        }
-    }
     let err = api_error(&e);
     if !err.kind.is_server_side() {
         let ev = caller
@@ -82,17 +74,6 @@ async fn refused(
         state.sequencer.commit(Unit::event(ev)).await?;
     }
     Err(err)
-}
-
-/// Records the response under the caller's `Idempotency-Key` (in the same
-/// unit as the effect).
-fn recorder<'a>(
-    state: &'a AppState,
-    idem: &'a Idem,
-    status: StatusCode,
-    at: i64,
-) -> impl Fn(&str) -> Option<crate::store::Mutation> + Send + Sync + 'a {
-    move |body: &str| idem.record(state, status, body, None, at)
 }
 
 /// KEK versions (with the data keys each wraps and whether it can be
@@ -143,18 +124,8 @@ pub async fn key_status(
         (status = 401, body = Problem), (status = 403, body = Problem),
         (status = 409, body = Problem), (status = 503, body = Problem)),
     security(("bearer" = [])))]
-pub async fn rotate_kek(
-    State(state): State<AppState>,
-    caller: Actor,
-    headers: HeaderMap,
-) -> ApiResult<Response> {
+pub async fn rotate_kek(State(state): State<AppState>, caller: Actor) -> ApiResult<Response> {
     require_admin(&state, &caller, Action::KeysRotate).await?;
-    let idem =
-        match idempotency::begin(&state, &caller, &headers, "POST /v1/keys/rotate", &()).await? {
-            Begin::Replay(resp) => return Ok(resp),
-            Begin::Proceed(idem) => idem,
-        };
-    let record = recorder(&state, &idem, StatusCode::CREATED, state.clock.now_micros());
     let committer = Committer::Sequencer(&state.sequencer);
     match keys::rotate(
         &state.keys,
@@ -162,12 +133,12 @@ pub async fn rotate_kek(
         &committer,
         state.clock.as_ref(),
         &actor(&caller),
-        Some(&record as &Record<'_>),
+        None,
     )
     .await
     {
         Ok(r) => Ok((StatusCode::CREATED, Json(r)).into_response()),
-        Err(e) => refused(&state, &caller, Action::KeysRotate, &idem, e).await,
+        Err(e) => refused(&state, &caller, Action::KeysRotate, e).await,
     }
 }
 
@@ -183,18 +154,11 @@ pub async fn retire_kek(
     State(state): State<AppState>,
     caller: Actor,
     Path(version): Path<String>,
-    headers: HeaderMap,
 ) -> ApiResult<Response> {
     require_admin(&state, &caller, Action::KeysRetire).await?;
     let version: i64 = version.parse().ok().filter(|v| *v > 0).ok_or_else(|| {
         ServiceError::bad_request("invalid_id").detail("the version is not a positive integer")
     })?;
-    let route = format!("POST /v1/keys/{version}/retire");
-    let idem = match idempotency::begin(&state, &caller, &headers, &route, &()).await? {
-        Begin::Replay(resp) => return Ok(resp),
-        Begin::Proceed(idem) => idem,
-    };
-    let record = recorder(&state, &idem, StatusCode::OK, state.clock.now_micros());
     let committer = Committer::Sequencer(&state.sequencer);
     match keys::retire(
         Some(&state.keys),
@@ -204,12 +168,12 @@ pub async fn retire_kek(
         &state.settings,
         version,
         &actor(&caller),
-        Some(&record as &Record<'_>),
+        None,
     )
     .await
     {
         Ok(r) => Ok(Json(r).into_response()),
-        Err(e) => refused(&state, &caller, Action::KeysRetire, &idem, e).await,
+        Err(e) => refused(&state, &caller, Action::KeysRetire, e).await,
     }
 }
 
@@ -235,7 +199,6 @@ pub async fn rotate_signing_key(
     State(state): State<AppState>,
     caller: Actor,
     Query(q): Query<RotateSigningQuery>,
-    headers: HeaderMap,
 ) -> ApiResult<Response> {
     require_admin(&state, &caller, Action::KeysRotateSigning).await?;
     let revoke_previous = match q.revoke_previous.as_deref() {
@@ -248,19 +211,6 @@ pub async fn rotate_signing_key(
             );
         }
     };
-    let idem = match idempotency::begin(
-        &state,
-        &caller,
-        &headers,
-        "POST /v1/keys/signing/rotate",
-        &revoke_previous,
-    )
-    .await?
-    {
-        Begin::Replay(resp) => return Ok(resp),
-        Begin::Proceed(idem) => idem,
-    };
-    let record = recorder(&state, &idem, StatusCode::CREATED, state.clock.now_micros());
     let committer = Committer::Sequencer(&state.sequencer);
     match keys::rotate_signing(
         &state.keys,
@@ -270,11 +220,11 @@ pub async fn rotate_signing_key(
         &state.settings,
         revoke_previous,
         &actor(&caller),
-        Some(&record as &Record<'_>),
+        None,
     )
     .await
     {
         Ok(r) => Ok((StatusCode::CREATED, Json(r)).into_response()),
-        Err(e) => refused(&state, &caller, Action::KeysRotateSigning, &idem, e).await,
+        Err(e) => refused(&state, &caller, Action::KeysRotateSigning, e).await,
     }
 }

@@ -1,8 +1,8 @@
 //! The HTTP API: router, middleware, and one module per resource.
 //!
 //! Middleware, outermost first:
-//! 1. request id — a fresh UUIDv7 unless the caller sent a UUID, so no
-//!    caller-chosen text reaches logs or the audit trail;
+//! 1. request id — a fresh UUIDv7 unless a trusted proxy sent a UUID, so
+//!    no caller-chosen text reaches logs or the audit trail;
 //! 2. trace — spans named by the matched route, never the raw URI;
 //! 3. metrics — requests by route and status;
 //! 4. timeout — 503 after `request_timeout_secs`;
@@ -117,6 +117,7 @@ pub fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(ops::metrics))
         .routes(routes!(ops::policy))
         .routes(routes!(ops::processing_activities))
+        .routes(routes!(problems::page))
         .routes(routes!(keys::key_status))
         .routes(routes!(keys::rotate_kek))
         .routes(routes!(keys::retire_kek))
@@ -150,7 +151,7 @@ pub fn app(state: AppState) -> Router {
         })
         .layer(
             ServiceBuilder::new()
-                .layer(middleware::from_fn(request_id))
+                .layer(middleware::from_fn_with_state(state.clone(), request_id))
                 .layer(
                     TraceLayer::new_for_http()
                         .make_span_with(span)
@@ -158,12 +159,17 @@ pub fn app(state: AppState) -> Router {
                         .on_response(DefaultOnResponse::new().level(tracing::Level::INFO)),
                 )
                 .layer(middleware::from_fn(record_metrics))
+                .option_layer(cors(&state.settings.cors_allowed_origins))
                 .layer(middleware::from_fn_with_state(state.clone(), tamper::guard))
                 .layer(middleware::from_fn_with_state(
                     state.clone(),
                     refusals::audit,
                 ))
                 .layer(middleware::from_fn(problems::normalize))
+                .layer(middleware::from_fn_with_state(
+                    state.clone(),
+                    idempotency::layer,
+                ))
                 .layer(TimeoutLayer::with_status_code(
                     StatusCode::SERVICE_UNAVAILABLE,
                     timeout,
@@ -192,13 +198,52 @@ pub fn app(state: AppState) -> Router {
         .with_state(state)
 }
 
+/// CORS for the origins in `cors_allowed_origins`; none configured, no
+/// layer (and no CORS header on any answer). Preflights are answered here,
+/// before authentication.
+fn cors(origins: &[String]) -> Option<tower_http::cors::CorsLayer> {
+    use axum::http::Method;
+    use tower_http::cors::{AllowOrigin, CorsLayer};
+    let origins: Vec<HeaderValue> = origins
+        .iter()
+        .filter_map(|o| HeaderValue::from_str(o).ok())
+        .collect();
+    if origins.is_empty() {
+        return None;
+    }
+    Some(
+        CorsLayer::new()
+            .allow_origin(AllowOrigin::list(origins))
+            .allow_methods([Method::GET, Method::POST, Method::PATCH, Method::DELETE])
+            .allow_headers([
+                header::AUTHORIZATION,
+                header::CONTENT_TYPE,
+                HeaderName::from_static("idempotency-key"),
+                header::IF_MATCH,
+            ])
+            .expose_headers([header::ETAG, X_REQUEST_ID])
+            .max_age(Duration::from_secs(600)),
+    )
+}
+
 const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
-/// Keeps a caller's request id only when it is a UUID; answers with it.
-async fn request_id(mut req: Request, next: Next) -> Response {
+/// Keeps an incoming request id only when it is a UUID and the peer is a
+/// trusted proxy (`trusted_proxies`); otherwise a fresh UUIDv7. Answers
+/// with it.
+async fn request_id(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    mut req: Request,
+    next: Next,
+) -> Response {
+    let from_proxy = req
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .is_some_and(|c| state.trusted_proxies.contains(c.0.ip()));
     let id = req
         .headers()
         .get(&X_REQUEST_ID)
+        .filter(|_| from_proxy)
         .and_then(|v| v.to_str().ok())
         .and_then(|s| s.parse::<Uuid>().ok())
         .unwrap_or_else(Uuid::now_v7)
@@ -227,13 +272,28 @@ fn span(req: &Request) -> tracing::Span {
     tracing::info_span!("request", method = %req.method(), route = %route, request_id = %rid)
 }
 
+/// A bounded `method` label: the methods the API knows, else `other`.
+fn method_label(method: &axum::http::Method) -> &'static str {
+    use axum::http::Method;
+    match *method {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::OPTIONS => "OPTIONS",
+        _ => "other",
+    }
+}
+
 async fn record_metrics(req: Request, next: Next) -> Response {
     let route = req
         .extensions()
         .get::<MatchedPath>()
         .map(|m| m.as_str().to_owned())
         .unwrap_or_else(|| "unmatched".into());
-    let method = req.method().to_string();
+    let method = method_label(req.method());
     let started = Instant::now();
     let resp = next.run(req).await;
     let status = resp.status().as_u16().to_string();

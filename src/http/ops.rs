@@ -100,7 +100,7 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
         problems.join("; ")
     };
     let body = serde_json::json!({
-        "type": "https://pii-vault.dev/problems/not_ready",
+        "type": "/problems#not_ready",
         "title": "Service Unavailable",
         "status": 503,
         "code": "not_ready",

@@ -14,8 +14,127 @@ use axum::response::{IntoResponse, Response};
 
 use super::error::{ErrorKind, ServiceError};
 
+/// Where problem `type` URIs point: a page of the vault itself (a relative
+/// reference, RFC 9457 §3.1.1), one anchor per code.
+pub const TYPE_BASE: &str = "/problems#";
+
+/// The stable `code`s the API answers with (the withheld reasons of a
+/// field read among them).
+pub const CODES: &[&str] = &[
+    "already_extended",
+    "already_verified",
+    "capability_required",
+    "changes_required",
+    "code_expired",
+    "conflict",
+    "consent_required",
+    "customer_confirmation_required",
+    "customer_not_found",
+    "expired",
+    "export_not_ready",
+    "extension_too_long",
+    "extension_too_short",
+    "external_id_taken",
+    "field_not_found",
+    "field_not_searchable",
+    "hold_not_found",
+    "hold_released",
+    "idempotency_key_in_use",
+    "idempotency_key_reused",
+    "identifier_required",
+    "internal",
+    "invalid_code",
+    "invalid_credentials",
+    "invalid_filter",
+    "invalid_id",
+    "invalid_reason",
+    "invalid_request",
+    "invalid_value",
+    "key_version_active",
+    "key_version_in_use",
+    "key_version_not_found",
+    "key_version_recently_active",
+    "key_version_retired",
+    "lift_not_allowed",
+    "limited",
+    "message_not_found",
+    "method_not_allowed",
+    "no_consent",
+    "not_an_export",
+    "not_approved",
+    "not_awaiting_approval",
+    "not_collected_for_purpose",
+    "not_found",
+    "not_ready",
+    "not_verified",
+    "not_verifying",
+    "objected",
+    "objection_not_applicable",
+    "opted_out",
+    "outbox_changed",
+    "past_due",
+    "payload_too_large",
+    "precondition_failed",
+    "purpose_not_allowed_for_field",
+    "purpose_not_permitted",
+    "purpose_required",
+    "rate_limited",
+    "reason_required",
+    "regulation_required",
+    "request_changed",
+    "request_closed",
+    "request_not_found",
+    "request_unmatched",
+    "restricted",
+    "role_unknown",
+    "root_key_changed",
+    "special_category",
+    "token_not_for_request",
+    "too_many_attempts",
+    "unauthenticated",
+    "unavailable",
+    "unknown_field",
+    "unknown_kind",
+    "unknown_purpose",
+    "unknown_regulation",
+    "unknown_status",
+    "unsupported_media_type",
+];
+
+/// `GET /problems`: every code, one anchor each (public).
+#[utoipa::path(get, path = "/problems", tag = "operations",
+    responses((status = 200, content_type = "text/html", body = String,
+        description = "The problem codes, one anchor per code")))]
+pub async fn page() -> Response {
+    let mut html = String::from(
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
+         <title>pii-vault problem codes</title></head><body><h1>Problem codes</h1>\
+         <p>Every error is an <code>application/problem+json</code> document whose \
+         <code>code</code> is one of these; <code>detail</code> explains the case, \
+         <code>instance</code> names the request id.</p><dl>",
+    );
+    for code in CODES {
+        html.push_str(&format!(
+            "<dt id=\"{code}\"><code>{code}</code></dt><dd>{}</dd>",
+            code.replace('_', " ")
+        ));
+    }
+    html.push_str("</dl></body></html>");
+    let mut resp = html.into_response();
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        axum::http::HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    resp
+}
+
 /// Rewrites error responses that are not problem documents.
 pub async fn normalize(req: Request, next: Next) -> Response {
+    let request_id = req
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<uuid::Uuid>().ok());
     let resp = next.run(req).await;
     let status = resp.status();
     if !(status.is_client_error() || status.is_server_error()) {
@@ -27,14 +146,40 @@ pub async fn normalize(req: Request, next: Next) -> Response {
         .and_then(|v| v.to_str().ok())
         .is_some_and(|ct| ct.starts_with("application/problem+json"));
     if is_problem {
-        return resp;
+        return completed(resp, request_id).await;
     }
     let retry_after = resp.headers().get(header::RETRY_AFTER).cloned();
     let mut fixed = replacement(status).into_response();
     if let Some(v) = retry_after {
         fixed.headers_mut().insert(header::RETRY_AFTER, v);
     }
-    fixed
+    completed(fixed, request_id).await
+}
+
+/// A problem document with `instance` (`urn:uuid:<request id>`) and a
+/// `detail` (the title's words when the code needs no more).
+async fn completed(resp: Response, request_id: Option<uuid::Uuid>) -> Response {
+    let (mut parts, body) = resp.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, 1 << 20).await else {
+        return ServiceError::new(ErrorKind::Internal, "internal").into_response();
+    };
+    let Ok(serde_json::Value::Object(mut doc)) = serde_json::from_slice(&bytes) else {
+        return Response::from_parts(parts, axum::body::Body::from(bytes));
+    };
+    if let Some(id) = request_id {
+        doc.insert("instance".into(), format!("urn:uuid:{id}").into());
+    }
+    if !doc.get("detail").is_some_and(serde_json::Value::is_string) {
+        let title = doc
+            .get("title")
+            .and_then(serde_json::Value::as_str)
+            .unwrap_or("error")
+            .to_owned();
+        doc.insert("detail".into(), title.into());
+    }
+    let body = serde_json::to_vec(&doc).unwrap_or_default();
+    parts.headers.remove(header::CONTENT_LENGTH);
+    Response::from_parts(parts, axum::body::Body::from(body))
 }
 
 fn replacement(status: StatusCode) -> ServiceError {

@@ -169,6 +169,7 @@ mod tests {
         "GET /healthz",
         "GET /readyz",
         "GET /metrics",
+        "GET /problems",
     ];
 
     #[test]

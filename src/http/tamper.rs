@@ -26,10 +26,12 @@ pub async fn guard(State(state): State<AppState>, req: Request, next: Next) -> R
 
 /// The routes that stay open while the tombstone log is broken.
 fn open_while_blocked(path: &str) -> bool {
-    matches!(path, "/healthz" | "/readyz" | "/metrics" | "/openapi.json")
-        || ["/v1/token", "/v1/audit", "/.well-known"]
-            .iter()
-            .any(|p| path == *p || path.starts_with(&format!("{p}/")))
+    matches!(
+        path,
+        "/healthz" | "/readyz" | "/metrics" | "/openapi.json" | "/problems"
+    ) || ["/v1/token", "/v1/audit", "/.well-known"]
+        .iter()
+        .any(|p| path == *p || path.starts_with(&format!("{p}/")))
 }
 
 #[cfg(test)]

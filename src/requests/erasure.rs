@@ -288,6 +288,9 @@ pub fn kept_purposes(kept: &[Kept], field: &str) -> Vec<ValuePurpose> {
 pub enum EraseError {
     #[error("customer not found")]
     NotFound,
+    /// The customer's data is not at the version `If-Match` named.
+    #[error("the customer's data changed")]
+    PreconditionFailed,
     #[error("the database or the audit trail is unavailable")]
     Unavailable,
     #[error("{0}")]
@@ -307,6 +310,7 @@ impl From<EraseError> for ServiceError {
     fn from(e: EraseError) -> Self {
         match e {
             EraseError::NotFound => ServiceError::not_found("customer_not_found"),
+            EraseError::PreconditionFailed => crate::customers::precondition_failed(),
             EraseError::Unavailable => ServiceError::unavailable(),
             other => ServiceError::internal(other),
         }
@@ -331,6 +335,10 @@ pub struct Ctx<'a> {
     /// How long idempotency records live (`idempotency_ttl_hours`, in µs);
     /// the sweeper deletes older ones.
     pub idempotency_ttl: i64,
+    /// `If-Match` on `DELETE /v1/customers/{id}`: the versions (see
+    /// [`Mutation::ExpectCustomerVersion`]) the customer's data must be at
+    /// when the erasure begins, checked in the same transaction.
+    pub expect_versions: Option<String>,
 }
 
 /// `idempotency_ttl_hours` in µs.
@@ -350,6 +358,7 @@ impl<'a> Ctx<'a> {
             pause: Duration::from_millis(state.settings.test_erasure_pause_ms),
             as_of: None,
             idempotency_ttl: idempotency_ttl(&state.settings),
+            expect_versions: None,
         }
     }
 
@@ -371,6 +380,7 @@ impl<'a> Ctx<'a> {
             pause: Duration::ZERO,
             as_of: None,
             idempotency_ttl: idempotency_ttl(&Settings::default()),
+            expect_versions: None,
         }
     }
 
@@ -400,7 +410,20 @@ pub async fn erase(
     actor: &Actor,
     request_id: Option<Uuid>,
 ) -> Result<ErasureReceipt, ServiceError> {
-    let ctx = Ctx::from_state(state);
+    erase_if(state, customer, actor, request_id, None).await
+}
+
+/// [`erase`], begun only while the customer's data is at one of
+/// `expect_versions` (`If-Match`); 412 `precondition_failed` otherwise.
+pub async fn erase_if(
+    state: &AppState,
+    customer: Uuid,
+    actor: &Actor,
+    request_id: Option<Uuid>,
+    expect_versions: Option<String>,
+) -> Result<ErasureReceipt, ServiceError> {
+    let mut ctx = Ctx::from_state(state);
+    ctx.expect_versions = expect_versions;
     let rid = request_id.map(|r| r.to_string());
     Ok(run(&ctx, customer, actor, rid.as_deref(), false).await?)
 }
@@ -489,22 +512,35 @@ async fn begin(
     if force_full {
         ev = ev.reason("mode", "full");
     }
-    let unit = Unit {
-        mutations: vec![Mutation::BeginErasure {
+    let expect = ctx
+        .expect_versions
+        .clone()
+        .map(|versions| Mutation::ExpectCustomerVersion {
             customer_id: customer,
-            receipt_id,
-            request_id: request_id.map(str::to_owned),
-            actor: actor.id.clone(),
-            role: actor.role.clone(),
-            force_full,
-            at: ctx.now(),
-        }],
+            versions,
+        });
+    let unit = Unit {
+        mutations: expect
+            .into_iter()
+            .chain([Mutation::BeginErasure {
+                customer_id: customer,
+                receipt_id,
+                request_id: request_id.map(str::to_owned),
+                actor: actor.id.clone(),
+                role: actor.role.clone(),
+                force_full,
+                at: ctx.now(),
+            }])
+            .collect(),
         events: vec![ev],
     };
     match ctx.commit(unit).await {
         Ok(_) => {
             ctx.step_done().await;
             Ok(())
+        }
+        Err(CommitError::Conflict(c)) if c == crate::store::VERSION_MISMATCH => {
+            Err(EraseError::PreconditionFailed)
         }
         // Another request began it first: resume theirs.
         Err(CommitError::Conflict(_)) => Ok(()),
@@ -1097,6 +1133,7 @@ mod tests {
                 opted_out_sale: false,
                 limit_sensitive: false,
                 erased_at: None,
+                version: 1,
             },
             fields,
             consents: vec![],

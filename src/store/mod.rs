@@ -34,16 +34,16 @@ use uuid::Uuid;
 
 use crate::audit::StoredEvent;
 
-pub use mutation::{Mutation, Unit, UnitOutcome};
+pub use mutation::{Mutation, Unit, UnitOutcome, VERSION_MISMATCH};
 pub use postgres::PgStore;
 pub use requests::{
     DisclosureRow, ExportRow, OutboxRow, RequestFilter, RequestMutation, RequestRow, RequestStore,
 };
 pub use rows::{
     AuditFilter, AuditHead, CheckpointRow, ConsentEvent, CustomerKeyRow, CustomerRecord,
-    CustomerRow, DataKeyRow, ErasureJobRow, ErasureJobStatus, FieldRow, IdempotencyRow, KekRow,
-    KekState, KekUsage, LegalHoldRow, PrincipalKind, PrincipalRow, SigningKeyRow, SigningKeyState,
-    TombstoneRow, UnknownValue, ValuePurpose,
+    CustomerRow, DataKeyRow, ErasureJobRow, ErasureJobStatus, FieldRow, IdempotencyRow,
+    IdempotencyState, KekRow, KekState, KekUsage, LegalHoldRow, PrincipalKind, PrincipalRow,
+    SigningKeyRow, SigningKeyState, TombstoneRow, UnknownValue, ValuePurpose,
 };
 pub use sqlite::SqliteStore;
 

@@ -6,9 +6,13 @@ use uuid::Uuid;
 use super::StoreError;
 use super::requests::RequestMutation;
 use super::rows::{
-    CheckpointRow, ConsentEvent, ErasureJobStatus, LegalHoldRow, SigningKeyRow, ValuePurpose,
+    CheckpointRow, ConsentEvent, ErasureJobStatus, IdempotencyState, LegalHoldRow, SigningKeyRow,
+    ValuePurpose,
 };
 use crate::audit::{EventDraft, StoredEvent};
+
+/// The `Conflict` of [`Mutation::ExpectCustomerVersion`].
+pub const VERSION_MISMATCH: &str = "customer_version_mismatch";
 
 /// One change to the vault. Applied only inside
 /// [`Store::commit_batch`](super::Store::commit_batch).
@@ -223,24 +227,45 @@ pub enum Mutation {
         purpose: String,
         now: i64,
     },
+    /// `If-Match`: the customer's data version must be one of `versions`
+    /// (`,`-separated, with a leading and a trailing `,`); checked and moved
+    /// on in the unit's transaction. `Conflict(VERSION_MISMATCH)` otherwise.
+    ExpectCustomerVersion {
+        customer_id: Uuid,
+        versions: String,
+    },
     /// Deletes a value (and its index entries) once no purpose is left.
     DeleteFieldIfUnused {
         customer_id: Uuid,
         field: String,
     },
-    /// Stores the first answer under a caller's `Idempotency-Key`; a record
-    /// of the same key created before `expired_before` is replaced.
-    /// `customer_id`: the customer the request created (erasure deletes the
-    /// record with the customer).
-    SaveIdempotency {
+    /// Claims a caller's `Idempotency-Key` for a request (fingerprint
+    /// `request_hash`) in `state` (running, or fingerprint-only); a record of
+    /// the key created before `expired_before` is replaced first.
+    /// `Conflict` when the key is held.
+    ClaimIdempotency {
         principal: String,
         key: String,
         request_hash: Vec<u8>,
-        status: i64,
-        body: String,
-        customer_id: Option<Uuid>,
+        state: IdempotencyState,
         expired_before: i64,
         at: i64,
+    },
+    /// Stores the first answer (sealed under KEK `kek_version`) of a claimed
+    /// key. `customer_id`: the customer the request concerned (erasure
+    /// deletes the record with the customer).
+    AnswerIdempotency {
+        principal: String,
+        key: String,
+        status: i64,
+        kek_version: i64,
+        body: Vec<u8>,
+        customer_id: Option<Uuid>,
+    },
+    /// Frees a claimed key whose request produced no answer to keep.
+    ReleaseIdempotency {
+        principal: String,
+        key: String,
     },
     /// Deletes every idempotency record created before `before`.
     PruneIdempotency {

@@ -116,6 +116,9 @@ pub struct CustomerRow {
     pub opted_out_sale: bool,
     pub limit_sensitive: bool,
     pub erased_at: Option<i64>,
+    /// The data version: moves on with every change to what a profile
+    /// shows (the strong `ETag` of its reads).
+    pub version: i64,
 }
 
 /// One purpose a value was collected for.
@@ -160,9 +163,35 @@ pub struct ConsentEvent {
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct IdempotencyRow {
     pub request_hash: Vec<u8>,
-    pub status: i64,
-    pub body: String,
+    /// [`IdempotencyState`] as stored.
+    pub state: i64,
+    pub status: Option<i64>,
+    pub kek_version: Option<i64>,
+    /// The answer, sealed under KEK `kek_version`.
+    pub body: Option<Vec<u8>>,
     pub created_at: i64,
+}
+
+/// Where an idempotency record stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IdempotencyState {
+    /// Claimed: the first request is running.
+    Running = 0,
+    /// The first answer is stored (sealed).
+    Answered = 1,
+    /// A POST without effect: only its fingerprint is kept, a retry runs again.
+    Fingerprint = 2,
+}
+
+impl IdempotencyState {
+    pub fn of(stored: i64) -> Option<Self> {
+        match stored {
+            0 => Some(Self::Running),
+            1 => Some(Self::Answered),
+            2 => Some(Self::Fingerprint),
+            _ => None,
+        }
+    }
 }
 
 /// Everything the access decision needs about one customer, read at once.

@@ -682,16 +682,15 @@ async fn only_the_audit_capability_reads_the_trail_and_every_read_is_recorded() 
             ("/v1/audit/public-key", "audit.public_key"),
         ];
         for (path, action) in expectations {
-            let rid = uuid::Uuid::now_v7().to_string();
             let r = v
                 .http
                 .get(v.url(path))
                 .bearer_auth(&auditor)
-                .header("x-request-id", &rid)
                 .send()
                 .await
                 .unwrap();
             assert_eq!(r.status(), StatusCode::OK, "{path}");
+            let rid = r.headers()["x-request-id"].to_str().unwrap().to_owned();
             r.bytes().await.unwrap();
             let events = v.audit().await;
             let mine: Vec<_> = events

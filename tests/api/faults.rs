@@ -61,6 +61,14 @@ enum Outcome {
     Wrong(StatusCode, Value),
 }
 
+/// The vault binary, believing the loopback proxy: the request ids the
+/// tests send are kept, so acknowledged writes can be found in the trail.
+fn spawn_behind_proxy(dir: &std::path::Path, db: &str, rust_log: &str) -> Proc {
+    let mut cmd = vault_cmd(dir, db, rust_log);
+    cmd.env("PII_VAULT_TRUSTED_PROXIES", r#"["127.0.0.1/32"]"#);
+    serve(cmd)
+}
+
 /// One attempt of a write; connection failures and 503 mean "retry".
 async fn attempt(
     http: &reqwest::Client,
@@ -237,7 +245,7 @@ async fn crash_cycles(backend: Backend) {
         Backend::Sqlite => format!("sqlite://{}", dir.path().join("vault.db").display()),
         Backend::Postgres => fresh_pg_database().await,
     };
-    let mut server = spawn_vault(dir.path(), &db, "warn");
+    let mut server = spawn_behind_proxy(dir.path(), &db, "warn");
     let base = server.base.clone();
     let helpdesk = add_client(dir.path(), &db, "helpdesk");
     let auditor = add_client(dir.path(), &db, "auditor");
@@ -263,7 +271,7 @@ async fn crash_cycles(backend: Backend) {
         acked_before_kill.push(shared.acked.load(Ordering::SeqCst));
         // Down for 0–200 ms: writers see refused connections meanwhile.
         tokio::time::sleep(Duration::from_millis(rng.next() % 200)).await;
-        server = tokio::task::block_in_place(|| spawn_vault(dir.path(), &db, "warn"));
+        server = tokio::task::block_in_place(|| spawn_behind_proxy(dir.path(), &db, "warn"));
         *shared.base.write().unwrap() = server.base.clone();
     }
     // Let the writers finish what they have in flight on a live server.
@@ -435,7 +443,7 @@ async fn a_full_disk_refuses_writes_and_recovers() {
     }
     let _unmount = Unmount(mnt.clone());
     let db = format!("sqlite://{}", mnt.join("vault.db").display());
-    let mut server = spawn_vault(&mnt, &db, "warn");
+    let mut server = spawn_behind_proxy(&mnt, &db, "warn");
     let creds = add_client(&mnt, &db, "helpdesk");
     let auditor = add_client(&mnt, &db, "auditor");
     let token = client_token(&server.base, &creds).await;
@@ -541,7 +549,7 @@ async fn a_full_disk_refuses_writes_and_recovers() {
     // read has its audit event.
     server.child.kill().unwrap();
     server.child.wait().unwrap();
-    server = spawn_vault(&mnt, &db, "warn");
+    server = spawn_behind_proxy(&mnt, &db, "warn");
     for (ext, id) in &acked {
         let (s, c) = split(
             http.get(format!("{}/v1/customers/{id}?purpose=support", server.base))
@@ -688,7 +696,7 @@ async fn a_database_outage_answers_503_and_recovers() {
     let db = format!("postgres://postgres@127.0.0.1:{}/postgres", pg.port);
     let work = dir.path().join("vault");
     std::fs::create_dir(&work).unwrap();
-    let server = spawn_vault(&work, &db, "warn");
+    let server = spawn_behind_proxy(&work, &db, "warn");
     let creds = add_client(&work, &db, "helpdesk");
     let token = Arc::new(client_token(&server.base, &creds).await);
     let base = Arc::new(server.base.clone());

@@ -15,6 +15,7 @@ mod faults;
 mod filers;
 mod floods;
 mod helpers;
+mod http_standards;
 mod keys;
 mod layering;
 mod leak_scan;

@@ -178,6 +178,27 @@ macro_rules! customer_writes {
                         .await?;
                 }
                 M::AppendConsent(c) => append_consent(tx, c).await?,
+                M::ExpectCustomerVersion {
+                    customer_id,
+                    versions,
+                } => {
+                    // One statement: in PostgreSQL the row lock makes a
+                    // concurrent writer wait, then see the moved version.
+                    let r = sqlx::query(
+                        "UPDATE customers SET version = version + 1 \
+                         WHERE id = $1 AND erased_at IS NULL \
+                         AND $2 LIKE ('%,' || version || ',%')",
+                    )
+                    .bind(customer_id)
+                    .bind(versions)
+                    .execute(&mut **tx)
+                    .await?;
+                    if r.rows_affected() == 0 {
+                        return Err(StoreError::Conflict(
+                            $crate::store::mutation::VERSION_MISMATCH.into(),
+                        ));
+                    }
+                }
                 M::ReplaceCiphertext { customer_id, field, ciphertext } => {
                     let r = sqlx::query(
                         "UPDATE field_values SET ciphertext = $3 WHERE customer_id = $1 AND field = $2",

@@ -60,7 +60,7 @@ pub(super) struct DialectSql {
 
 pub(super) const SQLITE_SQL: DialectSql = DialectSql {
     record: "SELECT c.id, c.external_id, c.created_at, c.kek_version, c.wrapped_dek, \
-         c.restricted, c.opted_out_sale, c.limit_sensitive, c.erased_at, \
+         c.restricted, c.opted_out_sale, c.limit_sensitive, c.erased_at, c.version, \
          (SELECT json_group_array(json_object('field', v.field, \
              'ciphertext', hex(v.ciphertext), 'collected_by', v.collected_by, \
              'channel', v.channel, 'notice_version', v.notice_version, \
@@ -109,7 +109,7 @@ pub(super) const SQLITE_SQL: DialectSql = DialectSql {
 
 pub(super) const POSTGRES_SQL: DialectSql = DialectSql {
     record: "SELECT c.id, c.external_id, c.created_at, c.kek_version, c.wrapped_dek, \
-         c.restricted, c.opted_out_sale, c.limit_sensitive, c.erased_at, \
+         c.restricted, c.opted_out_sale, c.limit_sensitive, c.erased_at, c.version, \
          (SELECT json_agg(json_build_object('field', v.field, \
              'ciphertext', encode(v.ciphertext, 'hex'), 'collected_by', v.collected_by, \
              'channel', v.channel, 'notice_version', v.notice_version, \
@@ -624,7 +624,9 @@ macro_rules! impl_store {
                 | M::InsertUser { .. }
                 | M::SetUserDisabled { .. }
                 | M::SetUserPassword { .. }
-                | M::SaveIdempotency { .. }
+                | M::ClaimIdempotency { .. }
+                | M::AnswerIdempotency { .. }
+                | M::ReleaseIdempotency { .. }
                 | M::PruneIdempotency { .. } => apply_principals(tx, m).await,
                 M::InsertCustomer { .. }
                 | M::PutField { .. }
@@ -633,7 +635,8 @@ macro_rules! impl_store {
                 | M::ReplaceCiphertext { .. }
                 | M::SetValuePurposes { .. }
                 | M::ExpirePurpose { .. }
-                | M::DeleteFieldIfUnused { .. } => apply_customers(tx, m, fresh).await,
+                | M::DeleteFieldIfUnused { .. }
+                | M::ExpectCustomerVersion { .. } => apply_customers(tx, m, fresh).await,
                 M::BeginErasure { .. }
                 | M::DeleteConsents { .. }
                 | M::AdvanceErasure { .. }

@@ -10,7 +10,7 @@ pub(in crate::store) const CLIENT_BY_NAME: &str = "SELECT id, name, role, \
      FROM clients WHERE name = $1";
 pub(in crate::store) const USER_BY_NAME: &str = "SELECT id, username AS name, role, \
      password_hash AS credential, disabled, password_changed_at FROM users WHERE username = $1";
-pub(in crate::store) const IDEMPOTENCY: &str = "SELECT request_hash, status, body, created_at \
+pub(in crate::store) const IDEMPOTENCY: &str = "SELECT request_hash, state, status, kek_version, body, created_at \
      FROM idempotency_keys WHERE principal = $1 AND key = $2";
 
 /// Generates the principal writes of a backend (see `impl_store!`):
@@ -85,13 +85,11 @@ macro_rules! principal_writes {
                         return Err($crate::store::StoreError::NotFound);
                     }
                 }
-                M::SaveIdempotency {
+                M::ClaimIdempotency {
                     principal,
                     key,
                     request_hash,
-                    status,
-                    body,
-                    customer_id,
+                    state,
                     expired_before,
                     at,
                 } => {
@@ -105,18 +103,45 @@ macro_rules! principal_writes {
                     .execute(&mut **tx)
                     .await?;
                     sqlx::query(
-                        "INSERT INTO idempotency_keys (principal, key, request_hash, status, body, \
-                         customer_id, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                        "INSERT INTO idempotency_keys (principal, key, request_hash, state, \
+                         created_at) VALUES ($1, $2, $3, $4, $5)",
                     )
                     .bind(principal)
                     .bind(key)
                     .bind(request_hash)
-                    .bind(status)
-                    .bind(body)
-                    .bind(customer_id)
+                    .bind(*state as i64)
                     .bind(at)
                     .execute(&mut **tx)
                     .await?;
+                }
+                M::AnswerIdempotency {
+                    principal,
+                    key,
+                    status,
+                    kek_version,
+                    body,
+                    customer_id,
+                } => {
+                    sqlx::query(
+                        "UPDATE idempotency_keys SET state = $3, status = $4, kek_version = $5, \
+                         body = $6, customer_id = $7 WHERE principal = $1 AND key = $2",
+                    )
+                    .bind(principal)
+                    .bind(key)
+                    .bind($crate::store::IdempotencyState::Answered as i64)
+                    .bind(status)
+                    .bind(kek_version)
+                    .bind(body)
+                    .bind(customer_id)
+                    .execute(&mut **tx)
+                    .await?;
+                }
+                M::ReleaseIdempotency { principal, key } => {
+                    sqlx::query("DELETE FROM idempotency_keys WHERE principal = $1 AND key = $2")
+                        .bind(principal)
+                        .bind(key)
+                        .execute(&mut **tx)
+                        .await?;
                 }
                 M::PruneIdempotency { before } => {
                     sqlx::query("DELETE FROM idempotency_keys WHERE created_at < $1")
