@@ -523,7 +523,9 @@ async fn signing_key_rotation_keeps_old_tokens_until_they_expire() {
         let admin = v.token("admin").await;
         let helpdesk = v.token("helpdesk").await;
         let old_kid = v.state.keys.tokens().signing_key().kid().to_owned();
-        let (s, r) = v.post(&admin, "/v1/keys/signing/rotate", &json!({})).await;
+        let (s, r) = v
+            .post(&admin, "/v1/keys/token-signing/rotate", &json!({}))
+            .await;
         assert_eq!(s, StatusCode::CREATED, "{r}");
         let new_kid = r["kid"].as_str().unwrap().to_owned();
         assert_eq!(r["previous_kid"], old_kid);
@@ -554,7 +556,7 @@ async fn signing_key_rotation_keeps_old_tokens_until_they_expire() {
         check_read(&v, &fresh, &id, "s@example.com").await;
 
         let st = status(&v, &admin).await;
-        let keys = st["signing_keys"].as_array().unwrap();
+        let keys = st["token_signing_keys"].as_array().unwrap();
         assert_eq!(keys.len(), 2);
         let old = keys.iter().find(|k| k["kid"] == old_kid).unwrap();
         assert_eq!(old["active"], false);
@@ -580,7 +582,7 @@ async fn signing_key_rotation_keeps_old_tokens_until_they_expire() {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let st = status(&v, &admin).await;
-            let old = st["signing_keys"]
+            let old = st["token_signing_keys"]
                 .as_array()
                 .unwrap()
                 .iter()
@@ -612,7 +614,7 @@ async fn signing_key_rotation_keeps_old_tokens_until_they_expire() {
         let (s, r) = v
             .post(
                 &admin,
-                "/v1/keys/signing/rotate?revoke_previous=true",
+                "/v1/keys/token-signing/rotate?revoke_previous=true",
                 &json!({}),
             )
             .await;
@@ -623,7 +625,7 @@ async fn signing_key_rotation_keeps_old_tokens_until_they_expire() {
         let admin = v.token("admin").await;
         assert_eq!(jsonwebtoken_header_kid(&admin), r["kid"].as_str().unwrap());
         let st = status(&v, &admin).await;
-        let revoked = st["signing_keys"]
+        let revoked = st["token_signing_keys"]
             .as_array()
             .unwrap()
             .iter()
@@ -635,7 +637,7 @@ async fn signing_key_rotation_keeps_old_tokens_until_they_expire() {
         assert!(
             events
                 .iter()
-                .any(|e| e.draft.action == "keys.rotate_signing"
+                .any(|e| e.draft.action == "keys.rotate_token_signing"
                     && e.draft.reasons.get("kid") == Some(&new_kid)
                     && e.draft.reasons.get("previous_kid") == Some(&old_kid))
         );
@@ -714,7 +716,9 @@ async fn other_processes_pick_up_a_new_version_and_signing_key_within_seconds() 
         let (_, c) = a.get(&admin, &format!("/v1/keys?customer_id={id}")).await;
         assert_eq!(c["customer"]["kek_version"], 2);
 
-        let (s, r) = a.post(&admin, "/v1/keys/signing/rotate", &json!({})).await;
+        let (s, r) = a
+            .post(&admin, "/v1/keys/token-signing/rotate", &json!({}))
+            .await;
         assert_eq!(s, StatusCode::CREATED);
         let deadline = Instant::now() + Duration::from_secs(30);
         while b.state.keys.tokens().signing_key().kid() != r["kid"] {
@@ -783,6 +787,7 @@ fn keys_commands_have_help() {
         "retire",
         "rotate-root",
         "rotate-signing",
+        "rotate-token-signing",
     ] {
         let out = Command::new(env!("CARGO_BIN_EXE_pii-vault"))
             .current_dir(dir.path())
@@ -1099,6 +1104,7 @@ async fn a_running_vault_follows_a_root_key_rotation_through_its_key_file() {
             "/v1/keys/rotate",
             "/v1/keys/{version}/retire",
             "/v1/keys/signing/rotate",
+            "/v1/keys/token-signing/rotate",
         ] {
             assert!(
                 doc["paths"].get(path).is_some(),
