@@ -17,9 +17,12 @@ if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c 'import authlib, jwt, 
   "$VENV/bin/pip" install -q --disable-pip-version-check authlib requests 'pyjwt[crypto]'
 fi
 
-if [ -z "${PII_VAULT_BIN:-}" ]; then
+# The vault reads every PII_VAULT_* variable as a setting: keep this one out.
+bin=${PII_VAULT_BIN:-}
+unset PII_VAULT_BIN
+if [ -z "$bin" ]; then
   cargo build --locked -q
-  PII_VAULT_BIN=target/debug/pii-vault
+  bin=target/debug/pii-vault
 fi
 
 work=$(mktemp -d)
@@ -40,7 +43,7 @@ export PII_VAULT_TOMBSTONE_FILE="$work/vault.tombstones"
 export RUST_LOG=${RUST_LOG:-warn}
 base="http://127.0.0.1:$port"
 
-"$PII_VAULT_BIN" serve 2>"$work/server.log" &
+"$bin" serve 2>"$work/server.log" &
 server_pid=$!
 for _ in $(seq 1 120); do
   curl -fsS "$base/healthz" >/dev/null 2>&1 && break
@@ -50,7 +53,7 @@ done
 curl -fsS "$base/healthz" >/dev/null || { cat "$work/server.log"; echo "server did not start" >&2; exit 1; }
 echo "vault at $base"
 
-creds=$("$PII_VAULT_BIN" clients add --name oauth-helpdesk --role helpdesk --json)
+creds=$("$bin" clients add --name oauth-helpdesk --role helpdesk --json)
 client_id=$("$PY" -c 'import json,sys; print(json.load(sys.stdin)["client_id"])' <<<"$creds")
 client_secret=$("$PY" -c 'import json,sys; print(json.load(sys.stdin)["client_secret"])' <<<"$creds")
 
