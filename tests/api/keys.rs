@@ -263,7 +263,11 @@ async fn retire_is_refused_while_in_use_and_allowed_after_rewrap() {
         let st = status(&v, &admin).await;
         assert_eq!(st["active_version"], 2);
         assert_eq!(version(&st, 1)["data_keys"], 30);
-        assert_eq!(version(&st, 1)["signing_keys"], 1);
+        assert_eq!(
+            version(&st, 1)["signing_keys"],
+            2,
+            "the checkpoint key and the token key"
+        );
         assert_eq!(version(&st, 1)["retirable"], false);
         assert_eq!(st["rewrap"]["complete"], false);
         assert_eq!(st["rewrap"]["pending"], 30);
@@ -300,7 +304,7 @@ async fn retire_is_refused_while_in_use_and_allowed_after_rewrap() {
         .await
         .unwrap();
         assert_eq!(report.rewrapped, 30);
-        assert_eq!(report.signing_keys, 1);
+        assert_eq!(report.signing_keys, 2);
         assert_eq!(report.failed, 0);
         let st = status(&v, &admin).await;
         assert_eq!(st["rewrap"]["complete"], true);
@@ -456,7 +460,7 @@ async fn a_data_key_under_a_retired_version_is_refused_by_the_database() {
         let admin = v.token("admin").await;
         let (s, _) = v.post(&admin, "/v1/keys/rotate", &json!({})).await;
         assert_eq!(s, StatusCode::CREATED);
-        // The signing key is sealed under version 1 until rewrapped.
+        // Both signing keys (checkpoint, token) are sealed under version 1 until rewrapped.
         let report = pii_vault::keys::run_pass(
             &v.state.keys,
             v.state.store.as_ref(),
@@ -470,7 +474,7 @@ async fn a_data_key_under_a_retired_version_is_refused_by_the_database() {
         )
         .await
         .unwrap();
-        assert_eq!(report.signing_keys, 1);
+        assert_eq!(report.signing_keys, 2);
         v.clock.advance_days(1);
         let admin = v.token("admin").await;
         let (s, r) = v.post(&admin, "/v1/keys/1/retire", &json!({})).await;
