@@ -58,6 +58,11 @@ impl fmt::Debug for SecretUrl {
 pub struct Settings {
     /// Address to listen on.
     pub listen: String,
+    /// The vault's base URL as callers reach it (`https://vault.example.com`):
+    /// the OAuth issuer and the base of the endpoints named in
+    /// `/.well-known/oauth-authorization-server`. Default: `http://` and
+    /// `listen`.
+    pub public_url: Option<String>,
     /// `sqlite://PATH` or `postgres://...` (a password in it never shows in
     /// `Debug`).
     pub database_url: SecretUrl,
@@ -163,6 +168,7 @@ impl Default for Settings {
     fn default() -> Self {
         Settings {
             listen: "127.0.0.1:8080".into(),
+            public_url: None,
             database_url: "sqlite://./data/vault.db".into(),
             database_url_file: None,
             policy_dir: PathBuf::from("./policies"),
@@ -287,6 +293,17 @@ impl Settings {
         if !(60..=86_400).contains(&self.verification_code_ttl_secs) {
             return Err("verification_code_ttl_secs must be between 60 and 86400".into());
         }
+        if let Some(url) = &self.public_url {
+            let rest = url
+                .strip_prefix("https://")
+                .or_else(|| url.strip_prefix("http://"));
+            if rest.is_none_or(|r| r.is_empty() || r.contains(['?', '#', ' '])) {
+                return Err(
+                    "public_url must be an https:// (or http://) URL without query or fragment"
+                        .into(),
+                );
+            }
+        }
         if let Some(url) = &self.outbox_webhook_url {
             let host = url
                 .strip_prefix("https://")
@@ -312,6 +329,15 @@ impl Settings {
             return Err("log_format must be \"text\" or \"json\"".into());
         }
         Ok(())
+    }
+
+    /// The vault's base URL without a trailing slash: `public_url`, or
+    /// `http://` and `listen`.
+    pub fn public_url(&self) -> String {
+        match &self.public_url {
+            Some(u) => u.trim_end_matches('/').to_owned(),
+            None => format!("http://{}", self.listen),
+        }
     }
 
     /// The database URL, read from `database_url_file` when that is set.
@@ -405,6 +431,25 @@ mod tests {
         std::fs::write(&f, "listen = \"127.0.0.1:9000\"\nlisten_adress = \"x\"\n").unwrap();
         let err = Settings::load(Some(&f)).unwrap_err();
         assert!(err.contains("listen_adress"), "{err}");
+    }
+
+    #[test]
+    fn public_url_defaults_to_the_listen_address_and_is_checked() {
+        let s = Settings::default();
+        assert_eq!(s.public_url(), "http://127.0.0.1:8080");
+        let s = Settings {
+            public_url: Some("https://vault.example.com/".into()),
+            ..Settings::default()
+        };
+        assert_eq!(s.public_url(), "https://vault.example.com");
+        assert!(s.validate().is_ok());
+        for bad in ["vault.example.com", "ftp://x", "https://", "https://x/?a=1"] {
+            let s = Settings {
+                public_url: Some(bad.into()),
+                ..Settings::default()
+            };
+            assert!(s.validate().unwrap_err().contains("public_url"), "{bad}");
+        }
     }
 
     #[test]

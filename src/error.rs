@@ -71,6 +71,13 @@ pub struct ServiceError {
     /// The service has already recorded this refusal in the audit trail;
     /// the edge records every other refusal itself.
     pub audited: bool,
+    /// The OAuth 2.0 `error` value (RFC 6749 §5.2, RFC 6750 §3.1):
+    /// `invalid_request`, `invalid_client`, `invalid_grant`,
+    /// `unsupported_grant_type`, `invalid_token`.
+    pub oauth_error: Option<&'static str>,
+    /// The refused credential came by HTTP Basic authentication; the answer
+    /// challenges for Basic (RFC 6749 §5.2) instead of Bearer.
+    pub basic_challenge: bool,
 }
 
 pub type ServiceResult<T> = Result<T, ServiceError>;
@@ -84,11 +91,23 @@ impl ServiceError {
             field: None,
             retry_after: None,
             audited: false,
+            oauth_error: None,
+            basic_challenge: false,
         }
     }
     /// Marks the refusal as recorded in the audit trail.
     pub fn audited(mut self) -> Self {
         self.audited = true;
+        self
+    }
+    /// Sets the OAuth 2.0 `error` value.
+    pub fn oauth(mut self, error: &'static str) -> Self {
+        self.oauth_error = Some(error);
+        self
+    }
+    /// Answers with a Basic challenge (client authentication by HTTP Basic).
+    pub fn basic_challenge(mut self) -> Self {
+        self.basic_challenge = true;
         self
     }
     pub fn detail(mut self, d: impl Into<String>) -> Self {
@@ -110,6 +129,11 @@ impl ServiceError {
     }
     pub fn unauthenticated() -> Self {
         Self::new(ErrorKind::Unauthenticated, "unauthenticated")
+    }
+    /// A bearer token was presented but is malformed, expired, forged or no
+    /// longer honoured (RFC 6750 `invalid_token`).
+    pub fn invalid_token() -> Self {
+        Self::unauthenticated().oauth("invalid_token")
     }
     pub fn not_found(code: &'static str) -> Self {
         Self::new(ErrorKind::NotFound, code)

@@ -14,7 +14,7 @@ use crate::audit::sequencer::commit_now;
 use crate::clock::Clock;
 use crate::config::{RootKeySource, Settings, read_key_file, write_key_file};
 use crate::crypto::{self, IndexKeys, Keyring, RootKey, SigningKey, TokenKeys};
-use crate::store::{Mutation, SigningKeyRow, Store, Unit};
+use crate::store::{KeyUse, Mutation, SigningKeyRow, Store, Unit};
 
 /// Actor recorded for what the vault does by itself.
 pub const SYSTEM_ACTOR: &str = "system";
@@ -28,7 +28,10 @@ pub struct Keys {
     /// Swapped atomically when a new KEK version becomes active.
     pub keyring: ArcSwap<Keyring>,
     pub index: IndexKeys,
+    /// Signs and verifies access tokens (`token_signing_keys`).
     pub tokens: ArcSwap<TokenKeys>,
+    /// Signs audit checkpoints (`signing_keys`); verifies no tokens.
+    pub checkpoint: ArcSwap<TokenKeys>,
     /// The root key, kept to unwrap KEK versions added while serving.
     pub root: ArcSwap<RootKey>,
     /// Keyring polling and rewrap state of this process.
@@ -41,6 +44,18 @@ impl Keys {
     }
     pub fn tokens(&self) -> Arc<TokenKeys> {
         self.tokens.load_full()
+    }
+    /// The key that signs audit checkpoints, and the public keys of the
+    /// earlier ones.
+    pub fn checkpoint(&self) -> Arc<TokenKeys> {
+        self.checkpoint.load_full()
+    }
+    /// The holder of the keys of `key_use`.
+    pub fn signing(&self, key_use: KeyUse) -> &ArcSwap<TokenKeys> {
+        match key_use {
+            KeyUse::Token => &self.tokens,
+            KeyUse::Checkpoint => &self.checkpoint,
+        }
     }
 }
 
@@ -189,21 +204,92 @@ pub async fn open_keys(
     let index = crypto::unwrap_index_secret(&root, &index_wrapped)
         .map_err(|_| "the blind-index secret cannot be unwrapped".to_owned())?;
 
-    let (tokens, token_config) =
-        crate::keys::refresh::load_token_keys(store, &keyring, settings, clock.now_micros())
-            .await?;
+    separate_token_key(store, clock, &keyring).await?;
+    let now = clock.now_micros();
+    let load = |key_use| crate::keys::refresh::load_keys(key_use, store, &keyring, settings, now);
+    let (tokens, token_config) = load(KeyUse::Token).await?;
+    let (checkpoint, checkpoint_config) = load(KeyUse::Checkpoint).await?;
     let rotation = crate::keys::Rotation::default();
-    *rotation
-        .token_config
-        .lock()
-        .unwrap_or_else(|p| p.into_inner()) = Some(token_config);
+    for (key_use, config) in [
+        (KeyUse::Token, token_config),
+        (KeyUse::Checkpoint, checkpoint_config),
+    ] {
+        *rotation
+            .config(key_use)
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(config);
+    }
     Ok(Keys {
         keyring: ArcSwap::from_pointee(keyring),
         index,
         tokens: ArcSwap::from_pointee(tokens),
+        checkpoint: ArcSwap::from_pointee(checkpoint),
         root: ArcSwap::from_pointee(root),
         rotation,
     })
+}
+
+/// A vault from before token-signing keys of their own started with a copy
+/// of its checkpoint keys (migration 0008). While the two active keys are
+/// the same key, a fresh token-signing key replaces the copy; tokens it
+/// signed stay valid until they expire. Another process doing the same at
+/// the same time wins, and this one keeps its key.
+async fn separate_token_key(
+    store: &dyn Store,
+    clock: &dyn Clock,
+    keyring: &Keyring,
+) -> Result<(), String> {
+    let db = |e: crate::store::StoreError| format!("cannot read the signing keys: {e}");
+    let active = |states: Vec<crate::store::SigningKeyState>| {
+        states
+            .into_iter()
+            .rev()
+            .find(|s| s.row.active)
+            .map(|s| s.row.kid)
+    };
+    let token = active(store.token_key_states().await.map_err(db)?);
+    let checkpoint = active(store.signing_key_states().await.map_err(db)?);
+    let Some(previous) = token.filter(|t| Some(t) == checkpoint.as_ref()) else {
+        return Ok(());
+    };
+    let (signing, pkcs8) = SigningKey::generate().map_err(|e| e.to_string())?;
+    let (kek_version, sealed) = keyring
+        .seal(SIGNING_LABEL, &pkcs8)
+        .map_err(|e| e.to_string())?;
+    let now = clock.now_micros();
+    let unit = Unit {
+        mutations: vec![Mutation::RotateSigningKey {
+            key_use: KeyUse::Token,
+            key: SigningKeyRow {
+                kid: signing.kid().to_owned(),
+                kek_version,
+                sealed,
+                public_key: signing.public_key().to_vec(),
+                active: true,
+                created_at: now,
+            },
+            previous_kid: previous.clone(),
+            revoke_previous: false,
+            at: now,
+        }],
+        events: vec![
+            EventDraft::new(
+                SYSTEM_ACTOR,
+                SYSTEM_ACTOR,
+                Action::KeysRotateTokenSigning,
+                Decision::Allowed,
+                &Uuid::now_v7().to_string(),
+            )
+            .reason("kid", signing.kid())
+            .reason("previous_kid", &previous)
+            .reason("kek_version", &kek_version.to_string())
+            .reason("previous_tokens", "accepted_until_expiry"),
+        ],
+    };
+    match commit_now(store, clock, unit).await {
+        Ok(_) | Err(crate::audit::CommitError::Conflict(_)) => Ok(()),
+        Err(e) => Err(format!("cannot create the token-signing key: {e}")),
+    }
 }
 
 async fn bootstrap(store: &dyn Store, clock: &dyn Clock, root: &RootKey) -> Result<(), String> {
@@ -214,6 +300,10 @@ async fn bootstrap(store: &dyn Store, clock: &dyn Clock, root: &RootKey) -> Resu
     let (signing, pkcs8) = SigningKey::generate().map_err(|e| e.to_string())?;
     let (kek_version, sealed) = keyring
         .seal(SIGNING_LABEL, &pkcs8)
+        .map_err(|e| e.to_string())?;
+    let (token, token_pkcs8) = SigningKey::generate().map_err(|e| e.to_string())?;
+    let (token_kek_version, token_sealed) = keyring
+        .seal(SIGNING_LABEL, &token_pkcs8)
         .map_err(|e| e.to_string())?;
     let unit = Unit {
         mutations: vec![
@@ -239,6 +329,14 @@ async fn bootstrap(store: &dyn Store, clock: &dyn Clock, root: &RootKey) -> Resu
                 active: true,
                 created_at: now,
             }),
+            Mutation::InsertTokenKey(SigningKeyRow {
+                kid: token.kid().to_owned(),
+                kek_version: token_kek_version,
+                sealed: token_sealed,
+                public_key: token.public_key().to_vec(),
+                active: true,
+                created_at: now,
+            }),
         ],
         events: vec![
             EventDraft::new(
@@ -249,7 +347,8 @@ async fn bootstrap(store: &dyn Store, clock: &dyn Clock, root: &RootKey) -> Resu
                 &Uuid::now_v7().to_string(),
             )
             .reason("kek_version", "1")
-            .reason("signing_kid", signing.kid()),
+            .reason("signing_kid", signing.kid())
+            .reason("token_signing_kid", token.kid()),
         ],
     };
     match commit_now(store, clock, unit).await {

@@ -281,10 +281,10 @@ pub fn due(
 /// Signs the head now, witnesses it and stores it through the sequencer.
 /// `Ok(None)` when the chain is empty.
 pub async fn checkpoint_now(state: &AppState) -> anyhow::Result<Option<Checkpoint>> {
-    let tokens = state.keys.tokens();
+    let signer = state.keys.checkpoint();
     let Some(row) = sign_head(
         state.store.as_ref(),
-        tokens.signing_key(),
+        signer.signing_key(),
         state.clock.now_micros(),
     )
     .await?
@@ -294,7 +294,7 @@ pub async fn checkpoint_now(state: &AppState) -> anyhow::Result<Option<Checkpoin
     let mutations = witness_checkpoint(
         &state.tamper,
         state.store.as_ref(),
-        tokens.signing_key(),
+        signer.signing_key(),
         &row,
     )
     .await?;
@@ -621,8 +621,8 @@ pub async fn start_witness(state: &AppState) -> anyhow::Result<()> {
     tamper.note_witnessed_keys(witness_log::keys(&all.entries).into_iter().map(|k| k.0));
     let recorded = recorded_witness_head(tamper, store).await?;
     if all.lines == 0 && recorded.is_none() {
-        let tokens = state.keys.tokens();
-        let held = tokens.signing_key();
+        let signer = state.keys.checkpoint();
+        let held = signer.signing_key();
         let at = rfc3339(state.clock.now_micros());
         let key = |kid: &str, public: &[u8], origin: &str| WitnessRecord::Key {
             kid: kid.to_owned(),

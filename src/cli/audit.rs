@@ -200,8 +200,8 @@ async fn export_trail(
     let opened = crate::open(settings, clock, false, false).await?;
     let tamper = open_tamper(settings, &opened).await?;
     let store = opened.store.as_ref();
-    let tokens = opened.keys.tokens();
-    let row = checkpoint::sign_head(store, tokens.signing_key(), clock.now_micros())
+    let signer = opened.keys.checkpoint();
+    let row = checkpoint::sign_head(store, signer.signing_key(), clock.now_micros())
         .await?
         .ok_or_else(|| anyhow::anyhow!("the audit trail is empty"))?;
     let through = row.seq;
@@ -209,7 +209,7 @@ async fn export_trail(
         .reason("after_seq", &after_seq.to_string())
         .reason("through_seq", &through.to_string());
     let mutations =
-        match checkpoint::witness_checkpoint(&tamper, store, tokens.signing_key(), &row).await {
+        match checkpoint::witness_checkpoint(&tamper, store, signer.signing_key(), &row).await {
             Ok(m) => m,
             Err(checkpoint::WitnessError::Mismatch(why)) => {
                 eprintln!(
@@ -255,8 +255,8 @@ async fn public_key(
     if let Some(p) = &witness.problem {
         eprintln!("pii-vault: warning: {p}");
     }
-    let tokens = opened.keys.tokens();
-    let keys = checkpoint::trusted_keys(tokens.signing_key(), &witness.keys);
+    let signer = opened.keys.checkpoint();
+    let keys = checkpoint::trusted_keys(signer.signing_key(), &witness.keys);
     let mut w = output(out)?;
     w.write_all(checkpoint::key_file(&keys).as_bytes())?;
     w.flush()?;
@@ -268,15 +268,15 @@ async fn sign_checkpoint(settings: &Settings, clock: &dyn Clock) -> anyhow::Resu
     let opened = crate::open(settings, clock, false, false).await?;
     let tamper = open_tamper(settings, &opened).await?;
     let store = opened.store.as_ref();
-    let tokens = opened.keys.tokens();
-    let Some(row) = checkpoint::sign_head(store, tokens.signing_key(), clock.now_micros()).await?
+    let signer = opened.keys.checkpoint();
+    let Some(row) = checkpoint::sign_head(store, signer.signing_key(), clock.now_micros()).await?
     else {
         println!("the audit trail is empty: nothing to sign");
         return Ok(());
     };
     let (seq, kid) = (row.seq, row.kid.clone());
     let mutations =
-        checkpoint::witness_checkpoint(&tamper, store, tokens.signing_key(), &row).await?;
+        checkpoint::witness_checkpoint(&tamper, store, signer.signing_key(), &row).await?;
     let unit = Unit {
         mutations,
         events: Vec::new(),
@@ -314,9 +314,9 @@ async fn accept_rollback(settings: &Settings, clock: &dyn Clock) -> anyhow::Resu
         );
         return Ok(());
     }
-    let tokens = opened.keys.tokens();
+    let signer = opened.keys.checkpoint();
     let keys = checkpoint::to_public_keys(&checkpoint::trusted_keys(
-        tokens.signing_key(),
+        signer.signing_key(),
         &witness.keys,
     ));
     let report = crate::audit::verify::verify_store(store, &keys, None).await?;

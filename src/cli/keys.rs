@@ -15,7 +15,7 @@ use crate::clock::Clock;
 use crate::config::{Settings, read_key_file, write_key_file};
 use crate::crypto::RootKey;
 use crate::keys::{Committer, ops, rewrap};
-use crate::store::Store;
+use crate::store::{KeyUse, Store};
 use crate::vault::Keys;
 
 #[derive(Debug, clap::Subcommand)]
@@ -53,11 +53,16 @@ pub enum KeysCommand {
         #[arg(long, value_name = "FILE")]
         new_key_file: PathBuf,
     },
-    /// Make a new Ed25519 key sign tokens and audit checkpoints. The old
-    /// public key stays published; its tokens are accepted until they expire.
-    RotateSigning {
+    /// Make a new Ed25519 key sign audit checkpoints. The old public key
+    /// stays published (`/v1/audit/public-key`) for older checkpoints.
+    /// Access tokens have a key of their own: `rotate-token-signing`.
+    RotateSigning,
+    /// Make a new Ed25519 key sign access tokens. The old public key stays
+    /// in `/.well-known/jwks.json`, and its tokens are accepted, until they
+    /// expire. The checkpoint-signing key is left alone.
+    RotateTokenSigning {
         /// Refuse the old key's tokens at once (suspected leak of the
-        /// signing key): every client and user must log in again.
+        /// token-signing key): every client and user must log in again.
         #[arg(long)]
         revoke_previous: bool,
     },
@@ -88,8 +93,9 @@ pub async fn run(
         KeysCommand::Rewrap => rewrap_to_completion(&on).await,
         KeysCommand::Retire { version } => retire(&on, version).await,
         KeysCommand::RotateRoot { new_key_file } => rotate_root(&on, &new_key_file).await,
-        KeysCommand::RotateSigning { revoke_previous } => {
-            rotate_signing(&on, revoke_previous).await
+        KeysCommand::RotateSigning => rotate_signing(&on, KeyUse::Checkpoint, false).await,
+        KeysCommand::RotateTokenSigning { revoke_previous } => {
+            rotate_signing(&on, KeyUse::Token, revoke_previous).await
         }
     }
 }
@@ -171,8 +177,13 @@ async fn rotate_root(on: &Vault<'_>, new_key_file: &Path) -> anyhow::Result<()> 
     Ok(())
 }
 
-async fn rotate_signing(on: &Vault<'_>, revoke_previous: bool) -> anyhow::Result<()> {
+async fn rotate_signing(
+    on: &Vault<'_>,
+    key_use: KeyUse,
+    revoke_previous: bool,
+) -> anyhow::Result<()> {
     let r = ops::rotate_signing(
+        key_use,
         on.keys,
         on.store,
         &on.committer,
@@ -189,8 +200,12 @@ async fn rotate_signing(on: &Vault<'_>, revoke_previous: bool) -> anyhow::Result
             r.previous_kid
         );
     }
+    let what = match key_use {
+        KeyUse::Checkpoint => "checkpoint-signing",
+        KeyUse::Token => "token-signing",
+    };
     println!(
-        "signing key {} is active (replacing {}); serving processes sign with it within \
+        "{what} key {} is active (replacing {}); serving processes sign with it within \
          {} s. Public key (base64url): {}",
         r.kid, r.previous_kid, on.settings.keyring_poll_secs, r.public_key
     );

@@ -237,6 +237,14 @@ impl TokenKeys {
         &self.public_keys
     }
 
+    /// The public keys whose tokens are accepted (the signing key first):
+    /// what the JWKS publishes.
+    pub fn accepted_keys(&self) -> impl Iterator<Item = &(String, [u8; 32])> {
+        self.public_keys
+            .iter()
+            .filter(|(kid, _)| self.verify_keys.contains_key(kid))
+    }
+
     /// Issues a token valid from `now` for `lifetime_secs` seconds; header
     /// `alg: EdDSA` with the signing key's `kid`.
     pub fn issue(
@@ -499,6 +507,8 @@ mod tests {
             .with_published(vec![(old_kid.clone(), old_pub)]);
         assert_eq!(keys.public_keys().len(), 2);
         assert!(keys.public_keys().iter().any(|(k, _)| *k == old_kid));
+        assert_eq!(keys.accepted_keys().count(), 1);
+        assert!(keys.accepted_keys().all(|(k, _)| *k != old_kid));
         assert_eq!(
             keys.verify(&token, NOW).unwrap_err(),
             CryptoError::InvalidToken("unknown key id")

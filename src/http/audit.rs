@@ -183,10 +183,10 @@ fn with_filters(mut ev: EventDraft, state: &AppState, f: &AuditFilter) -> EventD
 async fn verification_keys(
     state: &AppState,
 ) -> ApiResult<(Vec<PublishedKey>, String, checkpoint::WitnessView)> {
-    let tokens = state.keys.tokens();
-    let current = tokens.signing_key().kid().to_owned();
+    let signer = state.keys.checkpoint();
+    let current = signer.signing_key().kid().to_owned();
     let witness = checkpoint::read_witness(&state.tamper, state.store.as_ref()).await?;
-    let keys = checkpoint::trusted_keys(tokens.signing_key(), &witness.keys);
+    let keys = checkpoint::trusted_keys(signer.signing_key(), &witness.keys);
     Ok((keys, current, witness))
 }
 
@@ -249,10 +249,10 @@ pub async fn export(
     .await?;
     let Query(q) = q.map_err(query_rejected)?;
     let after_seq = parse_seq("after_seq", q.after_seq.as_ref())?;
-    let tokens = state.keys.tokens();
+    let signer = state.keys.checkpoint();
     let row = checkpoint::sign_head(
         state.store.as_ref(),
-        tokens.signing_key(),
+        signer.signing_key(),
         state.clock.now_micros(),
     )
     .await?;
@@ -265,7 +265,7 @@ pub async fn export(
         Some(row) => match checkpoint::witness_checkpoint(
             &state.tamper,
             state.store.as_ref(),
-            tokens.signing_key(),
+            signer.signing_key(),
             row,
         )
         .await

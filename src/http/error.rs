@@ -26,6 +26,24 @@ pub struct Problem {
     /// The field the problem concerns, when there is one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub field: Option<String>,
+    /// The OAuth 2.0 error (RFC 6749 §5.2) on token endpoint errors and
+    /// refused bearer tokens: `invalid_request`, `invalid_client`,
+    /// `invalid_grant`, `unsupported_grant_type`, `invalid_token`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// The `WWW-Authenticate` value of a 401 (RFC 6750 §3, RFC 6749 §5.2).
+pub fn challenge(e: &ServiceError) -> HeaderValue {
+    if e.basic_challenge {
+        return HeaderValue::from_static("Basic realm=\"pii-vault\", charset=\"UTF-8\"");
+    }
+    match e.oauth_error {
+        Some("invalid_token") => {
+            HeaderValue::from_static("Bearer realm=\"pii-vault\", error=\"invalid_token\"")
+        }
+        _ => HeaderValue::from_static("Bearer realm=\"pii-vault\""),
+    }
 }
 
 /// The HTTP status of a service error: the one place the kinds meet HTTP.
@@ -70,15 +88,28 @@ impl IntoResponse for ServiceError {
             title: status.canonical_reason().unwrap_or("Error").to_owned(),
             status: status.as_u16(),
             code: self.code.to_owned(),
-            detail: if server_side { None } else { self.detail },
+            detail: if server_side {
+                None
+            } else {
+                self.detail.clone()
+            },
             instance: None,
-            field: if server_side { None } else { self.field },
+            field: if server_side {
+                None
+            } else {
+                self.field.clone()
+            },
+            error: self.oauth_error.map(str::to_owned),
         };
         let mut resp = (status, axum::Json(body)).into_response();
         resp.headers_mut().insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/problem+json"),
         );
+        if status == StatusCode::UNAUTHORIZED {
+            resp.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, challenge(&self));
+        }
         resp.extensions_mut()
             .insert(super::refusals::ErrorCode(self.code));
         if self.audited {

@@ -62,7 +62,7 @@ fn json_rejection(r: JsonRejection) -> ServiceError {
 
 /// serde's messages may quote the offending value ("invalid type: string
 /// \"ada@…\""); keep only what names a field, and the position.
-fn safe_data_error(text: &str) -> String {
+pub(super) fn safe_data_error(text: &str) -> String {
     let msg = text.rsplit(": ").next().unwrap_or(text);
     for prefix in [
         "unknown field",
@@ -159,16 +159,16 @@ impl FromRequestParts<AppState> for Actor {
         if let Some(resolved) = parts.extensions.get::<super::idempotency::Resolved>() {
             return Ok(resolved.0.clone());
         }
-        let header = parts
-            .headers
-            .get(axum::http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .ok_or_else(ServiceError::unauthenticated)?;
-        let token = header
-            .strip_prefix("Bearer ")
-            .or_else(|| header.strip_prefix("bearer "))
-            .ok_or_else(ServiceError::unauthenticated)?;
-        let token = token.trim().to_owned();
+        let token = match parts.headers.get(axum::http::header::AUTHORIZATION) {
+            // No credentials at all: a challenge without an error (RFC 6750 §3.1).
+            None => return Err(ServiceError::unauthenticated()),
+            Some(v) => v
+                .to_str()
+                .ok()
+                .and_then(bearer_token)
+                .ok_or_else(ServiceError::invalid_token)?,
+        };
+        let token = token.to_owned();
         let token = token.as_str();
         let now_secs = state.clock.now_micros() / 1_000_000;
         let request_id = RequestId::from_request_parts(parts, state)
@@ -187,16 +187,16 @@ impl FromRequestParts<AppState> for Actor {
         }
         let claims = keys
             .verify(token, now_secs)
-            .map_err(|_| ServiceError::unauthenticated())?;
+            .map_err(|_| ServiceError::invalid_token())?;
         let kind = match claims.kind.as_str() {
             "client" => PrincipalKind::Client,
             "user" => PrincipalKind::User,
-            _ => return Err(ServiceError::unauthenticated()),
+            _ => return Err(ServiceError::invalid_token()),
         };
         let id: Uuid = claims
             .sub
             .parse()
-            .map_err(|_| ServiceError::unauthenticated())?;
+            .map_err(|_| ServiceError::invalid_token())?;
         // The principal is looked up on every call: disabling a client or a
         // user, changing its role or resetting its password takes effect at
         // once (within the cache's TTL when done by another process).
@@ -205,7 +205,7 @@ impl FromRequestParts<AppState> for Actor {
             .principal(kind, id)
             .await?
             .filter(|p| p.accepts_token_issued_at(claims.iat))
-            .ok_or_else(ServiceError::unauthenticated)?;
+            .ok_or_else(ServiceError::invalid_token)?;
         state.auth_cache.put(
             digest,
             CachedCaller {
@@ -222,6 +222,15 @@ impl FromRequestParts<AppState> for Actor {
         let actor = Actor::staff(kind, principal.id.to_string(), principal.role, request_id);
         Ok(noted(parts, actor.from_addr(client_addr(parts, state))))
     }
+}
+
+/// The token of an `Authorization: Bearer <token>` value; the scheme is
+/// matched without regard to case (RFC 9110 §11.1). `None` for another
+/// scheme or an empty token.
+pub fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, token) = value.trim_start().split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
 }
 
 /// Leaves the caller where the refusal audit finds it (`refusals.rs`).
@@ -261,6 +270,16 @@ pub fn parse_id(raw: &str) -> Result<Uuid, ServiceError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bearer_scheme_is_case_insensitive() {
+        for v in ["Bearer abc", "bearer abc", "BEARER abc", "BeArEr  abc "] {
+            assert_eq!(bearer_token(v), Some("abc"), "{v}");
+        }
+        for v in ["Basic abc", "Bearer", "Bearer ", "Bearerabc", "abc"] {
+            assert_eq!(bearer_token(v), None, "{v}");
+        }
+    }
 
     #[test]
     fn data_errors_do_not_repeat_values() {

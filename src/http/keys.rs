@@ -16,7 +16,7 @@ use crate::keys::ops::{KeyStatus, Retired, Rotated, SigningRotated};
 use crate::keys::{self, Committer, KeyError};
 use crate::policy::Capability;
 use crate::state::AppState;
-use crate::store::Unit;
+use crate::store::{KeyUse, Unit};
 
 /// `?customer_id=` on the key status.
 #[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
@@ -186,24 +186,70 @@ pub struct RotateSigningQuery {
     pub revoke_previous: Option<String>,
 }
 
-/// A new Ed25519 key signs tokens and audit checkpoints from now on. The
-/// previous public key stays published (older checkpoints) and accepted for
-/// tokens until they expire, unless `revoke_previous=true`.
+/// A new Ed25519 key signs audit checkpoints from now on; the previous
+/// public key stays published for older checkpoints. Access tokens have a
+/// key of their own (`/v1/keys/token-signing/rotate`); `revoke_previous`
+/// applies to that key only, `true` here is 400.
 #[utoipa::path(post, path = "/v1/keys/signing/rotate", tag = "keys",
+    operation_id = "rotate_signing_key",
     params(RotateSigningQuery),
     responses((status = 201, description = "The new checkpoint-signing key", body = SigningRotated),
-        (status = 401, body = Problem), (status = 403, body = Problem),
-        (status = 409, body = Problem), (status = 503, body = Problem)),
+        (status = 400, description = "`revoke_previous` is not `false`", body = Problem),
+        (status = 401, description = "No valid token", body = Problem),
+        (status = 403, description = "Capability `admin` required", body = Problem),
+        (status = 409, description = "A concurrent key operation won", body = Problem),
+        (status = 503, description = "Try again shortly", body = Problem)),
     security(("bearer" = [])))]
 pub async fn rotate_signing_key(
     State(state): State<AppState>,
     caller: Actor,
     Query(q): Query<RotateSigningQuery>,
 ) -> ApiResult<Response> {
-    require_admin(&state, &caller, Action::KeysRotateSigning).await?;
+    rotate(state, caller, q, KeyUse::Checkpoint).await
+}
+
+/// A new Ed25519 key signs access tokens from now on; the checkpoint key is
+/// left alone. The previous public key stays in the JWKS, and its tokens
+/// are accepted, until they expire, unless `revoke_previous=true`.
+#[utoipa::path(post, path = "/v1/keys/token-signing/rotate", tag = "keys",
+    operation_id = "rotate_token_signing_key",
+    params(RotateSigningQuery),
+    responses((status = 201, description = "The new token-signing key", body = SigningRotated),
+        (status = 400, description = "`revoke_previous` is neither `true` nor `false`", body = Problem),
+        (status = 401, description = "No valid token", body = Problem),
+        (status = 403, description = "Capability `admin` required", body = Problem),
+        (status = 409, description = "A concurrent key operation won", body = Problem),
+        (status = 503, description = "Try again shortly", body = Problem)),
+    security(("bearer" = [])))]
+pub async fn rotate_token_signing_key(
+    State(state): State<AppState>,
+    caller: Actor,
+    Query(q): Query<RotateSigningQuery>,
+) -> ApiResult<Response> {
+    rotate(state, caller, q, KeyUse::Token).await
+}
+
+async fn rotate(
+    state: AppState,
+    caller: Actor,
+    q: RotateSigningQuery,
+    key_use: KeyUse,
+) -> ApiResult<Response> {
+    let action = match key_use {
+        KeyUse::Checkpoint => Action::KeysRotateSigning,
+        KeyUse::Token => Action::KeysRotateTokenSigning,
+    };
+    require_admin(&state, &caller, action).await?;
     let revoke_previous = match q.revoke_previous.as_deref() {
         None | Some("false") => false,
-        Some("true") => true,
+        Some("true") if key_use == KeyUse::Token => true,
+        Some("true") => {
+            return Err(ServiceError::invalid_request(
+                "revoke_previous applies to the token-signing key: \
+                 POST /v1/keys/token-signing/rotate",
+            )
+            .field("revoke_previous"));
+        }
         Some(_) => {
             return Err(
                 ServiceError::invalid_request("revoke_previous must be true or false")
@@ -213,6 +259,7 @@ pub async fn rotate_signing_key(
     };
     let committer = Committer::Sequencer(&state.sequencer);
     match keys::rotate_signing(
+        key_use,
         &state.keys,
         state.store.as_ref(),
         &committer,
@@ -225,6 +272,6 @@ pub async fn rotate_signing_key(
     .await
     {
         Ok(r) => Ok((StatusCode::CREATED, Json(r)).into_response()),
-        Err(e) => refused(&state, &caller, Action::KeysRotateSigning, e).await,
+        Err(e) => refused(&state, &caller, action, e).await,
     }
 }

@@ -22,6 +22,7 @@ pub mod extract;
 pub mod holds;
 pub mod idempotency;
 pub mod keys;
+pub mod oauth;
 pub mod ops;
 pub mod outbox;
 pub mod problems;
@@ -77,6 +78,10 @@ impl Modify for BearerAuth {
                     .build(),
             ),
         );
+        components.add_security_scheme(
+            "basic",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Basic).build()),
+        );
     }
 }
 
@@ -84,6 +89,9 @@ impl Modify for BearerAuth {
 pub fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
     let routes = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(tokens::issue_token))
+        .routes(routes!(oauth::introspect))
+        .routes(routes!(oauth::metadata))
+        .routes(routes!(oauth::jwks))
         .routes(routes!(customers::create_customer))
         .routes(routes!(customers::search))
         .routes(routes!(
@@ -122,6 +130,7 @@ pub fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(keys::rotate_kek))
         .routes(routes!(keys::retire_kek))
         .routes(routes!(keys::rotate_signing_key))
+        .routes(routes!(keys::rotate_token_signing_key))
         .split_for_parts();
     let (router, mut openapi) = routes;
     problems::document(&mut openapi);

@@ -152,6 +152,8 @@ pub fn route_action(method: &Method, route: &str) -> Option<Action> {
         ("POST", "/v1/keys/rotate") => A::KeysRotate,
         ("POST", "/v1/keys/{version}/retire") => A::KeysRetire,
         ("POST", "/v1/keys/signing/rotate") => A::KeysRotateSigning,
+        ("POST", "/v1/token/introspect") => A::TokenIntrospect,
+        ("POST", "/v1/keys/token-signing/rotate") => A::KeysRotateTokenSigning,
         _ => return None,
     })
 }
@@ -163,6 +165,8 @@ mod tests {
     /// Routes that refuse no authenticated caller.
     const NEVER_REFUSE: &[&str] = &[
         "POST /v1/token",
+        "GET /.well-known/oauth-authorization-server",
+        "GET /.well-known/jwks.json",
         "GET /v1/policy",
         "GET /v1/processing-activities",
         "GET /v1/schemas/export.json",

@@ -246,9 +246,7 @@ fn bearer(parts: &Parts) -> Option<&str> {
         .get(axum::http::header::AUTHORIZATION)?
         .to_str()
         .ok()?;
-    h.strip_prefix("Bearer ")
-        .or_else(|| h.strip_prefix("bearer "))
-        .map(str::trim)
+    super::extract::bearer_token(h)
 }
 
 impl FromRequestParts<AppState> for RequestAuth {

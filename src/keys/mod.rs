@@ -42,14 +42,27 @@ pub struct Rotation {
     /// warning is logged once per change.
     pub(crate) root_mismatch: AtomicBool,
     pub(crate) progress: Mutex<Progress>,
-    /// What the current [`crate::crypto::TokenKeys`] were built from.
+    /// What the current token keys were built from.
     pub(crate) token_config: Mutex<Option<refresh::TokenConfig>>,
+    /// What the current checkpoint keys were built from.
+    pub(crate) checkpoint_config: Mutex<Option<refresh::TokenConfig>>,
 }
 
 impl Rotation {
     /// Asks the keyring poller to reload at once.
     pub fn request_reload(&self) {
         self.reload.notify_one();
+    }
+
+    /// What the loaded keys of `key_use` were built from.
+    pub(crate) fn config(
+        &self,
+        key_use: crate::store::KeyUse,
+    ) -> &Mutex<Option<refresh::TokenConfig>> {
+        match key_use {
+            crate::store::KeyUse::Token => &self.token_config,
+            crate::store::KeyUse::Checkpoint => &self.checkpoint_config,
+        }
     }
 
     /// A copy of this process's rewrap progress.
@@ -120,6 +133,24 @@ pub enum KeyError {
     Crypto(String),
     #[error("the database or the audit trail is unavailable")]
     Unavailable,
+}
+
+/// Every sealed signing key, checkpoint keys and token keys, with its use.
+pub(crate) async fn all_signing_keys(
+    store: &dyn crate::store::Store,
+) -> Result<Vec<(crate::store::KeyUse, crate::store::SigningKeyState)>, crate::store::StoreError> {
+    use crate::store::KeyUse;
+    let mut all = Vec::new();
+    for key_use in [KeyUse::Checkpoint, KeyUse::Token] {
+        all.extend(
+            store
+                .key_states(key_use)
+                .await?
+                .into_iter()
+                .map(|s| (key_use, s)),
+        );
+    }
+    Ok(all)
 }
 
 impl From<crate::store::StoreError> for KeyError {

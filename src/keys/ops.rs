@@ -16,7 +16,7 @@ use crate::audit::CommitError;
 use crate::clock::{Clock, rfc3339};
 use crate::config::Settings;
 use crate::crypto::{self, RootKey, SIGNING_KEY_LABEL, SigningKey};
-use crate::store::{KekState, Mutation, SigningKeyRow, SigningKeyState, Store, Unit};
+use crate::store::{KekState, KeyUse, Mutation, SigningKeyRow, SigningKeyState, Store, Unit};
 use crate::vault::{Keys, META_INDEX_SECRET, META_ROOT_FINGERPRINT};
 
 /// Given the JSON body of an operation's result, the mutation that stores
@@ -312,11 +312,10 @@ async fn usage(store: &dyn Store, version: i64) -> Result<(i64, i64), KeyError> 
         .find(|u| u.kek_version == version)
         .map(|u| u.data_keys)
         .unwrap_or(0);
-    let signing = store
-        .signing_key_states()
+    let signing = super::all_signing_keys(store)
         .await?
         .iter()
-        .filter(|s| s.row.kek_version == version && !s.row.sealed.is_empty())
+        .filter(|(_, s)| s.row.kek_version == version && !s.row.sealed.is_empty())
         .count();
     Ok((data, i64::try_from(signing).unwrap_or(i64::MAX)))
 }
@@ -350,12 +349,15 @@ pub struct SigningRotated {
 }
 
 /// Generates a new Ed25519 signing key, sealed under the active KEK, and
-/// makes it the one that signs tokens and checkpoints. The previous key's
-/// private half is destroyed; its public key stays published. Its tokens
-/// are accepted until they expire, or refused at once with
-/// `revoke_previous` (suspected leak: every client logs in again).
+/// makes it the one that signs audit checkpoints (`KeyUse::Checkpoint`) or
+/// access tokens (`KeyUse::Token`); the other key is left alone. The
+/// previous key's private half is destroyed; its public key stays
+/// published. A token key's tokens are accepted until they expire, or
+/// refused at once with `revoke_previous` (suspected leak: every client
+/// logs in again).
 #[allow(clippy::too_many_arguments)]
 pub async fn rotate_signing(
+    key_use: KeyUse,
     keys: &Keys,
     store: &dyn Store,
     committer: &Committer<'_>,
@@ -366,7 +368,7 @@ pub async fn rotate_signing(
     record: Option<&Record<'_>>,
 ) -> Result<SigningRotated, KeyError> {
     for _ in 0..3 {
-        let states = store.signing_key_states().await?;
+        let states = store.key_states(key_use).await?;
         let previous = states
             .iter()
             .rev()
@@ -384,6 +386,7 @@ pub async fn rotate_signing(
             previous_kid: previous.clone(),
         };
         let mut mutations = vec![Mutation::RotateSigningKey {
+            key_use,
             key: SigningKeyRow {
                 kid: kid.clone(),
                 kek_version,
@@ -399,21 +402,13 @@ pub async fn rotate_signing(
         mutations.extend(recorded(record, &result));
         let unit = Unit {
             mutations,
-            events: vec![
-                actor
-                    .event(Action::KeysRotateSigning, Decision::Allowed)
-                    .reason("kid", &kid)
-                    .reason("previous_kid", &previous)
-                    .reason("kek_version", &kek_version.to_string())
-                    .reason(
-                        "previous_tokens",
-                        if revoke_previous {
-                            "revoked"
-                        } else {
-                            "accepted_until_expiry"
-                        },
-                    ),
-            ],
+            events: vec![rotation_event(
+                actor,
+                key_use,
+                &result,
+                kek_version,
+                revoke_previous,
+            )],
         };
         match committer.commit(unit).await {
             Ok(_) => {
@@ -435,6 +430,33 @@ pub async fn rotate_signing(
         }
     }
     Err(KeyError::Concurrent)
+}
+
+/// The audit event of a signing-key rotation: key ids and the KEK version,
+/// never key material.
+fn rotation_event(
+    actor: &Actor,
+    key_use: KeyUse,
+    result: &SigningRotated,
+    kek_version: i64,
+    revoke_previous: bool,
+) -> crate::audit::EventDraft {
+    let ev = match key_use {
+        KeyUse::Checkpoint => actor.event(Action::KeysRotateSigning, Decision::Allowed),
+        KeyUse::Token => actor
+            .event(Action::KeysRotateTokenSigning, Decision::Allowed)
+            .reason(
+                "previous_tokens",
+                if revoke_previous {
+                    "revoked"
+                } else {
+                    "accepted_until_expiry"
+                },
+            ),
+    };
+    ev.reason("kid", &result.kid)
+        .reason("previous_kid", &result.previous_kid)
+        .reason("kek_version", &kek_version.to_string())
 }
 
 /// One KEK version as operators see it.
@@ -496,9 +518,11 @@ pub struct SigningKeyInfo {
     pub kid: String,
     /// Raw Ed25519 public key, base64url without padding.
     pub public_key: String,
-    /// Signs new tokens and checkpoints.
+    /// Signs new checkpoints (in `signing_keys`) or new tokens (in
+    /// `token_signing_keys`).
     pub active: bool,
-    /// Tokens signed by it are still accepted.
+    /// A token-signing key whose tokens are still accepted (always `false`
+    /// for a checkpoint key).
     pub accepted_for_tokens: bool,
     pub created_at: String,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -529,7 +553,10 @@ pub struct KeyStatus {
     pub root_key_current: bool,
     pub versions: Vec<KekInfo>,
     pub rewrap: RewrapStatus,
+    /// The keys that sign audit checkpoints (`/v1/audit/public-key`).
     pub signing_keys: Vec<SigningKeyInfo>,
+    /// The keys that sign access tokens (`/.well-known/jwks.json`).
+    pub token_signing_keys: Vec<SigningKeyInfo>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub customer: Option<CustomerKey>,
 }
@@ -561,7 +588,7 @@ pub async fn status(
     };
     let states = store.kek_states().await?;
     let usage = store.kek_usage().await?;
-    let signing = store.signing_key_states().await?;
+    let signing = super::all_signing_keys(store).await?;
     let now = clock.now_micros();
     let active_version = states
         .iter()
@@ -578,7 +605,7 @@ pub async fn status(
     let sealed_under = |v: i64| {
         let n = signing
             .iter()
-            .filter(|s| s.row.kek_version == v && !s.row.sealed.is_empty())
+            .filter(|(_, s)| s.row.kek_version == v && !s.row.sealed.is_empty())
             .count();
         i64::try_from(n).unwrap_or(i64::MAX)
     };
@@ -648,18 +675,30 @@ pub async fn status(
         },
         signing_keys: signing
             .iter()
-            .map(|s| signing_info(s, now, settings))
+            .filter(|(u, _)| *u == KeyUse::Checkpoint)
+            .map(|(u, s)| signing_info(*u, s, now, settings))
+            .collect(),
+        token_signing_keys: signing
+            .iter()
+            .filter(|(u, _)| *u == KeyUse::Token)
+            .map(|(u, s)| signing_info(*u, s, now, settings))
             .collect(),
         customer,
     }))
 }
 
-fn signing_info(s: &SigningKeyState, now: i64, settings: &Settings) -> SigningKeyInfo {
+fn signing_info(
+    key_use: KeyUse,
+    s: &SigningKeyState,
+    now: i64,
+    settings: &Settings,
+) -> SigningKeyInfo {
     SigningKeyInfo {
         kid: s.row.kid.clone(),
         public_key: URL_SAFE_NO_PAD.encode(&s.row.public_key),
         active: s.row.active,
-        accepted_for_tokens: s.row.active || refresh::still_accepted(s, now, settings),
+        accepted_for_tokens: key_use == KeyUse::Token
+            && (s.row.active || refresh::still_accepted(s, now, settings)),
         created_at: rfc3339(s.row.created_at),
         retired_at: s.retired_at.map(rfc3339),
         kek_version: (!s.row.sealed.is_empty()).then_some(s.row.kek_version),

@@ -18,7 +18,7 @@ use crate::clock::Clock;
 use crate::config::Settings;
 use crate::crypto::{self, JWT_LEEWAY_SECS, Keyring, SIGNING_KEY_LABEL, SigningKey, TokenKeys};
 use crate::state::{AppState, Inner};
-use crate::store::{SigningKeyState, Store};
+use crate::store::{KeyUse, SigningKeyState, Store};
 use crate::vault::{Keys, META_ROOT_FINGERPRINT};
 
 /// What a [`TokenKeys`] was built from: the signing key, the older keys
@@ -52,19 +52,40 @@ pub fn still_accepted(s: &SigningKeyState, now_micros: i64, settings: &Settings)
     }
 }
 
-/// Builds the token keys: the active signing key (opened with `keyring`),
-/// the replaced keys whose tokens may still be valid, and every other
-/// public key published for older checkpoints.
-pub fn build_token_keys(
+/// What keys of `key_use` should be loaded now: the active key, the
+/// replaced token keys whose tokens may still be valid, and every other
+/// public key (published only). Checkpoint keys verify no tokens.
+fn wanted_config(
+    key_use: KeyUse,
+    states: &[SigningKeyState],
+    now_micros: i64,
+    settings: &Settings,
+) -> Option<TokenConfig> {
+    let active = states.iter().rev().find(|s| s.row.active)?;
+    let others = states.iter().filter(|s| s.row.kid != active.row.kid);
+    let (accepted, published): (Vec<_>, Vec<_>) =
+        others.partition(|s| key_use == KeyUse::Token && still_accepted(s, now_micros, settings));
+    Some(TokenConfig {
+        active: active.row.kid.clone(),
+        accepted: accepted.iter().map(|s| s.row.kid.clone()).collect(),
+        published: published.iter().map(|s| s.row.kid.clone()).collect(),
+    })
+}
+
+/// Builds the keys of `key_use` (see [`wanted_config`]): the active
+/// signing key opened with `keyring`, and the public keys of the others.
+pub fn build_keys(
+    key_use: KeyUse,
     states: &[SigningKeyState],
     keyring: &Keyring,
     settings: &Settings,
     now_micros: i64,
 ) -> Result<(TokenKeys, TokenConfig), String> {
+    let config = wanted_config(key_use, states, now_micros, settings)
+        .ok_or(format!("no active {} key", key_use_name(key_use)))?;
     let current = states
         .iter()
-        .rev()
-        .find(|s| s.row.active)
+        .find(|s| s.row.kid == config.active)
         .ok_or("no active signing key")?;
     let pkcs8 = keyring
         .open(
@@ -72,47 +93,48 @@ pub fn build_token_keys(
             current.row.kek_version,
             &current.row.sealed,
         )
-        .map_err(|_| "the signing key cannot be opened".to_owned())?;
+        .map_err(|_| format!("the {} key cannot be opened", key_use_name(key_use)))?;
     let signing = SigningKey::from_pkcs8(&pkcs8).map_err(|e| e.to_string())?;
-    let mut accepted = Vec::new();
-    let mut published = Vec::new();
-    for s in states.iter().filter(|s| s.row.kid != current.row.kid) {
-        let Ok(key) = <[u8; 32]>::try_from(s.row.public_key.as_slice()) else {
-            continue;
-        };
-        if still_accepted(s, now_micros, settings) {
-            accepted.push((s.row.kid.clone(), key));
-        } else {
-            published.push((s.row.kid.clone(), key));
-        }
-    }
-    let config = TokenConfig {
-        active: current.row.kid.clone(),
-        accepted: accepted.iter().map(|(k, _)| k.clone()).collect(),
-        published: published.iter().map(|(k, _)| k.clone()).collect(),
+    let public = |kids: &[String]| -> Vec<(String, [u8; 32])> {
+        states
+            .iter()
+            .filter(|s| kids.contains(&s.row.kid))
+            .filter_map(|s| {
+                let key = <[u8; 32]>::try_from(s.row.public_key.as_slice()).ok()?;
+                Some((s.row.kid.clone(), key))
+            })
+            .collect()
     };
     let tokens = TokenKeys::new(
         signing,
-        accepted,
+        public(&config.accepted),
         settings.token_issuer.clone(),
         settings.token_audience.clone(),
     )
-    .with_published(published);
+    .with_published(public(&config.published));
     Ok((tokens, config))
 }
 
-/// Reads the signing keys and builds the token keys (start-up).
-pub async fn load_token_keys(
+fn key_use_name(key_use: KeyUse) -> &'static str {
+    match key_use {
+        KeyUse::Checkpoint => "checkpoint-signing",
+        KeyUse::Token => "token-signing",
+    }
+}
+
+/// Reads the signing keys of `key_use` and builds them (start-up).
+pub async fn load_keys(
+    key_use: KeyUse,
     store: &dyn Store,
     keyring: &Keyring,
     settings: &Settings,
     now_micros: i64,
 ) -> Result<(TokenKeys, TokenConfig), String> {
     let states = store
-        .signing_key_states()
+        .key_states(key_use)
         .await
         .map_err(|e| format!("cannot read the signing keys: {e}"))?;
-    build_token_keys(&states, keyring, settings, now_micros)
+    build_keys(key_use, &states, keyring, settings, now_micros)
 }
 
 /// Reloads the keyring and the token keys when the database says otherwise
@@ -190,51 +212,48 @@ pub async fn refresh(
     refresh_tokens(keys, store, settings, clock).await
 }
 
-/// Rebuilds the token keys when the signing keys, or which of them are
-/// still accepted, changed.
+/// Rebuilds the token keys and the checkpoint keys when their signing
+/// keys, or which of them are still accepted, changed.
 pub async fn refresh_tokens(
     keys: &Keys,
     store: &dyn Store,
     settings: &Settings,
     clock: &dyn Clock,
 ) -> Result<(), String> {
+    for key_use in [KeyUse::Token, KeyUse::Checkpoint] {
+        refresh_use(key_use, keys, store, settings, clock).await?;
+    }
+    Ok(())
+}
+
+async fn refresh_use(
+    key_use: KeyUse,
+    keys: &Keys,
+    store: &dyn Store,
+    settings: &Settings,
+    clock: &dyn Clock,
+) -> Result<(), String> {
     let states = store
-        .signing_key_states()
+        .key_states(key_use)
         .await
         .map_err(|e| format!("cannot read the signing keys: {e}"))?;
-    let keyring = keys.keyring();
     let now = clock.now_micros();
-    let active = states.iter().rev().find(|s| s.row.active);
-    let wanted = active.map(|a| {
-        let others = states.iter().filter(|s| s.row.kid != a.row.kid);
-        let (acc, publ): (Vec<_>, Vec<_>) = others.partition(|s| still_accepted(s, now, settings));
-        TokenConfig {
-            active: a.row.kid.clone(),
-            accepted: acc.iter().map(|s| s.row.kid.clone()).collect(),
-            published: publ.iter().map(|s| s.row.kid.clone()).collect(),
-        }
-    });
+    let wanted = wanted_config(key_use, &states, now, settings);
+    let slot = keys.rotation.config(key_use);
     let same = {
-        let held = keys
-            .rotation
-            .token_config
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+        let held = slot.lock().unwrap_or_else(|p| p.into_inner());
         held.is_some() && *held == wanted
     };
     if same || wanted.is_none() {
         return Ok(());
     }
-    let (tokens, config) = build_token_keys(&states, &keyring, settings, now)?;
-    let changed_kid = keys.tokens().signing_key().kid() != config.active;
-    keys.tokens.store(Arc::new(tokens));
-    *keys
-        .rotation
-        .token_config
-        .lock()
-        .unwrap_or_else(|p| p.into_inner()) = Some(config);
+    let (built, config) = build_keys(key_use, &states, &keys.keyring(), settings, now)?;
+    let holder = keys.signing(key_use);
+    let changed_kid = holder.load().signing_key().kid() != config.active;
+    holder.store(Arc::new(built));
+    *slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(config);
     if changed_kid {
-        tracing::info!("signing key reloaded");
+        tracing::info!(key = key_use_name(key_use), "signing key reloaded");
     }
     Ok(())
 }

@@ -60,11 +60,10 @@ pub async fn has_work(keys: &Keys, store: &dyn Store) -> Result<bool, KeyError> 
             return Ok(true);
         }
     }
-    Ok(store
-        .signing_key_states()
+    Ok(super::all_signing_keys(store)
         .await?
         .iter()
-        .any(|s| s.row.kek_version < active && !s.row.sealed.is_empty()))
+        .any(|(_, s)| s.row.kek_version < active && !s.row.sealed.is_empty()))
 }
 
 /// One pass over everything wrapped by an older version. `keep_going` is
@@ -246,7 +245,7 @@ async fn rewrap_signing_keys(
     let active = keyring.active_version();
     let mut mutations = Vec::new();
     let mut kids = Vec::new();
-    for s in store.signing_key_states().await? {
+    for (key_use, s) in super::all_signing_keys(store).await? {
         let row = s.row;
         if row.sealed.is_empty() || row.kek_version >= active {
             continue;
@@ -259,6 +258,7 @@ async fn rewrap_signing_keys(
         let (kek_version, sealed) = keyring.seal(SIGNING_KEY_LABEL, &pkcs8)?;
         kids.push(row.kid.clone());
         mutations.push(Mutation::RewrapSigningKey {
+            key_use,
             kid: row.kid,
             from_version: row.kek_version,
             kek_version,

@@ -42,8 +42,8 @@ pub use requests::{
 pub use rows::{
     AuditFilter, AuditHead, CheckpointRow, ConsentEvent, CustomerKeyRow, CustomerRecord,
     CustomerRow, DataKeyRow, ErasureJobRow, ErasureJobStatus, FieldRow, IdempotencyRow,
-    IdempotencyState, KekRow, KekState, KekUsage, LegalHoldRow, PrincipalKind, PrincipalRow,
-    SigningKeyRow, SigningKeyState, TombstoneRow, UnknownValue, ValuePurpose,
+    IdempotencyState, KekRow, KekState, KekUsage, KeyUse, LegalHoldRow, PrincipalKind,
+    PrincipalRow, SigningKeyRow, SigningKeyState, TombstoneRow, UnknownValue, ValuePurpose,
 };
 pub use sqlite::SqliteStore;
 
@@ -185,8 +185,18 @@ pub trait Store: RequestStore + Send + Sync + 'static {
     async fn signing_keys(&self) -> StoreResult<Vec<SigningKeyRow>>;
     /// Every KEK version's life cycle, ascending.
     async fn kek_states(&self) -> StoreResult<Vec<KekState>>;
-    /// Every signing key with when it was replaced, oldest first.
+    /// Every checkpoint-signing key with when it was replaced, oldest first.
     async fn signing_key_states(&self) -> StoreResult<Vec<SigningKeyState>>;
+    /// Every token-signing key with when it was replaced, oldest first.
+    async fn token_key_states(&self) -> StoreResult<Vec<SigningKeyState>>;
+    /// The signing keys of one use (`signing_key_states` or
+    /// `token_key_states`).
+    async fn key_states(&self, key_use: KeyUse) -> StoreResult<Vec<SigningKeyState>> {
+        match key_use {
+            KeyUse::Checkpoint => self.signing_key_states().await,
+            KeyUse::Token => self.token_key_states().await,
+        }
+    }
     /// Live (not erased) data keys per KEK version, ascending by version.
     async fn kek_usage(&self) -> StoreResult<Vec<KekUsage>>;
     /// Up to `limit` live data keys wrapped by `kek_version` with a customer

@@ -6,8 +6,8 @@ use uuid::Uuid;
 use super::StoreError;
 use super::requests::RequestMutation;
 use super::rows::{
-    CheckpointRow, ConsentEvent, ErasureJobStatus, IdempotencyState, LegalHoldRow, SigningKeyRow,
-    ValuePurpose,
+    CheckpointRow, ConsentEvent, ErasureJobStatus, IdempotencyState, KeyUse, LegalHoldRow,
+    SigningKeyRow, ValuePurpose,
 };
 use crate::audit::{EventDraft, StoredEvent};
 
@@ -29,6 +29,8 @@ pub enum Mutation {
         at: i64,
     },
     InsertSigningKey(SigningKeyRow),
+    /// The first token-signing key of a new vault.
+    InsertTokenKey(SigningKeyRow),
     /// Adds KEK `version` as the active one and deactivates `previous`, in
     /// one step. Conflict when `previous` is no longer active, `version`
     /// exists, or the root key fingerprint is no longer `root_fingerprint`
@@ -70,6 +72,7 @@ pub enum Mutation {
     },
     /// Same for a sealed signing key.
     RewrapSigningKey {
+        key_use: KeyUse,
         kid: String,
         from_version: i64,
         kek_version: i64,
@@ -87,6 +90,7 @@ pub enum Mutation {
     /// with `revoke_previous`). Conflict when `previous_kid` is no longer the
     /// active key, or `key` is sealed under a retired KEK version.
     RotateSigningKey {
+        key_use: KeyUse,
         key: SigningKeyRow,
         previous_kid: String,
         revoke_previous: bool,

@@ -60,6 +60,15 @@ pub struct CustomerKeyRow {
     pub has_data_key: bool,
 }
 
+/// What a signing key signs: audit checkpoints (`signing_keys`, published
+/// at `/v1/audit/public-key`) or access tokens (`token_signing_keys`,
+/// published at `/.well-known/jwks.json`). Each is rotated on its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyUse {
+    Checkpoint,
+    Token,
+}
+
 /// A signing key with when it stopped signing (never its private key bytes
 /// beyond the sealed form).
 #[derive(Debug, Clone, sqlx::FromRow)]

@@ -747,7 +747,7 @@ async fn the_public_key_names_the_current_signing_key() {
         let (s, keys) = v.get(&auditor, "/v1/audit/public-key").await;
         assert_eq!(s, StatusCode::OK);
         let current = keys["current"].as_str().unwrap().to_owned();
-        assert_eq!(current, v.state.keys.tokens().signing_key().kid());
+        assert_eq!(current, v.state.keys.checkpoint().signing_key().kid());
         let first = &keys["keys"][0];
         assert_eq!(first["kid"], current.as_str());
         assert_eq!(first["current"], true);
@@ -758,7 +758,7 @@ async fn the_public_key_names_the_current_signing_key() {
                 .unwrap();
         assert_eq!(
             parsed.get(&current),
-            Some(&v.state.keys.tokens().signing_key().public_key())
+            Some(&v.state.keys.checkpoint().signing_key().public_key())
         );
         // The audit endpoints are in the published schema.
         let (_, doc) = split(v.http.get(v.url("/openapi.json")).send().await.unwrap()).await;
@@ -921,7 +921,7 @@ async fn the_command_line_exports_publishes_the_key_and_verifies() {
         assert!(
             std::fs::read_to_string(&key)
                 .unwrap()
-                .contains(v.state.keys.tokens().signing_key().kid())
+                .contains(v.state.keys.checkpoint().signing_key().kid())
         );
         let exports = all_events(&v, &auditor, "action=audit.export").await;
         assert_eq!(exports.len(), 2);

@@ -263,7 +263,11 @@ async fn retire_is_refused_while_in_use_and_allowed_after_rewrap() {
         let st = status(&v, &admin).await;
         assert_eq!(st["active_version"], 2);
         assert_eq!(version(&st, 1)["data_keys"], 30);
-        assert_eq!(version(&st, 1)["signing_keys"], 1);
+        assert_eq!(
+            version(&st, 1)["signing_keys"],
+            2,
+            "the checkpoint key and the token key"
+        );
         assert_eq!(version(&st, 1)["retirable"], false);
         assert_eq!(st["rewrap"]["complete"], false);
         assert_eq!(st["rewrap"]["pending"], 30);
@@ -300,7 +304,7 @@ async fn retire_is_refused_while_in_use_and_allowed_after_rewrap() {
         .await
         .unwrap();
         assert_eq!(report.rewrapped, 30);
-        assert_eq!(report.signing_keys, 1);
+        assert_eq!(report.signing_keys, 2);
         assert_eq!(report.failed, 0);
         let st = status(&v, &admin).await;
         assert_eq!(st["rewrap"]["complete"], true);
@@ -456,7 +460,7 @@ async fn a_data_key_under_a_retired_version_is_refused_by_the_database() {
         let admin = v.token("admin").await;
         let (s, _) = v.post(&admin, "/v1/keys/rotate", &json!({})).await;
         assert_eq!(s, StatusCode::CREATED);
-        // The signing key is sealed under version 1 until rewrapped.
+        // Both signing keys (checkpoint, token) are sealed under version 1 until rewrapped.
         let report = pii_vault::keys::run_pass(
             &v.state.keys,
             v.state.store.as_ref(),
@@ -470,7 +474,7 @@ async fn a_data_key_under_a_retired_version_is_refused_by_the_database() {
         )
         .await
         .unwrap();
-        assert_eq!(report.signing_keys, 1);
+        assert_eq!(report.signing_keys, 2);
         v.clock.advance_days(1);
         let admin = v.token("admin").await;
         let (s, r) = v.post(&admin, "/v1/keys/1/retire", &json!({})).await;
@@ -523,7 +527,9 @@ async fn signing_key_rotation_keeps_old_tokens_until_they_expire() {
         let admin = v.token("admin").await;
         let helpdesk = v.token("helpdesk").await;
         let old_kid = v.state.keys.tokens().signing_key().kid().to_owned();
-        let (s, r) = v.post(&admin, "/v1/keys/signing/rotate", &json!({})).await;
+        let (s, r) = v
+            .post(&admin, "/v1/keys/token-signing/rotate", &json!({}))
+            .await;
         assert_eq!(s, StatusCode::CREATED, "{r}");
         let new_kid = r["kid"].as_str().unwrap().to_owned();
         assert_eq!(r["previous_kid"], old_kid);
@@ -554,7 +560,7 @@ async fn signing_key_rotation_keeps_old_tokens_until_they_expire() {
         check_read(&v, &fresh, &id, "s@example.com").await;
 
         let st = status(&v, &admin).await;
-        let keys = st["signing_keys"].as_array().unwrap();
+        let keys = st["token_signing_keys"].as_array().unwrap();
         assert_eq!(keys.len(), 2);
         let old = keys.iter().find(|k| k["kid"] == old_kid).unwrap();
         assert_eq!(old["active"], false);
@@ -580,7 +586,7 @@ async fn signing_key_rotation_keeps_old_tokens_until_they_expire() {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let st = status(&v, &admin).await;
-            let old = st["signing_keys"]
+            let old = st["token_signing_keys"]
                 .as_array()
                 .unwrap()
                 .iter()
@@ -612,7 +618,7 @@ async fn signing_key_rotation_keeps_old_tokens_until_they_expire() {
         let (s, r) = v
             .post(
                 &admin,
-                "/v1/keys/signing/rotate?revoke_previous=true",
+                "/v1/keys/token-signing/rotate?revoke_previous=true",
                 &json!({}),
             )
             .await;
@@ -623,7 +629,7 @@ async fn signing_key_rotation_keeps_old_tokens_until_they_expire() {
         let admin = v.token("admin").await;
         assert_eq!(jsonwebtoken_header_kid(&admin), r["kid"].as_str().unwrap());
         let st = status(&v, &admin).await;
-        let revoked = st["signing_keys"]
+        let revoked = st["token_signing_keys"]
             .as_array()
             .unwrap()
             .iter()
@@ -635,7 +641,7 @@ async fn signing_key_rotation_keeps_old_tokens_until_they_expire() {
         assert!(
             events
                 .iter()
-                .any(|e| e.draft.action == "keys.rotate_signing"
+                .any(|e| e.draft.action == "keys.rotate_token_signing"
                     && e.draft.reasons.get("kid") == Some(&new_kid)
                     && e.draft.reasons.get("previous_kid") == Some(&old_kid))
         );
@@ -714,7 +720,9 @@ async fn other_processes_pick_up_a_new_version_and_signing_key_within_seconds() 
         let (_, c) = a.get(&admin, &format!("/v1/keys?customer_id={id}")).await;
         assert_eq!(c["customer"]["kek_version"], 2);
 
-        let (s, r) = a.post(&admin, "/v1/keys/signing/rotate", &json!({})).await;
+        let (s, r) = a
+            .post(&admin, "/v1/keys/token-signing/rotate", &json!({}))
+            .await;
         assert_eq!(s, StatusCode::CREATED);
         let deadline = Instant::now() + Duration::from_secs(30);
         while b.state.keys.tokens().signing_key().kid() != r["kid"] {
@@ -783,6 +791,7 @@ fn keys_commands_have_help() {
         "retire",
         "rotate-root",
         "rotate-signing",
+        "rotate-token-signing",
     ] {
         let out = Command::new(env!("CARGO_BIN_EXE_pii-vault"))
             .current_dir(dir.path())
@@ -1099,6 +1108,7 @@ async fn a_running_vault_follows_a_root_key_rotation_through_its_key_file() {
             "/v1/keys/rotate",
             "/v1/keys/{version}/retire",
             "/v1/keys/signing/rotate",
+            "/v1/keys/token-signing/rotate",
         ] {
             assert!(
                 doc["paths"].get(path).is_some(),

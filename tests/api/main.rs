@@ -22,6 +22,7 @@ mod leak_scan;
 mod leaks;
 mod limits;
 mod matrix;
+mod oauth;
 mod openapi;
 mod requests;
 mod retention;

@@ -79,6 +79,21 @@ fn table() -> Vec<Row> {
     };
     vec![
         row(Method::POST, "/v1/token", Public, S::None, None),
+        row(
+            Method::GET,
+            "/.well-known/oauth-authorization-server",
+            Public,
+            S::None,
+            None,
+        ),
+        row(Method::GET, "/.well-known/jwks.json", Public, S::None, None),
+        row(
+            Method::POST,
+            "/v1/token/introspect",
+            AnyRole,
+            S::None,
+            Some(|_| json!({"token": "not-a-token"})),
+        ),
         row(Method::GET, "/healthz", Public, S::None, None),
         row(Method::GET, "/readyz", Public, S::None, None),
         row(Method::GET, "/metrics", Public, S::None, None),
@@ -315,6 +330,13 @@ fn table() -> Vec<Row> {
         row(
             Method::POST,
             "/v1/keys/signing/rotate",
+            Roles(&["admin"]),
+            S::None,
+            Some(|_| json!({})),
+        ),
+        row(
+            Method::POST,
+            "/v1/keys/token-signing/rotate",
             Roles(&["admin"]),
             S::None,
             Some(|_| json!({})),

@@ -10,6 +10,9 @@ pub(in crate::store) const KEK_STATES: &str = "SELECT version, wrapped IS NOT NU
 pub(in crate::store) const SIGNING_KEY_STATES: &str = "SELECT kid, kek_version, sealed, \
      public_key, active, created_at, retired_at, tokens_revoked FROM signing_keys \
      ORDER BY created_at, kid";
+pub(in crate::store) const TOKEN_KEY_STATES: &str = "SELECT kid, kek_version, sealed, \
+     public_key, active, created_at, retired_at, tokens_revoked FROM token_signing_keys \
+     ORDER BY created_at, kid";
 pub(in crate::store) const KEK_USAGE: &str = "SELECT kek_version, COUNT(*) AS data_keys \
      FROM customers WHERE wrapped_dek IS NOT NULL AND kek_version IS NOT NULL \
      GROUP BY kek_version ORDER BY kek_version";
@@ -98,12 +101,23 @@ macro_rules! key_writes {
                 }
                 M::RetireKek { version, at } => retire_kek(tx, *version, *at).await?,
                 M::RewrapDek { .. } => rewrap_deks(tx, &[m]).await?,
-                M::InsertSigningKey(k) => insert_signing_key(tx, k, k.active).await?,
-                M::RewrapSigningKey { kid, from_version, kek_version, sealed } => {
-                    sqlx::query(
-                        "UPDATE signing_keys SET kek_version = $3, sealed = $4 \
-                         WHERE kid = $1 AND kek_version = $2",
-                    )
+                M::InsertSigningKey(k) => {
+                    insert_signing_key(tx, $crate::store::KeyUse::Checkpoint, k, k.active).await?
+                }
+                M::InsertTokenKey(k) => {
+                    insert_signing_key(tx, $crate::store::KeyUse::Token, k, k.active).await?
+                }
+                M::RewrapSigningKey { key_use, kid, from_version, kek_version, sealed } => {
+                    sqlx::query(match key_use {
+                        $crate::store::KeyUse::Checkpoint => {
+                            "UPDATE signing_keys SET kek_version = $3, sealed = $4 \
+                             WHERE kid = $1 AND kek_version = $2"
+                        }
+                        $crate::store::KeyUse::Token => {
+                            "UPDATE token_signing_keys SET kek_version = $3, sealed = $4 \
+                             WHERE kid = $1 AND kek_version = $2"
+                        }
+                    })
                     .bind(kid)
                     .bind(from_version)
                     .bind(kek_version)
@@ -188,6 +202,8 @@ macro_rules! key_writes {
                  AND NOT EXISTS (SELECT 1 FROM customers \
                      WHERE kek_version = $1 AND wrapped_dek IS NOT NULL) \
                  AND NOT EXISTS (SELECT 1 FROM signing_keys \
+                     WHERE kek_version = $1 AND length(sealed) > 0) \
+                 AND NOT EXISTS (SELECT 1 FROM token_signing_keys \
                      WHERE kek_version = $1 AND length(sealed) > 0)",
             )
             .bind(version)
@@ -202,13 +218,22 @@ macro_rules! key_writes {
 
         async fn insert_signing_key(
             tx: &mut sqlx::Transaction<'static, $db>,
+            key_use: $crate::store::KeyUse,
             k: &$crate::store::SigningKeyRow,
             active: bool,
         ) -> Result<(), $crate::store::StoreError> {
-            sqlx::query(
-                "INSERT INTO signing_keys (kid, kek_version, sealed, public_key, active, created_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6)",
-            )
+            sqlx::query(match key_use {
+                $crate::store::KeyUse::Checkpoint => {
+                    "INSERT INTO signing_keys \
+                     (kid, kek_version, sealed, public_key, active, created_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6)"
+                }
+                $crate::store::KeyUse::Token => {
+                    "INSERT INTO token_signing_keys \
+                     (kid, kek_version, sealed, public_key, active, created_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6)"
+                }
+            })
             .bind(&k.kid)
             .bind(k.kek_version)
             .bind(&k.sealed)
@@ -226,7 +251,13 @@ macro_rules! key_writes {
             m: &$crate::store::Mutation,
         ) -> Result<(), $crate::store::StoreError> {
             use $crate::store::StoreError;
-            let $crate::store::Mutation::RotateSigningKey { key, previous_kid, revoke_previous, at } = m
+            let $crate::store::Mutation::RotateSigningKey {
+                key_use,
+                key,
+                previous_kid,
+                revoke_previous,
+                at,
+            } = m
             else {
                 return Err($crate::store::sql::misrouted("rotate_signing_key"));
             };
@@ -239,10 +270,16 @@ macro_rules! key_writes {
             if live.is_none() {
                 return Err(StoreError::Conflict("kek_retired".into()));
             }
-            let r = sqlx::query(
-                "UPDATE signing_keys SET active = $2, retired_at = $3, sealed = $4, \
-                 tokens_revoked = $5 WHERE kid = $1 AND active",
-            )
+            let r = sqlx::query(match key_use {
+                $crate::store::KeyUse::Checkpoint => {
+                    "UPDATE signing_keys SET active = $2, retired_at = $3, sealed = $4, \
+                     tokens_revoked = $5 WHERE kid = $1 AND active"
+                }
+                $crate::store::KeyUse::Token => {
+                    "UPDATE token_signing_keys SET active = $2, retired_at = $3, sealed = $4, \
+                     tokens_revoked = $5 WHERE kid = $1 AND active"
+                }
+            })
             .bind(previous_kid)
             .bind(false)
             .bind(at)
@@ -253,7 +290,7 @@ macro_rules! key_writes {
             if r.rows_affected() == 0 {
                 return Err(StoreError::Conflict("signing_key_not_active".into()));
             }
-            insert_signing_key(tx, key, true).await
+            insert_signing_key(tx, *key_use, key, true).await
         }
 
         /// Stores rewrapped data keys, in one statement.

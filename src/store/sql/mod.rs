@@ -316,6 +316,14 @@ macro_rules! impl_store {
                     .await?)
             }
 
+            async fn token_key_states(
+                &self,
+            ) -> $crate::store::StoreResult<Vec<$crate::store::SigningKeyState>> {
+                Ok(sqlx::query_as($crate::store::sql::keys::TOKEN_KEY_STATES)
+                    .fetch_all(&self.pool)
+                    .await?)
+            }
+
             async fn kek_usage(&self) -> $crate::store::StoreResult<Vec<$crate::store::KekUsage>> {
                 Ok(sqlx::query_as($crate::store::sql::keys::KEK_USAGE)
                     .fetch_all(&self.pool)
@@ -617,6 +625,7 @@ macro_rules! impl_store {
                 | M::RetireKek { .. }
                 | M::RewrapDek { .. }
                 | M::InsertSigningKey(_)
+                | M::InsertTokenKey(_)
                 | M::RewrapSigningKey { .. }
                 | M::RotateSigningKey { .. } => apply_keys(tx, m).await,
                 M::InsertClient { .. }
