@@ -72,9 +72,7 @@ pub fn validate_settings(providers: &[IdentityProvider]) -> Result<(), String> {
     for p in providers {
         let at = |what: &str| format!("identity_providers (issuer {:?}): {what}", p.issuer);
         if p.issuer.is_empty() || p.issuer.len() > MAX_ISSUER_LEN {
-            return Err(at(&format!(
-                "issuer must be 1–{MAX_ISSUER_LEN} characters"
-            )));
+            return Err(at(&format!("issuer must be 1–{MAX_ISSUER_LEN} characters")));
         }
         check_url(&p.issuer).map_err(|e| at(&format!("issuer {e}")))?;
         if let Some(uri) = &p.jwks_uri {
@@ -407,7 +405,10 @@ impl IdentityProviders {
     /// The key `kid` of `provider`, fetching the key set again when it is
     /// unknown or the set is old, at most once per [`JWKS_REFETCH_SECS`].
     async fn key(&self, provider: &Provider, kid: &str, now: i64) -> ServiceResult<VerifyKey> {
-        let fresh = |set: &KeySet| set.fetched_at.is_some_and(|at| now - at < JWKS_MAX_AGE_SECS);
+        let fresh = |set: &KeySet| {
+            set.fetched_at
+                .is_some_and(|at| now - at < JWKS_MAX_AGE_SECS)
+        };
         let cached = provider.snapshot();
         if fresh(&cached)
             && let Some(k) = cached.keys.get(kid)
@@ -553,9 +554,7 @@ fn check_claims(p: &IdentityProvider, c: &Map<String, Value>, now: i64) -> Servi
     match c.get("nbf") {
         None => {}
         Some(v) => {
-            let nbf = v
-                .as_i64()
-                .ok_or_else(|| unauthenticated("malformed nbf"))?;
+            let nbf = v.as_i64().ok_or_else(|| unauthenticated("malformed nbf"))?;
             if nbf > now.saturating_add(JWT_LEEWAY_SECS) {
                 return Err(unauthenticated("not yet valid"));
             }
@@ -577,10 +576,7 @@ fn mapped_role(p: &IdentityProvider, c: &Map<String, Value>) -> Option<String> {
         Value::Array(items) => items.iter().filter_map(Value::as_str).collect(),
         _ => return None,
     };
-    values
-        .into_iter()
-        .find_map(|v| p.roles.get(v))
-        .cloned()
+    values.into_iter().find_map(|v| p.roles.get(v)).cloned()
 }
 
 #[cfg(test)]
@@ -668,7 +664,8 @@ mod tests {
     #[test]
     fn claims_are_checked_with_leeway() {
         let p = provider();
-        let base = json!({"iss": p.issuer, "aud": "pii-vault", "sub": "s1", "exp": 1_000, "nbf": 900});
+        let base =
+            json!({"iss": p.issuer, "aud": "pii-vault", "sub": "s1", "exp": 1_000, "nbf": 900});
         assert_eq!(check_claims(&p, &claims(base.clone()), 950).unwrap(), "s1");
         let with = |k: &str, v: Value| {
             let mut c = claims(base.clone());
@@ -682,7 +679,10 @@ mod tests {
         assert!(!ok(&with("iss", json!("https://evil.example.com/")), 950));
         assert!(ok(&claims(base.clone()), 1_000 + JWT_LEEWAY_SECS));
         assert!(!ok(&claims(base.clone()), 1_001 + JWT_LEEWAY_SECS));
-        assert!(!ok(&with("exp", json!("99999999999")), 950), "a string is no exp");
+        assert!(
+            !ok(&with("exp", json!("99999999999")), 950),
+            "a string is no exp"
+        );
         assert!(ok(&claims(base.clone()), 900 - JWT_LEEWAY_SECS));
         assert!(!ok(&claims(base.clone()), 899 - JWT_LEEWAY_SECS));
         assert!(!ok(&with("sub", json!("")), 950));
