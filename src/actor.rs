@@ -2,7 +2,8 @@
 //! takes its actor from it alone, so no edge decides for itself who acts.
 //!
 //! - Staff: a machine client or a person with a vault user, authenticated
-//!   at the edge; their powers are their role's.
+//!   at the edge, or a person signed in by a configured identity provider
+//!   (`auth::oidc`); their powers are their role's.
 //! - A data subject: the holder of a request token; their powers come from
 //!   that token alone (their own request: read, verify, export). A staff
 //!   caller never holds a request token.
@@ -38,6 +39,9 @@ pub enum ActorKind {
     Client,
     /// A person with a vault user (password).
     User,
+    /// A person signed in by an external identity provider (its token);
+    /// the id is `oidc:<issuer>#<sub>`, the role the provider's mapping's.
+    External,
     /// A customer acting on their own data subject request.
     DataSubject,
     /// The vault itself.
@@ -124,6 +128,17 @@ impl Actor {
         }
     }
 
+    /// A member of staff signed in by an external identity provider.
+    pub fn external(id: String, role: String, request_id: String) -> Self {
+        Actor {
+            kind: ActorKind::External,
+            id,
+            role,
+            request_id,
+            client_addr: None,
+        }
+    }
+
     /// A customer without an account (filing, or holding a request token).
     pub fn data_subject(request_id: &str) -> Self {
         Actor {
@@ -163,9 +178,13 @@ impl Actor {
         self
     }
 
-    /// A staff client or user (as opposed to a data subject or the vault).
+    /// A staff client or user, or staff signed in by an identity provider
+    /// (as opposed to a data subject or the vault).
     pub fn is_staff(&self) -> bool {
-        matches!(self.kind, ActorKind::Client | ActorKind::User)
+        matches!(
+            self.kind,
+            ActorKind::Client | ActorKind::User | ActorKind::External
+        )
     }
 
     /// The actor's role in the loaded policy; 403 `role_unknown` for a data

@@ -6,6 +6,7 @@
 //! URL a [`SecretUrl`], so `{:?}` of [`Settings`] (a log line, a panic
 //! message) shows `[REDACTED]` for the key and `user:***@` for a password.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
@@ -162,6 +163,41 @@ pub struct Settings {
     /// Browser origins (`https://helpdesk.example.com`) allowed to call the
     /// API from scripts (CORS). Empty: no CORS headers at all.
     pub cors_allowed_origins: Vec<String>,
+    /// External OpenID Connect identity providers whose access tokens the
+    /// vault accepts beside its own (`[[identity_providers]]`, see
+    /// [`IdentityProvider`]). Empty: only the vault's own tokens.
+    pub identity_providers: Vec<IdentityProvider>,
+}
+
+/// One `[[identity_providers]]` entry: a company's identity provider (Okta,
+/// Entra ID, Keycloak, …) whose signed access tokens sign staff in. Checked
+/// at load (`auth::oidc::validate_settings`) and against the policy at
+/// start-up.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct IdentityProvider {
+    /// The provider's issuer, exactly as its tokens' `iss` spell it;
+    /// discovery is read from `{issuer}/.well-known/openid-configuration`.
+    /// `https://`, or `http://` on a loopback address only.
+    pub issuer: String,
+    /// The `aud` the provider puts in tokens meant for the vault.
+    pub audience: String,
+    /// Where the provider publishes its keys (JWKS); from discovery when
+    /// absent. Same scheme rule as `issuer`.
+    #[serde(default)]
+    pub jwks_uri: Option<String>,
+    /// The token claim that names the caller's groups or roles: a string or
+    /// an array of strings.
+    #[serde(default = "default_role_claim")]
+    pub role_claim: String,
+    /// Claim value → vault role (a role of the policy). The first value in
+    /// the token that is listed here gives the role.
+    #[serde(default)]
+    pub roles: BTreeMap<String, String>,
+}
+
+fn default_role_claim() -> String {
+    "groups".into()
 }
 
 impl Default for Settings {
@@ -206,6 +242,7 @@ impl Default for Settings {
             intake_per_source_per_hour: 20,
             trusted_proxies: Vec::new(),
             cors_allowed_origins: Vec::new(),
+            identity_providers: Vec::new(),
         }
     }
 }
@@ -319,6 +356,7 @@ impl Settings {
         for origin in &self.cors_allowed_origins {
             valid_origin(origin)?;
         }
+        crate::auth::oidc::validate_settings(&self.identity_providers)?;
         if let Some(url) = &self.tombstone_database_url
             && !(url.expose_secret().starts_with("postgres://")
                 || url.expose_secret().starts_with("postgresql://"))
@@ -584,6 +622,43 @@ mod tests {
         assert_eq!(Settings::load(Some(&f)).unwrap().trusted_proxies.len(), 2);
         assert!(Settings::default().trusted_proxies.is_empty());
         assert_eq!(Settings::default().intake_per_source_per_hour, 20);
+    }
+
+    #[test]
+    fn identity_providers_are_read_and_checked_at_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("c.toml");
+        let provider = |issuer: &str| {
+            format!(
+                "[[identity_providers]]\nissuer = \"{issuer}\"\naudience = \"pii-vault\"\n\
+                 role_claim = \"groups\"\n[identity_providers.roles]\n\"vault-helpdesk\" = \"helpdesk\"\n"
+            )
+        };
+        std::fs::write(&f, provider("https://login.example.com/")).unwrap();
+        let s = Settings::load(Some(&f)).unwrap();
+        assert_eq!(
+            s.identity_providers,
+            vec![IdentityProvider {
+                issuer: "https://login.example.com/".into(),
+                audience: "pii-vault".into(),
+                jwks_uri: None,
+                role_claim: "groups".into(),
+                roles: [("vault-helpdesk".to_owned(), "helpdesk".to_owned())].into(),
+            }]
+        );
+        std::fs::write(&f, provider("http://login.example.com/")).unwrap();
+        let err = Settings::load(Some(&f)).unwrap_err();
+        assert!(
+            err.contains("identity_providers") && err.contains("https://"),
+            "{err}"
+        );
+        std::fs::write(&f, provider("http://127.0.0.1:8443/")).unwrap();
+        assert!(Settings::load(Some(&f)).is_ok(), "loopback may be http");
+        let typo = provider("https://login.example.com/").replace("audience", "audiance");
+        std::fs::write(&f, typo).unwrap();
+        let err = Settings::load(Some(&f)).unwrap_err();
+        assert!(err.contains("audiance"), "{err}");
+        assert!(Settings::default().identity_providers.is_empty());
     }
 
     #[test]

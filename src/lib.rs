@@ -103,6 +103,9 @@ pub async fn build_state(
     let trusted_proxies = auth::client_addr::TrustedProxies::parse(&settings.trusted_proxies)
         .map_err(anyhow::Error::msg)?;
     let opened = open(&settings, clock.as_ref(), production, true).await?;
+    let identity_providers =
+        auth::oidc::IdentityProviders::new(&settings.identity_providers, &opened.policy)
+            .map_err(anyhow::Error::msg)?;
     let tamper = tamper::Tamper::open(&settings, &opened.keys.index, production)
         .await
         .map_err(anyhow::Error::msg)?;
@@ -148,6 +151,7 @@ pub async fn build_state(
         trusted_proxies,
         password_work: auth::work::PasswordWork::for_this_machine(),
         auth_cache: Default::default(),
+        identity_providers,
         metrics: telemetry::metrics_handle(),
     });
     // Before serving: finish erasures a crash interrupted, and erase again

@@ -36,6 +36,8 @@ pub struct Inner {
     /// The one limiter of argon2 work on request paths.
     pub password_work: crate::auth::work::PasswordWork,
     pub auth_cache: crate::auth::cache::AuthCache,
+    /// External identity providers and their cached keys (`identity_providers`).
+    pub identity_providers: crate::auth::oidc::IdentityProviders,
     pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
 }
 

@@ -185,6 +185,9 @@ impl FromRequestParts<AppState> for Actor {
             let actor = Actor::staff(c.kind, c.id, c.role, request_id);
             return Ok(noted(parts, actor.from_addr(client_addr(parts, state))));
         }
+        if state.identity_providers.claims_issuer(token) {
+            return external(parts, state, token, now_secs, request_id).await;
+        }
         let claims = keys
             .verify(token, now_secs)
             .map_err(|_| ServiceError::invalid_token())?;
@@ -231,6 +234,34 @@ pub fn bearer_token(value: &str) -> Option<&str> {
     let (scheme, token) = value.trim_start().split_once(' ')?;
     let token = token.trim();
     (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+}
+
+/// A caller signed in by an external identity provider (`auth::oidc`),
+/// rate-limited and noted for the refusal audit like any other.
+async fn external(
+    parts: &Parts,
+    state: &AppState,
+    token: &str,
+    now_secs: i64,
+    request_id: String,
+) -> Result<Actor, ServiceError> {
+    let addr = client_addr(parts, state);
+    match state
+        .identity_providers
+        .verify(token, now_secs, request_id)
+        .await
+    {
+        Ok(actor) => {
+            rate_limited(state, &actor.id)?;
+            Ok(noted(parts, actor.from_addr(addr)))
+        }
+        Err((e, Some(actor))) => {
+            rate_limited(state, &actor.id)?;
+            noted(parts, actor.from_addr(addr));
+            Err(e)
+        }
+        Err((e, None)) => Err(e),
+    }
 }
 
 /// Leaves the caller where the refusal audit finds it (`refusals.rs`).

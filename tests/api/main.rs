@@ -23,6 +23,7 @@ mod leaks;
 mod limits;
 mod matrix;
 mod oauth;
+mod oidc;
 mod openapi;
 mod requests;
 mod retention;
