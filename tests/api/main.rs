@@ -23,4 +23,5 @@ mod limits;
 mod matrix;
 mod requests;
 mod retention;
+mod smtp;
 mod tamper;
