@@ -50,7 +50,7 @@ impl Language {
                 let traditional = rest
                     .iter()
                     .any(|p| matches!(*p, "hant" | "tw" | "hk" | "mo"));
-                let simplified = rest.iter().any(|p| *p == "hans");
+                let simplified = rest.contains(&"hans");
                 (simplified || !traditional).then_some(Language::ZhHans)
             }
             _ => None,
