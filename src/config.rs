@@ -51,6 +51,141 @@ impl fmt::Debug for SecretUrl {
     }
 }
 
+/// How the SMTP connection is protected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SmtpSecurity {
+    /// `smtps://`: TLS from the first byte (port 465).
+    Tls,
+    /// `smtp://`: the session is upgraded with STARTTLS, and a server that
+    /// does not offer it is refused (port 587).
+    StartTls,
+    /// `smtp://…?tls=none`: no TLS at all; only to a loopback host (a relay
+    /// on the same machine).
+    Plain,
+}
+
+/// `outbox_smtp_url`, parsed and checked. Its `Debug` masks the password.
+#[derive(Clone)]
+pub struct SmtpEndpoint {
+    pub host: String,
+    pub port: u16,
+    pub security: SmtpSecurity,
+    pub user: Option<String>,
+    pub password: Option<SecretString>,
+}
+
+impl fmt::Debug for SmtpEndpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SmtpEndpoint")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("security", &self.security)
+            .field("user", &self.user)
+            .field("password", &self.password.as_ref().map(|_| "***"))
+            .finish()
+    }
+}
+
+impl SmtpEndpoint {
+    /// Parses `smtps://[user[:password]@]host[:port]` or
+    /// `smtp://[user[:password]@]host[:port][?tls=required|none]`. Refused:
+    /// other schemes, `tls=opportunistic` (STARTTLS must be required) and
+    /// `tls=none` to a host that is not a loopback address. Messages never
+    /// repeat the URL (it may hold a password).
+    pub fn parse(raw: &str) -> Result<SmtpEndpoint, String> {
+        const WHAT: &str = "outbox_smtp_url";
+        let url = url::Url::parse(raw).map_err(|_| {
+            format!("{WHAT} must be a URL such as smtps://user:password@smtp.example.com:465")
+        })?;
+        let mut tls: Option<String> = None;
+        for (key, value) in url.query_pairs() {
+            match key.as_ref() {
+                "tls" if tls.is_none() => tls = Some(value.into_owned()),
+                _ => return Err(format!("{WHAT} takes one query parameter only: tls")),
+            }
+        }
+        let security = match (url.scheme(), tls.as_deref()) {
+            ("smtps", None) => SmtpSecurity::Tls,
+            ("smtp", None | Some("required")) => SmtpSecurity::StartTls,
+            ("smtp", Some("none")) => SmtpSecurity::Plain,
+            ("smtp", Some("opportunistic")) => {
+                return Err(format!(
+                    "{WHAT}: STARTTLS must be required (tls=required, the default for smtp://)"
+                ));
+            }
+            ("smtp" | "smtps", Some(_)) => {
+                return Err(format!("{WHAT}: tls is required or none (smtp:// only)"));
+            }
+            _ => return Err(format!("{WHAT} must be an smtps:// or smtp:// URL")),
+        };
+        let host = match url.host() {
+            Some(url::Host::Domain(d)) if !d.is_empty() => d.to_owned(),
+            Some(url::Host::Ipv4(ip)) => ip.to_string(),
+            Some(url::Host::Ipv6(ip)) => ip.to_string(),
+            _ => return Err(format!("{WHAT} names no host")),
+        };
+        if !matches!(url.path(), "" | "/") || url.fragment().is_some() {
+            return Err(format!("{WHAT} has no path"));
+        }
+        if security == SmtpSecurity::Plain && !is_loopback(&host) {
+            return Err(format!(
+                "{WHAT}: SMTP without TLS (tls=none) is allowed only to a loopback host; \
+                 use smtps:// or smtp:// with STARTTLS"
+            ));
+        }
+        let user = Some(url.username())
+            .filter(|u| !u.is_empty())
+            .map(percent_decode);
+        let password = url
+            .password()
+            .map(|p| SecretString::from(percent_decode(p)));
+        Ok(SmtpEndpoint {
+            port: url.port().unwrap_or(match security {
+                SmtpSecurity::Tls => 465,
+                SmtpSecurity::StartTls | SmtpSecurity::Plain => 587,
+            }),
+            host,
+            security,
+            user,
+            password,
+        })
+    }
+}
+
+/// `%XX` escapes decoded (a URL's user or password); `+` stays `+`.
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (bytes[i], hex) {
+            (b'%', Some(b)) => {
+                out.push(b);
+                i += 3;
+            }
+            (c, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// `localhost`, `127.0.0.0/8` or `::1`.
+fn is_loopback(host: &str) -> bool {
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 /// The settings. Not `Serialize`: nothing writes them out, and secrets must
 /// not be serialisable; defaults come from [`Default`] through
 /// `#[serde(default)]`.
@@ -106,6 +241,16 @@ pub struct Settings {
     /// PEM file of extra CA certificates trusted for the webhook's TLS
     /// (beside the system's CA store), e.g. a company's private CA.
     pub outbox_webhook_ca_file: Option<PathBuf>,
+    /// The SMTP server the vault sends the customer's email messages
+    /// (codes, outcomes, notices) through itself: `smtps://user:pass@host:465`
+    /// (TLS), `smtp://user:pass@host:587` (STARTTLS, required), or
+    /// `smtp://127.0.0.1:25?tls=none` (no TLS: a loopback host only). The
+    /// password never shows in `Debug`.
+    pub outbox_smtp_url: Option<SecretUrl>,
+    /// A file holding the SMTP password (the URL then names the user only).
+    pub outbox_smtp_password_file: Option<PathBuf>,
+    /// The sender of those messages, e.g. `Privacy <privacy@example.com>`.
+    pub outbox_smtp_from: Option<String>,
     /// `text` or `json` log lines.
     pub log_format: String,
     /// The append-only tombstone file (erased customer ids, kept outside the
@@ -224,6 +369,9 @@ impl Default for Settings {
             verification_code_ttl_secs: 1800,
             outbox_webhook_url: None,
             outbox_webhook_ca_file: None,
+            outbox_smtp_url: None,
+            outbox_smtp_password_file: None,
+            outbox_smtp_from: None,
             log_format: "text".into(),
             tombstone_file: None,
             tombstone_database_url: None,
@@ -352,6 +500,7 @@ impl Settings {
         if self.outbox_webhook_ca_file.is_some() && self.outbox_webhook_url.is_none() {
             return Err("outbox_webhook_ca_file is set but outbox_webhook_url is not".into());
         }
+        self.validate_smtp()?;
         crate::auth::client_addr::TrustedProxies::parse(&self.trusted_proxies)?;
         for origin in &self.cors_allowed_origins {
             valid_origin(origin)?;
@@ -376,6 +525,36 @@ impl Settings {
             Some(u) => u.trim_end_matches('/').to_owned(),
             None => format!("http://{}", self.listen),
         }
+    }
+
+    /// The SMTP settings belong together; the URL's TLS rules are checked
+    /// here, at start-up.
+    fn validate_smtp(&self) -> Result<(), String> {
+        let Some(url) = &self.outbox_smtp_url else {
+            if self.outbox_smtp_from.is_some() || self.outbox_smtp_password_file.is_some() {
+                return Err(
+                    "outbox_smtp_from and outbox_smtp_password_file need outbox_smtp_url".into(),
+                );
+            }
+            return Ok(());
+        };
+        let endpoint = SmtpEndpoint::parse(url.expose_secret())?;
+        if self.outbox_smtp_password_file.is_some() {
+            if endpoint.user.is_none() {
+                return Err("outbox_smtp_password_file is set but outbox_smtp_url names no user (smtps://USER@host)".into());
+            }
+            if endpoint.password.is_some() {
+                return Err("set the SMTP password in outbox_smtp_url or in outbox_smtp_password_file, not both".into());
+            }
+        }
+        let from = self
+            .outbox_smtp_from
+            .as_deref()
+            .ok_or("outbox_smtp_url is set but outbox_smtp_from (the sender address) is not")?;
+        from.parse::<lettre::message::Mailbox>().map_err(|_| {
+            "outbox_smtp_from must be an address such as privacy@example.com or \"Privacy <privacy@example.com>\"".to_owned()
+        })?;
+        Ok(())
     }
 
     /// The database URL, read from `database_url_file` when that is set.
@@ -675,6 +854,103 @@ mod tests {
         .unwrap();
         let s = Settings::load(Some(&f)).unwrap();
         assert_eq!(s.audit_witness_file, Some(PathBuf::from("/w")));
+    }
+
+    fn smtp_settings(extra: &str) -> Result<Settings, String> {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("c.toml");
+        std::fs::write(&f, extra).unwrap();
+        Settings::load(Some(&f))
+    }
+
+    const FROM: &str = "outbox_smtp_from = \"Privacy <privacy@example.com>\"\n";
+
+    #[test]
+    fn smtp_without_tls_is_refused_unless_to_a_loopback_host() {
+        for (url, wanted) in [
+            ("smtp://mail.example.com:25?tls=none", "loopback"),
+            ("smtp://10.0.0.5:25?tls=none", "loopback"),
+            (
+                "smtp://mail.example.com:587?tls=opportunistic",
+                "STARTTLS must be required",
+            ),
+            (
+                "smtp://mail.example.com:587?tls=maybe",
+                "tls is required or none",
+            ),
+            (
+                "smtps://mail.example.com?tls=none",
+                "tls is required or none",
+            ),
+            ("http://mail.example.com", "smtps:// or smtp://"),
+            ("smtp://mail.example.com:587?port=2", "one query parameter"),
+            ("smtp://mail.example.com:587/x", "no path"),
+            ("mail.example.com", "must be a URL"),
+        ] {
+            let err = smtp_settings(&format!("outbox_smtp_url = \"{url}\"\n{FROM}")).unwrap_err();
+            assert!(
+                err.contains("outbox_smtp_url") && err.contains(wanted),
+                "{url}: {err}"
+            );
+        }
+        for (url, security, port) in [
+            ("smtp://127.0.0.1:2525?tls=none", SmtpSecurity::Plain, 2525),
+            ("smtp://localhost?tls=none", SmtpSecurity::Plain, 587),
+            ("smtp://[::1]:25?tls=none", SmtpSecurity::Plain, 25),
+            ("smtp://u:p@mail.example.com", SmtpSecurity::StartTls, 587),
+            (
+                "smtp://mail.example.com:2587?tls=required",
+                SmtpSecurity::StartTls,
+                2587,
+            ),
+            ("smtps://u:p@mail.example.com", SmtpSecurity::Tls, 465),
+        ] {
+            let s = smtp_settings(&format!("outbox_smtp_url = \"{url}\"\n{FROM}")).unwrap();
+            let e = SmtpEndpoint::parse(s.outbox_smtp_url.unwrap().expose_secret()).unwrap();
+            assert_eq!((e.security, e.port), (security, port), "{url}");
+        }
+    }
+
+    #[test]
+    fn smtp_settings_belong_together_and_hide_the_password() {
+        let url =
+            "outbox_smtp_url = \"smtps://vault%40example.com:Smtp-canary%2F9@mail.example.com\"\n";
+        let err = smtp_settings(url).unwrap_err();
+        assert!(err.contains("outbox_smtp_from"), "{err}");
+        assert!(!err.contains("Smtp-canary"), "{err}");
+        let err =
+            smtp_settings(&format!("{url}outbox_smtp_from = \"not an address\"\n")).unwrap_err();
+        assert!(err.contains("outbox_smtp_from"), "{err}");
+        let err = smtp_settings(FROM).unwrap_err();
+        assert!(err.contains("need outbox_smtp_url"), "{err}");
+        let err =
+            smtp_settings(&format!("{url}{FROM}outbox_smtp_password_file = \"/p\"\n")).unwrap_err();
+        assert!(err.contains("not both"), "{err}");
+        let err = smtp_settings(&format!(
+            "outbox_smtp_url = \"smtps://mail.example.com\"\n{FROM}outbox_smtp_password_file = \"/p\"\n"
+        ))
+        .unwrap_err();
+        assert!(err.contains("names no user"), "{err}");
+        let s = smtp_settings(&format!("{url}{FROM}")).unwrap();
+        for shown in [format!("{s:?}"), format!("{s:#?}")] {
+            assert!(!shown.contains("Smtp-canary"), "{shown}");
+            assert!(shown.contains("mail.example.com"), "{shown}");
+        }
+        let e = SmtpEndpoint::parse(s.outbox_smtp_url.unwrap().expose_secret()).unwrap();
+        assert_eq!(e.user.as_deref(), Some("vault@example.com"));
+        assert_eq!(
+            e.password.as_ref().unwrap().expose_secret(),
+            "Smtp-canary/9"
+        );
+        assert!(!format!("{e:?}").contains("Smtp-canary"));
+        let s = smtp_settings(&format!(
+            "outbox_smtp_url = \"smtp://vault@mail.example.com\"\n{FROM}outbox_smtp_password_file = \"/run/smtp.pw\"\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            s.outbox_smtp_password_file,
+            Some(PathBuf::from("/run/smtp.pw"))
+        );
     }
 
     #[test]

@@ -20,6 +20,7 @@ pub mod customers;
 pub mod error;
 pub mod http;
 pub mod keys;
+pub mod language;
 pub mod policy;
 pub mod requests;
 pub mod retention;

@@ -96,6 +96,11 @@ pub struct FileRequest {
     /// Rectification only.
     #[serde(default)]
     pub changes: Option<RectificationChanges>,
+    /// The language of the messages about the request: `en`, `it` or
+    /// `zh-Hans`. Default: the best of them in `Accept-Language`, else `en`.
+    #[serde(default)]
+    #[schema(pattern = "^(en|it|zh-Hans)$")]
+    pub language: Option<String>,
 }
 
 /// The answer to a filing. `request_token` is shown once.
@@ -143,6 +148,9 @@ pub struct RequestView {
     pub status: String,
     pub received_at: String,
     pub due_at: String,
+    /// The language messages about the request are written in: `en`, `it`
+    /// or `zh-Hans`.
+    pub language: String,
     /// The deadline was extended (once, with a reason).
     pub extended: bool,
     #[serde(skip_serializing_if = "Option::is_none", default)]
@@ -352,6 +360,7 @@ fn view(state: &AppState, r: &Request, staff: bool, now: i64) -> RequestView {
         status: r.status.as_str().into(),
         received_at: rfc3339(r.received_at),
         due_at: rfc3339(r.due_at),
+        language: r.language.as_str().into(),
         extended: r.extended_at.is_some(),
         verified_at: r.verified_at.map(rfc3339),
         responded_at: r.responded_at.map(rfc3339),
@@ -441,7 +450,31 @@ fn valid_method(m: &str) -> ApiResult<()> {
     }
 }
 
-fn parse_intake(state: &AppState, f: &FileRequest, staff: bool) -> ApiResult<Intake> {
+/// The language of a filing: the body's `language`, else the best one of
+/// `Accept-Language`, else English.
+fn request_language(
+    f: &FileRequest,
+    headers: &axum::http::HeaderMap,
+) -> ApiResult<crate::language::Language> {
+    use crate::language::Language;
+    if let Some(tag) = f.language.as_deref() {
+        return Language::parse(tag).ok_or_else(|| {
+            ServiceError::invalid_request("language is en, it or zh-Hans").field("language")
+        });
+    }
+    Ok(headers
+        .get(axum::http::header::ACCEPT_LANGUAGE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(Language::from_accept_language)
+        .unwrap_or_default())
+}
+
+fn parse_intake(
+    state: &AppState,
+    f: &FileRequest,
+    headers: &axum::http::HeaderMap,
+    staff: bool,
+) -> ApiResult<Intake> {
     let kind = Kind::parse(&f.kind).ok_or_else(|| {
         ServiceError::bad_request("unknown_kind")
             .detail(format!(
@@ -563,6 +596,7 @@ fn parse_intake(state: &AppState, f: &FileRequest, staff: bool) -> ApiResult<Int
         purpose,
         lift: f.lift,
         changes,
+        language: request_language(f, headers)?,
     })
 }
 
@@ -607,7 +641,7 @@ pub async fn file_request(
     headers: axum::http::HeaderMap,
     Body(input): Body<FileRequest>,
 ) -> ApiResult<Response> {
-    let intake = parse_intake(&state, &input, staff.is_some())?;
+    let intake = parse_intake(&state, &input, &headers, staff.is_some())?;
     match staff {
         Some(caller) => {
             let Some(raw) = input.customer_id.as_deref() else {

@@ -1,7 +1,9 @@
 //! Background work of the request life cycle in a serving process:
 //! request upkeep (deny requests never verified once due, resume verified
 //! requests whose carrying out was interrupted) and, when
-//! `outbox_webhook_url` is set, webhook delivery of the outbox.
+//! `outbox_webhook_url` is set, webhook delivery of the outbox, and when
+//! `outbox_smtp_url` is set, email delivery of the messages to customers
+//! ([`super::smtp`]).
 //!
 //! The tasks hold only a weak handle on the state, so they end with it; they
 //! coordinate with other processes through the database (a delivery attempt
@@ -39,13 +41,18 @@ const CLAIM_LEASE_US: i64 = 60_000_000;
 
 /// Starts the request life cycle's background tasks. Fails when the
 /// webhook's HTTP client cannot be built (an unreadable CA file, no trusted
-/// certificate at all).
+/// certificate at all) or the SMTP settings are unusable (an unreadable
+/// password file).
 pub fn start_background(state: &AppState) -> Result<(), String> {
     let webhook = match state.settings.outbox_webhook_url.clone() {
         Some(url) => Some((webhook_client(&state.settings)?, url)),
         None => None,
     };
+    let mailer = super::smtp::Mailer::from_settings(&state.settings)?;
     tokio::spawn(housekeeping_loop(state.downgrade()));
+    if let Some(mailer) = mailer {
+        tokio::spawn(super::smtp::smtp_loop(state.downgrade(), mailer));
+    }
     if let Some((client, url)) = webhook {
         tokio::spawn(webhook_loop(state.downgrade(), client, url));
     }
@@ -105,10 +112,16 @@ async fn webhook_loop(weak: Weak<Inner>, client: reqwest::Client, url: String) {
 }
 
 /// One pass: every message due for an attempt is claimed, opened, POSTed;
-/// a 2xx acknowledges it, anything else schedules the next attempt.
+/// a 2xx acknowledges it, anything else schedules the next attempt. With
+/// SMTP delivery on, the messages to a customer's email are left to it.
 pub async fn deliver_due(state: &AppState, client: &reqwest::Client, url: &str) {
     let now = state.clock.now_micros();
-    let rows = match state.store.outbox_due(now, 20).await {
+    let rows = if state.settings.outbox_smtp_url.is_some() {
+        state.store.outbox_due_by_email(now, false, 20).await
+    } else {
+        state.store.outbox_due(now, 20).await
+    };
+    let rows = match rows {
         Ok(rows) => rows,
         Err(e) => {
             tracing::debug!(error = %e, "outbox poll");
@@ -116,59 +129,14 @@ pub async fn deliver_due(state: &AppState, client: &reqwest::Client, url: &str) 
         }
     };
     let mut deks: HashMap<Uuid, Option<Arc<Dek>>> = HashMap::new();
+    let actor = crate::actor::Actor::system();
     for row in rows {
-        let dek = customer_dek(state, &row, &mut deks).await;
-        let actor = crate::actor::Actor::system();
-        let delivery = match outbox::open_message(&row, dek.as_deref()) {
-            Ok(d) => d,
-            Err(OpenError::Delivered) => continue,
-            Err(OpenError::Undeliverable) => {
-                let unit = Unit {
-                    mutations: vec![
-                        RM::DropOutbox {
-                            id: row.id,
-                            at: now,
-                            reason: "undeliverable".into(),
-                        }
-                        .into(),
-                    ],
-                    events: vec![dropped_event(&actor, &row)],
-                };
-                let _ = state.sequencer.commit(unit).await;
-                continue;
-            }
+        let Some(delivery) = open_due(state, &actor, &row, &mut deks, now).await else {
+            continue;
         };
-        // The attempt is claimed (and the disclosure audited) before the
-        // payload leaves the vault.
-        let attempts = row.attempts + 1;
-        let lease = now + CLAIM_LEASE_US;
-        let mut send = actor
-            .event(Action::OutboxSend, Decision::Allowed)
-            .reason("message", &row.id.to_string())
-            .reason("kind", &row.kind)
-            .reason("attempt", &attempts.to_string());
-        if let Some(c) = row.customer_id {
-            send = send.customer(c);
-        }
-        if let Some(f) = delivery.contact_field() {
-            send = send.fields([f]);
-        }
-        let claim = Unit {
-            mutations: vec![
-                RM::ClaimOutbox {
-                    id: row.id,
-                    expected_next: row.next_attempt_at,
-                    next_attempt_at: lease,
-                    attempts,
-                    last_error: row.last_error.clone(),
-                }
-                .into(),
-            ],
-            events: vec![send],
+        let Some(claimed) = claim(state, &actor, &row, &delivery, now).await else {
+            continue;
         };
-        if state.sequencer.commit(claim).await.is_err() {
-            continue; // another process claimed it, or the audit trail is down
-        }
         let outcome = client.post(url).json(&delivery).send().await;
         let error = match outcome {
             Ok(resp) if resp.status().is_success() => {
@@ -182,24 +150,116 @@ pub async fn deliver_due(state: &AppState, client: &reqwest::Client, url: &str) 
             // No answer, or a refused TLS handshake (an untrusted certificate).
             Err(_) => "unreachable".to_owned(),
         };
-        let retry_at = state.clock.now_micros()
-            + i64::try_from(outbox::backoff(attempts - 1).as_micros()).unwrap_or(i64::MAX / 2);
-        tracing::warn!(message = %row.id, attempt = attempts, error = %error, "outbox webhook delivery failed; will retry");
-        let retry = Unit {
-            mutations: vec![
-                RM::ClaimOutbox {
-                    id: row.id,
-                    expected_next: lease,
-                    next_attempt_at: retry_at,
-                    attempts,
-                    last_error: Some(error),
-                }
-                .into(),
-            ],
-            events: Vec::new(),
-        };
-        let _ = state.sequencer.commit(retry).await;
+        retry_later(state, &row, &claimed, error, "webhook").await;
     }
+}
+
+/// A message due for an attempt, opened; `None` when there is nothing to
+/// send: delivered meanwhile, or sealed for a customer whose key is gone
+/// (then it is dropped, and the drop audited).
+pub(crate) async fn open_due(
+    state: &AppState,
+    actor: &crate::actor::Actor,
+    row: &OutboxRow,
+    deks: &mut HashMap<Uuid, Option<Arc<Dek>>>,
+    now: i64,
+) -> Option<outbox::Delivery> {
+    let dek = customer_dek(state, row, deks).await;
+    match outbox::open_message(row, dek.as_deref()) {
+        Ok(d) => Some(d),
+        Err(OpenError::Delivered) => None,
+        Err(OpenError::Undeliverable) => {
+            let unit = Unit {
+                mutations: vec![
+                    RM::DropOutbox {
+                        id: row.id,
+                        at: now,
+                        reason: "undeliverable".into(),
+                    }
+                    .into(),
+                ],
+                events: vec![dropped_event(actor, row)],
+            };
+            let _ = state.sequencer.commit(unit).await;
+            None
+        }
+    }
+}
+
+/// An attempt this process claimed: nobody else tries the message before
+/// `lease` (unless this process dies, when the lease runs out).
+pub(crate) struct Claimed {
+    pub attempts: i64,
+    pub lease: i64,
+}
+
+/// Claims the next attempt at a message (a guarded update: it fails when
+/// another process claimed it first) and audits the disclosure, in one
+/// unit, before the payload leaves the vault. `None`: not ours to send.
+pub(crate) async fn claim(
+    state: &AppState,
+    actor: &crate::actor::Actor,
+    row: &OutboxRow,
+    delivery: &outbox::Delivery,
+    now: i64,
+) -> Option<Claimed> {
+    let attempts = row.attempts + 1;
+    let lease = now + CLAIM_LEASE_US;
+    let mut send = actor
+        .event(Action::OutboxSend, Decision::Allowed)
+        .reason("message", &row.id.to_string())
+        .reason("kind", &row.kind)
+        .reason("attempt", &attempts.to_string());
+    if let Some(c) = row.customer_id {
+        send = send.customer(c);
+    }
+    if let Some(f) = delivery.contact_field() {
+        send = send.fields([f]);
+    }
+    let claim = Unit {
+        mutations: vec![
+            RM::ClaimOutbox {
+                id: row.id,
+                expected_next: row.next_attempt_at,
+                next_attempt_at: lease,
+                attempts,
+                last_error: row.last_error.clone(),
+            }
+            .into(),
+        ],
+        events: vec![send],
+    };
+    // An error: another process claimed it, or the audit trail is down.
+    state.sequencer.commit(claim).await.ok()?;
+    Some(Claimed { attempts, lease })
+}
+
+/// Schedules the next attempt after a failed one (exponential backoff),
+/// recording why it failed: a short code, never an address or a code.
+pub(crate) async fn retry_later(
+    state: &AppState,
+    row: &OutboxRow,
+    claimed: &Claimed,
+    error: String,
+    via: &str,
+) {
+    let retry_at = state.clock.now_micros()
+        + i64::try_from(outbox::backoff(claimed.attempts - 1).as_micros()).unwrap_or(i64::MAX / 2);
+    tracing::warn!(message = %row.id, attempt = claimed.attempts, error = %error, via, "outbox delivery failed; will retry");
+    let retry = Unit {
+        mutations: vec![
+            RM::ClaimOutbox {
+                id: row.id,
+                expected_next: claimed.lease,
+                next_attempt_at: retry_at,
+                attempts: claimed.attempts,
+                last_error: Some(error),
+            }
+            .into(),
+        ],
+        events: Vec::new(),
+    };
+    let _ = state.sequencer.commit(retry).await;
 }
 
 /// The data key that seals a message's payload, once per customer per pass.

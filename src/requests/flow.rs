@@ -65,6 +65,9 @@ pub struct Intake {
     pub purpose: Option<String>,
     pub lift: bool,
     pub changes: Option<Changes>,
+    /// The language messages to the customer about the request are
+    /// written in (the edge picks it: the body, else `Accept-Language`).
+    pub language: lc::Language,
 }
 
 /// The outcome of an intake. (No `Debug`: it holds the request token.)
@@ -379,6 +382,7 @@ pub async fn intake_by_customer(
             filed_by: DATA_SUBJECT.into(),
             purpose: intake.purpose.clone(),
             lift: intake.lift,
+            language: intake.language,
         },
         now,
     );
@@ -518,6 +522,7 @@ pub async fn intake_by_staff(
             filed_by: caller.id.clone(),
             purpose: intake.purpose.clone(),
             lift: intake.lift,
+            language: intake.language,
         },
         now,
     );

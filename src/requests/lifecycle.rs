@@ -23,6 +23,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::clock::{from_micros, to_micros};
+pub use crate::language::Language;
 use crate::policy::Retention;
 
 /// Wrong codes a request tolerates; the last one denies it (R18).
@@ -219,6 +220,8 @@ pub struct Request {
     /// The outcome as JSON (receipt, export link, notice id); no personal value.
     pub result: Option<String>,
     pub merged_into: Option<Uuid>,
+    /// The language messages to the customer about it are written in.
+    pub language: Language,
     /// Optimistic concurrency: every update names the version it read.
     pub version: i64,
 }
@@ -234,6 +237,7 @@ pub struct Filing {
     pub filed_by: String,
     pub purpose: Option<String>,
     pub lift: bool,
+    pub language: Language,
 }
 
 impl Request {
@@ -268,6 +272,7 @@ impl Request {
             changes: None,
             result: None,
             merged_into: None,
+            language: f.language,
             version: 0,
         }
     }
@@ -608,6 +613,7 @@ mod tests {
                 filed_by: "data_subject".into(),
                 purpose: None,
                 lift: false,
+                language: Language::En,
             },
             t(at),
         )

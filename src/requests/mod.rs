@@ -10,8 +10,10 @@ pub mod export;
 pub mod flow;
 pub mod holds;
 pub mod lifecycle;
+pub mod mail;
 pub mod notify;
 pub mod outbox;
 pub mod rows;
+pub mod smtp;
 
 pub use rows::StoredRequests;

@@ -110,6 +110,7 @@ pub fn customer_message(
         next_attempt_at: now,
         delivered_at: None,
         last_error: None,
+        channel: Some(to.channel.clone()),
     }))
     .into())
 }
@@ -138,6 +139,7 @@ pub fn outbox_message(
         next_attempt_at: now,
         delivered_at: None,
         last_error: None,
+        channel: None,
     }))
     .into()
 }

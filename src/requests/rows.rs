@@ -9,6 +9,7 @@ use async_trait::async_trait;
 use uuid::Uuid;
 
 use super::lifecycle::{DenialReason, Kind, Regulation, Request, Status};
+use crate::language::Language;
 use crate::store::{
     RequestFilter, RequestRow, RequestStore, StoreError, StoreResult, UnknownValue,
 };
@@ -44,6 +45,7 @@ impl From<&Request> for RequestRow {
             changes: r.changes.clone(),
             result: r.result.clone(),
             merged_into: r.merged_into,
+            language: Some(r.language.as_str().to_owned()),
             version: r.version,
         }
     }
@@ -102,6 +104,10 @@ impl TryFrom<RequestRow> for Request {
             changes: r.changes,
             result: r.result,
             merged_into: r.merged_into,
+            language: match r.language.as_deref() {
+                None => Language::En,
+                Some(tag) => known("request language", tag, Language::parse)?,
+            },
             version: r.version,
         })
     }

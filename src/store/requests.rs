@@ -47,6 +47,8 @@ pub struct RequestRow {
     pub changes: Option<Vec<u8>>,
     pub result: Option<String>,
     pub merged_into: Option<Uuid>,
+    /// `en`, `it`, `zh-Hans`; `None` (requests filed before languages): `en`.
+    pub language: Option<String>,
     pub version: i64,
 }
 
@@ -81,6 +83,9 @@ pub struct OutboxRow {
     pub next_attempt_at: i64,
     pub delivered_at: Option<i64>,
     pub last_error: Option<String>,
+    /// A message to the customer: the channel of the address it goes to
+    /// (`email`, `sms`); `None` for notices to recipients.
+    pub channel: Option<String>,
 }
 
 /// One disclosure of a customer's values to a recipient.
@@ -207,6 +212,14 @@ pub trait RequestStore: Send + Sync {
     async fn outbox_pending(&self, limit: i64) -> StoreResult<Vec<OutboxRow>>;
     /// Undelivered messages whose next attempt is due at `now`.
     async fn outbox_due(&self, now: i64, limit: i64) -> StoreResult<Vec<OutboxRow>>;
+    /// Like [`outbox_due`](Self::outbox_due), but only the messages to a
+    /// customer's email (`email`) or only all the others (`!email`).
+    async fn outbox_due_by_email(
+        &self,
+        now: i64,
+        email: bool,
+        limit: i64,
+    ) -> StoreResult<Vec<OutboxRow>>;
     /// Every disclosure of the customer's values to a recipient, oldest first.
     async fn disclosures(&self, customer: Uuid) -> StoreResult<Vec<DisclosureRow>>;
 }

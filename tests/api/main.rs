@@ -27,5 +27,6 @@ mod oidc;
 mod openapi;
 mod requests;
 mod retention;
+mod smtp;
 mod special_categories;
 mod tamper;

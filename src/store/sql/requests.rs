@@ -13,7 +13,7 @@ macro_rules! select_requests {
              filed_by, received_at, due_at, extended_at, extension_reason, verified_at, \
              verification_method, verified_by, code_hash, code_expires_at, code_attempts, \
              approved_at, approved_by, responded_at, denial_reason, denial_note, purpose, lift, \
-             changes, result, merged_into, version FROM requests ",
+             changes, result, merged_into, language, version FROM requests ",
             $tail
         )
     };
@@ -48,8 +48,8 @@ macro_rules! select_outbox {
     ($tail:literal) => {
         concat!(
             "SELECT id, kind, customer_id, request_id, recipient_role, recipient_client, \
-             sealed, payload, created_at, attempts, next_attempt_at, delivered_at, last_error \
-             FROM outbox ",
+             sealed, payload, created_at, attempts, next_attempt_at, delivered_at, last_error, \
+             channel FROM outbox ",
             $tail
         )
     };
@@ -60,6 +60,12 @@ pub(in crate::store) const OUTBOX_PENDING: &str =
     select_outbox!("WHERE delivered_at IS NULL ORDER BY created_at, id LIMIT $1");
 pub(in crate::store) const OUTBOX_DUE: &str = select_outbox!(
     "WHERE delivered_at IS NULL AND next_attempt_at <= $1 ORDER BY next_attempt_at, id LIMIT $2"
+);
+/// Due messages to the customer's email (`$2` true) or all others.
+pub(in crate::store) const OUTBOX_DUE_BY_EMAIL: &str = select_outbox!(
+    "WHERE delivered_at IS NULL AND next_attempt_at <= $1 \
+     AND (CASE WHEN channel = 'email' THEN TRUE ELSE FALSE END) = $2 \
+     ORDER BY next_attempt_at, id LIMIT $3"
 );
 pub(in crate::store) const DISCLOSURES: &str = "SELECT customer_id, recipient_role, client_id, \
      purpose, fields, at FROM disclosures WHERE customer_id = $1 ORDER BY at";
@@ -217,6 +223,20 @@ macro_rules! impl_request_store {
                     .await?)
             }
 
+            async fn outbox_due_by_email(
+                &self,
+                now: i64,
+                email: bool,
+                limit: i64,
+            ) -> $crate::store::StoreResult<Vec<$crate::store::OutboxRow>> {
+                Ok(sqlx::query_as($crate::store::sql::requests::OUTBOX_DUE_BY_EMAIL)
+                    .bind(now)
+                    .bind(email)
+                    .bind(limit)
+                    .fetch_all(&self.pool)
+                    .await?)
+            }
+
             async fn disclosures(
                 &self,
                 customer: uuid::Uuid,
@@ -292,8 +312,9 @@ macro_rules! impl_request_store {
                  identifier_field, status, filed_by, received_at, due_at, extended_at, extension_reason, \
                  verified_at, verification_method, verified_by, code_hash, code_expires_at, code_attempts, \
                  approved_at, approved_by, responded_at, denial_reason, denial_note, purpose, lift, changes, \
-                 result, merged_into, version) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, \
-                 $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, 0)",
+                 result, merged_into, language, version) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, \
+                 $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, \
+                 $27, $28, $29, 0)",
             )
             .bind(r.id)
             .bind(&r.kind)
@@ -323,6 +344,7 @@ macro_rules! impl_request_store {
             .bind(&r.changes)
             .bind(&r.result)
             .bind(r.merged_into)
+            .bind(&r.language)
             .execute(&mut **tx)
             .await?;
             Ok(())
@@ -380,8 +402,8 @@ macro_rules! impl_request_store {
                     sqlx::query(
                         "INSERT INTO outbox (id, kind, customer_id, request_id, recipient_role, \
                          recipient_client, sealed, payload, created_at, attempts, next_attempt_at, \
-                         delivered_at, last_error) \
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+                         delivered_at, last_error, channel) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
                     )
                     .bind(o.id)
                     .bind(&o.kind)
@@ -396,6 +418,7 @@ macro_rules! impl_request_store {
                     .bind(o.next_attempt_at)
                     .bind(o.delivered_at)
                     .bind(&o.last_error)
+                    .bind(&o.channel)
                     .execute(&mut **tx)
                     .await?;
                 }
