@@ -106,6 +106,7 @@ actions! {
     TokenIssue => "token.issue",
     ClientCreate => "client.create",
     ClientDisable => "client.disable",
+    ClientRotateSecret => "client.rotate_secret",
     UserCreate => "user.create",
     UserDisable => "user.disable",
     UserSetPassword => "user.set_password",

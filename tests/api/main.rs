@@ -21,6 +21,7 @@ mod leak_scan;
 mod leaks;
 mod limits;
 mod matrix;
+mod operations;
 mod requests;
 mod retention;
 mod tamper;
