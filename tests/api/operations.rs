@@ -5,7 +5,9 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::erasure::{fetch, stored_key};
+use sqlx::Connection;
+
+use crate::erasure::stored_key;
 use crate::helpers::*;
 
 #[tokio::test]
@@ -87,13 +89,16 @@ async fn a_backup_taken_while_serving_restores_with_the_erasure_since_applied_ag
         .unwrap();
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
     assert_eq!(stored_key(&db, cid).await, (None, None));
-    let reapplied: Vec<(String,)> = fetch(
-        &db,
-        "SELECT action FROM audit_events WHERE customer_id = $1 AND action = 'erasure.reapplied'",
-        cid,
+    let mut c = sqlx::SqliteConnection::connect(&db).await.unwrap();
+    let reapplied: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM audit_events WHERE customer_id = $1 AND action = 'erasure.reapplied'",
     )
-    .await;
-    assert_eq!(reapplied.len(), 1);
+    .bind(&id)
+    .fetch_one(&mut c)
+    .await
+    .unwrap();
+    assert_eq!(reapplied, 1, "the erasure is applied again, and audited");
+    drop(c);
     drop(vault);
 }
 
