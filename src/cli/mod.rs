@@ -263,7 +263,7 @@ fn print_principals(
     json: bool,
     kind: &str,
 ) -> anyhow::Result<()> {
-    let time = |micros: i64| crate::clock::rfc3339(micros);
+    let time = crate::clock::rfc3339;
     if json {
         let items: Vec<serde_json::Value> = rows
             .iter()

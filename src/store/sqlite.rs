@@ -86,7 +86,7 @@ super::sql::impl_store!(SqliteStore, Sqlite, "sqlite");
 /// then linked into place. Returns the copy's size in bytes.
 pub async fn backup_into(url: &DatabaseUrl, output: &std::path::Path) -> StoreResult<u64> {
     use sqlx::Connection;
-    let config = |what: String| StoreError::Config(what);
+    let config = StoreError::Config;
     if output.exists() {
         return Err(config(format!(
             "{} already exists; a backup never overwrites a file",
