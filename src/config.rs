@@ -19,6 +19,9 @@ use crate::store::DatabaseUrl;
 
 pub const DEFAULT_CONFIG_FILE: &str = "pii-vault.toml";
 
+/// The prefix of the settings' environment variables.
+pub const ENV_PREFIX: &str = "PII_VAULT_";
+
 /// A URL that may carry a password (`postgres://user:PASSWORD@host/db`):
 /// held in a [`SecretString`], shown with the password masked the way
 /// [`DatabaseUrl`] shows it.
@@ -424,7 +427,15 @@ impl Settings {
                 }
             }
         }
-        fig = fig.merge(Env::prefixed("PII_VAULT_"));
+        // Unknown environment variables are skipped (the CLI warns about
+        // them, see `unknown_env_vars`): a stray variable in a shell or a
+        // CI script must not stop every command. Unknown keys in the file
+        // stay errors.
+        let known = Self::keys();
+        fig = fig.merge(
+            Env::prefixed(ENV_PREFIX)
+                .filter(move |key| known.iter().any(|k| key.as_str().eq_ignore_ascii_case(k))),
+        );
         let s: Settings = fig.extract().map_err(|e| {
             // figment names the key and where it came from; values are not shown
             // for unknown-key errors, and keys are not secrets.
@@ -433,6 +444,38 @@ impl Settings {
         })?;
         s.validate()?;
         Ok(s)
+    }
+
+    /// Every setting's name, as serde knows them (from the error for a
+    /// key that cannot exist).
+    pub fn keys() -> &'static [&'static str] {
+        use figment::providers::Serialized;
+        let probe = Figment::from(Serialized::defaults(serde_json::json!({"\u{1}": 0})));
+        match probe.extract::<Settings>() {
+            Err(e) => e
+                .into_iter()
+                .find_map(|e| match e.kind {
+                    figment::error::Kind::UnknownField(_, expected) => Some(expected),
+                    _ => None,
+                })
+                .unwrap_or(&[]),
+            Ok(_) => &[],
+        }
+    }
+
+    /// The `PII_VAULT_*` variables of `vars` that name no setting (names
+    /// only, never values): ignored by [`Settings::load`], worth a warning.
+    pub fn unknown_env_vars(vars: impl IntoIterator<Item = String>) -> Vec<String> {
+        let known = Self::keys();
+        let mut unknown: Vec<String> = vars
+            .into_iter()
+            .filter(|name| {
+                name.strip_prefix(ENV_PREFIX)
+                    .is_some_and(|key| !known.iter().any(|k| key.eq_ignore_ascii_case(k)))
+            })
+            .collect();
+        unknown.sort();
+        unknown
     }
 
     fn validate(&self) -> Result<(), String> {
@@ -667,6 +710,23 @@ mod tests {
             };
             assert!(s.validate().unwrap_err().contains("public_url"), "{bad}");
         }
+    }
+
+    #[test]
+    fn every_setting_is_a_known_key_and_strays_are_named() {
+        let keys = Settings::keys();
+        assert!(keys.contains(&"listen"), "{keys:?}");
+        assert!(keys.contains(&"tombstone_database_url"), "{keys:?}");
+        let vars = [
+            "PII_VAULT_LISTEN",
+            "PII_VAULT_LISTEN_ADRESS",
+            "PATH",
+            "PII_VAULT_master_key_file",
+        ];
+        assert_eq!(
+            Settings::unknown_env_vars(vars.map(String::from)),
+            vec!["PII_VAULT_LISTEN_ADRESS".to_owned()]
+        );
     }
 
     #[test]

@@ -107,6 +107,7 @@ actions! {
     TokenIntrospect => "token.introspect",
     ClientCreate => "client.create",
     ClientDisable => "client.disable",
+    ClientRotateSecret => "client.rotate_secret",
     UserCreate => "user.create",
     UserDisable => "user.disable",
     UserSetPassword => "user.set_password",

@@ -24,6 +24,7 @@ pub async fn import(settings: &Settings, clock: &dyn Clock, file: &Path) -> anyh
         )
     })?;
     let opened = crate::open(settings, clock, false, true).await?;
+    super::warn_dev_key(&opened.origin);
     let ctx = Ctx::direct(
         opened.store.as_ref(),
         &opened.policy,

@@ -5,6 +5,7 @@
 //! - [`serve`]: `serve` (the HTTP API until SIGINT/SIGTERM);
 //! - [`maintenance`]: `migrate`, `sweep`;
 //! - [`import`]: `import FILE`;
+//! - [`backup`]: `backup --output FILE`;
 //! - [`policy`]: `policy check`;
 //! - [`clients`], [`users`]: who may call the API (`users add`, `disable`,
 //!   `set-password`);
@@ -17,6 +18,7 @@
 //! invalid), 2 when the configuration or an input file cannot be read.
 
 pub mod audit;
+pub mod backup;
 pub mod bench;
 pub mod clients;
 pub mod import;
@@ -44,7 +46,7 @@ use crate::vault::RootKeyOrigin;
 #[derive(Debug, Parser)]
 #[command(
     name = "pii-vault",
-    version,
+    version = concat!(env!("CARGO_PKG_VERSION"), " (commit ", env!("PII_VAULT_BUILD_COMMIT"), ")"),
     about = "A customer-data vault: encrypted fields, purpose-bound access, consent, data subject requests and a verifiable audit trail."
 )]
 pub struct Cli {
@@ -72,6 +74,13 @@ pub enum Command {
     Import {
         /// The export package (JSON) of an access or portability request.
         file: PathBuf,
+    },
+    /// Copy a SQLite vault to FILE while it serves (a consistent snapshot
+    /// through VACUUM INTO; never overwrites). On PostgreSQL: use pg_dump.
+    Backup {
+        /// Where to write the copy (must not exist).
+        #[arg(long, value_name = "FILE")]
+        output: PathBuf,
     },
     /// Run the retention sweeper once: remove purposes whose retention
     /// ended, delete values left without one, audit each deletion.
@@ -166,6 +175,14 @@ pub fn run(cli: Cli) -> Exit {
 
 /// Loads the settings, starts logging and the runtime, runs `command`.
 fn with_settings(config: Option<&Path>, command: Command) -> Exit {
+    for name in
+        Settings::unknown_env_vars(std::env::vars_os().filter_map(|(k, _)| k.into_string().ok()))
+    {
+        eprintln!(
+            "pii-vault: warning: ignoring the environment variable {name}: it names no setting \
+             (see pii-vault.example.toml)"
+        );
+    }
     let settings = match Settings::load(config) {
         Ok(s) => s,
         Err(e) => {
@@ -197,6 +214,7 @@ async fn dispatch(command: Command, settings: Settings) -> anyhow::Result<()> {
         Command::Serve { production } => serve::serve(settings, clock, production).await,
         Command::Migrate => maintenance::migrate(&settings, clock.as_ref()).await,
         Command::Import { file } => import::import(&settings, clock.as_ref(), &file).await,
+        Command::Backup { output } => backup::backup(&settings, &output).await,
         Command::Sweep { as_of } => {
             maintenance::sweep(&settings, clock.as_ref(), as_of.as_deref()).await
         }
@@ -236,6 +254,53 @@ async fn tombstone_log(
         .await
         .map_err(anyhow::Error::msg)?;
     Ok(crate::requests::erasure::TombstoneLog::new(tamper))
+}
+
+/// Prints clients or users (`kind`) as a table, or as a JSON array with
+/// times in RFC 3339.
+fn print_principals(
+    rows: &[crate::store::PrincipalListing],
+    json: bool,
+    kind: &str,
+) -> anyhow::Result<()> {
+    let time = crate::clock::rfc3339;
+    if json {
+        let items: Vec<serde_json::Value> = rows
+            .iter()
+            .map(|r| {
+                serde_json::json!({
+                    "id": r.id.to_string(),
+                    "name": r.name,
+                    "role": r.role,
+                    "disabled": r.disabled,
+                    "created_at": time(r.created_at),
+                    "changed_at": r.changed_at.map(time),
+                })
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&items)?);
+        return Ok(());
+    }
+    if rows.is_empty() {
+        println!("no {kind}s");
+        return Ok(());
+    }
+    println!(
+        "{:<36}  {:<24}  {:<16}  {:<8}  created",
+        "id", "name", "role", "state"
+    );
+    for r in rows {
+        let state = if r.disabled { "disabled" } else { "enabled" };
+        println!(
+            "{:<36}  {:<24}  {:<16}  {:<8}  {}",
+            r.id,
+            r.name,
+            r.role,
+            state,
+            time(r.created_at)
+        );
+    }
+    Ok(())
 }
 
 /// Warns that the vault runs on a development root key file.

@@ -50,6 +50,12 @@ pub enum UsersCommand {
         /// The user's name.
         username: String,
     },
+    /// List the users: id, name, role, whether disabled (never a password).
+    List {
+        /// Print a JSON array.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// Runs one `users` subcommand.
@@ -65,6 +71,15 @@ pub async fn run(
         UsersCommand::Disable { username } => disable(&settings, clock.as_ref(), &username).await,
         UsersCommand::SetPassword { username } => {
             set_password(&settings, clock.as_ref(), &username).await
+        }
+        UsersCommand::List { json } => {
+            let opened = crate::open(&settings, clock.as_ref(), false, false).await?;
+            let rows = opened
+                .store
+                .principals(crate::store::PrincipalKind::User)
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot list the users: {e}"))?;
+            super::print_principals(&rows, json, "user")
         }
     }
 }
@@ -191,12 +206,12 @@ async fn find_user(store: &dyn Store, username: &str) -> anyhow::Result<Principa
 /// Waits until a change committed just before is in force everywhere: the
 /// cache of verified callers has expired (and a reset time rounded up to
 /// the next second has passed).
-async fn settle() {
+pub(super) async fn settle() {
     tokio::time::sleep(TTL + Duration::from_millis(100)).await;
 }
 
 /// `micros` rounded up to a whole second.
-fn next_whole_second(micros: i64) -> i64 {
+pub(super) fn next_whole_second(micros: i64) -> i64 {
     let second = 1_000_000;
     match micros.rem_euclid(second) {
         0 => micros,

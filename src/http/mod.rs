@@ -161,6 +161,7 @@ pub fn app(state: AppState) -> Router {
         .layer(
             ServiceBuilder::new()
                 .layer(middleware::from_fn_with_state(state.clone(), request_id))
+                .layer(middleware::from_fn(json_newline))
                 .layer(
                     TraceLayer::new_for_http()
                         .make_span_with(span)
@@ -233,6 +234,35 @@ fn cors(origins: &[String]) -> Option<tower_http::cors::CorsLayer> {
             .expose_headers([header::ETAG, X_REQUEST_ID])
             .max_age(Duration::from_secs(600)),
     )
+}
+
+/// Ends every JSON body (`application/json`, `application/problem+json`)
+/// with a newline, so a shell prompt after `curl` starts on its own line.
+/// Other bodies (NDJSON streams, HTML, metrics) pass through untouched.
+async fn json_newline(req: Request, next: Next) -> Response {
+    let resp = next.run(req).await;
+    let is_json = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| {
+            ct.starts_with("application/json") || ct.starts_with("application/problem+json")
+        });
+    if !is_json {
+        return resp;
+    }
+    let (mut parts, body) = resp.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, usize::MAX).await else {
+        return ServiceError::internal("response body unreadable").into_response();
+    };
+    if bytes.is_empty() || bytes.ends_with(b"\n") {
+        return Response::from_parts(parts, axum::body::Body::from(bytes));
+    }
+    let mut with_newline = Vec::with_capacity(bytes.len() + 1);
+    with_newline.extend_from_slice(&bytes);
+    with_newline.push(b'\n');
+    parts.headers.remove(header::CONTENT_LENGTH);
+    Response::from_parts(parts, axum::body::Body::from(with_newline))
 }
 
 const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");

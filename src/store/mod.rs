@@ -43,9 +43,10 @@ pub use rows::{
     AuditFilter, AuditHead, CheckpointRow, ConsentEvent, CustomerKeyRow, CustomerRecord,
     CustomerRow, DataKeyRow, ErasureJobRow, ErasureJobStatus, FieldRow, IdempotencyRow,
     IdempotencyState, KekRow, KekState, KekUsage, KeyUse, LegalHoldRow, PrincipalKind,
-    PrincipalRow, SigningKeyRow, SigningKeyState, TombstoneRow, UnknownValue, ValuePurpose,
+    PrincipalListing, PrincipalRow, SigningKeyRow, SigningKeyState, TombstoneRow, UnknownValue,
+    ValuePurpose,
 };
-pub use sqlite::SqliteStore;
+pub use sqlite::{SqliteStore, backup_into as backup_sqlite};
 
 /// Errors at the storage boundary, normalised across backends.
 #[derive(Debug, thiserror::Error)]
@@ -214,6 +215,8 @@ pub trait Store: RequestStore + Send + Sync + 'static {
     async fn principal(&self, kind: PrincipalKind, id: Uuid) -> StoreResult<Option<PrincipalRow>>;
     async fn user_by_name(&self, username: &str) -> StoreResult<Option<PrincipalRow>>;
     async fn client_by_name(&self, name: &str) -> StoreResult<Option<PrincipalRow>>;
+    /// Every client or every user, by name (no credential).
+    async fn principals(&self, kind: PrincipalKind) -> StoreResult<Vec<PrincipalListing>>;
 
     // Customers
     async fn customer_record(&self, id: Uuid) -> StoreResult<Option<CustomerRecord>>;

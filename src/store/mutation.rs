@@ -107,6 +107,13 @@ pub enum Mutation {
         id: Uuid,
         disabled: bool,
     },
+    /// Replaces a client's secret (its SHA-256); tokens issued before `at`
+    /// are refused.
+    SetClientSecret {
+        id: Uuid,
+        secret_sha256: String,
+        at: i64,
+    },
     InsertUser {
         id: Uuid,
         username: String,
@@ -295,6 +302,7 @@ impl Mutation {
         matches!(
             self,
             Mutation::SetClientDisabled { .. }
+                | Mutation::SetClientSecret { .. }
                 | Mutation::SetUserDisabled { .. }
                 | Mutation::SetUserPassword { .. }
         )

@@ -95,6 +95,20 @@ pub struct PrincipalRow {
     pub password_changed_at: Option<i64>,
 }
 
+/// A client or user as `clients list` / `users list` show it: never its
+/// credential.
+#[derive(Debug, Clone, sqlx::FromRow, serde::Serialize)]
+pub struct PrincipalListing {
+    pub id: Uuid,
+    pub name: String,
+    pub role: String,
+    pub disabled: bool,
+    /// When it was created (µs).
+    pub created_at: i64,
+    /// When its secret or password was last replaced (µs); `None` if never.
+    pub changed_at: Option<i64>,
+}
+
 impl PrincipalRow {
     /// Whether a token of this principal issued at `iat` (seconds) is still
     /// good: the principal is enabled and its password was not reset after

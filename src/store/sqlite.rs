@@ -78,3 +78,52 @@ fn restrict_permissions(path: &std::path::Path) {
 }
 
 super::sql::impl_store!(SqliteStore, Sqlite, "sqlite");
+
+/// Copies the SQLite database at `url` to `output` with `VACUUM INTO`: a
+/// consistent snapshot (one read transaction) taken while other processes
+/// keep writing. Refuses to overwrite `output`; the copy is written beside
+/// it under a temporary name, synced, made readable by its owner only and
+/// then linked into place. Returns the copy's size in bytes.
+pub async fn backup_into(url: &DatabaseUrl, output: &std::path::Path) -> StoreResult<u64> {
+    use sqlx::Connection;
+    let config = StoreError::Config;
+    if output.exists() {
+        return Err(config(format!(
+            "{} already exists; a backup never overwrites a file",
+            output.display()
+        )));
+    }
+    let name = output
+        .file_name()
+        .ok_or_else(|| config(format!("{} names no file", output.display())))?;
+    let partial = output.with_file_name(format!(
+        ".{}.partial-{}",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
+    let opts = SqliteConnectOptions::from_str(url.expose())
+        .map_err(|e| config(format!("invalid database URL {url}: {e}")))?
+        .create_if_missing(false)
+        .busy_timeout(Duration::from_secs(30));
+    let mut conn = sqlx::SqliteConnection::connect_with(&opts).await?;
+    let target = partial.to_string_lossy().into_owned();
+    let copied = sqlx::query("VACUUM INTO $1")
+        .bind(&target)
+        .execute(&mut conn)
+        .await;
+    let _ = conn.close().await;
+    let finish = || -> std::io::Result<u64> {
+        copied.map_err(|e| std::io::Error::other(StoreError::from(e).to_string()))?;
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&partial, std::fs::Permissions::from_mode(0o600))?;
+        let file = std::fs::File::open(&partial)?;
+        file.sync_all()?;
+        let bytes = file.metadata()?.len();
+        // `hard_link` fails when `output` appeared meanwhile: never overwrite.
+        std::fs::hard_link(&partial, output)?;
+        Ok(bytes)
+    };
+    let result = finish();
+    let _ = std::fs::remove_file(&partial);
+    result.map_err(|e| StoreError::Database(format!("backup to {}: {e}", output.display())))
+}

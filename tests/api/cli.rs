@@ -32,6 +32,10 @@ fn every_command_has_help() {
         vec!["policy", "check", "--help"],
         vec!["clients", "add", "--help"],
         vec!["clients", "disable", "--help"],
+        vec!["clients", "list", "--help"],
+        vec!["clients", "rotate-secret", "--help"],
+        vec!["users", "list", "--help"],
+        vec!["backup", "--help"],
         vec!["users", "add", "--help"],
         vec!["users", "disable", "--help"],
         vec!["users", "set-password", "--help"],
@@ -159,16 +163,225 @@ fn production_refuses_to_start_without_an_explicit_root_key() {
 }
 
 #[test]
-fn unknown_configuration_keys_are_rejected_by_name() {
+fn unknown_keys_in_the_file_are_rejected_and_unknown_variables_only_warned_about() {
     let dir = tempfile::tempdir().unwrap();
+    // A stray variable (a typo, or one a CI script exports): a warning
+    // naming it, never its value; the command runs.
     let out = pv(dir.path())
         .args(["migrate"])
         .env("PII_VAULT_POLICY_DIR", policies())
-        .env("PII_VAULT_LISTEN_ADRESS", "x")
+        .env("PII_VAULT_LISTEN_ADRESS", "value-not-shown")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("warning"), "{stderr}");
+    assert!(stderr.contains("PII_VAULT_LISTEN_ADRESS"), "{stderr}");
+    assert!(!stderr.contains("value-not-shown"), "{stderr}");
+    // The same typo in the settings file stops the command, named.
+    let file = dir.path().join("pii-vault.toml");
+    std::fs::write(&file, "listen_adress = \"x\"\n").unwrap();
+    let out = pv(dir.path())
+        .args(["migrate"])
+        .env("PII_VAULT_POLICY_DIR", policies())
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("listen_adress"));
+}
+
+#[test]
+fn version_names_the_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = pv(dir.path()).arg("--version").output().unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    let commit = text
+        .split("(commit ")
+        .nth(1)
+        .and_then(|rest| rest.split(')').next())
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        text.starts_with(concat!("pii-vault ", env!("CARGO_PKG_VERSION"))),
+        "{text}"
+    );
+    let head = Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned());
+    match head {
+        // Built from this checkout: its commit (or a later one of it, when
+        // the binary predates a commit made since).
+        Some(_) => assert!(
+            commit.len() == 12 && commit.bytes().all(|b| b.is_ascii_hexdigit()),
+            "{text}"
+        ),
+        None => assert_eq!(commit, "unknown", "{text}"),
+    }
+}
+
+#[tokio::test]
+async fn import_warns_like_serve_when_it_creates_a_development_key() {
+    let source = TestVault::start(crate::helpers::Backend::Sqlite).await;
+    let helpdesk = source.token("helpdesk").await;
+    let dpo = source.token("dpo").await;
+    let id = source.create(&helpdesk, &crate::helpers::ada()).await;
+    let (s, package) = source
+        .get(&dpo, &format!("/v1/customers/{id}/export?kind=portability"))
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    // A fresh directory with no key configured: import creates one.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("ada-export.json");
+    std::fs::write(&file, serde_json::to_vec(&package).unwrap()).unwrap();
+    let mut c = pv(dir.path());
+    c.args(["import", file.to_str().unwrap()])
+        .env("PII_VAULT_POLICY_DIR", policies());
+    let out = crate::helpers::output(c).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(dir.path().join("data/root.key").exists());
+    assert!(
+        stderr.contains("created a DEVELOPMENT root key"),
+        "{stderr}"
+    );
+}
+
+/// `pii-vault clients ARGS` against `v`'s database.
+async fn clients(v: &TestVault, args: &[&str]) -> std::process::Output {
+    let mut c = vault_cmd(v.dir.path(), &v.database_url, "warn");
+    c.arg("clients").args(args);
+    crate::helpers::output(c).await
+}
+
+/// Exchanges client credentials for a token: the status and the body.
+async fn client_credentials(v: &TestVault, id: &str, secret: &str) -> (StatusCode, Value) {
+    let r = v
+        .http
+        .post(v.url("/v1/token"))
+        .json(
+            &json!({"grant_type": "client_credentials", "client_id": id, "client_secret": secret}),
+        )
+        .send()
+        .await
+        .unwrap();
+    crate::helpers::split(r).await
+}
+
+#[tokio::test]
+async fn clients_list_rotate_secret_and_disable_by_name() {
+    on_each_backend(|v| async move {
+        let (id, old_secret) = v.client("helpdesk").await;
+        let name = format!("helpdesk-{id}");
+        let (s, b) = client_credentials(&v, &id, &old_secret).await;
+        assert_eq!(s, StatusCode::OK, "{b}");
+        let old_token = b["access_token"].as_str().unwrap().to_owned();
+        assert_eq!(v.get(&old_token, "/v1/policy").await.0, StatusCode::OK);
+
+        // Listed by name with id and role; never a secret.
+        let listed = assert_ok(&clients(&v, &["list", "--json"]).await);
+        let rows: Value = serde_json::from_str(&listed).unwrap();
+        let row = rows
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["id"] == id.as_str())
+            .cloned()
+            .unwrap_or_else(|| panic!("{listed}"));
+        assert_eq!(row["name"], name.as_str());
+        assert_eq!(row["role"], "helpdesk");
+        assert_eq!(row["disabled"], false);
+        assert!(!listed.contains(&old_secret));
+        let table = assert_ok(&clients(&v, &["list"]).await);
+        assert!(
+            table.contains(&name) && table.contains("enabled"),
+            "{table}"
+        );
+
+        // A new secret, printed once; the old one and its tokens stop working.
+        let rotated = assert_ok(&clients(&v, &["rotate-secret", &name, "--json"]).await);
+        let creds: Value = serde_json::from_str(&rotated).unwrap();
+        assert_eq!(creds["client_id"], id.as_str());
+        let new_secret = creds["client_secret"].as_str().unwrap().to_owned();
+        assert_ne!(new_secret, old_secret);
+        assert!(
+            refused_within_a_second_and_a_half(&v, &old_token).await,
+            "a token issued with the old secret still works"
+        );
+        let (s, _) = client_credentials(&v, &id, &old_secret).await;
+        assert_eq!(s, StatusCode::UNAUTHORIZED, "the old secret still works");
+        let (s, b) = client_credentials(&v, &id, &new_secret).await;
+        assert_eq!(s, StatusCode::OK, "{b}");
+        let new_token = b["access_token"].as_str().unwrap().to_owned();
+        assert_eq!(v.get(&new_token, "/v1/policy").await.0, StatusCode::OK);
+
+        // Disabled by name: its tokens stop working, the list says so.
+        let out = assert_ok(&clients(&v, &["disable", &name]).await);
+        assert!(out.contains(&id), "{out}");
+        assert!(refused_within_a_second_and_a_half(&v, &new_token).await);
+        let rows: Value =
+            serde_json::from_str(&assert_ok(&clients(&v, &["list", "--json"]).await)).unwrap();
+        let row = rows
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["id"] == id.as_str())
+            .cloned();
+        assert_eq!(row.unwrap()["disabled"], true);
+
+        let out = clients(&v, &["disable", "nobody"]).await;
+        assert_eq!(out.status.code(), Some(1));
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("no client with id or name \"nobody\"")
+        );
+        let out = clients(
+            &v,
+            &["rotate-secret", "00000000-0000-0000-0000-000000000000"],
+        )
+        .await;
+        assert_eq!(out.status.code(), Some(1));
+
+        let audit = v.audit().await;
+        let rotations = events(&audit, "client.rotate_secret");
+        assert_eq!(rotations.len(), 1);
+        assert_eq!(rotations[0]["reasons"]["client_id"], id.as_str());
+        let all = serde_json::to_string(&audit).unwrap();
+        assert!(!all.contains(&new_secret) && !all.contains(&old_secret));
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn users_list_shows_each_user_and_never_a_password() {
+    on_each_backend(|v| async move {
+        let password = "correct horse battery";
+        assert_ok(
+            &users(
+                &v,
+                &["users", "add", "--username", "fay", "--role", "auditor"],
+                &format!("{password}\n"),
+            )
+            .await,
+        );
+        let out = assert_ok(&users(&v, &["users", "list", "--json"], "").await);
+        let rows: Value = serde_json::from_str(&out).unwrap();
+        let rows = rows.as_array().unwrap();
+        assert_eq!(rows.len(), 1, "{out}");
+        assert_eq!(rows[0]["name"], "fay");
+        assert_eq!(rows[0]["role"], "auditor");
+        assert_eq!(rows[0]["disabled"], false);
+        assert!(!out.contains("argon2") && !out.contains(password));
+        let table = assert_ok(&users(&v, &["users", "list"], "").await);
+        assert!(
+            table.contains("fay") && table.contains("auditor"),
+            "{table}"
+        );
+    })
+    .await;
 }
 
 #[test]

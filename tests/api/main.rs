@@ -25,6 +25,7 @@ mod matrix;
 mod oauth;
 mod oidc;
 mod openapi;
+mod operations;
 mod requests;
 mod retention;
 mod smtp;

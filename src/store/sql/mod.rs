@@ -392,6 +392,17 @@ macro_rules! impl_store {
                 )
             }
 
+            async fn principals(
+                &self,
+                kind: $crate::store::PrincipalKind,
+            ) -> $crate::store::StoreResult<Vec<$crate::store::PrincipalListing>> {
+                let sql = match kind {
+                    $crate::store::PrincipalKind::Client => $crate::store::sql::principals::CLIENTS,
+                    $crate::store::PrincipalKind::User => $crate::store::sql::principals::USERS,
+                };
+                Ok(sqlx::query_as(sql).fetch_all(&self.pool).await?)
+            }
+
             #[tracing::instrument(level = "debug", skip_all)]
             async fn customer_record(
                 &self,
@@ -630,6 +641,7 @@ macro_rules! impl_store {
                 | M::RotateSigningKey { .. } => apply_keys(tx, m).await,
                 M::InsertClient { .. }
                 | M::SetClientDisabled { .. }
+                | M::SetClientSecret { .. }
                 | M::InsertUser { .. }
                 | M::SetUserDisabled { .. }
                 | M::SetUserPassword { .. }

@@ -2,12 +2,16 @@
 //! requests: the reads' statements and the writes.
 
 pub(in crate::store) const CLIENT: &str = "SELECT id, name, role, secret_sha256 AS credential, \
-     disabled, CAST(NULL AS BIGINT) AS password_changed_at FROM clients WHERE id = $1";
+     disabled, secret_changed_at AS password_changed_at FROM clients WHERE id = $1";
 pub(in crate::store) const USER: &str = "SELECT id, username AS name, role, \
      password_hash AS credential, disabled, password_changed_at FROM users WHERE id = $1";
 pub(in crate::store) const CLIENT_BY_NAME: &str = "SELECT id, name, role, \
-     secret_sha256 AS credential, disabled, CAST(NULL AS BIGINT) AS password_changed_at \
+     secret_sha256 AS credential, disabled, secret_changed_at AS password_changed_at \
      FROM clients WHERE name = $1";
+pub(in crate::store) const CLIENTS: &str = "SELECT id, name, role, disabled, created_at, \
+     secret_changed_at AS changed_at FROM clients ORDER BY name";
+pub(in crate::store) const USERS: &str = "SELECT id, username AS name, role, disabled, created_at, \
+     password_changed_at AS changed_at FROM users ORDER BY username";
 pub(in crate::store) const USER_BY_NAME: &str = "SELECT id, username AS name, role, \
      password_hash AS credential, disabled, password_changed_at FROM users WHERE username = $1";
 pub(in crate::store) const IDEMPOTENCY: &str = "SELECT request_hash, state, status, kek_version, body, created_at \
@@ -44,6 +48,19 @@ macro_rules! principal_writes {
                         .bind(disabled)
                         .execute(&mut **tx)
                         .await?;
+                    if r.rows_affected() == 0 {
+                        return Err(StoreError::NotFound);
+                    }
+                }
+                M::SetClientSecret { id, secret_sha256, at } => {
+                    let r = sqlx::query(
+                        "UPDATE clients SET secret_sha256 = $2, secret_changed_at = $3 WHERE id = $1",
+                    )
+                    .bind(id)
+                    .bind(secret_sha256)
+                    .bind(at)
+                    .execute(&mut **tx)
+                    .await?;
                     if r.rows_affected() == 0 {
                         return Err(StoreError::NotFound);
                     }
