@@ -661,6 +661,25 @@ pub fn write_key_file(path: &Path, key_b64: &SecretString) -> Result<(), String>
         .map_err(|e| format!("cannot write root key file {}: {e}", path.display()))
 }
 
+/// An origin as browsers send it: `scheme://host[:port]`, nothing more.
+fn valid_origin(origin: &str) -> Result<(), String> {
+    let rest = origin
+        .strip_prefix("https://")
+        .or_else(|| origin.strip_prefix("http://"));
+    let ok = rest.is_some_and(|r| {
+        !r.is_empty()
+            && !r.contains(['/', '?', '#', '*', ' '])
+            && r.bytes().all(|b| b.is_ascii_graphic())
+    });
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "cors_allowed_origins: {origin:?} is not an origin like https://app.example.com"
+        ))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1027,24 +1046,5 @@ mod tests {
         std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o644)).unwrap();
         assert!(read_key_file(&f).unwrap_err().contains("chmod 600"));
         assert!(write_key_file(&f, &SecretString::from("x")).is_err());
-    }
-}
-
-/// An origin as browsers send it: `scheme://host[:port]`, nothing more.
-fn valid_origin(origin: &str) -> Result<(), String> {
-    let rest = origin
-        .strip_prefix("https://")
-        .or_else(|| origin.strip_prefix("http://"));
-    let ok = rest.is_some_and(|r| {
-        !r.is_empty()
-            && !r.contains(['/', '?', '#', '*', ' '])
-            && r.bytes().all(|b| b.is_ascii_graphic())
-    });
-    if ok {
-        Ok(())
-    } else {
-        Err(format!(
-            "cors_allowed_origins: {origin:?} is not an origin like https://app.example.com"
-        ))
     }
 }

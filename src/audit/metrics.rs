@@ -18,10 +18,17 @@ pub fn record_access(ev: &EventDraft) {
     } else {
         ev.decision.as_str()
     };
-    for code in ev.reasons.values() {
+    let mut decided = false;
+    for (key, code) in &ev.reasons {
+        // Where the call came from is context, not a decision (and an
+        // address as a label would make the series unbounded).
+        if matches!(key.as_str(), "client_addr" | "client_addr_hmac") || key.starts_with("art9.") {
+            continue;
+        }
+        decided = true;
         count(refused, code);
     }
-    if ev.fields.is_empty() && ev.reasons.is_empty() {
+    if ev.fields.is_empty() && !decided {
         count(&ev.decision, "none");
     }
 }

@@ -17,6 +17,20 @@ pub async fn serve(
     let listen = settings.listen.clone();
     let (state, origin) = crate::build_state(settings, clock, production).await?;
     warn_dev_key(&origin);
+    // Idempotency claims of requests that were running when a process
+    // died would hold their keys until they age out: a retry after a crash
+    // must run (answers stored with their effect are replayed instead).
+    // With several instances, a restart also frees the others' in-flight
+    // claims (docs/DEPLOYMENT.md).
+    let booted = state.clock.now_micros();
+    state
+        .sequencer
+        .commit(crate::store::Unit {
+            mutations: vec![crate::store::Mutation::ReleaseStaleIdempotency { before: booted }],
+            events: vec![],
+        })
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot release stale idempotency claims: {e}"))?;
     let listener = tokio::net::TcpListener::bind(&listen)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;

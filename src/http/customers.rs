@@ -7,6 +7,7 @@ use axum::response::{IntoResponse, Response};
 
 use super::error::{ApiResult, Problem, ServiceError};
 use super::extract::{Body, PurposeQuery, parse_id};
+use super::idempotency;
 use crate::actor::Actor;
 use crate::customers::{
     self, CreateCustomer, CustomerStored, FieldValue, Precondition, Profile, SearchRequest,
@@ -28,10 +29,32 @@ pub async fn create_customer(
     State(state): State<AppState>,
     actor: Actor,
     Query(q): Query<PurposeQuery>,
+    claim: Option<axum::Extension<idempotency::Claim>>,
     Body(input): Body<CreateCustomer>,
 ) -> ApiResult<Response> {
-    let stored = customers::create(&state, &actor, q.purpose.as_deref(), &input, |_, _| {
-        Ok(None)
+    // Under an Idempotency-Key the answer is stored in the same unit as the
+    // customer: a crash after the commit cannot make a retry create again.
+    let stored = customers::create(&state, &actor, q.purpose.as_deref(), &input, |stored, _| {
+        let Some(axum::Extension(claim)) = &claim else {
+            return Ok(None);
+        };
+        let body = serde_json::to_vec(stored).map_err(crate::error::ServiceError::internal)?;
+        let headers = vec![
+            ("content-type".to_owned(), "application/json".to_owned()),
+            (
+                "location".to_owned(),
+                format!("/v1/customers/{}", stored.id),
+            ),
+        ];
+        idempotency::answer_mutation(
+            &state,
+            claim,
+            StatusCode::CREATED,
+            headers,
+            &body,
+            Some(stored.id),
+        )
+        .map(Some)
     })
     .await?;
     let id = stored.id;

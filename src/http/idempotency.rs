@@ -57,8 +57,11 @@ const POLL: Duration = Duration::from_millis(25);
 #[derive(Clone)]
 pub struct Resolved(pub Actor);
 
-/// A claimed key.
-struct Claim {
+/// A claimed key. Handlers whose effect and answer must be stored
+/// together (so a crash between the two cannot make a retry repeat the
+/// effect) find it in the request's extensions: see [`answer_mutation`].
+#[derive(Clone)]
+pub struct Claim {
     scope: String,
     key: String,
 }
@@ -101,7 +104,10 @@ async fn run(state: &AppState, req: Request, next: Next) -> Result<Response, Res
     let replay = claim_or_replay(state, &claim, &hash, effect_free)
         .await
         .map_err(IntoResponse::into_response)?;
-    let req = Request::from_parts(parts, Body::from(body));
+    let mut req = Request::from_parts(parts, Body::from(body));
+    if !effect_free {
+        req.extensions_mut().insert(claim.clone());
+    }
     match replay {
         Some(Outcome::Replay(resp)) => Ok(resp),
         Some(Outcome::RunAgain) => Ok(next.run(req).await),
@@ -311,43 +317,22 @@ async fn keep(state: &AppState, claim: &Claim, path: &str, resp: Response) -> Re
         return ServiceError::internal("answer body unreadable").into_response();
     };
     let customer = subject(path, &parts.headers, &body);
-    let stored = Stored {
-        status: parts.status.as_u16(),
-        headers: [header::CONTENT_TYPE, header::LOCATION, header::ETAG]
-            .iter()
-            .filter_map(|h| {
-                let v = parts.headers.get(h)?.to_str().ok()?;
-                Some((h.as_str().to_owned(), v.to_owned()))
-            })
-            .collect(),
-        body: base64::engine::general_purpose::STANDARD.encode(&body),
-    };
-    let saved = match serde_json::to_vec(&stored).map(|plain| {
-        state
-            .keys
-            .keyring()
-            .seal(&label(claim), &plain)
-            .map_err(|e| e.to_string())
-    }) {
-        Ok(Ok((kek_version, sealed))) => {
-            let unit = Unit {
-                mutations: vec![Mutation::AnswerIdempotency {
-                    principal: claim.scope.clone(),
-                    key: claim.key.clone(),
-                    status: i64::from(stored.status),
-                    kek_version,
-                    body: sealed,
-                    customer_id: customer,
-                }],
+    let headers = [header::CONTENT_TYPE, header::LOCATION, header::ETAG]
+        .iter()
+        .filter_map(|h| {
+            let v = parts.headers.get(h)?.to_str().ok()?;
+            Some((h.as_str().to_owned(), v.to_owned()))
+        })
+        .collect();
+    let saved = match answer_mutation(state, claim, parts.status, headers, &body, customer) {
+        Ok(m) => state
+            .sequencer
+            .commit(Unit {
+                mutations: vec![m],
                 events: vec![],
-            };
-            state
-                .sequencer
-                .commit(unit)
-                .await
-                .map_err(|e| e.to_string())
-        }
-        Ok(Err(e)) => Err(e),
+            })
+            .await
+            .map_err(|e| e.to_string()),
         Err(e) => Err(e.to_string()),
     };
     if let Err(e) = saved {
@@ -356,6 +341,38 @@ async fn keep(state: &AppState, claim: &Claim, path: &str, resp: Response) -> Re
         tracing::error!(error = %e, "idempotency answer not stored");
     }
     Response::from_parts(parts, Body::from(body))
+}
+
+/// The change that stores `body` (sealed) as the claim's answer. A handler
+/// puts it in the same unit as its effect; the layer stores the final
+/// answer again afterwards (the same content).
+pub fn answer_mutation(
+    state: &AppState,
+    claim: &Claim,
+    status: StatusCode,
+    headers: Vec<(String, String)>,
+    body: &[u8],
+    customer: Option<Uuid>,
+) -> Result<Mutation, ServiceError> {
+    let stored = Stored {
+        status: status.as_u16(),
+        headers,
+        body: base64::engine::general_purpose::STANDARD.encode(body),
+    };
+    let plain = serde_json::to_vec(&stored).map_err(ServiceError::internal)?;
+    let (kek_version, sealed) = state
+        .keys
+        .keyring()
+        .seal(&label(claim), &plain)
+        .map_err(ServiceError::internal)?;
+    Ok(Mutation::AnswerIdempotency {
+        principal: claim.scope.clone(),
+        key: claim.key.clone(),
+        status: i64::from(stored.status),
+        kek_version,
+        body: sealed,
+        customer_id: customer,
+    })
 }
 
 /// The customer a request concerned: in its path, its answer's

@@ -282,6 +282,11 @@ pub enum Mutation {
     PruneIdempotency {
         before: i64,
     },
+    /// Frees the claims still running that were made before `before` (a
+    /// serving process starting: their requests died with a crash).
+    ReleaseStaleIdempotency {
+        before: i64,
+    },
     /// Stores a signed checkpoint. It must cover an existing event's
     /// (seq, hash) or the chain head row; a checkpoint already stored at that
     /// seq is kept (NotFound when it covers nothing).

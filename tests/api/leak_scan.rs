@@ -406,6 +406,32 @@ async fn canaries_reach_no_log_error_body_audit_event_or_database_file_on_any_ro
         .await;
         c.call(Method::POST, admin, "/v1/keys/1/retire", Some(json!({})))
             .await;
+        c.call(
+            Method::POST,
+            admin,
+            "/v1/keys/token-signing/rotate",
+            Some(json!({})),
+        )
+        .await;
+
+        // OAuth 2.0 discovery, keys and introspection; the problem page.
+        c.call(
+            Method::GET,
+            None,
+            "/.well-known/oauth-authorization-server",
+            None,
+        )
+        .await;
+        c.call(Method::GET, None, "/.well-known/jwks.json", None)
+            .await;
+        c.call(
+            Method::POST,
+            admin,
+            "/v1/token/introspect",
+            Some(json!({"token": CANARIES[4]})),
+        )
+        .await;
+        c.call(Method::GET, None, "/problems", None).await;
 
         // Erasure (after the key rotation: old data keys are rewrapped).
         let (s, b) = c

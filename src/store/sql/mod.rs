@@ -648,7 +648,8 @@ macro_rules! impl_store {
                 | M::ClaimIdempotency { .. }
                 | M::AnswerIdempotency { .. }
                 | M::ReleaseIdempotency { .. }
-                | M::PruneIdempotency { .. } => apply_principals(tx, m).await,
+                | M::PruneIdempotency { .. }
+                | M::ReleaseStaleIdempotency { .. } => apply_principals(tx, m).await,
                 M::InsertCustomer { .. }
                 | M::PutField { .. }
                 | M::DeleteField { .. }

@@ -166,6 +166,13 @@ macro_rules! principal_writes {
                         .execute(&mut **tx)
                         .await?;
                 }
+                M::ReleaseStaleIdempotency { before } => {
+                    sqlx::query("DELETE FROM idempotency_keys WHERE state = $1 AND created_at < $2")
+                        .bind($crate::store::IdempotencyState::Running as i64)
+                        .bind(before)
+                        .execute(&mut **tx)
+                        .await?;
+                }
                 _ => return Err($crate::store::sql::misrouted("principals")),
             }
             Ok(())
