@@ -63,6 +63,11 @@ enum Outcome {
 
 /// The vault binary, believing the loopback proxy: the request ids the
 /// tests send are kept, so acknowledged writes can be found in the trail.
+/// A 5xx problem says no more than its title: no internal detail.
+fn generic_detail(b: &Value) -> bool {
+    b["detail"].is_null() || b["detail"] == b["title"]
+}
+
 fn spawn_behind_proxy(dir: &std::path::Path, db: &str, rust_log: &str) -> Proc {
     let mut cmd = vault_cmd(dir, db, rust_log);
     cmd.env("PII_VAULT_TRUSTED_PROXIES", r#"["127.0.0.1/32"]"#);
@@ -496,7 +501,7 @@ async fn a_full_disk_refuses_writes_and_recovers() {
             }
             StatusCode::SERVICE_UNAVAILABLE | StatusCode::INSUFFICIENT_STORAGE => {
                 refused += 1;
-                assert!(b["detail"].is_null(), "no internal detail: {b}");
+                assert!(generic_detail(&b), "no internal detail: {b}");
             }
             other => panic!("write answered {other} while the disk is full: {b}"),
         }
@@ -745,7 +750,7 @@ async fn a_database_outage_answers_503_and_recovers() {
                                 .push((ext, b["id"].as_str().unwrap_or_default().to_owned())),
                             StatusCode::SERVICE_UNAVAILABLE => {
                                 refused.fetch_add(1, Ordering::SeqCst);
-                                if !b["detail"].is_null() || b["code"] != "unavailable" {
+                                if !generic_detail(&b) || b["code"] != "unavailable" {
                                     problems.lock().unwrap().push(format!("{ext}: 503 body {b}"));
                                 }
                                 tokio::time::sleep(Duration::from_millis(50)).await;
