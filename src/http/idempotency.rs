@@ -80,6 +80,11 @@ pub async fn layer(State(state): State<AppState>, req: Request, next: Next) -> R
     if req.method() != Method::POST || !req.headers().contains_key(HEADER) {
         return next.run(req).await;
     }
+    // Without credentials only the customer's intake may proceed; any other
+    // route answers its 401 before a key is looked at.
+    if !req.headers().contains_key(header::AUTHORIZATION) && req.uri().path() != "/v1/requests" {
+        return next.run(req).await;
+    }
     match run(&state, req, next).await {
         Ok(resp) | Err(resp) => resp,
     }
