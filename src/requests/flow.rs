@@ -1095,6 +1095,7 @@ async fn restrict(
     ];
     let notices = outbox::recipient_notices(
         state.store.as_ref(),
+        &state.policy,
         t.customer,
         "restriction",
         Some(r.id),
@@ -1217,6 +1218,7 @@ async fn rectify(
     }
     let notices = outbox::recipient_notices(
         state.store.as_ref(),
+        &state.policy,
         customer,
         "rectification",
         Some(r.id),
