@@ -357,3 +357,36 @@ async fn drop_message(
     };
     let _ = state.sequencer.commit(unit).await;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings_with_ca(ca: &std::path::Path) -> Settings {
+        Settings {
+            outbox_smtp_url: Some("smtps://mail.example.com".into()),
+            outbox_smtp_from: Some("privacy@example.com".into()),
+            outbox_smtp_ca_file: Some(ca.to_owned()),
+            ..Settings::default()
+        }
+    }
+
+    #[test]
+    fn a_ca_file_that_cannot_be_read_or_holds_no_certificate_stops_the_mailer() {
+        crate::install_tls_provider();
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("missing.pem");
+        let err = Mailer::from_settings(&settings_with_ca(&missing)).unwrap_err();
+        assert!(err.contains("cannot read outbox_smtp_ca_file"), "{err}");
+        for text in [
+            "",
+            "not a certificate\n",
+            "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n",
+        ] {
+            let file = dir.path().join("ca.pem");
+            std::fs::write(&file, text).unwrap();
+            let err = Mailer::from_settings(&settings_with_ca(&file)).unwrap_err();
+            assert!(err.contains("holds no PEM certificate"), "{text:?}: {err}");
+        }
+    }
+}

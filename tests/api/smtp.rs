@@ -601,3 +601,124 @@ async fn smtp_a_private_ca_is_trusted_only_when_outbox_smtp_ca_file_names_it() {
         assert!(mail.contains("Il tuo codice di verifica è: "), "{mail}");
     }
 }
+
+/// POSTs `body` to the vault at `base` with `token` (a bearer, if any).
+async fn post_to(base: &str, token: Option<&str>, path: &str, body: &Value) -> (StatusCode, Value) {
+    let mut req = http().post(format!("{base}{path}")).json(body);
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    split(req.send().await.unwrap()).await
+}
+
+#[tokio::test]
+#[ignore = "needs python3 -m aiosmtpd; run by .ci/smtp.sh"]
+async fn smtp_outcomes_arrive_in_words_of_the_language_and_no_log_line_holds_an_address_or_a_code()
+{
+    for backend in backends() {
+        // The server refuses the first message: the retry path runs too.
+        let server = SmtpServer::start(1).await;
+        let dir = tempfile::tempdir().unwrap();
+        let db = match backend {
+            Backend::Sqlite => format!("sqlite://{}", dir.path().join("vault.db").display()),
+            Backend::Postgres => fresh_pg_database().await,
+        };
+        let mut cmd = vault_cmd(dir.path(), &db, "trace");
+        cmd.env("PII_VAULT_OUTBOX_SMTP_URL", server.url()).env(
+            "PII_VAULT_OUTBOX_SMTP_FROM",
+            "Privacy <privacy@vault.example>",
+        );
+        let vault = serve(cmd);
+        let base = vault.base.clone();
+        let helpdesk = client_token(&base, &add_client(dir.path(), &db, "helpdesk")).await;
+        let dpo = client_token(&base, &add_client(dir.path(), &db, "dpo")).await;
+        let (st, b) = post_to(
+            &base,
+            Some(&helpdesk),
+            "/v1/customers?purpose=support",
+            &ada(),
+        )
+        .await;
+        assert_eq!(st, StatusCode::CREATED, "{b}");
+        let mut codes = Vec::new();
+        let file_and_verify = |kind: &'static str, language: &'static str, n: usize| {
+            let (base, server) = (base.clone(), &server);
+            async move {
+                let (st, r) = post_to(
+                    &base,
+                    None,
+                    "/v1/requests",
+                    &json!({"kind": kind,
+                    "regulation": "gdpr", "language": language,
+                    "identifier": {"field": "email", "value": "ada@example.com"}}),
+                )
+                .await;
+                assert_eq!(st, StatusCode::ACCEPTED, "{r}");
+                let mail = server.message(n).await;
+                let marker = if language == "it" {
+                    "codice di verifica è:"
+                } else {
+                    "您的验证码是："
+                };
+                let code = code_in(&mail, marker);
+                let rid = r["id"].as_str().unwrap();
+                let resp = http()
+                    .post(format!("{base}/v1/requests/{rid}/verify"))
+                    .bearer_auth(r["request_token"].as_str().unwrap())
+                    .json(&json!({"code": code}))
+                    .send()
+                    .await
+                    .unwrap();
+                let (st, b) = split(resp).await;
+                assert_eq!(st, StatusCode::OK, "{b}");
+                (r, code)
+            }
+        };
+        // An access request in Italian completes once verified: the outcome
+        // comes by email, in Italian words.
+        let (_, code) = file_and_verify("access", "it", 0).await;
+        codes.push(code);
+        let outcome = server.message(1).await;
+        assert!(outcome.starts_with("To: ada@example.com\n"), "{outcome}");
+        assert!(outcome.contains("tipo: accesso ai dati"), "{outcome}");
+        assert!(outcome.contains("nuovo stato: completata"), "{outcome}");
+        // An erasure in Chinese, denied by the DPO: status and reason in
+        // Chinese words.
+        let (r, code) = file_and_verify("erasure", "zh-Hans", 2).await;
+        codes.push(code);
+        let rid = r["id"].as_str().unwrap();
+        let (st, b) = post_to(
+            &base,
+            Some(&dpo),
+            &format!("/v1/requests/{rid}/deny"),
+            &json!({"reason": "legal_obligation"}),
+        )
+        .await;
+        assert_eq!(st, StatusCode::OK, "{b}");
+        let outcome = server.message(3).await;
+        assert!(outcome.contains("类型：删除"), "{outcome}");
+        assert!(outcome.contains("新的状态：已拒绝"), "{outcome}");
+        assert!(
+            outcome.contains("原因：法律要求我们保留这些数据"),
+            "{outcome}"
+        );
+        for api_name in ["erasure", "denied", "legal_obligation"] {
+            assert!(!outcome.contains(api_name), "{api_name}: {outcome}");
+        }
+        // Four messages went out (one after a refusal), and the vault at
+        // RUST_LOG=trace logged neither the address nor a code.
+        assert_eq!(server.received().len(), 4);
+        let logs = vault.logs.lock().unwrap().join("\n");
+        assert!(
+            logs.contains("outbox delivery failed; will retry"),
+            "the refusal is logged"
+        );
+        assert!(
+            !logs.contains("ada@example.com"),
+            "the address in a log line"
+        );
+        for code in &codes {
+            assert!(!logs.contains(code.as_str()), "a code in a log line");
+        }
+    }
+}
