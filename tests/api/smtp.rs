@@ -722,3 +722,53 @@ async fn smtp_outcomes_arrive_in_words_of_the_language_and_no_log_line_holds_an_
         }
     }
 }
+
+#[tokio::test]
+async fn a_notice_whose_role_lost_its_notice_email_waits_for_the_notifier() {
+    for backend in backends() {
+        // The notice is addressed by email while the policy names one…
+        let v =
+            TestVault::start_adjusted(backend, |s, dir| s.policy_dir = partner_policy(dir)).await;
+        disclose_then_erase(&v).await;
+        let (dir, url) = v.stop().await;
+        // …and the vault restarts, sending email, under a policy without it.
+        let v = TestVault::start_with_adjusted(backend, dir, url, |s, dir| {
+            let policies = partner_policy(dir);
+            std::fs::write(
+                policies.join("partner.toml"),
+                "[roles.crm_partner]\nread = [\"marketing\"]\nrecipient = true\n",
+            )
+            .unwrap();
+            s.policy_dir = policies;
+            // Never reached: nothing is sent to it.
+            s.outbox_smtp_url = Some("smtp://127.0.0.1:9?tls=none".into());
+            s.outbox_smtp_from = Some("Privacy <privacy@vault.example>".into());
+        })
+        .await;
+        let notifier = v.token("notifier").await;
+        let waiting = pending(&v, &notifier).await;
+        let notice = notice_to(&waiting, "crm_partner").expect("the notice waits");
+        assert_eq!(notice["to"]["channel"], "email", "{notice}");
+        assert!(notice["to"].get("address").is_none(), "{notice}");
+        let id: uuid::Uuid = notice["id"].as_str().unwrap().parse().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let row = v.state.store.outbox_message(id).await.unwrap().unwrap();
+            if let Some(error) = row.last_error {
+                assert_eq!(error, "no_notice_email");
+                assert!(row.delivered_at.is_none() && row.payload.is_some());
+                break;
+            }
+            assert!(Instant::now() < deadline, "the sender never looked at it");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        // Not dropped, nothing sent: still the notifier's to deliver.
+        let events = v.audit().await;
+        assert!(!events.iter().any(|e| e.draft.action == "outbox.dropped"));
+        assert!(!events.iter().any(|e| e.draft.action == "outbox.send"));
+        let (st, b) = v
+            .post(&notifier, &format!("/v1/outbox/{id}/ack"), &json!({}))
+            .await;
+        assert_eq!(st, StatusCode::OK, "{b}");
+    }
+}
