@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # Runs the documentation's shell walkthroughs as written, in order, against
-# a fresh vault, and checks the outputs they show.
+# a fresh vault, and checks the outputs they show: README.md,
+# docs/REQUESTS.md, docs/ERASURE.md and docs/AUDITORS.md.
 #
 # The one extraction rule: a fenced block that opens with "```sh run" (the
 # fence may be indented, e.g. inside a list; the indentation is removed) is
 # run; "```sh run-postgres" blocks (the README's PostgreSQL section) are run
-# in a second pass against the local PostgreSQL. Any other block ("```sh",
-# "```json", …) is only shown. Each file's run blocks run in order in one
+# in a second pass against the local PostgreSQL. Other blocks ("```json",
+# "```toml", "```text", …) are only shown; a shell block ("```sh", "```bash",
+# "```shell", "```console") that is not run is an error: what a reader may
+# copy into a shell runs here. Each file's run blocks run in order in one
 # bash (set -euo pipefail), so a block uses the variables and files of the
 # blocks before it, in a fresh directory against a fresh vault on
 # 127.0.0.1:8080 (started here, as the reader starts it; `pii-vault` is on
@@ -195,6 +198,28 @@ count_blocks() {
   grep -cE '^\s*```sh '"$1"'\s*$' "$2" || true
 }
 
+# unrun_shell_blocks FILE...: file:line of each shell block that is not run.
+unrun_shell_blocks() {
+  python3 - "$@" <<'PY'
+import re, sys
+fence = re.compile(r'^\s*```(.*)$')
+for f in sys.argv[1:]:
+    inside = False
+    for n, line in enumerate(open(f, encoding='utf-8'), 1):
+        m = fence.match(line)
+        if not m:
+            continue
+        if inside:
+            inside = False
+            continue
+        inside = True
+        info = m.group(1).split()
+        if info and info[0] in ('sh', 'bash', 'shell', 'console', 'zsh') \
+                and info[1:] not in (['run'], ['run-postgres']):
+            print(f'{f}:{n}: ```{m.group(1).strip()}')
+PY
+}
+
 # run_blocks TAG DIR FILE: runs every block of TAG in FILE in DIR, in one bash.
 run_blocks() {
   local tag=$1 dir=$2 file=$3
@@ -237,9 +262,15 @@ export PATH="$work/bin:$PATH"
 # The walkthroughs run with the default settings.
 while read -r name; do unset "$name"; done < <(env | sed -n 's/^\(PII_VAULT_[A-Z_]*\)=.*/\1/p')
 
+unrun=$(unrun_shell_blocks "${files[@]}")
+if [ -n "$unrun" ]; then
+  printf 'shell blocks that are not run (tag them "sh run", or show them as "text"):\n%s\n' "$unrun" >&2
+  exit 1
+fi
+
 ran=0
 for file in "${files[@]}"; do
-  [ "$(count_blocks run "$file")" -gt 0 ] || continue
+  [ "$(count_blocks run "$file")" -gt 0 ] || { echo "$file has no \`\`\`sh run block" >&2; exit 1; }
   step "$file: its walkthroughs on a fresh SQLite vault"
   if curl -s -o /dev/null http://127.0.0.1:8080/healthz; then
     echo "something already listens on 127.0.0.1:8080, where the walkthroughs expect the vault" >&2

@@ -257,6 +257,9 @@ pub struct Settings {
     pub outbox_smtp_password_file: Option<PathBuf>,
     /// The sender of those messages, e.g. `Privacy <privacy@example.com>`.
     pub outbox_smtp_from: Option<String>,
+    /// PEM file of extra CA certificates trusted for the SMTP server's TLS
+    /// (beside the system's CA store), e.g. a company's private CA.
+    pub outbox_smtp_ca_file: Option<PathBuf>,
     /// `text` or `json` log lines.
     pub log_format: String,
     /// The append-only tombstone file (erased customer ids, kept outside the
@@ -378,6 +381,7 @@ impl Default for Settings {
             outbox_smtp_url: None,
             outbox_smtp_password_file: None,
             outbox_smtp_from: None,
+            outbox_smtp_ca_file: None,
             log_format: "text".into(),
             tombstone_file: None,
             tombstone_database_url: None,
@@ -629,14 +633,22 @@ impl Settings {
     /// here, at start-up.
     fn validate_smtp(&self) -> Result<(), String> {
         let Some(url) = &self.outbox_smtp_url else {
-            if self.outbox_smtp_from.is_some() || self.outbox_smtp_password_file.is_some() {
+            if self.outbox_smtp_from.is_some()
+                || self.outbox_smtp_password_file.is_some()
+                || self.outbox_smtp_ca_file.is_some()
+            {
                 return Err(
-                    "outbox_smtp_from and outbox_smtp_password_file need outbox_smtp_url".into(),
+                    "outbox_smtp_from, outbox_smtp_password_file and outbox_smtp_ca_file need outbox_smtp_url".into(),
                 );
             }
             return Ok(());
         };
         let endpoint = SmtpEndpoint::parse(url.expose_secret())?;
+        if self.outbox_smtp_ca_file.is_some() && endpoint.security == SmtpSecurity::Plain {
+            return Err(
+                "outbox_smtp_ca_file is set but outbox_smtp_url uses no TLS (tls=none)".into(),
+            );
+        }
         if self.outbox_smtp_password_file.is_some() {
             if endpoint.user.is_none() {
                 return Err("outbox_smtp_password_file is set but outbox_smtp_url names no user (smtps://USER@host)".into());
@@ -1098,6 +1110,19 @@ mod tests {
         ))
         .unwrap_err();
         assert!(err.contains("names no user"), "{err}");
+        let ca = "outbox_smtp_ca_file = \"/etc/pii-vault/smtp-ca.pem\"\n";
+        let err = smtp_settings(ca).unwrap_err();
+        assert!(err.contains("need outbox_smtp_url"), "{err}");
+        let err = smtp_settings(&format!(
+            "outbox_smtp_url = \"smtp://127.0.0.1:25?tls=none\"\n{FROM}{ca}"
+        ))
+        .unwrap_err();
+        assert!(err.contains("uses no TLS"), "{err}");
+        let s = smtp_settings(&format!("{url}{FROM}{ca}")).unwrap();
+        assert_eq!(
+            s.outbox_smtp_ca_file.as_deref(),
+            Some(Path::new("/etc/pii-vault/smtp-ca.pem"))
+        );
         let s = smtp_settings(&format!("{url}{FROM}")).unwrap();
         for shown in [format!("{s:?}"), format!("{s:#?}")] {
             assert!(!shown.contains("Smtp-canary"), "{shown}");

@@ -190,6 +190,7 @@ async fn sweep_customer(
         // (GDPR Art. 17(1)(a), Art. 19), in the same unit.
         let notices = crate::requests::outbox::recipient_notices(
             ctx.store,
+            ctx.policy,
             customer,
             "erasure",
             None,

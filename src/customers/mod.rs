@@ -644,6 +644,7 @@ pub async fn update_if(
     if !rectified.is_empty() {
         let notices = outbox::recipient_notices(
             state.store.as_ref(),
+            &state.policy,
             id,
             "rectification",
             None,

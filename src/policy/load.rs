@@ -214,9 +214,18 @@ struct RawRole {
     masks: Vec<toml::Value>,
     #[serde(default)]
     recipient: bool,
+    #[serde(default)]
+    notice_email: Option<String>,
 }
 
-const ROLE_KEYS: &[&str] = &["read", "write", "capabilities", "masks", "recipient"];
+const ROLE_KEYS: &[&str] = &[
+    "read",
+    "write",
+    "capabilities",
+    "masks",
+    "recipient",
+    "notice_email",
+];
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -815,6 +824,20 @@ impl Loader {
                     }
                 }
             }
+            if let Some(email) = &raw.notice_email {
+                if !raw.recipient {
+                    push(
+                        &entry,
+                        "notice_email is for recipients only (set recipient = true)".to_owned(),
+                    );
+                } else if email.parse::<lettre::Address>().is_err() {
+                    push(
+                        &entry,
+                        "notice_email must be one email address, such as privacy@partner.example"
+                            .to_owned(),
+                    );
+                }
+            }
             let mut masks = Vec::new();
             for (i, value) in raw.masks.iter().enumerate() {
                 let mask_entry = format!("{entry}.masks[{i}]");
@@ -894,6 +917,7 @@ impl Loader {
                         capabilities,
                         masks,
                         recipient: raw.recipient,
+                        notice_email: raw.notice_email.clone(),
                     },
                 );
             }
@@ -1543,7 +1567,7 @@ allowed_when_restricted = true
         );
         assert_problem(
             "[roles.viewer]\nreads = [\"support\"]",
-            "p.toml: roles.viewer: unknown key \"reads\" (expected one of read, write, capabilities, masks, recipient)",
+            "p.toml: roles.viewer: unknown key \"reads\" (expected one of read, write, capabilities, masks, recipient, notice_email)",
         );
         assert_problem(
             "[[roles.agent2.masks]]\npurpose = \"support\"\nfield = \"phone\"\nmask = \"last4\"\ncolour = \"red\"\n[roles.agent2]\nread = [\"support\"]",
@@ -1561,6 +1585,42 @@ allowed_when_restricted = true
             "[purposes.support.callback]\ndescription = \"Callback\"",
             "p.toml: purposes.support: unknown key \"callback\"; a child purpose is declared with a quoted name: [purposes.\"support.callback\"]",
         );
+    }
+
+    #[test]
+    fn a_recipient_may_name_one_email_address_for_its_notices() {
+        let with = |role: &str| {
+            load(&[(
+                "p.toml",
+                &format!("{BASE}\n[roles.partner]\nread = [\"support\"]\n{role}"),
+            )])
+        };
+        match with("recipient = true\nnotice_email = \"privacy@partner.example\"") {
+            Ok(policy) => assert_eq!(
+                policy
+                    .role("partner")
+                    .and_then(|r| r.notice_email.as_deref()),
+                Some("privacy@partner.example")
+            ),
+            Err(problems) => panic!("{problems:?}"),
+        }
+        assert_problem(
+            "[roles.partner]\nread = [\"support\"]\nnotice_email = \"privacy@partner.example\"",
+            "p.toml: roles.partner: notice_email is for recipients only (set recipient = true)",
+        );
+        for bad in [
+            "",
+            "privacy",
+            "Privacy <privacy@partner.example>",
+            "a@b.example, c@d.example",
+        ] {
+            assert_problem(
+                &format!(
+                    "[roles.partner]\nread = [\"support\"]\nrecipient = true\nnotice_email = \"{bad}\""
+                ),
+                "p.toml: roles.partner: notice_email must be one email address, such as privacy@partner.example",
+            );
+        }
     }
 
     #[test]

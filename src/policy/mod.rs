@@ -465,6 +465,11 @@ pub struct Role {
     /// The role is a recipient of personal data (listed in exports and
     /// notified of rectification, erasure and restriction).
     pub recipient: bool,
+    /// Where a recipient's notices (GDPR Art. 19) go by email when the
+    /// vault sends email itself (`outbox_smtp_url`); without it they wait
+    /// in the outbox for the notifier or the webhook.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub notice_email: Option<String>,
 }
 
 impl Role {
@@ -859,6 +864,7 @@ mod tests {
             capabilities: BTreeSet::new(),
             masks,
             recipient: false,
+            notice_email: None,
         }
     }
 

@@ -166,7 +166,7 @@ pub(crate) async fn open_due(
 ) -> Option<outbox::Delivery> {
     let dek = customer_dek(state, row, deks).await;
     match outbox::open_message(row, dek.as_deref()) {
-        Ok(d) => Some(d),
+        Ok(d) => Some(d.addressed(&state.policy)),
         Err(OpenError::Delivered) => None,
         Err(OpenError::Undeliverable) => {
             let unit = Unit {

@@ -808,6 +808,7 @@ async fn recipient_notices(
     let request = job.request_id.as_deref().and_then(|r| r.parse().ok());
     Ok(crate::requests::outbox::recipient_notices(
         ctx.store,
+        ctx.policy,
         customer,
         "erasure",
         request,

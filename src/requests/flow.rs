@@ -1155,6 +1155,7 @@ async fn restrict(
     ];
     let notices = outbox::recipient_notices(
         state.store.as_ref(),
+        &state.policy,
         t.customer,
         "restriction",
         Some(r.id),
@@ -1277,6 +1278,7 @@ async fn rectify(
     }
     let notices = outbox::recipient_notices(
         state.store.as_ref(),
+        &state.policy,
         customer,
         "rectification",
         Some(r.id),

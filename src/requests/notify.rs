@@ -43,7 +43,7 @@ pub async fn pending(
     let mut events = Vec::new();
     for row in &rows {
         let dek = customer_dek(state, row, &mut deks).await;
-        match open_message(row, dek.as_deref()) {
+        match open_message(row, dek.as_deref()).map(|d| d.addressed(&state.policy)) {
             Ok(d) => {
                 let mut ev = caller
                     .event(Action::OutboxRead, Decision::Allowed)

@@ -1,8 +1,13 @@
 //! The outbox: messages the vault wants delivered — verification codes,
 //! request outcomes, the notice before a restriction is lifted, and notices
-//! to recipients (GDPR Art. 19). The vault sends no mail itself: a notifier
-//! client drains `GET /v1/outbox` and acknowledges each message, or a
-//! webhook (`outbox_webhook_url`) receives them from a background task.
+//! to recipients (GDPR Art. 19). Each message is addressed when it is made:
+//! to the customer's email or phone on file (`channel` `email` or `sms`), or
+//! to a recipient role, by email when the policy gives the role a
+//! `notice_email`. With `outbox_smtp_url` the vault emails every message
+//! addressed by email itself ([`super::smtp`]); everything else — and every
+//! message when it sends no email — waits for a notifier client, which
+//! drains `GET /v1/outbox` and acknowledges each message, or is POSTed to a
+//! webhook (`outbox_webhook_url`) by a background task.
 //!
 //! **Where personal values live.** A message to the customer must carry the
 //! address on file and, for a verification, the code: the outbox is the one
@@ -43,6 +48,8 @@ pub const REQUEST_FILED: &str = "request_filed";
 pub const REQUEST_EXTENDED: &str = "request_extended";
 pub const RESTRICTION_LIFT_NOTICE: &str = "restriction_lift_notice";
 pub const RECIPIENT_NOTICE: &str = "recipient_notice";
+/// The channel of a message that goes by email.
+pub const EMAIL: &str = "email";
 
 /// The address a message to the customer goes to: a value on file.
 #[derive(Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -116,12 +123,14 @@ pub fn customer_message(
 }
 
 /// A message whose payload holds no personal value (stored as plain JSON),
-/// e.g. a notice to a recipient: `recipient` is its (role, client id).
+/// e.g. a notice to a recipient: `recipient` is its (role, client id);
+/// `channel` is `email` when it goes by email.
 pub fn outbox_message(
     kind: &str,
     customer: Option<Uuid>,
     request: Option<Uuid>,
     recipient: Option<(&str, &str)>,
+    channel: Option<&str>,
     body: &Value,
     now: i64,
 ) -> Mutation {
@@ -139,7 +148,7 @@ pub fn outbox_message(
         next_attempt_at: now,
         delivered_at: None,
         last_error: None,
-        channel: None,
+        channel: channel.map(str::to_owned),
     }))
     .into()
 }
@@ -160,9 +169,11 @@ pub fn recipients_of(disclosures: &[DisclosureRow]) -> Vec<(String, String)> {
 /// One notice per recipient the customer's data was disclosed to, telling
 /// it of a rectification, erasure or restriction (GDPR Art. 19, R32). The
 /// notice holds no personal value: the customer id, the kind, the request
-/// id and, for a rectification, the names of the changed fields.
+/// id and, for a rectification, the names of the changed fields. It goes
+/// by email when the policy gives the recipient's role a `notice_email`.
 pub async fn recipient_notices(
     store: &dyn Store,
+    policy: &Policy,
     customer: Uuid,
     kind: &str,
     request: Option<Uuid>,
@@ -180,11 +191,13 @@ pub async fn recipient_notices(
                 "fields": fields,
                 "message": notice_text(kind),
             });
+            let by_email = policy.role(role).is_some_and(|r| r.notice_email.is_some());
             outbox_message(
                 RECIPIENT_NOTICE,
                 Some(customer),
                 request,
                 Some((role, client)),
+                by_email.then_some(EMAIL),
                 &body,
                 now,
             )
@@ -290,17 +303,36 @@ pub struct Delivery {
     pub created_at: String,
     pub customer_id: Option<Uuid>,
     pub request_id: Option<Uuid>,
-    /// Where to deliver: `{"channel": "email", "address": …}` for the
-    /// customer, `{"recipient_role": …, "client_id": …}` for a recipient.
+    /// Where to deliver: `{"field": …, "channel": "email" | "sms",
+    /// "address": …}` for the customer; `{"recipient_role": …, "client_id":
+    /// …}` for a recipient, with `"channel": "email", "address": …` when the
+    /// policy gives its role a `notice_email`.
     #[schema(value_type = Object)]
     pub to: Value,
     #[schema(value_type = Object)]
     pub body: Value,
-    /// Earlier delivery attempts (webhook).
+    /// Earlier delivery attempts (webhook, SMTP).
     pub attempts: i64,
 }
 
 impl Delivery {
+    /// A notice to a recipient that goes by email, with the address the
+    /// policy names for the recipient's role (`notice_email`); a role the
+    /// policy no longer gives one keeps the message without an address.
+    pub fn addressed(mut self, policy: &Policy) -> Delivery {
+        let email = self.to.get("channel").and_then(Value::as_str) == Some(EMAIL);
+        if email && self.to.get("address").is_none() {
+            let role = self.to.get("recipient_role").and_then(Value::as_str);
+            if let Some(address) = role
+                .and_then(|r| policy.role(r))
+                .and_then(|r| r.notice_email.as_deref())
+            {
+                self.to["address"] = json!(address);
+            }
+        }
+        self
+    }
+
     /// The field of the customer's address this delivery discloses, if any.
     pub fn contact_field(&self) -> Option<String> {
         self.to
@@ -341,10 +373,12 @@ pub fn open_message(row: &OutboxRow, dek: Option<&Dek>) -> Result<Delivery, Open
         )
     } else {
         let body: Value = serde_json::from_slice(payload).map_err(|_| OpenError::Undeliverable)?;
-        (
-            json!({"recipient_role": row.recipient_role, "client_id": row.recipient_client}),
-            body,
-        )
+        let mut to =
+            json!({"recipient_role": row.recipient_role, "client_id": row.recipient_client});
+        if let Some(channel) = &row.channel {
+            to["channel"] = json!(channel);
+        }
+        (to, body)
     };
     Ok(Delivery {
         id: row.id,

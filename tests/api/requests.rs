@@ -1735,14 +1735,16 @@ async fn the_outbox_webhook_retries_with_backoff_and_never_blocks_a_request() {
 }
 
 /// A certificate authority made for one test (rcgen on ring) and a server
-/// certificate it signed for 127.0.0.1.
-struct TestPki {
-    ca_pem: String,
-    cert: rustls::pki_types::CertificateDer<'static>,
-    key: rustls::pki_types::PrivatePkcs8KeyDer<'static>,
+/// certificate it signed for 127.0.0.1 (DER, and PEM for other servers).
+pub struct TestPki {
+    pub ca_pem: String,
+    pub cert: rustls::pki_types::CertificateDer<'static>,
+    pub key: rustls::pki_types::PrivatePkcs8KeyDer<'static>,
+    pub cert_pem: String,
+    pub key_pem: String,
 }
 
-fn test_pki(name: &str) -> TestPki {
+pub fn test_pki(name: &str) -> TestPki {
     let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
     ca_params
         .distinguished_name
@@ -1764,6 +1766,8 @@ fn test_pki(name: &str) -> TestPki {
         ca_pem: ca.pem(),
         cert: cert.der().clone(),
         key: rustls::pki_types::PrivatePkcs8KeyDer::from(key.serialize_der()),
+        cert_pem: cert.pem(),
+        key_pem: key.serialize_pem(),
     }
 }
 
