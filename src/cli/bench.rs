@@ -1224,7 +1224,10 @@ mod tests {
     #[test]
     fn the_baseline_holds_the_vaults_customers_under_distinct_ids() {
         assert_ne!(baseline_id(0), baseline_id(1));
-        assert_eq!(customer_values(7)[0], ("email", "bench-7@example.com".to_owned()));
+        assert_eq!(
+            customer_values(7)[0],
+            ("email", "bench-7@example.com".to_owned())
+        );
         let body = customer_body(7);
         for (field, value) in customer_values(7) {
             assert_eq!(body["fields"][field]["value"], value.as_str());

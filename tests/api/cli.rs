@@ -176,10 +176,16 @@ fn bench_reports_the_baseline_and_the_ratio_to_it() {
         .iter()
         .map(|r| r["scenario"].as_str().unwrap())
         .collect();
-    assert_eq!(names, ["baseline", "read", "read-field", "search", "create"]);
+    assert_eq!(
+        names,
+        ["baseline", "read", "read-field", "search", "create"]
+    );
     let baseline = &results[0];
     assert!(baseline["requests"].as_u64().unwrap() > 0, "{baseline}");
-    assert!(baseline["errors"].as_object().unwrap().is_empty(), "{baseline}");
+    assert!(
+        baseline["errors"].as_object().unwrap().is_empty(),
+        "{baseline}"
+    );
     assert!(baseline["server_cpu_us_per_req"].is_number(), "{baseline}");
     assert!(baseline.get("ratio_to_baseline").is_none(), "{baseline}");
     let base_rate = baseline["requests_per_sec"].as_f64().unwrap();
