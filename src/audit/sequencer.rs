@@ -83,6 +83,40 @@ impl Sequencer {
         }
         result
     }
+
+    /// Commits many units, each on its own (its own savepoint and outcome,
+    /// in the order given), and waits until every one is durable or
+    /// refused. They are handed over together, so they share commits.
+    pub async fn commit_all(&self, units: Vec<Unit>) -> Vec<Result<Vec<StoredEvent>, CommitError>> {
+        let changes_principal = units
+            .iter()
+            .any(|u| u.mutations.iter().any(Mutation::changes_principal));
+        let mut waiting = Vec::with_capacity(units.len());
+        for unit in units {
+            let (reply, rx) = oneshot::channel();
+            let job = Job {
+                unit,
+                reply,
+                enqueued: Instant::now(),
+            };
+            waiting.push(match self.tx.send(job).await {
+                Ok(()) => Some(rx),
+                Err(_) => None,
+            });
+        }
+        let mut outcomes = Vec::with_capacity(waiting.len());
+        for rx in waiting {
+            outcomes.push(match rx {
+                Some(rx) => rx.await.unwrap_or(Err(CommitError::Unavailable)),
+                None => Err(CommitError::Unavailable),
+            });
+        }
+        if changes_principal && outcomes.iter().any(Result::is_ok) {
+            self.principal_epoch
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+        outcomes
+    }
 }
 
 /// Commits a unit directly, without a running sequencer (command-line tools).

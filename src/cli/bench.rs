@@ -44,11 +44,11 @@ pub struct BenchArgs {
     /// Seconds per scenario.
     #[arg(long, default_value_t = 10)]
     duration: u64,
-    /// Comma-separated scenarios: read, read-field, create, search, mixed, erase, export, rewrap.
+    /// Comma-separated scenarios: baseline, read, read-field, create, search, mixed, erase, export, rewrap.
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "read,read-field,create,search,mixed,erase,export,rewrap"
+        default_value = "baseline,read,read-field,create,search,mixed,erase,export,rewrap"
     )]
     scenarios: Vec<String>,
     /// PID of a targeted server, for its memory figures.
@@ -93,6 +93,7 @@ pub fn command(args: BenchArgs) -> Exit {
 }
 
 pub const SCENARIOS: &[&str] = &[
+    "baseline",
     "read",
     "read-field",
     "create",
@@ -139,6 +140,10 @@ pub struct ScenarioResult {
     /// For `rewrap`: data keys rewrapped per second.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub items_per_sec: Option<f64>,
+    /// For the reads and the search: requests/s divided by the `baseline`
+    /// scenario's (a plain read of the same customers) in the same run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ratio_to_baseline: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
 }
@@ -159,6 +164,7 @@ impl ScenarioResult {
             server_peak_rss_mb: None,
             server_cpu_us_per_req: None,
             items_per_sec: None,
+            ratio_to_baseline: None,
             note: None,
         }
     }
@@ -280,13 +286,44 @@ fn start_server(opts: &Options) -> anyhow::Result<(Spawned, String, String)> {
         // rate limit (which would answer most requests with a cheap 429).
         ("PII_VAULT_RATE_LIMIT_PER_SEC".into(), "0".into()),
     ];
-    let mut child = Command::new(exe()?)
+    let child = Command::new(exe()?)
         .arg("serve")
         .envs(env.iter().cloned())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .context("cannot start pii-vault serve")?;
+    let (spawned, addr) = listening(child, env, dir, Duration::from_secs(120))?;
+    Ok((spawned, format!("http://{addr}"), backend.to_owned()))
+}
+
+/// Starts the baseline server (`pii-vault bench-baseline`) holding
+/// `customers` customers in a fresh SQLite file; returns it and its URL.
+fn start_baseline(customers: usize) -> anyhow::Result<(Spawned, String)> {
+    let dir = tempfile::tempdir()?;
+    let child = Command::new(exe()?)
+        .arg("bench-baseline")
+        .arg("--database")
+        .arg(dir.path().join("baseline.db"))
+        .arg("--customers")
+        .arg(customers.to_string())
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("cannot start pii-vault bench-baseline")?;
+    // Seeding a million plain rows takes a while before it listens.
+    let (spawned, addr) = listening(child, Vec::new(), dir, Duration::from_secs(600))?;
+    Ok((spawned, format!("http://{addr}")))
+}
+
+/// Waits until `child` says on stderr where it listens (or exits first).
+fn listening(
+    mut child: Child,
+    env: Vec<(String, String)>,
+    dir: tempfile::TempDir,
+    wait: Duration,
+) -> anyhow::Result<(Spawned, String)> {
     let stderr = child.stderr.take().ok_or_else(|| anyhow!("no stderr"))?;
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
@@ -313,10 +350,10 @@ fn start_server(opts: &Options) -> anyhow::Result<(Spawned, String, String)> {
         _dir: Some(dir),
     };
     let addr = rx
-        .recv_timeout(Duration::from_secs(120))
-        .map_err(|_| anyhow!("the vault did not start within 120 s"))?
-        .map_err(|said| anyhow!("the vault did not start:\n{said}"))?;
-    Ok((spawned, format!("http://{addr}"), backend.to_owned()))
+        .recv_timeout(wait)
+        .map_err(|_| anyhow!("the server did not start within {wait:?}"))?
+        .map_err(|said| anyhow!("the server did not start:\n{said}"))?;
+    Ok((spawned, addr))
 }
 
 async fn token(
@@ -388,18 +425,45 @@ async fn connect(opts: &Options, http: &reqwest::Client) -> anyhow::Result<Targe
     })
 }
 
+/// The 5 fields every benchmark customer has (the vault's and the baseline's).
+pub const FIELDS: [&str; 5] = ["email", "phone", "name", "address", "support_note"];
+
+/// Customer `i`'s values of [`FIELDS`], in that order.
+pub fn customer_values(i: u64) -> [(&'static str, String); 5] {
+    [
+        ("email", format!("bench-{i}@example.com")),
+        ("phone", format!("+4179{:07}", i % 10_000_000)),
+        ("name", format!("Customer {i}")),
+        ("address", format!("{i} Bench Street, Zurich")),
+        ("support_note", "prefers email".to_owned()),
+    ]
+}
+
+/// The id of customer `i` in the baseline server.
+pub fn baseline_id(i: u64) -> uuid::Uuid {
+    uuid::Uuid::from_u64_pair(0x0190_0000_0000_7000, 0x8000_0000_0000_0000 | i)
+}
+
 fn customer_body(i: u64) -> Value {
+    let purposes = |field: &str| match field {
+        "email" | "address" => json!(["support", "billing"]),
+        "phone" => json!(["support", "support.callback"]),
+        _ => json!(["support"]),
+    };
+    let fields: serde_json::Map<String, Value> = customer_values(i)
+        .into_iter()
+        .map(|(field, value)| {
+            (
+                field.to_owned(),
+                json!({"value": value, "purposes": purposes(field)}),
+            )
+        })
+        .collect();
     json!({
         "external_id": format!("bench-{i}"),
         "channel": "web",
         "notice_version": "2026-01",
-        "fields": {
-            "email": {"value": format!("bench-{i}@example.com"), "purposes": ["support", "billing"]},
-            "phone": {"value": format!("+4179{:07}", i % 10_000_000), "purposes": ["support", "support.callback"]},
-            "name": {"value": format!("Customer {i}"), "purposes": ["support"]},
-            "address": {"value": format!("{i} Bench Street, Zurich"), "purposes": ["support", "billing"]},
-            "support_note": {"value": "prefers email", "purposes": ["support"]}
-        },
+        "fields": fields,
         "consents": [{"purpose": "marketing.email", "notice_version": "2026-01",
                       "notice_text_sha256": "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
                       "language": "en", "jurisdiction": "EU"}]
@@ -460,6 +524,8 @@ fn sample_rss(
 
 #[derive(Clone, Copy)]
 enum Op {
+    /// The baseline server's plain read.
+    Baseline,
     Read,
     ReadField,
     Create,
@@ -499,6 +565,10 @@ async fn one(s: &Shared, op: Op, rng: &mut Rng) -> Result<(), String> {
         (i, &s.ids[i])
     };
     let req = match op {
+        Op::Baseline => {
+            let (_, id) = pick();
+            s.http.get(format!("{base}/v1/customers/{id}"))
+        }
         Op::Read => {
             let (_, id) = pick();
             s.http
@@ -637,6 +707,7 @@ async fn run_load(
         server_peak_rss_mb: rss,
         server_cpu_us_per_req: cpu.filter(|_| ok > 0).map(|us| us as f64 / ok as f64),
         items_per_sec: None,
+        ratio_to_baseline: None,
         note: None,
     }
 }
@@ -747,33 +818,41 @@ struct Seeder {
     done: AtomicU64,
 }
 
+/// Customers per `POST /v1/customers/batch` while seeding.
+const SEED_BATCH: u64 = 250;
+/// Batches in flight at once while seeding.
+const SEED_CONCURRENCY: usize = 4;
+
 impl Seeder {
-    /// One creator: takes the next customer number until `n` are taken.
-    /// Returns `(number, id)` of the customers it created.
+    /// One creator: takes the next [`SEED_BATCH`] customer numbers until
+    /// `n` are taken. Returns `(number, id)` of the customers it created.
     async fn work(self: Arc<Self>) -> anyhow::Result<Vec<(u64, String)>> {
         let mut ids = Vec::new();
         loop {
-            let i = self.next.fetch_add(1, Ordering::Relaxed);
-            if i >= self.n {
+            let first = self.next.fetch_add(SEED_BATCH, Ordering::Relaxed);
+            if first >= self.n {
                 break;
             }
-            if let Some(id) = self.create(i).await? {
-                ids.push((i, id));
-            }
-            self.done.fetch_add(1, Ordering::Relaxed);
+            let numbers = first..(first + SEED_BATCH).min(self.n);
+            let created = self.create(numbers.clone()).await?;
+            self.done.fetch_add(created.len() as u64, Ordering::Relaxed);
+            ids.extend(numbers.zip(created));
         }
         Ok(ids)
     }
 
-    /// Creates customer `i`, renewing the token once when it has expired.
-    async fn create(&self, i: u64) -> anyhow::Result<Option<String>> {
+    /// Creates customers `numbers` in one batch, renewing the token once
+    /// when it has expired. Returns their ids in order; any customer the
+    /// vault refused fails the seeding.
+    async fn create(&self, numbers: std::ops::Range<u64>) -> anyhow::Result<Vec<String>> {
+        let body: Vec<Value> = numbers.clone().map(customer_body).collect();
         for _attempt in 0..2 {
             let bearer = self.helpdesk.read().await.clone();
             let r = self
                 .http
-                .post(format!("{}/v1/customers?purpose=support", self.base))
+                .post(format!("{}/v1/customers/batch?purpose=support", self.base))
                 .bearer_auth(&bearer)
-                .json(&customer_body(i))
+                .json(&body)
                 .send()
                 .await;
             if matches!(&r, Ok(r) if r.status() == reqwest::StatusCode::UNAUTHORIZED) {
@@ -788,7 +867,26 @@ impl Seeder {
             return match r {
                 Ok(r) if r.status().is_success() => {
                     let v: Value = r.json().await.unwrap_or_default();
-                    Ok(v["id"].as_str().map(str::to_owned))
+                    let results = v["results"].as_array().cloned().unwrap_or_default();
+                    if results.len() != body.len() {
+                        bail!(
+                            "seeding failed: {} results for {} customers",
+                            results.len(),
+                            body.len()
+                        );
+                    }
+                    results
+                        .iter()
+                        .zip(numbers)
+                        .map(|(r, i)| match r["id"].as_str() {
+                            Some(id) => Ok(id.to_owned()),
+                            None => Err(anyhow!(
+                                "seeding failed: customer {i}: HTTP {} {}",
+                                r["status"],
+                                r["problem"]["code"]
+                            )),
+                        })
+                        .collect()
                 }
                 Ok(r) => Err(anyhow!("seeding failed: HTTP {}", r.status())),
                 Err(e) => Err(anyhow!("seeding failed: {e}")),
@@ -811,7 +909,9 @@ impl Seeder {
     }
 }
 
-/// Seeds `n` customers with `c` concurrent creators, printing progress.
+/// Seeds `n` customers through `POST /v1/customers/batch` (the same
+/// checks, encryption and audit as single creates) with up to
+/// [`SEED_CONCURRENCY`] batches in flight, printing progress on stderr.
 /// Returns their ids in creation order and the customers created per second.
 async fn seed(
     target: &Target,
@@ -835,7 +935,7 @@ async fn seed(
         done: AtomicU64::new(0),
     });
     let started = Instant::now();
-    let tasks: Vec<_> = (0..c.max(1))
+    let tasks: Vec<_> = (0..c.clamp(1, SEED_CONCURRENCY))
         .map(|_| tokio::spawn(seeder.clone().work()))
         .collect();
     let progress = tokio::spawn(seeder.clone().progress(started));
@@ -878,6 +978,16 @@ pub async fn run(opts: Options) -> anyhow::Result<Report> {
     });
     let mut results = Vec::new();
     for name in &opts.scenarios {
+        if name == "baseline" {
+            eprintln!(
+                "running baseline (a plain SQLite read of {} customers) for {:?} with {} connections…",
+                shared.ids.len(),
+                opts.duration,
+                opts.connections
+            );
+            results.push(baseline(&shared, &opts).await?);
+            continue;
+        }
         let fresh = target.tokens(&http).await?;
         let admin = fresh.get("admin").cloned();
         *shared.tokens.write().unwrap_or_else(|p| p.into_inner()) = fresh;
@@ -887,6 +997,7 @@ pub async fn run(opts: Options) -> anyhow::Result<Report> {
         );
         results.push(scenario(name, &shared, &opts, target.pid, admin.as_ref()).await);
     }
+    with_ratios(&mut results);
     Ok(Report {
         backend: target.backend.clone(),
         customers: opts.customers,
@@ -896,6 +1007,56 @@ pub async fn run(opts: Options) -> anyhow::Result<Report> {
         seed_per_sec: seed_rate,
         results,
     })
+}
+
+/// The scenarios compared with the baseline (`ratio_to_baseline`).
+pub const COMPARED: &[&str] = &["read", "read-field", "search"];
+
+/// Sets `ratio_to_baseline` of the [`COMPARED`] scenarios when the run
+/// has a baseline that served requests.
+pub fn with_ratios(results: &mut [ScenarioResult]) {
+    let Some(base) = results
+        .iter()
+        .find(|r| r.scenario == "baseline")
+        .map(|r| r.requests_per_sec)
+        .filter(|rate| *rate > 0.0)
+    else {
+        return;
+    };
+    for r in results.iter_mut() {
+        if COMPARED.contains(&r.scenario.as_str()) {
+            r.ratio_to_baseline = Some(r.requests_per_sec / base);
+        }
+    }
+}
+
+/// The `baseline` scenario: the same reads against a plain axum + sqlx
+/// SQLite server holding the same number of customers (`pii-vault
+/// bench-baseline`), started for this scenario only.
+async fn baseline(s: &Shared, opts: &Options) -> anyhow::Result<ScenarioResult> {
+    let n = s.ids.len();
+    let (server, base) = tokio::task::spawn_blocking(move || start_baseline(n)).await??;
+    let shared = Arc::new(Shared {
+        base,
+        http: s.http.clone(),
+        tokens: std::sync::RwLock::new(BTreeMap::new()),
+        ids: (0..n as u64).map(|i| baseline_id(i).to_string()).collect(),
+        seeded: 0,
+        next_new: AtomicU64::new(0),
+        next_erase: AtomicU64::new(0),
+    });
+    let mut r = run_load(
+        shared,
+        "baseline",
+        opts.connections,
+        opts.duration,
+        Some(server.child.id()),
+        |_| Op::Baseline,
+    )
+    .await;
+    r.note = Some("plain axum + sqlx SQLite read by id: no auth, crypto or audit".into());
+    drop(server);
+    Ok(r)
 }
 
 /// Runs the scenario `name` (one of [`SCENARIOS`]) once.
@@ -962,10 +1123,11 @@ pub fn table(r: &Report) -> String {
         r.seed_per_sec
     );
     out.push_str(&format!(
-        "{:<11} {:>9} {:>10} {:>8} {:>8} {:>8} {:>8} {:>9} {:>11}  {}\n",
+        "{:<11} {:>9} {:>10} {:>7} {:>8} {:>8} {:>8} {:>8} {:>9} {:>11}  {}\n",
         "scenario",
         "requests",
         "req/s",
+        "× base",
         "p50 ms",
         "p95 ms",
         "p99 ms",
@@ -996,11 +1158,16 @@ pub fn table(r: &Report) -> String {
             Some(i) => format!("{i:.0}/s*"),
             None => format!("{:.0}", s.requests_per_sec),
         };
+        let ratio = s
+            .ratio_to_baseline
+            .map(|r| format!("{r:.2}"))
+            .unwrap_or_else(|| "-".into());
         out.push_str(&format!(
-            "{:<11} {:>9} {:>10} {:>8.2} {:>8.2} {:>8.2} {:>8.2} {:>9} {:>11}  {}{}\n",
+            "{:<11} {:>9} {:>10} {:>7} {:>8.2} {:>8.2} {:>8.2} {:>8.2} {:>9} {:>11}  {}{}\n",
             s.scenario,
             s.requests,
             rate,
+            ratio,
             s.p50_ms,
             s.p95_ms,
             s.p99_ms,
@@ -1015,4 +1182,84 @@ pub fn table(r: &Report) -> String {
         ));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn result(scenario: &str, rate: f64) -> ScenarioResult {
+        let mut r = ScenarioResult::empty(scenario);
+        r.requests_per_sec = rate;
+        r.requests = rate as u64;
+        r
+    }
+
+    fn report(results: Vec<ScenarioResult>) -> Report {
+        Report {
+            backend: "sqlite".into(),
+            customers: 10,
+            connections: 2,
+            duration_secs: 1.0,
+            machine: machine(),
+            seed_per_sec: 1.0,
+            results,
+        }
+    }
+
+    #[test]
+    fn reads_and_search_are_compared_with_the_baseline_of_the_same_run() {
+        let mut results = vec![
+            result("baseline", 8_000.0),
+            result("read", 4_000.0),
+            result("read-field", 2_000.0),
+            result("create", 1_000.0),
+            result("search", 6_000.0),
+        ];
+        with_ratios(&mut results);
+        let ratio = |name: &str| {
+            results
+                .iter()
+                .find(|r| r.scenario == name)
+                .and_then(|r| r.ratio_to_baseline)
+        };
+        assert_eq!(ratio("read"), Some(0.5));
+        assert_eq!(ratio("read-field"), Some(0.25));
+        assert_eq!(ratio("search"), Some(0.75));
+        assert_eq!(ratio("create"), None);
+        assert_eq!(ratio("baseline"), None);
+
+        let json = serde_json::to_value(report(results.clone())).unwrap();
+        assert_eq!(json["results"][0]["scenario"], "baseline");
+        assert_eq!(json["results"][1]["ratio_to_baseline"], 0.5);
+        assert!(json["results"][3].get("ratio_to_baseline").is_none());
+
+        let table = table(&report(results));
+        assert!(table.contains("× base"), "{table}");
+        let read = table.lines().find(|l| l.starts_with("read ")).unwrap();
+        assert!(read.contains(" 0.50 "), "{read}");
+    }
+
+    #[test]
+    fn without_a_baseline_nothing_is_compared() {
+        let mut results = vec![result("read", 4_000.0)];
+        with_ratios(&mut results);
+        assert_eq!(results[0].ratio_to_baseline, None);
+        let mut idle = vec![result("baseline", 0.0), result("read", 4_000.0)];
+        with_ratios(&mut idle);
+        assert_eq!(idle[1].ratio_to_baseline, None);
+    }
+
+    #[test]
+    fn the_baseline_holds_the_vaults_customers_under_distinct_ids() {
+        assert_ne!(baseline_id(0), baseline_id(1));
+        assert_eq!(
+            customer_values(7)[0],
+            ("email", "bench-7@example.com".to_owned())
+        );
+        let body = customer_body(7);
+        for (field, value) in customer_values(7) {
+            assert_eq!(body["fields"][field]["value"], value.as_str());
+        }
+    }
 }

@@ -12,7 +12,8 @@
 //! - [`keys`]: rotation, rewrap, retirement, status;
 //! - [`audit`]: export, public keys, offline verification, checkpoints, prune;
 //! - [`tombstones`]: verify (and repair) the tombstone log;
-//! - [`bench`](mod@bench): the load benchmark, which drives the binary over HTTP.
+//! - [`bench`](mod@bench): the load benchmark, which drives the binary over HTTP;
+//!   [`bench_baseline`]: the plain read server its `baseline` scenario measures.
 //!
 //! Exit status: 0 on success, 1 when the command fails (or what it checks is
 //! invalid), 2 when the configuration or an input file cannot be read.
@@ -20,6 +21,7 @@
 pub mod audit;
 pub mod backup;
 pub mod bench;
+pub mod bench_baseline;
 pub mod clients;
 pub mod import;
 pub mod keys;
@@ -123,6 +125,10 @@ pub enum Command {
     },
     /// Run the load benchmark (starts its own vault unless --target is given).
     Bench(bench::BenchArgs),
+    /// The plain SQLite read server of the benchmark's `baseline` scenario
+    /// (started by `bench`).
+    #[command(hide = true)]
+    BenchBaseline(bench_baseline::BaselineArgs),
 }
 
 /// How a command ended: the process's exit status.
@@ -169,6 +175,7 @@ pub fn run(cli: Cli) -> Exit {
                 },
         } => audit::verify(&public_key, since.as_deref(), &export),
         Command::Bench(args) => bench::command(args),
+        Command::BenchBaseline(args) => bench_baseline::command(args),
         command => with_settings(config.as_deref(), command),
     }
 }
@@ -224,7 +231,7 @@ async fn dispatch(command: Command, settings: Settings) -> anyhow::Result<()> {
         Command::Audit { command } => audit::run(command, &settings, clock).await,
         Command::Tombstones { command } => tombstones::run(command, &settings, clock).await,
         // Handled by `run` before any settings are loaded.
-        Command::Policy { .. } | Command::Bench(_) => Ok(()),
+        Command::Policy { .. } | Command::Bench(_) | Command::BenchBaseline(_) => Ok(()),
     }
 }
 

@@ -29,7 +29,7 @@ use crate::audit::{Action, CommitError, Decision as Outcome, EventDraft};
 use crate::clock::rfc3339;
 use crate::consent::ConsentState;
 use crate::crypto::Dek;
-use crate::error::{ServiceError, ServiceResult};
+use crate::error::{ErrorKind, ServiceError, ServiceResult};
 use crate::policy::{self, Capability, Decision};
 use crate::requests::outbox;
 use crate::state::AppState;
@@ -182,6 +182,9 @@ pub struct SearchResult {
 // Use cases
 // ---------------------------------------------------------------------------
 
+/// The most customers one [`create_batch`] takes.
+pub const BATCH_MAX: usize = 1_000;
+
 /// Collects a new customer; `answer` is recorded with it (see
 /// [`crate::answer`]). `Conflict("external_id_taken")` when the external id
 /// is in use.
@@ -194,6 +197,153 @@ pub async fn create(
 ) -> ServiceResult<CustomerStored> {
     let role = actor.role(&state.policy)?;
     write_purpose(state, actor, role, purpose, Action::CustomerCreate, None).await?;
+    let Prepared { mut unit, stored } = prepare_create(state, actor, role, purpose, input)?;
+    unit.mutations.extend(answer.record(&stored)?);
+    match state.sequencer.commit(unit).await {
+        Ok(_) => Ok(stored),
+        Err(e) => Err(create_error(e)),
+    }
+}
+
+/// Collects many customers, each exactly as [`create`] would (the same
+/// checks, encryption and audit events), committed together: one customer
+/// is stored with all of its values, consents and events or not at all,
+/// and a refused customer does not keep the others from being stored.
+///
+/// The caller's right to create for `purpose` is checked once for the
+/// batch (a refusal is audited once and refuses the whole batch); each
+/// customer's own problems (an invalid value, a missing consent, a taken
+/// external id) are its result, in the order given, and each is audited
+/// as the refusal of a single create would be (`customer.create`, the
+/// error code, and its `batch_index`). A customer whose events could not
+/// be stored gets `Unavailable`. 400 when `inputs` is empty, 413 when it
+/// holds more than [`BATCH_MAX`]; `Unavailable` for the whole batch when
+/// the audit trail stored none of it.
+pub async fn create_batch(
+    state: &AppState,
+    actor: &Actor,
+    purpose: Option<&str>,
+    inputs: &[CreateCustomer],
+) -> ServiceResult<Vec<ServiceResult<CustomerStored>>> {
+    let role = actor.role(&state.policy)?;
+    let checked = write_purpose(state, actor, role, purpose, Action::CustomerCreate, None).await?;
+    if inputs.is_empty() {
+        return Err(ServiceError::invalid_request(
+            "at least one customer is required",
+        ));
+    }
+    if inputs.len() > BATCH_MAX {
+        return Err(ServiceError::new(
+            crate::error::ErrorKind::PayloadTooLarge,
+            "payload_too_large",
+        )
+        .detail(format!("at most {BATCH_MAX} customers per batch")));
+    }
+    let mut results: Vec<ServiceResult<CustomerStored>> = Vec::with_capacity(inputs.len());
+    let mut units = Vec::new();
+    // (index in `results`, what it stores)
+    let mut pending = Vec::new();
+    for input in inputs {
+        match prepare_create(state, actor, role, purpose, input) {
+            Ok(p) => {
+                pending.push((results.len(), p.stored));
+                units.push(p.unit);
+                // Replaced by the commit's outcome below.
+                results.push(Err(ServiceError::unavailable()));
+            }
+            Err(e) => results.push(Err(e)),
+        }
+    }
+    let outcomes = state.sequencer.commit_all(units).await;
+    let mut stored_any = false;
+    for ((i, stored), outcome) in pending.into_iter().zip(outcomes) {
+        results[i] = match outcome {
+            Ok(_) => {
+                stored_any = true;
+                Ok(stored)
+            }
+            Err(e) => Err(create_error(e)),
+        };
+    }
+    // The refusals, each recorded as a single create's refusal would be.
+    let (refused, events): (Vec<usize>, Vec<Unit>) = results
+        .iter()
+        .enumerate()
+        .filter_map(|(i, r)| {
+            let e = r.as_ref().err()?;
+            let ev = refusal_event(actor, checked, i, e)?;
+            Some((i, Unit::event(ev)))
+        })
+        .unzip();
+    for (i, outcome) in refused
+        .into_iter()
+        .zip(state.sequencer.commit_all(events).await)
+    {
+        if let Err(e) = outcome {
+            results[i] = Err(e.into());
+        }
+    }
+    let unavailable = results
+        .iter()
+        .any(|r| r.as_ref().is_err_and(|e| e.kind == ErrorKind::Unavailable));
+    // Nothing stored and the trail unavailable: the whole batch is 503,
+    // so that a retry (also under the same Idempotency-Key) runs again.
+    if unavailable && !stored_any {
+        return Err(CommitError::Unavailable.into());
+    }
+    Ok(results)
+}
+
+/// What [`create`] commits for one customer, and its answer.
+struct Prepared {
+    unit: Unit,
+    stored: CustomerStored,
+}
+
+/// The audit event of a batch customer refused with `e` (the decision a
+/// single create's refusal gets); `None` for what is not a refusal.
+fn refusal_event(
+    actor: &Actor,
+    purpose: &crate::policy::Purpose,
+    index: usize,
+    e: &ServiceError,
+) -> Option<EventDraft> {
+    let decision = match e.kind {
+        ErrorKind::Forbidden => Outcome::Denied,
+        ErrorKind::NotFound => Outcome::NotFound,
+        ErrorKind::BadRequest
+        | ErrorKind::Conflict
+        | ErrorKind::Unprocessable
+        | ErrorKind::PreconditionFailed => Outcome::Invalid,
+        _ => return None,
+    };
+    Some(
+        actor
+            .event(Action::CustomerCreate, decision)
+            .purpose(Some(&purpose.name))
+            .reason("error", e.code)
+            .reason("batch_index", &index.to_string()),
+    )
+}
+
+fn create_error(e: CommitError) -> ServiceError {
+    match e {
+        CommitError::Conflict(_) => ServiceError::conflict("external_id_taken")
+            .detail("another customer has this external_id")
+            .field("external_id"),
+        e => e.into(),
+    }
+}
+
+/// Checks one new customer (after the purpose check) and builds its unit:
+/// the customer, its encrypted values, consents and audit events.
+fn prepare_create(
+    state: &AppState,
+    actor: &Actor,
+    role: &crate::policy::Role,
+    purpose: Option<&str>,
+    input: &CreateCustomer,
+) -> ServiceResult<Prepared> {
     if let Some(ext) = &input.external_id
         && (ext.is_empty() || ext.len() > 200 || ext.chars().any(char::is_control))
     {
@@ -280,14 +430,10 @@ pub async fn create(
         );
         mutations.push(Mutation::AppendConsent(c));
     }
-    mutations.extend(answer.record(&stored)?);
-    match state.sequencer.commit(Unit { mutations, events }).await {
-        Ok(_) => Ok(stored),
-        Err(CommitError::Conflict(_)) => Err(ServiceError::conflict("external_id_taken")
-            .detail("another customer has this external_id")
-            .field("external_id")),
-        Err(e) => Err(e.into()),
-    }
+    Ok(Prepared {
+        unit: Unit { mutations, events },
+        stored,
+    })
 }
 
 /// The profile as the actor may see it for the purpose.

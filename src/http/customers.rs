@@ -4,6 +4,9 @@ use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use uuid::Uuid;
 
 use super::error::{ApiResult, Problem, ServiceError};
 use super::extract::{Body, PurposeQuery, parse_id};
@@ -39,6 +42,74 @@ pub async fn create_customer(
     let answer = keyed.answer(&state, reply);
     let stored = customers::create(&state, &actor, q.purpose.as_deref(), &input, &answer).await?;
     Ok(reply(&stored)?.into_response())
+}
+
+/// The answer to a batch of new customers: one result per customer, in
+/// the order they were sent.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct BatchCreated {
+    pub results: Vec<BatchItem>,
+}
+
+/// One customer of a batch: stored (`status` 201 and its `id`) or not
+/// (`status` and `problem` as `POST /v1/customers` would have answered).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct BatchItem {
+    /// Its position in the request (from 0).
+    pub index: usize,
+    /// 201 when stored, else the status of `problem`.
+    pub status: u16,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<Uuid>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub problem: Option<Problem>,
+}
+
+/// Collect many customers in one call (at most 1,000): each is checked,
+/// encrypted, stored and audited exactly as `POST /v1/customers` would, on
+/// its own (one refused customer does not keep the others from being
+/// stored). The caller's right to create for the purpose is checked once.
+#[utoipa::path(post, path = "/v1/customers/batch", tag = "customers",
+    params(PurposeQuery),
+    request_body(content = Vec<CreateCustomer>, description = "1 to 1,000 customers, each as the body of `POST /v1/customers`"),
+    responses(
+        (status = 200, description = "One result per customer, in order: its id (201) or its problem", body = BatchCreated),
+        (status = 400, body = Problem, description = "Not a JSON array of customers, an empty one, or no purpose"),
+        (status = 401, body = Problem, description = "No valid token"),
+        (status = 403, body = Problem, description = "The role may not collect for this purpose"),
+        (status = 413, body = Problem, description = "More than 1,000 customers, or a body over `max_body_bytes`"),
+        (status = 415, body = Problem, description = "Not application/json"),
+        (status = 503, body = Problem, description = "The audit trail could not store any customer")),
+    security(("bearer" = [])))]
+pub async fn create_customers(
+    State(state): State<AppState>,
+    actor: Actor,
+    Query(q): Query<PurposeQuery>,
+    Body(inputs): Body<Vec<CreateCustomer>>,
+) -> ApiResult<Json<BatchCreated>> {
+    let results = customers::create_batch(&state, &actor, q.purpose.as_deref(), &inputs).await?;
+    let results = results
+        .into_iter()
+        .enumerate()
+        .map(|(index, r)| match r {
+            Ok(stored) => BatchItem {
+                index,
+                status: StatusCode::CREATED.as_u16(),
+                id: Some(stored.id),
+                problem: None,
+            },
+            Err(e) => {
+                let problem = Problem::of(&e);
+                BatchItem {
+                    index,
+                    status: problem.status,
+                    id: None,
+                    problem: Some(problem),
+                }
+            }
+        })
+        .collect();
+    Ok(Json(BatchCreated { results }))
 }
 
 /// The profile as the caller may see it for the purpose.

@@ -87,28 +87,28 @@ pub fn kind_of(status: StatusCode) -> ErrorKind {
         })
 }
 
+impl Problem {
+    /// The problem document of a service error (5xx: no detail, no field).
+    pub fn of(e: &ServiceError) -> Problem {
+        let status = status_of(e.kind);
+        let server_side = e.kind.is_server_side();
+        Problem {
+            type_: format!("{}{}", super::problems::TYPE_BASE, e.code),
+            title: status.canonical_reason().unwrap_or("Error").to_owned(),
+            status: status.as_u16(),
+            code: e.code.to_owned(),
+            detail: if server_side { None } else { e.detail.clone() },
+            instance: None,
+            field: if server_side { None } else { e.field.clone() },
+            error: e.oauth_error.map(str::to_owned),
+        }
+    }
+}
+
 impl IntoResponse for ServiceError {
     fn into_response(self) -> Response {
         let status = status_of(self.kind);
-        let server_side = self.kind.is_server_side();
-        let body = Problem {
-            type_: format!("{}{}", super::problems::TYPE_BASE, self.code),
-            title: status.canonical_reason().unwrap_or("Error").to_owned(),
-            status: status.as_u16(),
-            code: self.code.to_owned(),
-            detail: if server_side {
-                None
-            } else {
-                self.detail.clone()
-            },
-            instance: None,
-            field: if server_side {
-                None
-            } else {
-                self.field.clone()
-            },
-            error: self.oauth_error.map(str::to_owned),
-        };
+        let body = Problem::of(&self);
         let mut resp = (status, axum::Json(body)).into_response();
         resp.headers_mut().insert(
             header::CONTENT_TYPE,

@@ -94,6 +94,7 @@ pub fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(oauth::metadata))
         .routes(routes!(oauth::jwks))
         .routes(routes!(customers::create_customer))
+        .routes(routes!(customers::create_customers))
         .routes(routes!(customers::search))
         .routes(routes!(
             customers::get_customer,

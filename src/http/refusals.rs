@@ -121,6 +121,7 @@ pub fn route_action(method: &Method, route: &str) -> Option<Action> {
     let m = method.as_str();
     Some(match (m, route) {
         ("POST", "/v1/customers") => A::CustomerCreate,
+        ("POST", "/v1/customers/batch") => A::CustomerCreate,
         ("POST", "/v1/customers/search") => A::CustomerSearch,
         ("GET", "/v1/customers/{id}") => A::CustomerRead,
         ("PATCH", "/v1/customers/{id}") => A::CustomerUpdate,

@@ -142,6 +142,61 @@ fn policy_check_warns_on_a_health_category_without_the_special_category_flag() {
     assert!(w.contains("special_category = true"), "{w}");
 }
 
+/// The benchmark's JSON report carries the `baseline` scenario (a plain
+/// SQLite read of the same customers) and each read's ratio to it. What
+/// is checked is the report's shape, never a figure.
+#[test]
+fn bench_reports_the_baseline_and_the_ratio_to_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = pv(dir.path())
+        .args([
+            "bench",
+            "--customers",
+            "20",
+            "--connections",
+            "2",
+            "--duration",
+            "1",
+            "--scenarios",
+            "baseline,read,read-field,search,create",
+            "--json",
+            "--policy-dir",
+        ])
+        .arg(policies())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let results = report["results"].as_array().unwrap();
+    let names: Vec<&str> = results
+        .iter()
+        .map(|r| r["scenario"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        ["baseline", "read", "read-field", "search", "create"]
+    );
+    let baseline = &results[0];
+    assert!(baseline["requests"].as_u64().unwrap() > 0, "{baseline}");
+    assert!(
+        baseline["errors"].as_object().unwrap().is_empty(),
+        "{baseline}"
+    );
+    assert!(baseline["server_cpu_us_per_req"].is_number(), "{baseline}");
+    assert!(baseline.get("ratio_to_baseline").is_none(), "{baseline}");
+    let base_rate = baseline["requests_per_sec"].as_f64().unwrap();
+    for r in &results[1..4] {
+        let ratio = r["ratio_to_baseline"].as_f64();
+        let rate = r["requests_per_sec"].as_f64().unwrap();
+        assert_eq!(ratio, Some(rate / base_rate), "{r}");
+    }
+    assert!(results[4].get("ratio_to_baseline").is_none());
+}
+
 #[test]
 fn production_refuses_to_start_without_an_explicit_root_key() {
     let dir = tempfile::tempdir().unwrap();

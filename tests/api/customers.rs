@@ -502,3 +502,230 @@ async fn bad_input_gets_a_problem_with_a_stable_code_and_no_echo() {
     })
     .await;
 }
+
+/// `POST /v1/customers/batch`: each customer is stored (or refused) as
+/// `POST /v1/customers` would store it, in order, without the refused ones
+/// keeping the others out; each is audited like a single create.
+#[tokio::test]
+async fn a_batch_stores_each_customer_as_a_create_would_and_reports_each_in_order() {
+    on_each_backend(|v| async move {
+        let t = v.token("helpdesk").await;
+        let first = ada();
+        let mut with_consent = json!({"external_id": "zd-batch-2", "channel": "web",
+            "notice_version": "2026-01",
+            "fields": {
+                "email": {"value": "grace@example.com", "purposes": ["support", "marketing.email"]},
+                "phone": {"value": "+41 79 555 01 02", "purposes": ["support.callback"]}}});
+        with_consent["consents"] = json!([{"purpose": "marketing.email", "notice_version": "2026-01",
+            "notice_text_sha256": NOTICE_SHA, "language": "en", "jurisdiction": "EU"}]);
+        let batch = json!([
+            first,
+            {"fields": {"favourite_bird": {"value": "kakapo", "purposes": ["support"]}}},
+            with_consent,
+            // The same external id as the first: refused alone.
+            {"external_id": first["external_id"], "channel": "chat",
+             "fields": {"email": {"value": "twin@example.com", "purposes": ["support"]}}},
+            // Consent-based purpose without the consent.
+            {"fields": {"email": {"value": "nina@example.com", "purposes": ["marketing.email"]}}},
+        ]);
+        let (s, b) = v
+            .post(&t, "/v1/customers/batch?purpose=support", &batch)
+            .await;
+        assert_eq!(s, StatusCode::OK, "{b}");
+        let results = b["results"].as_array().unwrap();
+        assert_eq!(results.len(), 5, "{b}");
+        for (i, r) in results.iter().enumerate() {
+            assert_eq!(r["index"], i, "{b}");
+        }
+        assert_eq!(results[0]["status"], 201, "{b}");
+        assert_eq!(results[2]["status"], 201, "{b}");
+        assert_eq!(results[1]["status"], 400);
+        assert_eq!(results[1]["problem"]["code"], "unknown_field");
+        assert_eq!(results[1]["problem"]["status"], 400);
+        assert!(results[1].get("id").is_none());
+        assert_eq!(results[3]["status"], 409);
+        assert_eq!(results[3]["problem"]["code"], "external_id_taken");
+        assert_eq!(results[4]["status"], 422);
+        assert_eq!(results[4]["problem"]["code"], "consent_required");
+        // No value is echoed, not even in a problem.
+        for value in ["kakapo", "twin@example.com", "nina@example.com", "grace@"] {
+            assert!(!b.to_string().contains(value), "{value} in {b}");
+        }
+
+        // The stored customers read back like any other.
+        let a = results[0]["id"].as_str().unwrap();
+        let c = results[2]["id"].as_str().unwrap();
+        let (s, p) = v
+            .get(&t, &format!("/v1/customers/{a}?purpose=support"))
+            .await;
+        assert_eq!(s, StatusCode::OK, "{p}");
+        assert_eq!(p["fields"]["email"], "ada@example.com");
+        assert_eq!(p["external_id"], first["external_id"]);
+        let (s, p) = v
+            .get(&t, &format!("/v1/customers/{c}?purpose=support.callback"))
+            .await;
+        assert_eq!(s, StatusCode::OK, "{p}");
+        assert_eq!(p["fields"]["phone"], "+41795550102");
+        let marketing = v.token("marketing_tool").await;
+        let (_, p) = v
+            .get(
+                &marketing,
+                &format!("/v1/customers/{c}?purpose=marketing.email"),
+            )
+            .await;
+        assert_eq!(p["fields"]["email"], "grace@example.com", "{p}");
+        let (s, found) = v
+            .post(
+                &t,
+                "/v1/customers/search?purpose=support",
+                &json!({"field": "email", "value": "Grace@Example.com"}),
+            )
+            .await;
+        assert_eq!(s, StatusCode::OK);
+        assert_eq!(found["customers"][0]["id"], c);
+        // Only the two were stored.
+        assert_eq!(v.state.store.customer_count().await.unwrap(), 2);
+
+        // Audited per customer, as a single create is.
+        let audit = v.audit().await;
+        let created: Vec<_> = audit
+            .iter()
+            .filter(|e| e.draft.action == "customer.create" && e.draft.decision == "allowed")
+            .collect();
+        assert_eq!(created.len(), 2);
+        assert_eq!(created[0].draft.customer_id.as_deref(), Some(a));
+        assert_eq!(created[1].draft.customer_id.as_deref(), Some(c));
+        assert_eq!(created[0].draft.purpose.as_deref(), Some("support"));
+        assert_eq!(created[0].draft.fields, ["email", "phone"]);
+        let grants: Vec<_> = audit
+            .iter()
+            .filter(|e| e.draft.action == "consent.grant")
+            .collect();
+        assert_eq!(grants.len(), 1);
+        assert_eq!(grants[0].draft.customer_id.as_deref(), Some(c));
+        // Each refused customer is a refusal in the trail, named by its index.
+        let refused: Vec<(String, String)> = audit
+            .iter()
+            .filter(|e| e.draft.action == "customer.create" && e.draft.decision != "allowed")
+            .map(|e| {
+                (
+                    e.draft.reasons["batch_index"].clone(),
+                    e.draft.reasons["error"].clone(),
+                )
+            })
+            .collect();
+        let expected = [
+            ("1", "unknown_field"),
+            ("3", "external_id_taken"),
+            ("4", "consent_required"),
+        ];
+        assert_eq!(
+            refused,
+            expected.map(|(i, c)| (i.to_owned(), c.to_owned())),
+            "{refused:?}"
+        );
+    })
+    .await;
+}
+
+/// The batch asks what a create asks of its caller: a role that may not
+/// collect for the purpose is refused (and audited) once, and nothing of
+/// the batch is stored; an empty batch, more than 1,000 customers or a
+/// body that is not an array are refused before anything is stored.
+#[tokio::test]
+async fn a_batch_is_refused_to_roles_that_cannot_create_and_beyond_its_limits() {
+    on_each_backend(|v| async move {
+        let batch = json!([ada(), ada()]);
+        for (role, purpose, code) in [
+            ("marketing_tool", "support", "purpose_not_permitted"),
+            ("auditor", "support", "purpose_not_permitted"),
+            ("helpdesk", "analytics", "purpose_not_permitted"),
+        ] {
+            let t = v.token(role).await;
+            let (s, b) = v
+                .post(&t, &format!("/v1/customers/batch?purpose={purpose}"), &batch)
+                .await;
+            assert_eq!(s, StatusCode::FORBIDDEN, "{role}: {b}");
+            assert_eq!(b["code"], code, "{role}");
+        }
+        let t = v.token("helpdesk").await;
+        let (s, b) = v.post(&t, "/v1/customers/batch", &batch).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST);
+        assert_eq!(b["code"], "purpose_required");
+        let (s, b) = v
+            .post(&t, "/v1/customers/batch?purpose=support", &json!([]))
+            .await;
+        assert_eq!(s, StatusCode::BAD_REQUEST);
+        assert_eq!(b["code"], "invalid_request");
+        let (s, b) = v
+            .post(&t, "/v1/customers/batch?purpose=support", &ada())
+            .await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "not an array: {b}");
+        assert_eq!(b["code"], "invalid_request");
+        let many: Vec<Value> = (0..1_001)
+            .map(|i| json!({"fields": {"support_note": {"value": format!("n{i}"), "purposes": ["support"]}}}))
+            .collect();
+        let (s, b) = v
+            .post(&t, "/v1/customers/batch?purpose=support", &json!(many))
+            .await;
+        assert_eq!(s, StatusCode::PAYLOAD_TOO_LARGE, "{b}");
+        assert_eq!(b["code"], "payload_too_large");
+        assert_eq!(v.state.store.customer_count().await.unwrap(), 0);
+        let audit = v.audit().await;
+        assert!(
+            !audit
+                .iter()
+                .any(|e| e.draft.action == "customer.create" && e.draft.decision == "allowed")
+        );
+        let denied = audit
+            .iter()
+            .filter(|e| e.draft.action == "customer.create" && e.draft.decision == "denied")
+            .count();
+        // The three roles or purposes refused, and the missing purpose.
+        assert_eq!(denied, 4, "one refusal per refused batch");
+    })
+    .await;
+}
+
+/// `Idempotency-Key` on a batch: the retry gets the first answer and
+/// stores nothing again; another batch under the same key is 422.
+#[tokio::test]
+async fn a_batch_under_an_idempotency_key_has_one_effect() {
+    on_each_backend(|v| async move {
+        let t = v.token("helpdesk").await;
+        let batch = json!([
+            {"fields": {"email": {"value": "one@example.com", "purposes": ["support"]}}},
+            {"fields": {"email": {"value": "two@example.com", "purposes": ["support"]}}},
+        ]);
+        let send = |body: Value| {
+            let v = &v;
+            let t = t.clone();
+            async move {
+                let r = v
+                    .http
+                    .post(v.url("/v1/customers/batch?purpose=support"))
+                    .bearer_auth(&t)
+                    .header("Idempotency-Key", "batch-1")
+                    .json(&body)
+                    .send()
+                    .await
+                    .unwrap();
+                let replayed = r.headers().contains_key("idempotent-replayed");
+                let (s, b) = split(r).await;
+                (s, b, replayed)
+            }
+        };
+        let (s1, b1, replayed1) = send(batch.clone()).await;
+        let (s2, b2, replayed2) = send(batch.clone()).await;
+        assert_eq!(s1, StatusCode::OK, "{b1}");
+        assert_eq!(s2, StatusCode::OK, "{b2}");
+        assert!(!replayed1 && replayed2);
+        assert_eq!(b1, b2);
+        assert_eq!(v.state.store.customer_count().await.unwrap(), 2);
+        let (s3, b3, _) = send(json!([batch[0]])).await;
+        assert_eq!(s3, StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(b3["code"], "idempotency_key_reused");
+        assert_eq!(v.state.store.customer_count().await.unwrap(), 2);
+    })
+    .await;
+}

@@ -126,6 +126,25 @@ async fn canaries_reach_no_log_error_body_audit_event_or_database_file_on_any_ro
             .await;
         assert_eq!(s, StatusCode::CREATED, "{second}");
         let id2 = second["id"].as_str().unwrap().to_owned();
+        // A batch: one customer stored, two refused with a canary in each;
+        // its per-customer problems are error bodies too.
+        let (s, batch) = c
+            .call(
+                Method::POST,
+                h,
+                "/v1/customers/batch?purpose=support",
+                Some(json!([
+                    {"channel": "chat", "fields": {
+                        "email": {"value": "batch.customer@example.com", "purposes": ["support"]}}},
+                    {"fields": {"phone": {"value": format!("{}x", CANARIES[1]), "purposes": ["support"]}}},
+                    {"fields": {"favourite_bird": {"value": CANARIES[4], "purposes": ["support"]}}},
+                ])),
+            )
+            .await;
+        assert_eq!(s, StatusCode::OK, "{batch}");
+        assert_eq!(batch["results"][0]["status"], 201, "{batch}");
+        assert_eq!(batch["results"][1]["status"], 400, "{batch}");
+        c.errors.push(format!("POST /v1/customers/batch: {batch}"));
         c.call(Method::POST, h, "/v1/customers?purpose=support", Some(body))
             .await; // duplicate external_id
         c.call(

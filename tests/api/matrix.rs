@@ -125,6 +125,16 @@ fn table() -> Vec<Row> {
         ),
         row(
             Method::POST,
+            "/v1/customers/batch",
+            Purpose(WRITERS),
+            S::None,
+            Some(|p| {
+                json!([{"channel": "api", "notice_version": "2026-01",
+                   "fields": {"email": {"value": "matrix@example.com", "purposes": [p]}}}])
+            }),
+        ),
+        row(
+            Method::POST,
             "/v1/customers/search",
             Purpose(READERS),
             S::None,

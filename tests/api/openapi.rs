@@ -16,8 +16,9 @@ const METHODS: [&str; 8] = [
 const PURPOSE_FILTERS: [(&str, &str); 1] = [("get", "/v1/audit")];
 
 /// The calls API.md writes with `?purpose=P`.
-const PURPOSE_REQUIRED: [(&str, &str); 5] = [
+const PURPOSE_REQUIRED: [(&str, &str); 6] = [
     ("post", "/v1/customers"),
+    ("post", "/v1/customers/batch"),
     ("get", "/v1/customers/{id}"),
     ("patch", "/v1/customers/{id}"),
     ("get", "/v1/customers/{id}/fields/{field}"),
