@@ -180,7 +180,10 @@ pub async fn lookup(
         return Ok(None);
     };
     let now = state.clock.now_micros();
-    let user = state.store.principal(PrincipalKind::User, row.user_id).await?;
+    let user = state
+        .store
+        .principal(PrincipalKind::User, row.user_id)
+        .await?;
     let live = now < row.last_seen_at + IDLE_SECS * MICROS
         && now < row.created_at + ABSOLUTE_SECS * MICROS
         && user.as_ref().is_some_and(|u| {

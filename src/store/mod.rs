@@ -40,11 +40,11 @@ pub use requests::{
     DisclosureRow, ExportRow, OutboxRow, RequestFilter, RequestMutation, RequestRow, RequestStore,
 };
 pub use rows::{
-    AuditFilter, AuditHead, CheckpointRow, ConsentEvent, ConsoleSessionRow, CustomerKeyRow, CustomerRecord,
-    CustomerRow, DataKeyRow, ErasureJobRow, ErasureJobStatus, FieldRow, IdempotencyRow,
-    IdempotencyState, KekRow, KekState, KekUsage, KeyUse, LegalHoldRow, PrincipalKind,
-    PrincipalListing, PrincipalRow, SigningKeyRow, SigningKeyState, TombstoneRow, UnknownValue,
-    ValuePurpose,
+    AuditFilter, AuditHead, CheckpointRow, ConsentEvent, ConsoleSessionRow, CustomerKeyRow,
+    CustomerRecord, CustomerRow, DataKeyRow, ErasureJobRow, ErasureJobStatus, FieldRow,
+    IdempotencyRow, IdempotencyState, KekRow, KekState, KekUsage, KeyUse, LegalHoldRow,
+    PrincipalKind, PrincipalListing, PrincipalRow, SigningKeyRow, SigningKeyState, TombstoneRow,
+    UnknownValue, ValuePurpose,
 };
 pub use sqlite::{SqliteStore, backup_into as backup_sqlite};
 

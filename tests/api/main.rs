@@ -8,6 +8,7 @@ mod audit_trail;
 mod auth;
 mod cli;
 mod consents;
+mod console;
 mod customers;
 mod erasure;
 mod export;

@@ -447,10 +447,12 @@ macro_rules! impl_store {
                 &self,
                 id_hash: &str,
             ) -> $crate::store::StoreResult<Option<$crate::store::ConsoleSessionRow>> {
-                Ok(sqlx::query_as($crate::store::sql::principals::CONSOLE_SESSION)
-                    .bind(id_hash)
-                    .fetch_optional(&self.pool)
-                    .await?)
+                Ok(
+                    sqlx::query_as($crate::store::sql::principals::CONSOLE_SESSION)
+                        .bind(id_hash)
+                        .fetch_optional(&self.pool)
+                        .await?,
+                )
             }
 
             async fn erasure_job(
