@@ -58,8 +58,9 @@ def main() -> int:
     access = token["access_token"]
     jwks = PyJWKClient(meta["jwks_uri"])
     key = jwks.get_signing_key_from_jwt(access)
+    # The token's iss is the metadata's issuer (RFC 8414).
     claims = jwt.decode(
-        access, key.key, algorithms=["EdDSA"], audience="pii-vault", issuer="pii-vault"
+        access, key.key, algorithms=["EdDSA"], audience="pii-vault", issuer=meta["issuer"]
     )
     assert claims["sub"] == client_id, claims
     assert jwt.get_unverified_header(access)["kid"] == key.key_id

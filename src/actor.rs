@@ -195,7 +195,8 @@ impl Actor {
             _ => policy.role(&self.role),
         };
         role.ok_or_else(|| {
-            ServiceError::forbidden("role_unknown").detail("the caller's role is not in the policy")
+            ServiceError::insufficient_scope("role_unknown")
+                .detail("the caller's role is not in the policy")
         })
     }
 
@@ -204,7 +205,7 @@ impl Actor {
         if self.role(policy)?.capabilities.contains(&cap) {
             Ok(())
         } else {
-            Err(ServiceError::forbidden("capability_required")
+            Err(ServiceError::insufficient_scope("capability_required")
                 .detail(format!("this call needs the {} capability", cap.as_str())))
         }
     }
@@ -216,7 +217,7 @@ impl Actor {
             Ok(())
         } else {
             let names: Vec<&str> = caps.iter().map(|c| c.as_str()).collect();
-            Err(ServiceError::forbidden("capability_required")
+            Err(ServiceError::insufficient_scope("capability_required")
                 .detail(format!("this call needs one of: {}", names.join(", "))))
         }
     }

@@ -213,8 +213,11 @@ pub struct Settings {
     pub master_key: Option<SecretString>,
     /// A file holding the root key in base64.
     pub master_key_file: Option<PathBuf>,
-    /// `iss` and `aud` of the vault's tokens.
-    pub token_issuer: String,
+    /// The issuer (RFC 8414 `issuer`, the tokens' `iss`): a URL. Default:
+    /// derived from `public_url` (see [`Settings::issuer`]); when both are
+    /// set they must name the same URL.
+    pub token_issuer: Option<String>,
+    /// The tokens' `aud`.
     pub token_audience: String,
     /// Lifetime of access tokens, seconds.
     pub token_lifetime_secs: i64,
@@ -358,7 +361,7 @@ impl Default for Settings {
             policy_dir: PathBuf::from("./policies"),
             master_key: None,
             master_key_file: None,
-            token_issuer: "pii-vault".into(),
+            token_issuer: None,
             token_audience: "pii-vault".into(),
             token_lifetime_secs: 900,
             max_body_bytes: 1024 * 1024,
@@ -532,6 +535,27 @@ impl Settings {
                 );
             }
         }
+        if let Some(issuer) = &self.token_issuer {
+            let rest = issuer
+                .strip_prefix("https://")
+                .or_else(|| issuer.strip_prefix("http://"));
+            if rest.is_none_or(|r| r.is_empty() || r.contains(['?', '#', ' '])) {
+                return Err(
+                    "token_issuer must be an https:// (or http://) URL without query or fragment \
+                     (RFC 8414); without it the issuer is public_url"
+                        .into(),
+                );
+            }
+            if let Some(public) = &self.public_url
+                && issuer.trim_end_matches('/') != public.trim_end_matches('/')
+            {
+                return Err(format!(
+                    "token_issuer ({issuer}) is not public_url ({public}): the tokens' issuer \
+                     must be the issuer the metadata at {public}/.well-known/oauth-authorization-server \
+                     names; remove token_issuer (the issuer is public_url)"
+                ));
+            }
+        }
         if let Some(url) = &self.outbox_webhook_url {
             let host = url
                 .strip_prefix("https://")
@@ -549,6 +573,26 @@ impl Settings {
             valid_origin(origin)?;
         }
         crate::auth::oidc::validate_settings(&self.identity_providers)?;
+        let own = self.issuer();
+        if let Some(p) = self
+            .identity_providers
+            .iter()
+            .find(|p| p.issuer.trim_end_matches('/') == own.trim_end_matches('/'))
+        {
+            let from = if self.token_issuer.is_some() {
+                "token_issuer"
+            } else if self.public_url.is_some() {
+                "public_url"
+            } else {
+                "listen (no public_url is set)"
+            };
+            return Err(format!(
+                "identity_providers (issuer {:?}): this is the vault's own token issuer \
+                 ({own}, from {from}); the vault's tokens and the provider's could not be \
+                 told apart. Set public_url to the vault's own address",
+                p.issuer
+            ));
+        }
         if let Some(url) = &self.tombstone_database_url
             && !(url.expose_secret().starts_with("postgres://")
                 || url.expose_secret().starts_with("postgresql://"))
@@ -567,6 +611,17 @@ impl Settings {
         match &self.public_url {
             Some(u) => u.trim_end_matches('/').to_owned(),
             None => format!("http://{}", self.listen),
+        }
+    }
+
+    /// The OAuth issuer: the metadata's `issuer` and the `iss` of every
+    /// token the vault signs (they must be equal, RFC 8414 §3.3 and §2).
+    /// `token_issuer` as written when set (`public_url`, if set too, names
+    /// the same URL), else [`Settings::public_url`].
+    pub fn issuer(&self) -> String {
+        match (&self.token_issuer, &self.public_url) {
+            (Some(issuer), None) => issuer.clone(),
+            _ => self.public_url(),
         }
     }
 
@@ -710,6 +765,39 @@ mod tests {
         std::fs::write(&f, "listen = \"127.0.0.1:9000\"\nlisten_adress = \"x\"\n").unwrap();
         let err = Settings::load(Some(&f)).unwrap_err();
         assert!(err.contains("listen_adress"), "{err}");
+    }
+
+    #[test]
+    fn the_issuer_is_one_url_for_the_metadata_and_the_tokens() {
+        let with = |public_url: Option<&str>, token_issuer: Option<&str>| Settings {
+            public_url: public_url.map(str::to_owned),
+            token_issuer: token_issuer.map(str::to_owned),
+            ..Settings::default()
+        };
+        assert_eq!(with(None, None).issuer(), "http://127.0.0.1:8080");
+        let s = with(Some("https://vault.example.com/"), None);
+        assert_eq!(s.issuer(), "https://vault.example.com");
+        let s = with(None, Some("https://id.example.com/vault"));
+        assert!(s.validate().is_ok());
+        assert_eq!(s.issuer(), "https://id.example.com/vault");
+        let s = with(
+            Some("https://vault.example.com"),
+            Some("https://vault.example.com/"),
+        );
+        assert!(s.validate().is_ok());
+        assert_eq!(s.issuer(), "https://vault.example.com");
+        let err = with(
+            Some("https://vault.example.com"),
+            Some("https://other.example.com"),
+        )
+        .validate()
+        .unwrap_err();
+        assert!(
+            err.contains("token_issuer") && err.contains("public_url"),
+            "{err}"
+        );
+        let err = with(None, Some("pii-vault")).validate().unwrap_err();
+        assert!(err.contains("token_issuer"), "{err}");
     }
 
     #[test]

@@ -73,7 +73,7 @@ pub struct ServiceError {
     pub audited: bool,
     /// The OAuth 2.0 `error` value (RFC 6749 §5.2, RFC 6750 §3.1):
     /// `invalid_request`, `invalid_client`, `invalid_grant`,
-    /// `unsupported_grant_type`, `invalid_token`.
+    /// `unsupported_grant_type`, `invalid_token`, `insufficient_scope`.
     pub oauth_error: Option<&'static str>,
     /// The refused credential came by HTTP Basic authentication; the answer
     /// challenges for Basic (RFC 6749 §5.2) instead of Bearer.
@@ -126,6 +126,11 @@ impl ServiceError {
     }
     pub fn forbidden(code: &'static str) -> Self {
         Self::new(ErrorKind::Forbidden, code)
+    }
+    /// Forbidden because the caller's role (or token) does not allow the
+    /// operation: RFC 6750 `insufficient_scope`.
+    pub fn insufficient_scope(code: &'static str) -> Self {
+        Self::forbidden(code).oauth("insufficient_scope")
     }
     pub fn unauthenticated() -> Self {
         Self::new(ErrorKind::Unauthenticated, "unauthenticated")
@@ -192,21 +197,24 @@ impl From<crate::audit::CommitError> for ServiceError {
 
 impl From<crate::policy::PurposeError> for ServiceError {
     fn from(e: crate::policy::PurposeError) -> Self {
-        let kind = match e {
-            crate::policy::PurposeError::NotPermitted => ErrorKind::Forbidden,
-            _ => ErrorKind::BadRequest,
-        };
-        ServiceError::new(kind, e.code())
+        match e {
+            // The role may not use the purpose.
+            crate::policy::PurposeError::NotPermitted => ServiceError::insufficient_scope(e.code()),
+            _ => ServiceError::new(ErrorKind::BadRequest, e.code()),
+        }
     }
 }
 
 impl From<crate::policy::CollectError> for ServiceError {
     /// The detail names the field and purpose, never a value.
     fn from(e: crate::policy::CollectError) -> Self {
-        let kind = match e {
-            crate::policy::CollectError::NotPermitted(_) => ErrorKind::Forbidden,
-            _ => ErrorKind::BadRequest,
+        let err = match e {
+            // The role may not collect for the purpose.
+            crate::policy::CollectError::NotPermitted(_) => {
+                ServiceError::insufficient_scope(e.code())
+            }
+            _ => ServiceError::new(ErrorKind::BadRequest, e.code()),
         };
-        ServiceError::new(kind, e.code()).detail(e.to_string())
+        err.detail(e.to_string())
     }
 }

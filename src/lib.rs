@@ -9,6 +9,7 @@
 //! (`tests/api/layering.rs` checks it).
 
 pub mod actor;
+pub mod answer;
 pub mod audit;
 pub mod auth;
 pub mod cli;

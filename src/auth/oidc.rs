@@ -394,7 +394,7 @@ impl IdentityProviders {
         match mapped_role(&provider.settings, &t.claims) {
             Some(role) => Ok(Actor::external(id, role, request_id)),
             None => Err((
-                ServiceError::forbidden("role_not_mapped").detail(
+                ServiceError::insufficient_scope("role_not_mapped").detail(
                     "the token is valid but none of its role claim's values maps to a vault role",
                 ),
                 Some(Actor::external(id, String::new(), request_id)),

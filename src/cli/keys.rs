@@ -11,6 +11,7 @@ use secrecy::{ExposeSecret, SecretString};
 use uuid::Uuid;
 
 use crate::actor::Actor;
+use crate::answer::Answer;
 use crate::clock::Clock;
 use crate::config::{Settings, read_key_file, write_key_file};
 use crate::crypto::RootKey;
@@ -124,7 +125,15 @@ async fn status(on: &Vault<'_>, json: bool, customer_id: Option<Uuid>) -> anyhow
 }
 
 async fn rotate(on: &Vault<'_>) -> anyhow::Result<()> {
-    let r = ops::rotate(on.keys, on.store, &on.committer, on.clock, &on.actor, None).await?;
+    let r = ops::rotate(
+        on.keys,
+        on.store,
+        &on.committer,
+        on.clock,
+        &on.actor,
+        &Answer::none(),
+    )
+    .await?;
     println!(
         "KEK version {} is active (replacing version {}). Serving processes use it within \
          {} s. Existing data keys: run `pii-vault keys rewrap`, or let `serve` rewrap them \
@@ -143,7 +152,7 @@ async fn retire(on: &Vault<'_>, version: i64) -> anyhow::Result<()> {
         on.settings,
         version,
         &on.actor,
-        None,
+        &Answer::none(),
     )
     .await?;
     println!(
@@ -191,7 +200,7 @@ async fn rotate_signing(
         on.settings,
         revoke_previous,
         &on.actor,
-        None,
+        &Answer::none(),
     )
     .await?;
     if revoke_previous {

@@ -7,6 +7,7 @@ use uuid::Uuid;
 
 use super::values::valid_channel;
 use crate::actor::Actor;
+use crate::answer::Answer;
 use crate::audit::{Action, CommitError, Decision};
 use crate::clock::rfc3339;
 use crate::consent::{ConsentState, ConsentStatus};
@@ -182,12 +183,14 @@ pub fn consent_event(
     })
 }
 
-/// Records a grant or a withdrawal for a live customer.
+/// Records a grant or a withdrawal for a live customer; `answer` is
+/// recorded with it (see [`crate::answer`]).
 pub async fn record(
     state: &AppState,
     actor: &Actor,
     id: Uuid,
     input: &ConsentRequest,
+    answer: &Answer<'_, ConsentEventView>,
 ) -> ServiceResult<ConsentEventView> {
     actor.require(&state.policy, Capability::Consents)?;
     let (action, audit_action) = match input.action {
@@ -211,10 +214,12 @@ pub async fn record(
         .event(audit_action, Decision::Allowed)
         .purpose(Some(&event.purpose))
         .customer(id);
+    let mut mutations = vec![Mutation::AppendConsent(event)];
+    mutations.extend(answer.record(&view)?);
     let committed = state
         .sequencer
         .commit(Unit {
-            mutations: vec![Mutation::AppendConsent(event)],
+            mutations,
             events: vec![audit],
         })
         .await;

@@ -24,6 +24,7 @@ pub use consents::{ConsentInput, consent_event};
 pub use values::{CHANNELS, decrypt, put_field, unwrap_dek, valid_channel};
 
 use crate::actor::Actor;
+use crate::answer::Answer;
 use crate::audit::{Action, CommitError, Decision as Outcome, EventDraft};
 use crate::clock::rfc3339;
 use crate::consent::ConsentState;
@@ -181,15 +182,15 @@ pub struct SearchResult {
 // Use cases
 // ---------------------------------------------------------------------------
 
-/// Collects a new customer. `answer` may add one mutation to the same unit
-/// (the edge's idempotency record of the answer); it is given the answer and
-/// the time. `Conflict("external_id_taken")` when the external id is in use.
+/// Collects a new customer; `answer` is recorded with it (see
+/// [`crate::answer`]). `Conflict("external_id_taken")` when the external id
+/// is in use.
 pub async fn create(
     state: &AppState,
     actor: &Actor,
     purpose: Option<&str>,
     input: &CreateCustomer,
-    answer: impl FnOnce(&CustomerStored, i64) -> ServiceResult<Option<Mutation>>,
+    answer: &Answer<'_, CustomerStored>,
 ) -> ServiceResult<CustomerStored> {
     let role = actor.role(&state.policy)?;
     write_purpose(state, actor, role, purpose, Action::CustomerCreate, None).await?;
@@ -279,7 +280,7 @@ pub async fn create(
         );
         mutations.push(Mutation::AppendConsent(c));
     }
-    mutations.extend(answer(&stored, now)?);
+    mutations.extend(answer.record(&stored)?);
     match state.sequencer.commit(Unit { mutations, events }).await {
         Ok(_) => Ok(stored),
         Err(CommitError::Conflict(_)) => Err(ServiceError::conflict("external_id_taken")
@@ -514,7 +515,7 @@ pub fn check_rewrite<'a>(
         };
         for p in &old.purposes {
             if !role.write.iter().any(|w| policy::covers(w, &p.purpose)) {
-                return Err(ServiceError::forbidden("purpose_not_permitted")
+                return Err(ServiceError::insufficient_scope("purpose_not_permitted")
                     .detail(format!(
                         "the value was collected for {}, which this role may not write",
                         p.purpose

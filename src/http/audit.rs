@@ -117,7 +117,7 @@ async fn authorize(
     }
     state.sequencer.commit(Unit::event(ev)).await?;
     let names: Vec<&str> = caps.iter().map(|c| c.as_str()).collect();
-    Err(ServiceError::forbidden("capability_required")
+    Err(ServiceError::insufficient_scope("capability_required")
         .detail(format!(
             "this call needs the {} capability",
             names.join(" or ")

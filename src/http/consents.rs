@@ -3,9 +3,11 @@
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 
 use super::error::{ApiResult, Problem};
 use super::extract::{Body, parse_id};
+use super::idempotency::{Keyed, Reply};
 use crate::actor::Actor;
 use crate::customers::consents::{self, ConsentEventView, ConsentRequest, Consents};
 use crate::state::AppState;
@@ -22,11 +24,13 @@ pub async fn record_consent(
     State(state): State<AppState>,
     actor: Actor,
     Path(id): Path<String>,
+    keyed: Keyed,
     Body(input): Body<ConsentRequest>,
-) -> ApiResult<(StatusCode, Json<ConsentEventView>)> {
+) -> ApiResult<Response> {
     let id = parse_id(&id)?;
-    let view = consents::record(&state, &actor, id, &input).await?;
-    Ok((StatusCode::CREATED, Json(view)))
+    let reply = |view: &ConsentEventView| Reply::json(StatusCode::CREATED, view);
+    let view = consents::record(&state, &actor, id, &input, &keyed.answer(&state, reply)).await?;
+    Ok(reply(&view)?.into_response())
 }
 
 /// Current consent per purpose and the full ledger.

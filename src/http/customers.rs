@@ -7,7 +7,7 @@ use axum::response::{IntoResponse, Response};
 
 use super::error::{ApiResult, Problem, ServiceError};
 use super::extract::{Body, PurposeQuery, parse_id};
-use super::idempotency;
+use super::idempotency::{self, Reply};
 use crate::actor::Actor;
 use crate::customers::{
     self, CreateCustomer, CustomerStored, FieldValue, Precondition, Profile, SearchRequest,
@@ -29,40 +29,16 @@ pub async fn create_customer(
     State(state): State<AppState>,
     actor: Actor,
     Query(q): Query<PurposeQuery>,
-    claim: Option<axum::Extension<idempotency::Claim>>,
+    keyed: idempotency::Keyed,
     Body(input): Body<CreateCustomer>,
 ) -> ApiResult<Response> {
-    // Under an Idempotency-Key the answer is stored in the same unit as the
-    // customer: a crash after the commit cannot make a retry create again.
-    let stored = customers::create(&state, &actor, q.purpose.as_deref(), &input, |stored, _| {
-        let Some(axum::Extension(claim)) = &claim else {
-            return Ok(None);
-        };
-        let body = serde_json::to_vec(stored).map_err(crate::error::ServiceError::internal)?;
-        let headers = vec![
-            ("content-type".to_owned(), "application/json".to_owned()),
-            (
-                "location".to_owned(),
-                format!("/v1/customers/{}", stored.id),
-            ),
-        ];
-        idempotency::answer_mutation(
-            &state,
-            claim,
-            StatusCode::CREATED,
-            headers,
-            &body,
-            Some(stored.id),
-        )
-        .map(Some)
-    })
-    .await?;
-    let id = stored.id;
-    let mut resp = (StatusCode::CREATED, Json(stored)).into_response();
-    if let Ok(loc) = format!("/v1/customers/{id}").parse() {
-        resp.headers_mut().insert(axum::http::header::LOCATION, loc);
-    }
-    Ok(resp)
+    let reply = |stored: &CustomerStored| {
+        Reply::json(StatusCode::CREATED, stored)
+            .map(|r| r.location(&format!("/v1/customers/{}", stored.id)))
+    };
+    let answer = keyed.answer(&state, reply);
+    let stored = customers::create(&state, &actor, q.purpose.as_deref(), &input, &answer).await?;
+    Ok(reply(&stored)?.into_response())
 }
 
 /// The profile as the caller may see it for the purpose.

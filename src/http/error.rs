@@ -26,23 +26,31 @@ pub struct Problem {
     /// The field the problem concerns, when there is one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub field: Option<String>,
-    /// The OAuth 2.0 error (RFC 6749 §5.2) on token endpoint errors and
-    /// refused bearer tokens: `invalid_request`, `invalid_client`,
-    /// `invalid_grant`, `unsupported_grant_type`, `invalid_token`.
+    /// The OAuth 2.0 error (RFC 6749 §5.2, RFC 6750 §3.1) on token endpoint
+    /// errors, refused bearer tokens and refusals of the caller's role:
+    /// `invalid_request`, `invalid_client`, `invalid_grant`,
+    /// `unsupported_grant_type`, `invalid_token`, `insufficient_scope`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
 }
 
-/// The `WWW-Authenticate` value of a 401 (RFC 6750 §3, RFC 6749 §5.2).
-pub fn challenge(e: &ServiceError) -> HeaderValue {
-    if e.basic_challenge {
-        return HeaderValue::from_static("Basic realm=\"pii-vault\", charset=\"UTF-8\"");
-    }
-    match e.oauth_error {
-        Some("invalid_token") => {
-            HeaderValue::from_static("Bearer realm=\"pii-vault\", error=\"invalid_token\"")
+/// The `WWW-Authenticate` value of a 401, or of a 403 for want of
+/// privileges (RFC 6750 §3, RFC 6749 §5.2); `None` for other answers.
+pub fn challenge(status: StatusCode, e: &ServiceError) -> Option<HeaderValue> {
+    match (status, e.oauth_error) {
+        (StatusCode::UNAUTHORIZED, _) if e.basic_challenge => Some(HeaderValue::from_static(
+            "Basic realm=\"pii-vault\", charset=\"UTF-8\"",
+        )),
+        (StatusCode::UNAUTHORIZED, Some("invalid_token")) => Some(HeaderValue::from_static(
+            "Bearer realm=\"pii-vault\", error=\"invalid_token\"",
+        )),
+        (StatusCode::UNAUTHORIZED, _) => {
+            Some(HeaderValue::from_static("Bearer realm=\"pii-vault\""))
         }
-        _ => HeaderValue::from_static("Bearer realm=\"pii-vault\""),
+        (StatusCode::FORBIDDEN, Some("insufficient_scope")) => Some(HeaderValue::from_static(
+            "Bearer realm=\"pii-vault\", error=\"insufficient_scope\"",
+        )),
+        _ => None,
     }
 }
 
@@ -106,9 +114,9 @@ impl IntoResponse for ServiceError {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/problem+json"),
         );
-        if status == StatusCode::UNAUTHORIZED {
+        if let Some(challenge) = challenge(status, &self) {
             resp.headers_mut()
-                .insert(header::WWW_AUTHENTICATE, challenge(&self));
+                .insert(header::WWW_AUTHENTICATE, challenge);
         }
         resp.extensions_mut()
             .insert(super::refusals::ErrorCode(self.code));

@@ -4,11 +4,13 @@
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use uuid::Uuid;
 
 use super::error::{ApiResult, Problem};
 use super::extract::{Body, parse_id};
+use super::idempotency::{Keyed, Reply};
 use crate::actor::Actor;
 use crate::requests::holds::{self, HoldView, NewHold, Released};
 use crate::state::AppState;
@@ -36,10 +38,12 @@ pub struct HoldList {
 pub async fn create_hold(
     State(state): State<AppState>,
     caller: Actor,
+    keyed: Keyed,
     Body(input): Body<NewHold>,
-) -> ApiResult<(StatusCode, Json<HoldView>)> {
-    let view = holds::create(&state, &caller, &input).await?;
-    Ok((StatusCode::CREATED, Json(view)))
+) -> ApiResult<Response> {
+    let reply = |view: &HoldView| Reply::json(StatusCode::CREATED, view);
+    let view = holds::create(&state, &caller, &input, &keyed.answer(&state, reply)).await?;
+    Ok(reply(&view)?.into_response())
 }
 
 /// List a customer's holds, or every active hold (by review date).

@@ -15,9 +15,17 @@
 //! - **What is kept.** A 2xx answer is stored sealed under the vault's
 //!   active KEK (AES-GCM, bound to the scope and key): request tokens and
 //!   personal values in answers are never in the database in plain text.
-//!   Other answers had no effect: the claim is released and a retry runs
-//!   again. POSTs without effect (lookups, tokens, introspection) keep only
-//!   the fingerprint and always run again.
+//!   POSTs without effect (lookups, tokens, introspection) keep only the
+//!   fingerprint and always run again.
+//! - **Answer and effect in one unit.** Each handler of a POST with an
+//!   effect hands its service an [`Answer`] ([`Keyed::answer`]): the service
+//!   stores the sealed answer in the database unit that has the effect, so
+//!   no crash can leave the effect without the answer (a retry would repeat
+//!   it). When the service carries on after that unit (a request carried
+//!   out after its approval), the layer stores the final answer afterwards.
+//!   An error answer frees the claim for a retry, unless an answer was
+//!   stored with an effect: that answer stays, and the retry replays it.
+//!   [`seal`] is the one way an answer is sealed, by handlers and the layer.
 //! - **Erasure and expiry.** A record names the customer its request
 //!   concerned (path, `Location`, or `customer_id` in the answer); erasure
 //!   deletes it. Records expire after `idempotency_ttl_hours`.
@@ -25,10 +33,12 @@
 //!   `request_timeout_secs` (plus a margin) belongs to a request that can no
 //!   longer be running (the timeout ends it): it is taken over.
 
+use std::convert::Infallible;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
-use axum::extract::{FromRequestParts, Request, State};
+use axum::extract::{FromRequestParts, MatchedPath, Request, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
@@ -36,9 +46,12 @@ use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
+use zeroize::Zeroizing;
 
+use super::Anonymous;
 use super::error::ServiceError;
 use crate::actor::Actor;
+use crate::answer::Answer;
 use crate::audit::CommitError;
 use crate::error::ErrorKind;
 use crate::state::AppState;
@@ -57,13 +70,91 @@ const POLL: Duration = Duration::from_millis(25);
 #[derive(Clone)]
 pub struct Resolved(pub Actor);
 
-/// A claimed key. Handlers whose effect and answer must be stored
-/// together (so a crash between the two cannot make a retry repeat the
-/// effect) find it in the request's extensions: see [`answer_mutation`].
+/// A claimed key, in the request's extensions for the handler ([`Keyed`]).
 #[derive(Clone)]
 pub struct Claim {
     scope: String,
     key: String,
+    /// The request's path (the customer it concerns, see [`subject`]).
+    path: String,
+    /// The last answer sealed for the claim (plain), so that the layer does
+    /// not store the same answer again.
+    sealed: Arc<Mutex<Option<Zeroizing<Vec<u8>>>>>,
+}
+
+/// The claim of the request's `Idempotency-Key`, if it has one: an
+/// extractor for the handlers of POSTs with an effect.
+pub struct Keyed(Option<Claim>);
+
+impl<S: Send + Sync> FromRequestParts<S> for Keyed {
+    type Rejection = Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Infallible> {
+        Ok(Keyed(parts.extensions.get::<Claim>().cloned()))
+    }
+}
+
+impl Keyed {
+    /// The [`Answer`] a service records with its effect: what it answers,
+    /// turned into the handler's reply by `reply` and sealed. The handler
+    /// builds its own response with the same `reply`.
+    pub fn answer<'a, T: ?Sized>(
+        &'a self,
+        state: &'a AppState,
+        reply: impl Fn(&T) -> Result<Reply, ServiceError> + Send + Sync + 'a,
+    ) -> Answer<'a, T> {
+        match &self.0 {
+            None => Answer::none(),
+            Some(claim) => Answer::new(move |value: &T| {
+                let r = reply(value)?;
+                seal(state, claim, r.status, &r.headers, &r.body).map(Some)
+            }),
+        }
+    }
+}
+
+/// A handler's answer, built once for the response and for the stored
+/// answer alike.
+pub struct Reply {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: Bytes,
+}
+
+impl Reply {
+    /// `status` with `value` as JSON.
+    pub fn json<T: Serialize + ?Sized>(
+        status: StatusCode,
+        value: &T,
+    ) -> Result<Self, ServiceError> {
+        let body = serde_json::to_vec(value).map_err(ServiceError::internal)?;
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        Ok(Reply {
+            status,
+            headers,
+            body: Bytes::from(body),
+        })
+    }
+
+    /// With a `Location` header.
+    pub fn location(mut self, location: &str) -> Self {
+        if let Ok(v) = HeaderValue::from_str(location) {
+            self.headers.insert(header::LOCATION, v);
+        }
+        self
+    }
+}
+
+impl IntoResponse for Reply {
+    fn into_response(self) -> Response {
+        let mut resp = (self.status, self.body).into_response();
+        *resp.headers_mut() = self.headers;
+        resp
+    }
 }
 
 /// What a stored answer holds (sealed).
@@ -75,17 +166,30 @@ struct Stored {
     body: String,
 }
 
+/// What the middleware needs: the vault, and the routes of the route table
+/// that take no credentials.
+#[derive(Clone)]
+pub struct Layer {
+    pub state: AppState,
+    pub anonymous: Arc<Anonymous>,
+}
+
 /// The middleware (inside the refusal audit, outside the handlers).
-pub async fn layer(State(state): State<AppState>, req: Request, next: Next) -> Response {
+pub async fn layer(State(layer): State<Layer>, req: Request, next: Next) -> Response {
     if req.method() != Method::POST || !req.headers().contains_key(HEADER) {
         return next.run(req).await;
     }
-    // Without credentials only the customer's intake may proceed; any other
+    // Without credentials only a route the route table declares anonymous
+    // (the customer's intake, the token endpoint) may proceed; any other
     // route answers its 401 before a key is looked at.
-    if !req.headers().contains_key(header::AUTHORIZATION) && req.uri().path() != "/v1/requests" {
+    let anonymous = req
+        .extensions()
+        .get::<MatchedPath>()
+        .is_some_and(|route| layer.anonymous.allows(req.method(), route.as_str()));
+    if !req.headers().contains_key(header::AUTHORIZATION) && !anonymous {
         return next.run(req).await;
     }
-    match run(&state, req, next).await {
+    match run(&layer.state, req, next).await {
         Ok(resp) | Err(resp) => resp,
     }
 }
@@ -105,7 +209,12 @@ async fn run(state: &AppState, req: Request, next: Next) -> Result<Response, Res
         })?;
     let hash = fingerprint(state, &parts, &body);
     let effect_free = EFFECT_FREE.contains(&parts.uri.path());
-    let claim = Claim { scope, key };
+    let claim = Claim {
+        scope,
+        key,
+        path: parts.uri.path().to_owned(),
+        sealed: Arc::default(),
+    };
     let replay = claim_or_replay(state, &claim, &hash, effect_free)
         .await
         .map_err(IntoResponse::into_response)?;
@@ -118,9 +227,8 @@ async fn run(state: &AppState, req: Request, next: Next) -> Result<Response, Res
         Some(Outcome::RunAgain) => Ok(next.run(req).await),
         None if effect_free => Ok(next.run(req).await),
         None => {
-            let path = req.uri().path().to_owned();
             let resp = next.run(req).await;
-            Ok(keep(state, &claim, &path, resp).await)
+            Ok(keep(state, &claim, resp).await)
         }
     }
 }
@@ -301,79 +409,112 @@ fn replay(state: &AppState, claim: &Claim, row: &IdempotencyRow) -> Result<Respo
     Ok(resp)
 }
 
-/// Keeps a 2xx answer (sealed) under the claim; frees the claim otherwise.
-async fn keep(state: &AppState, claim: &Claim, path: &str, resp: Response) -> Response {
-    let release = |claim: &Claim| Unit {
-        mutations: vec![Mutation::ReleaseIdempotency {
-            principal: claim.scope.clone(),
-            key: claim.key.clone(),
-        }],
-        events: vec![],
-    };
+/// Keeps a 2xx answer (sealed) under the claim, unless the handler stored
+/// that very answer with its effect. Frees the claim after an error answer,
+/// unless an answer was stored with an effect (see the module comment).
+async fn keep(state: &AppState, claim: &Claim, resp: Response) -> Response {
     if !resp.status().is_success() {
-        if let Err(e) = state.sequencer.commit(release(claim)).await {
-            tracing::warn!(error = %e, "idempotency claim not released");
+        let answered = state
+            .store
+            .idempotency(&claim.scope, &claim.key)
+            .await
+            .ok()
+            .flatten()
+            .is_some_and(|r| IdempotencyState::of(r.state) == Some(IdempotencyState::Answered));
+        if !answered {
+            let release = Unit {
+                mutations: vec![Mutation::ReleaseIdempotency {
+                    principal: claim.scope.clone(),
+                    key: claim.key.clone(),
+                }],
+                events: vec![],
+            };
+            if let Err(e) = state.sequencer.commit(release).await {
+                tracing::warn!(error = %e, "idempotency claim not released");
+            }
         }
         return resp;
     }
     let (parts, body) = resp.into_parts();
     let Ok(body) = axum::body::to_bytes(body, usize::MAX).await else {
-        let _ = state.sequencer.commit(release(claim)).await;
+        // The effect happened: keep the claim (see below).
         return ServiceError::internal("answer body unreadable").into_response();
     };
-    let customer = subject(path, &parts.headers, &body);
-    let headers = [header::CONTENT_TYPE, header::LOCATION, header::ETAG]
-        .iter()
-        .filter_map(|h| {
-            let v = parts.headers.get(h)?.to_str().ok()?;
-            Some((h.as_str().to_owned(), v.to_owned()))
-        })
-        .collect();
-    let saved = match answer_mutation(state, claim, parts.status, headers, &body, customer) {
-        Ok(m) => state
-            .sequencer
-            .commit(Unit {
-                mutations: vec![m],
-                events: vec![],
-            })
-            .await
-            .map_err(|e| e.to_string()),
-        Err(e) => Err(e.to_string()),
-    };
-    if let Err(e) = saved {
-        // The effect happened: keep the claim (a retry waits, then takes it
-        // over) rather than free the key for a second effect.
-        tracing::error!(error = %e, "idempotency answer not stored");
+    let unchanged = stored(parts.status, &parts.headers, &body)
+        .ok()
+        .zip(claim.sealed.lock().ok().and_then(|s| s.clone()))
+        .is_some_and(|(now, sealed)| *now == *sealed);
+    if !unchanged {
+        let saved = match seal(state, claim, parts.status, &parts.headers, &body) {
+            Ok(m) => state
+                .sequencer
+                .commit(Unit {
+                    mutations: vec![m],
+                    events: vec![],
+                })
+                .await
+                .map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        if let Err(e) = saved {
+            // The effect happened: keep the claim (a retry waits, then
+            // takes it over) rather than free the key for a second effect.
+            tracing::error!(error = %e, "idempotency answer not stored");
+        }
     }
     Response::from_parts(parts, Body::from(body))
 }
 
-/// The change that stores `body` (sealed) as the claim's answer. A handler
-/// puts it in the same unit as its effect; the layer stores the final
-/// answer again afterwards (the same content).
-pub fn answer_mutation(
+/// The headers a stored answer keeps.
+const KEPT: [header::HeaderName; 3] = [header::CONTENT_TYPE, header::LOCATION, header::ETAG];
+
+/// An answer as it is stored (before sealing).
+fn stored(
+    status: StatusCode,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<Zeroizing<Vec<u8>>, ServiceError> {
+    let stored = Stored {
+        status: status.as_u16(),
+        headers: KEPT
+            .iter()
+            .filter_map(|h| {
+                let v = headers.get(h)?.to_str().ok()?;
+                Some((h.as_str().to_owned(), v.to_owned()))
+            })
+            .collect(),
+        body: base64::engine::general_purpose::STANDARD.encode(body),
+    };
+    serde_json::to_vec(&stored)
+        .map(Zeroizing::new)
+        .map_err(ServiceError::internal)
+}
+
+/// The change that stores an answer (sealed) under the claim, naming the
+/// customer the request concerned: the one way an answer is sealed, by a
+/// handler (in its service's unit, through [`Keyed::answer`]) or by the
+/// layer.
+pub fn seal(
     state: &AppState,
     claim: &Claim,
     status: StatusCode,
-    headers: Vec<(String, String)>,
+    headers: &HeaderMap,
     body: &[u8],
-    customer: Option<Uuid>,
 ) -> Result<Mutation, ServiceError> {
-    let stored = Stored {
-        status: status.as_u16(),
-        headers,
-        body: base64::engine::general_purpose::STANDARD.encode(body),
-    };
-    let plain = serde_json::to_vec(&stored).map_err(ServiceError::internal)?;
+    let plain = stored(status, headers, body)?;
     let (kek_version, sealed) = state
         .keys
         .keyring()
         .seal(&label(claim), &plain)
         .map_err(ServiceError::internal)?;
+    let customer = subject(&claim.path, headers, body);
+    if let Ok(mut last) = claim.sealed.lock() {
+        *last = Some(plain);
+    }
     Ok(Mutation::AnswerIdempotency {
         principal: claim.scope.clone(),
         key: claim.key.clone(),
-        status: i64::from(stored.status),
+        status: i64::from(status.as_u16()),
         kek_version,
         body: sealed,
         customer_id: customer,

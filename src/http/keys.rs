@@ -11,6 +11,7 @@ use serde::Deserialize;
 
 use super::error::{ApiResult, Problem, ServiceError};
 use super::extract::parse_id;
+use super::idempotency::{Keyed, Reply};
 use crate::actor::Actor;
 use crate::keys::ops::{KeyStatus, Retired, Rotated, SigningRotated};
 use crate::keys::{self, Committer, KeyError};
@@ -124,20 +125,25 @@ pub async fn key_status(
         (status = 401, body = Problem), (status = 403, body = Problem),
         (status = 409, body = Problem), (status = 503, body = Problem)),
     security(("bearer" = [])))]
-pub async fn rotate_kek(State(state): State<AppState>, caller: Actor) -> ApiResult<Response> {
+pub async fn rotate_kek(
+    State(state): State<AppState>,
+    caller: Actor,
+    keyed: Keyed,
+) -> ApiResult<Response> {
     require_admin(&state, &caller, Action::KeysRotate).await?;
     let committer = Committer::Sequencer(&state.sequencer);
+    let reply = |r: &Rotated| Reply::json(StatusCode::CREATED, r);
     match keys::rotate(
         &state.keys,
         state.store.as_ref(),
         &committer,
         state.clock.as_ref(),
         &actor(&caller),
-        None,
+        &keyed.answer(&state, reply),
     )
     .await
     {
-        Ok(r) => Ok((StatusCode::CREATED, Json(r)).into_response()),
+        Ok(r) => Ok(reply(&r)?.into_response()),
         Err(e) => refused(&state, &caller, Action::KeysRotate, e).await,
     }
 }
@@ -154,12 +160,14 @@ pub async fn retire_kek(
     State(state): State<AppState>,
     caller: Actor,
     Path(version): Path<String>,
+    keyed: Keyed,
 ) -> ApiResult<Response> {
     require_admin(&state, &caller, Action::KeysRetire).await?;
     let version: i64 = version.parse().ok().filter(|v| *v > 0).ok_or_else(|| {
         ServiceError::bad_request("invalid_id").detail("the version is not a positive integer")
     })?;
     let committer = Committer::Sequencer(&state.sequencer);
+    let reply = |r: &Retired| Reply::json(StatusCode::OK, r);
     match keys::retire(
         Some(&state.keys),
         state.store.as_ref(),
@@ -168,11 +176,11 @@ pub async fn retire_kek(
         &state.settings,
         version,
         &actor(&caller),
-        None,
+        &keyed.answer(&state, reply),
     )
     .await
     {
-        Ok(r) => Ok(Json(r).into_response()),
+        Ok(r) => Ok(reply(&r)?.into_response()),
         Err(e) => refused(&state, &caller, Action::KeysRetire, e).await,
     }
 }
@@ -204,8 +212,9 @@ pub async fn rotate_signing_key(
     State(state): State<AppState>,
     caller: Actor,
     Query(q): Query<RotateSigningQuery>,
+    keyed: Keyed,
 ) -> ApiResult<Response> {
-    rotate(state, caller, q, KeyUse::Checkpoint).await
+    rotate(state, caller, q, KeyUse::Checkpoint, keyed).await
 }
 
 /// A new Ed25519 key signs access tokens from now on; the checkpoint key is
@@ -225,8 +234,9 @@ pub async fn rotate_token_signing_key(
     State(state): State<AppState>,
     caller: Actor,
     Query(q): Query<RotateSigningQuery>,
+    keyed: Keyed,
 ) -> ApiResult<Response> {
-    rotate(state, caller, q, KeyUse::Token).await
+    rotate(state, caller, q, KeyUse::Token, keyed).await
 }
 
 async fn rotate(
@@ -234,6 +244,7 @@ async fn rotate(
     caller: Actor,
     q: RotateSigningQuery,
     key_use: KeyUse,
+    keyed: Keyed,
 ) -> ApiResult<Response> {
     let action = match key_use {
         KeyUse::Checkpoint => Action::KeysRotateSigning,
@@ -258,6 +269,7 @@ async fn rotate(
         }
     };
     let committer = Committer::Sequencer(&state.sequencer);
+    let reply = |r: &SigningRotated| Reply::json(StatusCode::CREATED, r);
     match keys::rotate_signing(
         key_use,
         &state.keys,
@@ -267,11 +279,11 @@ async fn rotate(
         &state.settings,
         revoke_previous,
         &actor(&caller),
-        None,
+        &keyed.answer(&state, reply),
     )
     .await
     {
-        Ok(r) => Ok((StatusCode::CREATED, Json(r)).into_response()),
+        Ok(r) => Ok(reply(&r)?.into_response()),
         Err(e) => refused(&state, &caller, action, e).await,
     }
 }

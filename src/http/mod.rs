@@ -31,12 +31,13 @@ pub mod requests;
 pub mod tamper;
 pub mod tokens;
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
-use axum::http::{HeaderName, HeaderValue, StatusCode, header};
+use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use tower::ServiceBuilder;
@@ -137,9 +138,48 @@ pub fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
     (router, openapi)
 }
 
+/// The operations a caller may use without credentials, by method and
+/// route (path template): those whose OpenAPI `security` lists the empty
+/// requirement, `security(())` on the handler in the route table.
+#[derive(Debug, Default)]
+pub struct Anonymous(HashSet<(Method, String)>);
+
+impl Anonymous {
+    /// Read from the route table's document.
+    pub fn of(doc: &utoipa::openapi::OpenApi) -> Self {
+        let open = utoipa::openapi::security::SecurityRequirement::default();
+        let mut routes = HashSet::new();
+        for (path, item) in &doc.paths.paths {
+            let ops = [
+                (Method::GET, &item.get),
+                (Method::POST, &item.post),
+                (Method::PUT, &item.put),
+                (Method::PATCH, &item.patch),
+                (Method::DELETE, &item.delete),
+            ];
+            for (method, op) in ops {
+                let anonymous = op
+                    .as_ref()
+                    .and_then(|op| op.security.as_ref())
+                    .is_some_and(|reqs| reqs.contains(&open));
+                if anonymous {
+                    routes.insert((method, path.clone()));
+                }
+            }
+        }
+        Anonymous(routes)
+    }
+
+    /// Whether `method` on `route` (a path template) takes no credentials.
+    pub fn allows(&self, method: &Method, route: &str) -> bool {
+        self.0.contains(&(method.clone(), route.to_owned()))
+    }
+}
+
 /// The application: routes, `/openapi.json`, fallbacks and middleware.
 pub fn app(state: AppState) -> Router {
     let (router, openapi) = routes();
+    let anonymous = Arc::new(Anonymous::of(&openapi));
     let doc = Arc::new(openapi);
     let max_body = state.settings.max_body_bytes;
     let timeout = Duration::from_secs(state.settings.request_timeout_secs);
@@ -177,7 +217,10 @@ pub fn app(state: AppState) -> Router {
                 ))
                 .layer(middleware::from_fn(problems::normalize))
                 .layer(middleware::from_fn_with_state(
-                    state.clone(),
+                    idempotency::Layer {
+                        state: state.clone(),
+                        anonymous,
+                    },
                     idempotency::layer,
                 ))
                 .layer(TimeoutLayer::with_status_code(
@@ -341,4 +384,26 @@ async fn record_metrics(req: Request, next: Next) -> Response {
     metrics::histogram!("pii_vault_http_request_seconds", "route" => route)
         .record(started.elapsed().as_secs_f64());
     resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_route_table_declares_the_anonymous_posts() {
+        let (_, doc) = routes();
+        let anonymous = Anonymous::of(&doc);
+        let mut posts: Vec<&str> = anonymous
+            .0
+            .iter()
+            .filter(|(m, _)| m == Method::POST)
+            .map(|(_, p)| p.as_str())
+            .collect();
+        posts.sort_unstable();
+        assert_eq!(posts, ["/v1/requests", "/v1/token"]);
+        assert!(anonymous.allows(&Method::GET, "/.well-known/jwks.json"));
+        assert!(!anonymous.allows(&Method::POST, "/v1/customers"));
+        assert!(!anonymous.allows(&Method::GET, "/v1/requests"));
+    }
 }

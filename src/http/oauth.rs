@@ -87,7 +87,7 @@ impl FromRequestParts<AppState> for IntrospectingClient {
         let Some((id, secret)) = basic_credentials(&parts.headers)? else {
             let actor = Actor::from_request_parts(parts, state).await?;
             if actor.kind != ActorKind::Client {
-                return Err(ServiceError::forbidden("client_required")
+                return Err(ServiceError::insufficient_scope("client_required")
                     .detail("token introspection is for vault clients"));
             }
             return Ok(IntrospectingClient(actor));
@@ -234,7 +234,8 @@ pub async fn introspect(
 /// RFC 8414 authorization server metadata.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct ServerMetadata {
-    /// `public_url`.
+    /// The issuer: every vault token's `iss` (`public_url`, or
+    /// `token_issuer`).
     pub issuer: String,
     pub token_endpoint: String,
     pub jwks_uri: String,
@@ -256,7 +257,7 @@ pub async fn metadata(State(state): State<AppState>) -> Json<ServerMetadata> {
     let base = state.settings.public_url();
     let strings = |v: &[&str]| v.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
     Json(ServerMetadata {
-        issuer: base.clone(),
+        issuer: state.settings.issuer(),
         token_endpoint: format!("{base}/v1/token"),
         jwks_uri: format!("{base}/.well-known/jwks.json"),
         introspection_endpoint: format!("{base}/v1/token/introspect"),

@@ -2,12 +2,15 @@
 
 use axum::Json;
 use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use super::error::{ApiResult, Problem};
 use super::extract::parse_id;
+use super::idempotency::{Keyed, Reply};
 use crate::actor::Actor;
 use crate::clock::rfc3339;
 use crate::requests::notify;
@@ -64,11 +67,16 @@ pub async fn ack(
     State(state): State<AppState>,
     caller: Actor,
     Path(id): Path<String>,
-) -> ApiResult<Json<Acknowledged>> {
+    keyed: Keyed,
+) -> ApiResult<Response> {
     let id = parse_id(&id)?;
-    let at = notify::acknowledge(&state, &caller, id).await?;
-    Ok(Json(Acknowledged {
-        id,
-        delivered_at: rfc3339(at),
-    }))
+    let reply = |at: &i64| {
+        let body = Acknowledged {
+            id,
+            delivered_at: rfc3339(*at),
+        };
+        Reply::json(StatusCode::OK, &body)
+    };
+    let at = notify::acknowledge(&state, &caller, id, &keyed.answer(&state, reply)).await?;
+    Ok(reply(&at)?.into_response())
 }

@@ -27,12 +27,13 @@ use uuid::Uuid;
 
 use super::error::{ApiResult, Problem, ServiceError};
 use super::extract::{Body, Client, RequestId, client_addr, parse_id};
+use super::idempotency::{Keyed, Reply};
 use crate::actor::Actor;
 use crate::clock::{parse_rfc3339, rfc3339, to_micros};
 use crate::customers::{UpdateField, valid_channel};
 use crate::policy::{self, Capability, LegalBasis};
 use crate::requests::StoredRequests;
-use crate::requests::flow::{self, Changes, Intake, TOKEN_PREFIX};
+use crate::requests::flow::{self, Answered, Changes, Intake, TOKEN_PREFIX};
 use crate::requests::lifecycle::{
     self as lc, DenialReason, Kind, KindMetrics, Regulation, Request, Status,
 };
@@ -304,7 +305,7 @@ fn require_any(state: &AppState, caller: &Actor, caps: &[Capability]) -> ApiResu
         Ok(())
     } else {
         let names: Vec<&str> = caps.iter().map(|c| c.as_str()).collect();
-        Err(ServiceError::forbidden("capability_required")
+        Err(ServiceError::insufficient_scope("capability_required")
             .detail(format!("this call needs one of: {}", names.join(", "))))
     }
 }
@@ -319,7 +320,7 @@ async fn load(
 ) -> ApiResult<Request> {
     match auth {
         RequestAuth::Token(own, _) if *own != id => {
-            Err(ServiceError::forbidden("token_not_for_request")
+            Err(ServiceError::insufficient_scope("token_not_for_request")
                 .detail("the request token belongs to another request"))
         }
         RequestAuth::Staff(caller) => {
@@ -391,32 +392,51 @@ fn view(state: &AppState, r: &Request, staff: bool, now: i64) -> RequestView {
 /// The requester's view follows a merged request to the one it joined
 /// (keeping its own id).
 async fn requester_view(state: &AppState, r: &Request, now: i64) -> ApiResult<RequestView> {
-    if let Some(into) = r.merged_into
-        && let Some(target) = state.store.request(into).await?
-    {
-        let mut v = view(state, &target, false, now);
-        v.id = r.id;
-        v.received_at = rfc3339(r.received_at);
-        return Ok(v);
-    }
-    Ok(view(state, r, false, now))
+    let joined = match r.merged_into {
+        Some(into) => state.store.request(into).await?,
+        None => None,
+    };
+    Ok(joined_view(state, r, joined.as_ref(), now))
 }
 
-async fn answer(state: &AppState, auth: &RequestAuth, r: &Request) -> ApiResult<Json<RequestView>> {
-    let now = state.clock.now_micros();
-    // Request records are for the privacy team and auditors (R20); other
-    // staff (a helpdesk verifying a caller) see what the requester sees.
-    let records = match auth {
+/// The requester's view of `r`, which joined `joined` when merged.
+fn joined_view(state: &AppState, r: &Request, joined: Option<&Request>, now: i64) -> RequestView {
+    if let Some(target) = joined.filter(|_| r.merged_into.is_some()) {
+        let mut v = view(state, target, false, now);
+        v.id = r.id;
+        v.received_at = rfc3339(r.received_at);
+        return v;
+    }
+    view(state, r, false, now)
+}
+
+/// Whether the caller sees request records: the privacy team and auditors
+/// (R20); other staff (a helpdesk verifying a caller) see what the
+/// requester sees.
+fn sees_records(state: &AppState, auth: &RequestAuth) -> bool {
+    match auth {
         RequestAuth::Token(..) => false,
         RequestAuth::Staff(c) => {
             require_any(state, c, &[Capability::RequestsProcess, Capability::Audit]).is_ok()
         }
-    };
-    Ok(Json(if records {
+    }
+}
+
+async fn answer(state: &AppState, auth: &RequestAuth, r: &Request) -> ApiResult<Json<RequestView>> {
+    let now = state.clock.now_micros();
+    Ok(Json(if sees_records(state, auth) {
         view(state, r, true, now)
     } else {
         requester_view(state, r, now).await?
     }))
+}
+
+/// The answer of a staff action on a request (approve, deny, extend).
+fn staff_reply(state: &AppState, r: &Request) -> ApiResult<Reply> {
+    Reply::json(
+        StatusCode::OK,
+        &view(state, r, true, state.clock.now_micros()),
+    )
 }
 
 fn actor(auth: &RequestAuth) -> &Actor {
@@ -600,20 +620,17 @@ fn parse_intake(
     })
 }
 
-fn filed(f: flow::Filed) -> Response {
+fn filed(f: &flow::Filed) -> ApiResult<Reply> {
     let body = Filed {
         id: f.request.id,
         status: f.request.status.as_str().into(),
         received_at: rfc3339(f.request.received_at),
         due_at: rfc3339(f.request.due_at),
-        request_token: f.token,
+        request_token: f.token.clone(),
         merged: f.merged,
     };
-    let mut resp = (StatusCode::ACCEPTED, Json(body)).into_response();
-    if let Ok(loc) = format!("/v1/requests/{}", f.request.id).parse() {
-        resp.headers_mut().insert(axum::http::header::LOCATION, loc);
-    }
-    resp
+    Reply::json(StatusCode::ACCEPTED, &body)
+        .map(|r| r.location(&format!("/v1/requests/{}", f.request.id)))
 }
 
 // ---------------------------------------------------------------------------
@@ -638,10 +655,12 @@ pub async fn file_request(
     MaybeStaff(staff): MaybeStaff,
     RequestId(rid): RequestId,
     Client(addr): Client,
+    keyed: Keyed,
     headers: axum::http::HeaderMap,
     Body(input): Body<FileRequest>,
 ) -> ApiResult<Response> {
     let intake = parse_intake(&state, &input, &headers, staff.is_some())?;
+    let answer = keyed.answer(&state, filed);
     match staff {
         Some(caller) => {
             let Some(raw) = input.customer_id.as_deref() else {
@@ -659,10 +678,16 @@ pub async fn file_request(
             if let Some(m) = &input.verified_by {
                 valid_method(m)?;
             }
-            let f =
-                flow::intake_by_staff(&state, &caller, intake, customer, input.verified_by.clone())
-                    .await?;
-            Ok(filed(f))
+            let f = flow::intake_by_staff(
+                &state,
+                &caller,
+                intake,
+                customer,
+                input.verified_by.clone(),
+                &answer,
+            )
+            .await?;
+            Ok(filed(&f)?.into_response())
         }
         None => {
             if input.customer_id.is_some() || input.verified_by.is_some() {
@@ -692,8 +717,10 @@ pub async fn file_request(
                 .and_then(|v| v.to_str().ok())
                 .is_some_and(|v| v.trim() == "1");
             let filer = Actor::data_subject(&rid).from_addr(addr);
-            let f = flow::intake_by_customer(&state, &filer, intake, def, &normalized, gpc).await?;
-            Ok(filed(f))
+            let f =
+                flow::intake_by_customer(&state, &filer, intake, def, &normalized, gpc, &answer)
+                    .await?;
+            Ok(filed(&f)?.into_response())
         }
     }
 }
@@ -737,9 +764,21 @@ pub async fn verify(
     State(state): State<AppState>,
     auth: RequestAuth,
     Path(id): Path<String>,
+    keyed: Keyed,
     Body(input): Body<VerifyBody>,
 ) -> ApiResult<Json<RequestView>> {
     let id = parse_id(&id)?;
+    let records = sees_records(&state, &auth);
+    let reply = |a: &Answered| {
+        let now = state.clock.now_micros();
+        let v = if records {
+            view(&state, &a.request, true, now)
+        } else {
+            joined_view(&state, &a.request, a.joined.as_ref(), now)
+        };
+        Reply::json(StatusCode::OK, &v)
+    };
+    let recorded = keyed.answer(&state, reply);
     let r = load(
         &state,
         &auth,
@@ -752,11 +791,11 @@ pub async fn verify(
             if code.is_empty() || code.len() > 64 {
                 return Err(ServiceError::bad_request("invalid_code").detail("the code is wrong"));
             }
-            flow::verify_code(&state, holder, r, code).await?
+            flow::verify_code(&state, holder, r, code, &recorded).await?
         }
         (RequestAuth::Staff(caller), None, Some(method)) => {
             valid_method(&method).map_err(|e| e.field("method"))?;
-            flow::verify_by_staff(&state, caller, r, &method).await?
+            flow::verify_by_staff(&state, caller, r, &method, &recorded).await?
         }
         (RequestAuth::Token(..), _, _) => {
             return Err(ServiceError::invalid_request("send the code you received").field("code"));
@@ -783,10 +822,12 @@ pub async fn approve(
     State(state): State<AppState>,
     caller: Actor,
     Path(id): Path<String>,
-) -> ApiResult<Json<RequestView>> {
+    keyed: Keyed,
+) -> ApiResult<Response> {
     let r = load_staff(&state, &caller, &id).await?;
-    let r = flow::approve(&state, &caller, r).await?;
-    Ok(Json(view(&state, &r, true, state.clock.now_micros())))
+    let reply = |a: &Answered| staff_reply(&state, &a.request);
+    let r = flow::approve(&state, &caller, r, &keyed.answer(&state, reply)).await?;
+    Ok(staff_reply(&state, &r)?.into_response())
 }
 
 /// Deny a request with a machine-readable reason (`requests.process`).
@@ -801,8 +842,9 @@ pub async fn deny(
     State(state): State<AppState>,
     caller: Actor,
     Path(id): Path<String>,
+    keyed: Keyed,
     Body(input): Body<DenyBody>,
-) -> ApiResult<Json<RequestView>> {
+) -> ApiResult<Response> {
     let r = load_staff(&state, &caller, &id).await?;
     let reason = match input.reason.as_deref().map(str::trim) {
         None | Some("") => {
@@ -824,8 +866,10 @@ pub async fn deny(
             ServiceError::invalid_request("note must be 1–1000 printable characters").field("note"),
         );
     }
-    let r = flow::deny(&state, &caller, r, reason, input.note.clone()).await?;
-    Ok(Json(view(&state, &r, true, state.clock.now_micros())))
+    let reply = |a: &Answered| staff_reply(&state, &a.request);
+    let answer = keyed.answer(&state, reply);
+    let r = flow::deny(&state, &caller, r, reason, input.note.clone(), &answer).await?;
+    Ok(staff_reply(&state, &r)?.into_response())
 }
 
 /// Extend the deadline once, before it passes, with a reason
@@ -841,8 +885,9 @@ pub async fn extend(
     State(state): State<AppState>,
     caller: Actor,
     Path(id): Path<String>,
+    keyed: Keyed,
     Body(input): Body<ExtendBody>,
-) -> ApiResult<Json<RequestView>> {
+) -> ApiResult<Response> {
     let r = load_staff(&state, &caller, &id).await?;
     let reason = input.reason.as_deref().unwrap_or_default();
     if reason.trim().is_empty() {
@@ -862,8 +907,10 @@ pub async fn extend(
             ServiceError::invalid_request("due_at must be an RFC 3339 time").field("due_at")
         })?),
     };
-    let r = flow::extend(&state, &caller, r, reason, until).await?;
-    Ok(Json(view(&state, &r, true, state.clock.now_micros())))
+    let reply = |a: &Answered| staff_reply(&state, &a.request);
+    let answer = keyed.answer(&state, reply);
+    let r = flow::extend(&state, &caller, r, reason, until, &answer).await?;
+    Ok(staff_reply(&state, &r)?.into_response())
 }
 
 /// Requests by status, kind, or open past their deadline (`requests.process`

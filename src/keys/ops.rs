@@ -12,6 +12,7 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::{Actor, Committer, KeyError, META_RETIRED_ROOTS, refresh};
+use crate::answer::Answer;
 use crate::audit::CommitError;
 use crate::clock::{Clock, rfc3339};
 use crate::config::Settings;
@@ -19,13 +20,12 @@ use crate::crypto::{self, RootKey, SIGNING_KEY_LABEL, SigningKey};
 use crate::store::{KekState, KeyUse, Mutation, SigningKeyRow, SigningKeyState, Store, Unit};
 use crate::vault::{Keys, META_INDEX_SECRET, META_ROOT_FINGERPRINT};
 
-/// Given the JSON body of an operation's result, the mutation that stores
-/// it as the response to an `Idempotency-Key` (committed with the effect).
-pub type Record<'a> = dyn Fn(&str) -> Option<Mutation> + Send + Sync + 'a;
-
-fn recorded(record: Option<&Record<'_>>, result: &impl Serialize) -> Option<Mutation> {
-    let body = serde_json::to_string(result).ok()?;
-    record.and_then(|r| r(&body))
+/// The change that stores the edge's answer (`result`), committed with the
+/// operation (see [`crate::answer`]).
+fn recorded<T>(answer: &Answer<'_, T>, result: &T) -> Result<Option<Mutation>, KeyError> {
+    answer
+        .record(result)
+        .map_err(|e| KeyError::Crypto(format!("the answer cannot be recorded: {e}")))
 }
 
 /// How long a replaced KEK version must stay loadable before it may be
@@ -60,7 +60,7 @@ pub async fn rotate(
     committer: &Committer<'_>,
     clock: &dyn Clock,
     actor: &Actor,
-    record: Option<&Record<'_>>,
+    answer: &Answer<'_, Rotated>,
 ) -> Result<Rotated, KeyError> {
     let root = keys.root.load_full();
     for _ in 0..3 {
@@ -80,7 +80,7 @@ pub async fn rotate(
             root_fingerprint: root.fingerprint().into_bytes(),
             at: clock.now_micros(),
         }];
-        mutations.extend(recorded(record, &result));
+        mutations.extend(recorded(answer, &result)?);
         let unit = Unit {
             mutations,
             events: vec![
@@ -233,7 +233,7 @@ pub async fn retire(
     settings: &Settings,
     version: i64,
     actor: &Actor,
-    record: Option<&Record<'_>>,
+    answer: &Answer<'_, Retired>,
 ) -> Result<Retired, KeyError> {
     let states = store.kek_states().await?;
     let state = states
@@ -268,7 +268,7 @@ pub async fn retire(
         retired_at: rfc3339(now),
     };
     let mut mutations = vec![Mutation::RetireKek { version, at: now }];
-    mutations.extend(recorded(record, &result));
+    mutations.extend(recorded(answer, &result)?);
     let unit = Unit {
         mutations,
         events: vec![
@@ -365,7 +365,7 @@ pub async fn rotate_signing(
     settings: &Settings,
     revoke_previous: bool,
     actor: &Actor,
-    record: Option<&Record<'_>>,
+    answer: &Answer<'_, SigningRotated>,
 ) -> Result<SigningRotated, KeyError> {
     for _ in 0..3 {
         let states = store.key_states(key_use).await?;
@@ -399,7 +399,7 @@ pub async fn rotate_signing(
             revoke_previous,
             at: now,
         }];
-        mutations.extend(recorded(record, &result));
+        mutations.extend(recorded(answer, &result)?);
         let unit = Unit {
             mutations,
             events: vec![rotation_event(

@@ -108,7 +108,7 @@ pub fn build_keys(
     let tokens = TokenKeys::new(
         signing,
         public(&config.accepted),
-        settings.token_issuer.clone(),
+        settings.issuer(),
         settings.token_audience.clone(),
     )
     .with_published(public(&config.published));

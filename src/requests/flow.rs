@@ -21,6 +21,7 @@ use super::lifecycle::{self as lc, DenialReason, Filing, Kind, Refusal, Request,
 use super::outbox::{self, Contact};
 use super::rows::StoredRequests;
 use crate::actor::Actor;
+use crate::answer::Answer;
 use crate::audit::{CommitError, EventDraft};
 use crate::clock::rfc3339;
 use crate::crypto::{self, Dek};
@@ -80,6 +81,22 @@ pub struct Filed {
     pub token: Option<String>,
     /// An open request asking the same was found and is answered instead.
     pub merged: bool,
+}
+
+/// A request as a step left it, for the step's answer: with the open
+/// request it joined when the step merged it into one.
+pub struct Answered {
+    pub request: Request,
+    pub joined: Option<Request>,
+}
+
+impl Answered {
+    fn new(request: &Request) -> Self {
+        Answered {
+            request: request.clone(),
+            joined: None,
+        }
+    }
 }
 
 /// An audit event about a request: ids, kind, regulation and status only.
@@ -345,7 +362,8 @@ fn outcome_body(policy: &Policy, r: &Request) -> Value {
 /// one address files at most `intake_per_source_per_hour` (429
 /// `rate_limited` past it), before any other work.
 /// `gpc`: the request carried `Sec-GPC: 1` (an opt-out of sale/sharing for
-/// an identified customer, R11).
+/// an identified customer, R11). `answer` is recorded with the filing (see
+/// [`crate::answer`]).
 pub async fn intake_by_customer(
     state: &AppState,
     actor: &Actor,
@@ -353,6 +371,7 @@ pub async fn intake_by_customer(
     def: &FieldDef,
     normalized: &str,
     gpc: bool,
+    answer: &Answer<'_, Filed>,
 ) -> ServiceResult<Filed> {
     if let Some(addr) = &actor.client_addr {
         let source = crate::auth::client_addr::source_key(addr.ip());
@@ -458,16 +477,18 @@ pub async fn intake_by_customer(
         }
         .into(),
     );
-    commit(state, mutations, events).await?;
-    if r.status == Status::Verified {
-        r = execute(state, &actor, r).await?;
-    }
-    outbox::wake();
-    Ok(Filed {
+    let mut filed = Filed {
         request: r,
         token: Some(token),
         merged: false,
-    })
+    };
+    mutations.extend(answer.record(&filed)?);
+    commit(state, mutations, events).await?;
+    if filed.request.status == Status::Verified {
+        filed.request = execute(state, &actor, filed.request).await?;
+    }
+    outbox::wake();
+    Ok(filed)
 }
 
 fn ttl(state: &AppState) -> i64 {
@@ -485,12 +506,16 @@ fn ttl(state: &AppState) -> i64 {
 /// it never stands in for the customer's own confirmation of lifting an
 /// opt-out, a limit or an objection (R14). A rectification the filer could
 /// not make with `PATCH` waits for `requests.process` approval.
+///
+/// `answer` is recorded with the filing, or with the verification of the
+/// open request it is merged into (see [`crate::answer`]).
 pub async fn intake_by_staff(
     state: &AppState,
     caller: &Actor,
     intake: Intake,
     customer: Uuid,
     verified_by: Option<String>,
+    answer: &Answer<'_, Filed>,
 ) -> ServiceResult<Filed> {
     caller.require(&state.policy, Capability::RequestsFile)?;
     if intake.kind == Kind::Restriction && intake.lift {
@@ -535,18 +560,25 @@ pub async fn intake_by_staff(
     {
         let ev = event(caller, Action::RequestMerged, Decision::Allowed, &s)
             .reason("filed_again_by", "staff");
-        commit(state, Vec::new(), vec![ev]).await?;
-        let request = match verified_by {
-            Some(method) if s.verified_at.is_none() && !s.status.is_closed() => {
-                verify_by_staff(state, caller, s, &method).await?
-            }
-            _ => s,
-        };
-        return Ok(Filed {
+        let merged = |request: Request| Filed {
             request,
             token: None,
             merged: true,
-        });
+        };
+        let request = match verified_by {
+            Some(method) if s.verified_at.is_none() && !s.status.is_closed() => {
+                commit(state, Vec::new(), vec![ev]).await?;
+                let verified =
+                    Answer::new(|a: &Answered| answer.record(&merged(a.request.clone())));
+                verify_by_staff(state, caller, s, &method, &verified).await?
+            }
+            _ => {
+                let recorded = answer.record(&merged(s.clone()))?;
+                commit(state, recorded.into_iter().collect(), vec![ev]).await?;
+                s
+            }
+        };
+        return Ok(merged(request));
     }
     if let Some(changes) = &intake.changes {
         r.changes = Some(seal_changes(&dek, customer, id, changes)?);
@@ -610,16 +642,18 @@ pub async fn intake_by_staff(
             .into(),
         );
     }
-    commit(state, mutations, events).await?;
-    if r.status == Status::Verified {
-        r = execute(state, caller, r).await?;
-    }
-    outbox::wake();
-    Ok(Filed {
+    let mut filed = Filed {
         request: r,
         token: None,
         merged: false,
-    })
+    };
+    mutations.extend(answer.record(&filed)?);
+    commit(state, mutations, events).await?;
+    if filed.request.status == Status::Verified {
+        filed.request = execute(state, caller, filed.request).await?;
+    }
+    outbox::wake();
+    Ok(filed)
 }
 
 /// Tells the customer that staff filed a request on their behalf, with the
@@ -703,12 +737,14 @@ async fn filer_role(state: &AppState, filed_by: &str) -> ServiceResult<Option<St
 // Verification, approval, denial, extension
 // ---------------------------------------------------------------------------
 
-/// The requester enters the code (with the request token).
+/// The requester enters the code (with the request token). `answer` is
+/// recorded with the verification (see [`crate::answer`]).
 pub async fn verify_code(
     state: &AppState,
     actor: &Actor,
     r: Request,
     code: String,
+    answer: &Answer<'_, Answered>,
 ) -> ServiceResult<Request> {
     let actor = actor.clone();
     let now = state.clock.now_micros();
@@ -743,19 +779,21 @@ pub async fn verify_code(
     }
     let needs = approval_needed(state, &r).await?;
     let v = lc::verified(&r, now, "code", DATA_SUBJECT, needs).map_err(refusal)?;
-    after_verified(state, &actor, v).await
+    after_verified(state, &actor, v, answer).await
 }
 
 /// Staff verify the requester on the customer's behalf, recording how.
+/// `answer` is recorded with the verification (see [`crate::answer`]).
 pub async fn verify_by_staff(
     state: &AppState,
     caller: &Actor,
     r: Request,
     method: &str,
+    answer: &Answer<'_, Answered>,
 ) -> ServiceResult<Request> {
     let role = caller.role(&state.policy)?;
     if !role.has(Capability::RequestsFile) && !role.has(Capability::RequestsProcess) {
-        return Err(ServiceError::forbidden("capability_required")
+        return Err(ServiceError::insufficient_scope("capability_required")
             .detail("this call needs the requests.file or requests.process capability"));
     }
     if r.status.is_closed() {
@@ -778,12 +816,18 @@ pub async fn verify_by_staff(
     let now = state.clock.now_micros();
     let needs = approval_needed(state, &r).await?;
     let v = lc::verified(&r, now, method, &caller.id, needs).map_err(refusal)?;
-    after_verified(state, caller, v).await
+    after_verified(state, caller, v, answer).await
 }
 
 /// Stores a verification; a verified duplicate of an open verified request
 /// is merged into it; a request ready to be carried out is carried out.
-async fn after_verified(state: &AppState, actor: &Actor, v: Request) -> ServiceResult<Request> {
+/// `answer` is recorded with the verification.
+async fn after_verified(
+    state: &AppState,
+    actor: &Actor,
+    v: Request,
+    answer: &Answer<'_, Answered>,
+) -> ServiceResult<Request> {
     let now = state.clock.now_micros();
     let method = v.verification_method.clone().unwrap_or_default();
     let verified_ev =
@@ -797,44 +841,54 @@ async fn after_verified(state: &AppState, actor: &Actor, v: Request) -> ServiceR
             let m = lc::merge(&v, s.id, now).map_err(refusal)?;
             let merged_ev = event(actor, Action::RequestMerged, Decision::Allowed, &m)
                 .reason("into", &s.id.to_string());
-            commit(state, vec![update(&m)], vec![verified_ev, merged_ev]).await?;
-            return Ok(saved(m));
+            let mut mutations = vec![update(&m)];
+            let m = saved(m);
+            mutations.extend(answer.record(&Answered {
+                request: m.clone(),
+                joined: Some(s.clone()),
+            })?);
+            commit(state, mutations, vec![verified_ev, merged_ev]).await?;
+            return Ok(m);
         }
     }
-    commit(state, vec![update(&v)], vec![verified_ev]).await?;
+    let mut mutations = vec![update(&v)];
     let v = saved(v);
+    mutations.extend(answer.record(&Answered::new(&v))?);
+    commit(state, mutations, vec![verified_ev]).await?;
     if v.status == Status::Verified {
         return execute(state, actor, v).await;
     }
     Ok(v)
 }
 
-/// The DPO approves; the request is carried out at once.
-pub async fn approve(state: &AppState, caller: &Actor, r: Request) -> ServiceResult<Request> {
+/// The DPO approves; the request is carried out at once. `answer` is
+/// recorded with the approval (see [`crate::answer`]).
+pub async fn approve(
+    state: &AppState,
+    caller: &Actor,
+    r: Request,
+    answer: &Answer<'_, Answered>,
+) -> ServiceResult<Request> {
     caller.require(&state.policy, Capability::RequestsProcess)?;
     let now = state.clock.now_micros();
     let a = lc::approve(&r, now, &caller.id).map_err(refusal)?;
-    commit(
-        state,
-        vec![update(&a)],
-        vec![event(
-            caller,
-            Action::RequestApproved,
-            Decision::Allowed,
-            &a,
-        )],
-    )
-    .await?;
-    execute(state, caller, saved(a)).await
+    let ev = event(caller, Action::RequestApproved, Decision::Allowed, &a);
+    let mut mutations = vec![update(&a)];
+    let a = saved(a);
+    mutations.extend(answer.record(&Answered::new(&a))?);
+    commit(state, mutations, vec![ev]).await?;
+    execute(state, caller, a).await
 }
 
 /// The DPO denies, with a machine-readable reason; the customer is told.
+/// `answer` is recorded with the denial (see [`crate::answer`]).
 pub async fn deny(
     state: &AppState,
     caller: &Actor,
     r: Request,
     reason: DenialReason,
     note: Option<String>,
+    answer: &Answer<'_, Answered>,
 ) -> ServiceResult<Request> {
     caller.require(&state.policy, Capability::RequestsProcess)?;
     let now = state.clock.now_micros();
@@ -844,19 +898,23 @@ pub async fn deny(
     mutations.extend(tell_customer(state, &d, outbox::REQUEST_OUTCOME, body, now).await?);
     let ev = event(caller, Action::RequestDenied, Decision::Denied, &d)
         .reason("denial_reason", reason.as_str());
+    let d = saved(d);
+    mutations.extend(answer.record(&Answered::new(&d))?);
     commit(state, mutations, vec![ev]).await?;
     outbox::wake();
-    Ok(saved(d))
+    Ok(d)
 }
 
 /// The DPO extends the deadline once, with a reason; the customer is told
-/// of the extension and the reason (Art. 12(3)).
+/// of the extension and the reason (Art. 12(3)). `answer` is recorded with
+/// the extension (see [`crate::answer`]).
 pub async fn extend(
     state: &AppState,
     caller: &Actor,
     r: Request,
     reason: &str,
     until: Option<i64>,
+    answer: &Answer<'_, Answered>,
 ) -> ServiceResult<Request> {
     caller.require(&state.policy, Capability::RequestsProcess)?;
     let now = state.clock.now_micros();
@@ -871,9 +929,11 @@ pub async fn extend(
     mutations.extend(tell_customer(state, &e, outbox::REQUEST_EXTENDED, body, now).await?);
     let ev = event(caller, Action::RequestExtended, Decision::Allowed, &e)
         .reason("due_at", &rfc3339(e.due_at));
+    let e = saved(e);
+    mutations.extend(answer.record(&Answered::new(&e))?);
     commit(state, mutations, vec![ev]).await?;
     outbox::wake();
-    Ok(saved(e))
+    Ok(e)
 }
 
 // ---------------------------------------------------------------------------
@@ -1285,14 +1345,14 @@ async fn finish(
 /// The request a request token opens. A token stops working
 /// `request_token_ttl_days` after its request closed (a merged request:
 /// after the request it joined closed); then, like an unknown token, it is
-/// `Unauthenticated`.
+/// `Unauthenticated` with the OAuth error `invalid_token` (RFC 6750 §3.1).
 pub async fn request_for_token(state: &AppState, token: &str) -> ServiceResult<Uuid> {
     let hash = crypto::sha256_hex(token);
     let Some(id) = state.store.request_for_token(&hash).await? else {
-        return Err(ServiceError::unauthenticated());
+        return Err(ServiceError::invalid_token());
     };
     let Some(r) = state.store.request(id).await? else {
-        return Err(ServiceError::unauthenticated());
+        return Err(ServiceError::invalid_token());
     };
     let closing = match r.merged_into {
         Some(into) => state.store.request(into).await?.unwrap_or(r),
@@ -1305,7 +1365,7 @@ pub async fn request_for_token(state: &AppState, token: &str) -> ServiceResult<U
             .saturating_mul(86_400)
             .saturating_mul(1_000_000);
         if state.clock.now_micros() > closed_at.saturating_add(ttl) {
-            return Err(ServiceError::unauthenticated().detail("the request token has expired"));
+            return Err(ServiceError::invalid_token().detail("the request token has expired"));
         }
     }
     Ok(id)
@@ -1351,6 +1411,20 @@ pub async fn acknowledge(
     row: &crate::store::OutboxRow,
     via: &str,
 ) -> ServiceResult<()> {
+    acknowledge_answered(state, actor, row, via, &Answer::none())
+        .await
+        .map(|_| ())
+}
+
+/// [`acknowledge`], recording `answer` (the time of delivery) with it (see
+/// [`crate::answer`]); the time of delivery.
+pub async fn acknowledge_answered(
+    state: &AppState,
+    actor: &Actor,
+    row: &crate::store::OutboxRow,
+    via: &str,
+    answer: &Answer<'_, i64>,
+) -> ServiceResult<i64> {
     let now = state.clock.now_micros();
     let mut mutations: Vec<Mutation> = vec![
         RM::AckOutbox {
@@ -1404,7 +1478,9 @@ pub async fn acknowledge(
             &done,
         ));
     }
-    commit(state, mutations, events).await
+    mutations.extend(answer.record(&now)?);
+    commit(state, mutations, events).await?;
+    Ok(now)
 }
 
 /// Background upkeep: requests never verified are denied once their

@@ -23,6 +23,7 @@ use uuid::Uuid;
 
 use super::erasure::{Ctx, ErasureReceipt, settle};
 use crate::actor::Actor;
+use crate::answer::Answer;
 use crate::audit::CommitError;
 use crate::clock::{parse_rfc3339, rfc3339};
 use crate::error::ServiceError;
@@ -179,11 +180,13 @@ pub fn validate(
 
 /// Places a hold on a customer that still has a data key (live or
 /// partially erased); a partially erased customer's kept values are
-/// re-evaluated at once.
+/// re-evaluated at once. `answer` is recorded with the hold (see
+/// [`crate::answer`]).
 pub async fn create(
     state: &AppState,
     caller: &Actor,
     input: &NewHold,
+    answer: &Answer<'_, HoldView>,
 ) -> Result<HoldView, ServiceError> {
     caller.require(&state.policy, crate::policy::Capability::LegalHold)?;
     let now = state.clock.now_micros();
@@ -213,10 +216,12 @@ pub async fn create(
         .reason("hold_id", &row.id.to_string())
         .reason("basis", &row.basis);
     let view = HoldView::new(&row, now);
+    let mut mutations = vec![Mutation::InsertLegalHold(row)];
+    mutations.extend(answer.record(&view)?);
     state
         .sequencer
         .commit(Unit {
-            mutations: vec![Mutation::InsertLegalHold(row)],
+            mutations,
             events: vec![ev],
         })
         .await

@@ -12,6 +12,7 @@ use super::background::{customer_dek, dropped_event};
 use super::flow;
 use super::outbox::{Delivery, OpenError, open_message};
 use crate::actor::Actor;
+use crate::answer::Answer;
 use crate::audit::{Action, CommitError, Decision};
 use crate::crypto::Dek;
 use crate::error::{ServiceError, ServiceResult};
@@ -90,8 +91,14 @@ pub async fn pending(
 
 /// Marks a message delivered; its payload is deleted. Acknowledging the
 /// notice that precedes lifting a restriction lifts it. Acknowledging again
-/// answers the same: the time it was delivered.
-pub async fn acknowledge(state: &AppState, caller: &Actor, id: Uuid) -> ServiceResult<i64> {
+/// answers the same: the time it was delivered. `answer` (that time) is
+/// recorded with the acknowledgement (see [`crate::answer`]).
+pub async fn acknowledge(
+    state: &AppState,
+    caller: &Actor,
+    id: Uuid,
+    answer: &Answer<'_, i64>,
+) -> ServiceResult<i64> {
     caller.require(&state.policy, Capability::Notify)?;
     let row = state
         .store
@@ -101,6 +108,5 @@ pub async fn acknowledge(state: &AppState, caller: &Actor, id: Uuid) -> ServiceR
     if let Some(at) = row.delivered_at {
         return Ok(at);
     }
-    flow::acknowledge(state, caller, &row, "notifier").await?;
-    Ok(state.clock.now_micros())
+    flow::acknowledge_answered(state, caller, &row, "notifier", answer).await
 }

@@ -25,7 +25,7 @@ fn claims(v: &TestVault, sub: &str, role: &str) -> Value {
     let now = now_secs(v);
     json!({
         "sub": sub, "role": role, "kind": "client",
-        "iss": "pii-vault", "aud": "pii-vault",
+        "iss": v.state.settings.issuer(), "aud": "pii-vault",
         "iat": now, "nbf": now, "exp": now + 900,
         "jti": b64url(Uuid::now_v7().as_bytes()),
     })

@@ -638,3 +638,74 @@ async fn users_set_password_refuses_the_old_password_and_earlier_tokens() {
     })
     .await;
 }
+
+#[test]
+fn the_vaults_own_issuer_cannot_be_an_identity_providers() {
+    let dir = tempfile::tempdir().unwrap();
+    let provider = |issuer: &str| {
+        format!(
+            "[[identity_providers]]\nissuer = \"{issuer}\"\naudience = \"pii-vault\"\n\
+             role_claim = \"groups\"\n[identity_providers.roles]\n\"vault-helpdesk\" = \"helpdesk\"\n"
+        )
+    };
+    let migrate = |env: &[(&str, &str)]| {
+        let mut c = pv(dir.path());
+        c.args(["migrate"]).env("PII_VAULT_POLICY_DIR", policies());
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        let out = c.output().unwrap();
+        (
+            out.status,
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let file = dir.path().join("pii-vault.toml");
+    // The issuer derived from public_url (a trailing slash is the same
+    // issuer), from token_issuer, or from the listen address.
+    for (settings, env, names) in [
+        (
+            format!(
+                "public_url = \"https://vault.example.com\"\n{}",
+                provider("https://vault.example.com/")
+            ),
+            vec![],
+            "public_url",
+        ),
+        (
+            provider("https://id.example.com/vault"),
+            vec![("PII_VAULT_TOKEN_ISSUER", "https://id.example.com/vault")],
+            "token_issuer",
+        ),
+        (
+            provider("http://127.0.0.1:8099"),
+            vec![("PII_VAULT_LISTEN", "127.0.0.1:8099")],
+            "listen",
+        ),
+    ] {
+        std::fs::write(&file, settings).unwrap();
+        let (status, stderr) = migrate(&env);
+        assert!(!status.success(), "{names}: {stderr}");
+        assert!(
+            stderr.contains("identity_providers") && stderr.contains(names),
+            "{names}: {stderr}"
+        );
+    }
+    // Another provider is fine.
+    std::fs::write(
+        &file,
+        format!(
+            "public_url = \"https://vault.example.com\"\n{}",
+            provider("https://login.example.com/")
+        ),
+    )
+    .unwrap();
+    let (status, stderr) = migrate(&[]);
+    assert!(status.success(), "{stderr}");
+    // A token issuer other than the public URL would not be the issuer the
+    // metadata names.
+    std::fs::write(&file, "public_url = \"https://vault.example.com\"\n").unwrap();
+    let (status, stderr) = migrate(&[("PII_VAULT_TOKEN_ISSUER", "pii-vault")]);
+    assert!(!status.success(), "{stderr}");
+    assert!(stderr.contains("token_issuer"), "{stderr}");
+}

@@ -17,6 +17,7 @@ mod filers;
 mod floods;
 mod helpers;
 mod http_standards;
+mod idempotency;
 mod keys;
 mod layering;
 mod leak_scan;

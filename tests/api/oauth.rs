@@ -316,7 +316,7 @@ async fn introspection_sees_a_disabled_client_at_once() {
         assert_eq!(b["client_id"], id.as_str());
         assert_eq!(b["role"], "helpdesk");
         assert_eq!(b["token_type"], "Bearer");
-        assert_eq!(b["iss"], "pii-vault");
+        assert_eq!(b["iss"], v.state.settings.issuer().as_str());
         assert!(b["exp"].as_i64().unwrap() > b["iat"].as_i64().unwrap());
         // By the resource server's own bearer token too; garbage is inactive.
         let rs_token = v.token("helpdesk").await;
@@ -639,4 +639,211 @@ async fn an_upgraded_vault_gets_its_own_token_key_and_keeps_earlier_tokens() {
         );
     })
     .await;
+}
+
+/// The `WWW-Authenticate` of an answer, if any.
+fn challenge_of(h: &reqwest::header::HeaderMap) -> Option<String> {
+    h.get(WWW_AUTHENTICATE)
+        .map(|v| v.to_str().unwrap().to_owned())
+}
+
+#[tokio::test]
+async fn a_refused_request_token_gets_an_invalid_token_challenge() {
+    on_each_backend(|v| async move {
+        let helpdesk = v.token("helpdesk").await;
+        v.create(&helpdesk, &crate::helpers::ada()).await;
+        // An opt-out needs no verification: it completes at once, and its
+        // token expires `request_token_ttl_days` later.
+        let filing = json!({"kind": "opt_out_sale", "regulation": "ccpa",
+                            "identifier": {"field": "email", "value": "ada@example.com"}});
+        let r = v
+            .http
+            .post(v.url("/v1/requests"))
+            .json(&filing)
+            .send()
+            .await
+            .unwrap();
+        let (s, filed) = split(r).await;
+        assert_eq!(s, StatusCode::ACCEPTED, "{filed}");
+        let id = filed["id"].as_str().unwrap().to_owned();
+        let token = filed["request_token"].as_str().unwrap().to_owned();
+        let path = format!("/v1/requests/{id}");
+        let (s, b, _) = get_with(&v, &path, &format!("Bearer {token}")).await;
+        assert_eq!(s, StatusCode::OK, "{b}");
+
+        let expected = Some("Bearer realm=\"pii-vault\", error=\"invalid_token\"");
+        // An unknown request token, on a read and on a POST.
+        let unknown = "Bearer pvr_0000000000000000000000000000000000000000000";
+        let (s, b, ch) = get_with(&v, &path, unknown).await;
+        assert_eq!(s, StatusCode::UNAUTHORIZED, "{b}");
+        assert_eq!(b["error"], "invalid_token", "{b}");
+        assert_eq!(ch.as_deref(), expected);
+        let r = v
+            .http
+            .post(v.url(&format!("{path}/verify")))
+            .header(AUTHORIZATION, unknown)
+            .json(&json!({"code": "123456"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(challenge_of(r.headers()).as_deref(), expected);
+        // An expired one.
+        let days = i64::from(v.state.settings.request_token_ttl_days) + 1;
+        v.clock.advance_days(days);
+        let (s, b, ch) = get_with(&v, &path, &format!("Bearer {token}")).await;
+        assert_eq!(s, StatusCode::UNAUTHORIZED, "{b}");
+        assert_eq!(b["error"], "invalid_token", "{b}");
+        assert_eq!(ch.as_deref(), expected);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_role_refusal_carries_an_insufficient_scope_challenge() {
+    on_each_backend(|v| async move {
+        let helpdesk = v.token("helpdesk").await;
+        let marketing = v.token("marketing_tool").await;
+        let id = v.create(&helpdesk, &crate::helpers::ada()).await;
+        let expected = Some("Bearer realm=\"pii-vault\", error=\"insufficient_scope\"");
+        // A capability the role lacks: on a POST, a GET and an admin call.
+        let hold = json!({"customer_id": id, "fields": ["email"], "reason": "Case 1",
+                          "basis": "legal_claims", "review_at": "2099-01-01T00:00:00Z"});
+        let r = v
+            .http
+            .post(v.url("/v1/legal-holds"))
+            .bearer_auth(&helpdesk)
+            .json(&hold)
+            .send()
+            .await
+            .unwrap();
+        let ch = challenge_of(r.headers());
+        let (s, b) = split(r).await;
+        assert_eq!(s, StatusCode::FORBIDDEN, "{b}");
+        assert_eq!(b["code"], "capability_required");
+        assert_eq!(b["error"], "insufficient_scope", "{b}");
+        assert_eq!(ch.as_deref(), expected);
+        for path in ["/v1/keys", "/v1/audit"] {
+            let (s, b, ch) = get_with(&v, path, &format!("Bearer {helpdesk}")).await;
+            assert_eq!(s, StatusCode::FORBIDDEN, "{path}: {b}");
+            assert_eq!(ch.as_deref(), expected, "{path}");
+        }
+        // A purpose the role may not read for.
+        let (s, b, ch) = get_with(
+            &v,
+            &format!("/v1/customers/{id}?purpose=support"),
+            &format!("Bearer {marketing}"),
+        )
+        .await;
+        assert_eq!(s, StatusCode::FORBIDDEN, "{b}");
+        assert_eq!(b["code"], "purpose_not_permitted");
+        assert_eq!(ch.as_deref(), expected);
+        // A value withheld because of how it was collected is not a matter
+        // of the caller's privileges: no challenge.
+        let (s, b, ch) = get_with(
+            &v,
+            &format!("/v1/customers/{id}/fields/phone?purpose=marketing.sms"),
+            &format!("Bearer {marketing}"),
+        )
+        .await;
+        assert_eq!(s, StatusCode::FORBIDDEN, "{b}");
+        assert_eq!(b["code"], "not_collected_for_purpose");
+        assert_eq!(ch, None);
+        assert!(b.get("error").is_none(), "{b}");
+    })
+    .await;
+}
+
+/// The claims of a JWT, not verified.
+fn claims(token: &str) -> Value {
+    let body = token.split('.').nth(1).unwrap();
+    serde_json::from_slice(&URL_SAFE_NO_PAD.decode(body).unwrap()).unwrap()
+}
+
+/// The metadata's `issuer`, a fresh token's `iss`, and whether the token
+/// works on the API (a missing profile: 404, not 401).
+async fn issuers(base: &str, client_id: &str, secret: &str) -> (Value, Value, StatusCode) {
+    let http = crate::helpers::http();
+    let meta: Value = http
+        .get(format!("{base}/.well-known/oauth-authorization-server"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token: Value = http
+        .post(format!("{base}/v1/token"))
+        .json(
+            &json!({"grant_type": "client_credentials", "client_id": client_id,
+                      "client_secret": secret}),
+        )
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let access = token["access_token"].as_str().unwrap();
+    let used = http
+        .get(format!("{base}{PROFILE}"))
+        .bearer_auth(access)
+        .send()
+        .await
+        .unwrap()
+        .status();
+    (meta["issuer"].clone(), claims(access)["iss"].clone(), used)
+}
+
+#[tokio::test]
+async fn a_tokens_iss_is_the_metadata_issuer_in_every_configuration() {
+    // In process: the defaults, and a public URL.
+    for public_url in [None, Some("https://vault.example.com/")] {
+        for backend in backends() {
+            let v = TestVault::start_adjusted(backend, |s, _| {
+                s.public_url = public_url.map(str::to_owned);
+            })
+            .await;
+            let (id, secret) = v.client("helpdesk").await;
+            let (issuer, iss, used) = issuers(&v.base, &id, &secret).await;
+            assert!(issuer.is_string(), "{issuer}");
+            assert_eq!(iss, issuer, "public_url {public_url:?}");
+            assert_eq!(used, StatusCode::NOT_FOUND, "public_url {public_url:?}");
+            if public_url.is_some() {
+                assert_eq!(issuer, "https://vault.example.com");
+            }
+        }
+    }
+    // The binary, configured through the environment: an explicit issuer,
+    // alone or beside the public URL it names.
+    for env in [
+        vec![("PII_VAULT_TOKEN_ISSUER", "https://id.example.com/vault")],
+        vec![
+            ("PII_VAULT_PUBLIC_URL", "https://vault.example.com"),
+            ("PII_VAULT_TOKEN_ISSUER", "https://vault.example.com/"),
+        ],
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let db = format!("sqlite://{}", dir.path().join("vault.db").display());
+        let mut cmd = crate::helpers::vault_cmd(dir.path(), &db, "warn");
+        for (k, val) in &env {
+            cmd.env(k, val);
+        }
+        let vault = crate::helpers::serve(cmd);
+        let creds = crate::helpers::add_client(dir.path(), &db, "helpdesk");
+        let (issuer, iss, used) = issuers(
+            &vault.base,
+            creds["client_id"].as_str().unwrap(),
+            creds["client_secret"].as_str().unwrap(),
+        )
+        .await;
+        assert_eq!(iss, issuer, "{env:?}");
+        assert_eq!(used, StatusCode::NOT_FOUND, "{env:?}");
+        let expected = if env.len() == 1 {
+            "https://id.example.com/vault"
+        } else {
+            "https://vault.example.com"
+        };
+        assert_eq!(issuer, expected, "{env:?}");
+    }
 }

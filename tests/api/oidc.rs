@@ -532,3 +532,24 @@ async fn a_token_from_an_unlisted_issuer_goes_to_the_vaults_own_check_and_fails(
         assert_eq!(idp.fetches(), 0, "the listed provider was not asked");
     }
 }
+
+/// Outgoing HTTPS (discovery, key sets) runs on rustls with the ring
+/// provider: aws-lc-rs is not in the build at all (what `cargo tree -i
+/// aws-lc-rs` shows, read from the lock file).
+#[test]
+fn tls_is_built_on_ring_alone() {
+    let lock = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.lock"),
+    )
+    .unwrap();
+    let packages: Vec<&str> = lock
+        .lines()
+        .filter_map(|l| l.strip_prefix("name = \""))
+        .map(|n| n.trim_end_matches('"'))
+        .collect();
+    assert!(packages.contains(&"rustls"), "the lock file lists packages");
+    assert!(packages.contains(&"ring"));
+    for absent in ["aws-lc-rs", "aws-lc-sys", "aws-lc-fips-sys"] {
+        assert!(!packages.contains(&absent), "{absent} is built");
+    }
+}

@@ -186,6 +186,22 @@ async fn purpose_is_a_required_string_on_personal_data_calls() {
     }
 }
 
+#[tokio::test]
+async fn the_standards_endpoints_are_in_the_document() {
+    let doc = served_document().await;
+    let listed: Vec<String> = operations(&doc).iter().map(Op::name).collect();
+    for op in [
+        "POST /v1/token",
+        "POST /v1/token/introspect",
+        "GET /.well-known/oauth-authorization-server",
+        "GET /.well-known/jwks.json",
+        "POST /v1/keys/token-signing/rotate",
+        "GET /problems",
+    ] {
+        assert!(listed.iter().any(|l| l == op), "{op} missing: {listed:?}");
+    }
+}
+
 /// The rules themselves catch what they are meant to catch.
 #[test]
 fn the_rules_catch_a_broken_operation() {
