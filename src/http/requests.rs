@@ -802,7 +802,9 @@ pub async fn verify(
         Reply::json(StatusCode::OK, &v)
     };
     let recorded = keyed.answer(&state, reply);
-    Ok(Json(verify_request(&state, &auth, id, input, &recorded).await?))
+    Ok(Json(
+        verify_request(&state, &auth, id, input, &recorded).await?,
+    ))
 }
 
 /// Verifies the requester (the API's and the privacy center's), recording

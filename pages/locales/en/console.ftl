@@ -148,3 +148,4 @@ console-reason-freedom_of_expression = Freedom of expression
 console-reason-public_interest = Public interest
 console-reason-rights_of_others = Rights of others
 console-reason-other = Other
+console-back = Back to the console

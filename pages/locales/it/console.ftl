@@ -148,3 +148,4 @@ console-reason-freedom_of_expression = Libertà di espressione
 console-reason-public_interest = Interesse pubblico
 console-reason-rights_of_others = Diritti altrui
 console-reason-other = Altro
+console-back = Torna alla console

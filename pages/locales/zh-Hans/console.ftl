@@ -148,3 +148,4 @@ console-reason-freedom_of_expression = 言论自由
 console-reason-public_interest = 公共利益
 console-reason-rights_of_others = 他人权利
 console-reason-other = 其他
+console-back = 返回控制台

@@ -42,6 +42,7 @@ use crate::http::audit as audit_api;
 use crate::http::error::status_of;
 use crate::http::extract::Body;
 use crate::http::holds as holds_api;
+use crate::http::idempotency::Keyed;
 use crate::http::requests::{self as requests_api, RequestAuth};
 use crate::language::Language;
 use crate::policy::Capability;
@@ -184,13 +185,12 @@ impl<T: DeserializeOwned> FromRequest<AppState> for StaffForm<T> {
             (Some(s), Some(t)) if csrf::check(state, &s, t) => s,
             _ => return Err(page.error(StatusCode::FORBIDDEN, "common-error-csrf")),
         };
-        let actor = match session::lookup(state, &session, &page.request_id, page.client.clone())
-            .await
-        {
-            Ok(Some(a)) => a,
-            Ok(None) => return Err(page.redirect("/console/")),
-            Err(e) => return Err(page.error(status_of(e.kind), error_key(&e))),
-        };
+        let actor =
+            match session::lookup(state, &session, &page.request_id, page.client.clone()).await {
+                Ok(Some(a)) => a,
+                Ok(None) => return Err(page.redirect("/console/")),
+                Err(e) => return Err(page.error(status_of(e.kind), error_key(&e))),
+            };
         let form = serde_urlencoded::from_bytes::<T>(&bytes)
             .map_err(|_| page.error(StatusCode::BAD_REQUEST, "common-error-bad-form"))?;
         Ok(StaffForm {
@@ -260,7 +260,12 @@ async fn index(
     }
 }
 
-fn sign_in_page(state: &AppState, mut page: Page, status: StatusCode, error: Option<&str>) -> Response {
+fn sign_in_page(
+    state: &AppState,
+    mut page: Page,
+    status: StatusCode,
+    error: Option<&str>,
+) -> Response {
     if status != StatusCode::OK {
         page.set_cookie(Cookie::removal(SESSION_COOKIE, SESSION_PATH));
     }
@@ -280,7 +285,11 @@ struct SignInForm {
     password: String,
 }
 
-async fn sign_in(State(state): State<AppState>, mut page: Page, Form(f): Form<SignInForm>) -> Response {
+async fn sign_in(
+    State(state): State<AppState>,
+    mut page: Page,
+    Form(f): Form<SignInForm>,
+) -> Response {
     let password = Zeroizing::new(f.password);
     let outcome = session::sign_in(
         &state,
@@ -360,13 +369,7 @@ async fn queue(
     staff: Staff,
     Query(q): Query<Vec<(String, String)>>,
 ) -> Response {
-    let pick = |name: &str| {
-        nonempty(
-            q.iter()
-                .find(|(k, _)| k == name)
-                .map(|(_, v)| v.clone()),
-        )
-    };
+    let pick = |name: &str| nonempty(q.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()));
     let qq = QueueQuery {
         status: pick("status"),
         kind: pick("kind"),
@@ -376,7 +379,11 @@ async fn queue(
     let after = match qq.after.as_deref() {
         Some(a) => match Uuid::parse_str(a) {
             Ok(u) => Some(u),
-            Err(_) => return staff.page.error(StatusCode::BAD_REQUEST, "console-error-filter"),
+            Err(_) => {
+                return staff
+                    .page
+                    .error(StatusCode::BAD_REQUEST, "console-error-filter");
+            }
         },
         None => None,
     };
@@ -472,7 +479,9 @@ async fn request_page(
 
 fn render_request(state: &AppState, staff: &Staff, v: &requests_api::RequestView) -> Response {
     let d = v.staff.as_ref();
-    let mut timeline = vec![context! { what => "received", at => time(&v.received_at), by => d.map(|d| d.filed_by.clone()) }];
+    let mut timeline = vec![
+        context! { what => "received", at => time(&v.received_at), by => d.map(|d| d.filed_by.clone()) },
+    ];
     if let Some(at) = &v.verified_at {
         timeline.push(context! { what => "verified", at => time(at), by => d.and_then(|d| d.verified_by.clone()) });
     }
@@ -533,11 +542,14 @@ async fn act(
     let caller = staff.actor.clone();
     let path = Path(id.clone());
     let done = match form.action.as_str() {
-        "approve" => requests_api::approve(st, caller, path).await.map(|_| ()),
+        "approve" => requests_api::approve(st, caller, path, Keyed::none())
+            .await
+            .map(|_| ()),
         "deny" => requests_api::deny(
             st,
             caller,
             path,
+            Keyed::none(),
             Body(requests_api::DenyBody {
                 reason: nonempty(form.reason),
                 note: nonempty(form.note),
@@ -549,6 +561,7 @@ async fn act(
             st,
             caller,
             path,
+            Keyed::none(),
             Body(requests_api::ExtendBody {
                 reason: nonempty(form.reason),
                 due_at: None,
@@ -556,7 +569,11 @@ async fn act(
         )
         .await
         .map(|_| ()),
-        _ => return staff.page.error(StatusCode::BAD_REQUEST, "common-error-bad-form"),
+        _ => {
+            return staff
+                .page
+                .error(StatusCode::BAD_REQUEST, "common-error-bad-form");
+        }
     };
     match done {
         Ok(()) => staff.page.redirect(&format!("/console/requests/{id}")),
@@ -615,7 +632,9 @@ struct HoldForm {
 async fn place_hold(State(state): State<AppState>, f: StaffForm<HoldForm>) -> Response {
     let StaffForm { staff, form } = f;
     let Ok(customer_id) = Uuid::parse_str(form.customer_id.trim()) else {
-        return staff.page.error(StatusCode::BAD_REQUEST, "console-error-invalid");
+        return staff
+            .page
+            .error(StatusCode::BAD_REQUEST, "console-error-invalid");
     };
     let review = form.review_at.trim();
     let review_at = if review.len() == 10 {
@@ -637,8 +656,17 @@ async fn place_hold(State(state): State<AppState>, f: StaffForm<HoldForm>) -> Re
         review_at,
         purpose: None,
     };
-    match holds_api::create_hold(State(state.clone()), staff.actor.clone(), Body(input)).await {
-        Ok(_) => staff.page.redirect(&format!("/console/holds?customer_id={customer_id}")),
+    match holds_api::create_hold(
+        State(state.clone()),
+        staff.actor.clone(),
+        Keyed::none(),
+        Body(input),
+    )
+    .await
+    {
+        Ok(_) => staff
+            .page
+            .redirect(&format!("/console/holds?customer_id={customer_id}")),
         Err(e) => staff.refusal(&e),
     }
 }
@@ -710,10 +738,14 @@ async fn trail(
     let raw: crate::audit::query::RawFilter =
         match serde_urlencoded::to_string(&kept).map(|s| serde_urlencoded::from_str(&s)) {
             Ok(Ok(r)) => r,
-            _ => return staff.page.error(StatusCode::BAD_REQUEST, "console-error-filter"),
+            _ => {
+                return staff
+                    .page
+                    .error(StatusCode::BAD_REQUEST, "console-error-filter");
+            }
         };
-    let page = audit_api::query_events(State(state.clone()), staff.actor.clone(), Ok(Query(raw)))
-        .await;
+    let page =
+        audit_api::query_events(State(state.clone()), staff.actor.clone(), Ok(Query(raw))).await;
     let page = match page {
         Ok(axum::Json(p)) => p,
         Err(e) => return staff.refusal(&e),
@@ -725,8 +757,11 @@ async fn trail(
             .unwrap_or_default()
     };
     let next = page.next_after_seq.map(|n| {
-        let mut qs: Vec<(String, String)> =
-            kept.iter().filter(|(k, _)| k != "after_seq").cloned().collect();
+        let mut qs: Vec<(String, String)> = kept
+            .iter()
+            .filter(|(k, _)| k != "after_seq")
+            .cloned()
+            .collect();
         qs.push(("after_seq".into(), n.to_string()));
         format!(
             "/console/audit?{}",
@@ -749,13 +784,7 @@ async fn access_log(
     staff: Staff,
     Query(q): Query<Vec<(String, String)>>,
 ) -> Response {
-    let get = |name: &str| {
-        nonempty(
-            q.iter()
-                .find(|(k, _)| k == name)
-                .map(|(_, v)| v.clone()),
-        )
-    };
+    let get = |name: &str| nonempty(q.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()));
     let Some(customer) = get("customer_id") else {
         return staff.render(
             &state,
@@ -849,6 +878,7 @@ pub fn sample_context(template: &str, lang: Language) -> Value {
     let id = Uuid::nil().to_string();
     let extra = match template {
         "console/sign_in.html" => context! { error => "console-sign-in-wrong" },
+        "console/error.html" => context! { status => 403, message => "console-error-forbidden" },
         "console/queue.html" => context! {
             requests => vec![context! { id => id.clone(), kind => "erasure", regulation => "gdpr", status => "awaiting_approval", received_at => "2026-01-01 10:00 UTC", due_at => "2026-02-01 10:00 UTC", overdue => true, extended => true }],
             statuses => Status::ALL.iter().map(|s| s.as_str()).collect::<Vec<_>>(),

@@ -1,5 +1,6 @@
-//! The HTML pages: the customers' privacy center (`/privacy/`, [`privacy`])
-//! and the foundation every page area builds on.
+//! The HTML pages: the customers' privacy center (`/privacy/`, [`privacy`]),
+//! the staff console (`/console/`, [`console`]) and the foundation every
+//! page area builds on.
 //!
 //! - [`render`]: templates compiled into the binary, text from the Fluent
 //!   catalogs ([`i18n`]) in the page's language;
@@ -19,6 +20,7 @@
 //! `crate::requests`, `crate::customers`), never the store, so a page can
 //! do nothing the API would refuse. Page routes are not in `/openapi.json`.
 
+pub mod console;
 pub mod cookies;
 pub mod csrf;
 pub mod i18n;
@@ -50,10 +52,11 @@ pub const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; 
 /// The cookie remembering the language chosen with the switch.
 pub const LANG_COOKIE: &str = "lang";
 
-/// The page routes: the privacy center and the static files.
+/// The page routes: the privacy center, the console and the static files.
 pub fn routes() -> Router<AppState> {
     Router::new()
         .merge(privacy::routes())
+        .merge(console::routes())
         .route("/static/pages.css", axum::routing::get(stylesheet))
         .layer(middleware::from_fn(headers))
 }
@@ -224,9 +227,15 @@ impl Page {
         }
     }
 
-    /// An error page in the page's language: `message` is a catalog key.
+    /// An error page in the page's language, in the page's area (its own
+    /// way back): `message` is a catalog key.
     pub fn error(&self, status: StatusCode, message: &str) -> Response {
-        self.finish(error_page(self.lang, status, message))
+        self.finish(error_page_in(
+            error_template(&self.path),
+            self.lang,
+            status,
+            message,
+        ))
     }
 
     /// 303 See Other to `to` (a path of the vault), with the cookies.
@@ -257,8 +266,23 @@ fn html_response(status: StatusCode, html: String) -> Response {
         .into_response()
 }
 
+/// The error page of the area `path` is in: the console's leads back to
+/// the console, every other to the privacy center.
+fn error_template(path: &str) -> &'static str {
+    if path == console::SESSION_PATH || path.starts_with("/console/") {
+        "console/error.html"
+    } else {
+        "error.html"
+    }
+}
+
 /// A self-contained error page (no CSRF token, no cookies).
 pub fn error_page(lang: Language, status: StatusCode, message: &str) -> Response {
+    error_page_in("error.html", lang, status, message)
+}
+
+/// [`error_page`] with the area's own `template`.
+fn error_page_in(template: &str, lang: Language, status: StatusCode, message: &str) -> Response {
     let ctx = context! {
         lang => lang.as_str(),
         langs => Value::from(Vec::<Value>::new()),
@@ -268,7 +292,7 @@ pub fn error_page(lang: Language, status: StatusCode, message: &str) -> Response
         status => status.as_u16(),
         message => message,
     };
-    match render::render("error.html", ctx) {
+    match render::render(template, ctx) {
         Ok(html) => html_response(status, html),
         Err(e) => {
             tracing::error!(error = %e, "the error page did not render");
@@ -327,7 +351,11 @@ mod tests {
                 continue;
             }
             for lang in Language::ALL {
-                let ctx = privacy::sample_context(name, lang);
+                let ctx = if name.starts_with("console/") {
+                    console::sample_context(name, lang)
+                } else {
+                    privacy::sample_context(name, lang)
+                };
                 let html =
                     render::render(name, ctx).unwrap_or_else(|e| panic!("{name} in {lang}: {e:#}"));
                 assert!(

@@ -43,6 +43,50 @@ pub const TEMPLATES: &[(&str, &str)] = &[
         "privacy/status.html",
         include_str!("../../../pages/templates/privacy/status.html"),
     ),
+    (
+        "console/layout.html",
+        include_str!("../../../pages/templates/console/layout.html"),
+    ),
+    (
+        "console/error.html",
+        include_str!("../../../pages/templates/console/error.html"),
+    ),
+    (
+        "console/sign_in.html",
+        include_str!("../../../pages/templates/console/sign_in.html"),
+    ),
+    (
+        "console/home.html",
+        include_str!("../../../pages/templates/console/home.html"),
+    ),
+    (
+        "console/queue.html",
+        include_str!("../../../pages/templates/console/queue.html"),
+    ),
+    (
+        "console/request.html",
+        include_str!("../../../pages/templates/console/request.html"),
+    ),
+    (
+        "console/holds.html",
+        include_str!("../../../pages/templates/console/holds.html"),
+    ),
+    (
+        "console/metrics.html",
+        include_str!("../../../pages/templates/console/metrics.html"),
+    ),
+    (
+        "console/trail.html",
+        include_str!("../../../pages/templates/console/trail.html"),
+    ),
+    (
+        "console/access_log.html",
+        include_str!("../../../pages/templates/console/access_log.html"),
+    ),
+    (
+        "console/verify.html",
+        include_str!("../../../pages/templates/console/verify.html"),
+    ),
 ];
 
 static ENV: LazyLock<Environment<'static>> = LazyLock::new(|| {
