@@ -128,6 +128,8 @@ actions! {
     AuditRollbackAccepted => "audit.rollback_accepted",
     TombstonesRepair => "tombstones.repair",
     AccessLogRead => "access_log.read",
+    ConsoleSignIn => "console.sign_in",
+    ConsoleSignOut => "console.sign_out",
 }
 
 impl Action {

@@ -3,11 +3,13 @@
 //! (`client_addr`), and the one limiter of password work (`work`). The
 //! edges (`src/http/`) use them to turn a credential into an
 //! [`Actor`](crate::actor::Actor); the services use `work` for every
-//! argon2 hash on a request path. `oidc` verifies the access tokens of
+//! argon2 hash on a request path. `session` checks users' passwords and
+//! keeps the staff console's sessions. `oidc` verifies the access tokens of
 //! external identity providers.
 
 pub mod cache;
 pub mod client_addr;
 pub mod oidc;
 pub mod rate_limit;
+pub mod session;
 pub mod work;

@@ -95,6 +95,12 @@ impl<S: Send + Sync> FromRequestParts<S> for Keyed {
 }
 
 impl Keyed {
+    /// No key: the caller is a page of this edge (a form is not retried
+    /// under a key), so there is no answer to store.
+    pub fn none() -> Self {
+        Keyed(None)
+    }
+
     /// The [`Answer`] a service records with its effect: what it answers,
     /// turned into the handler's reply by `reply` and sealed. The handler
     /// builds its own response with the same `reply`.

@@ -7,7 +7,8 @@
 //! 3. metrics — requests by route and status;
 //! 4. timeout — 503 after `request_timeout_secs`;
 //! 5. body limit — 413 past `max_body_bytes`;
-//! 6. security headers; 7. panics become a generic 500.
+//! 6. security headers (the HTML pages, [`pages`], set their own CSP and
+//!    caching first); 7. panics become a generic 500.
 //!
 //! Between 3 and the refusal audit: while the tombstone log is broken every
 //! route but health, tokens and the auditor's answers 503 ([`tamper`]).
@@ -25,6 +26,7 @@ pub mod keys;
 pub mod oauth;
 pub mod ops;
 pub mod outbox;
+pub mod pages;
 pub mod problems;
 pub mod refusals;
 pub mod requests;
@@ -185,6 +187,7 @@ pub fn app(state: AppState) -> Router {
     let max_body = state.settings.max_body_bytes;
     let timeout = Duration::from_secs(state.settings.request_timeout_secs);
     router
+        .merge(pages::routes())
         .route(
             "/openapi.json",
             axum::routing::get(move || {
@@ -233,7 +236,8 @@ pub fn app(state: AppState) -> Router {
                     header::X_CONTENT_TYPE_OPTIONS,
                     HeaderValue::from_static("nosniff"),
                 ))
-                .layer(SetResponseHeaderLayer::overriding(
+                // The pages set their own (static files may be cached).
+                .layer(SetResponseHeaderLayer::if_not_present(
                     header::CACHE_CONTROL,
                     HeaderValue::from_static("no-store"),
                 ))
@@ -241,7 +245,9 @@ pub fn app(state: AppState) -> Router {
                     header::X_FRAME_OPTIONS,
                     HeaderValue::from_static("DENY"),
                 ))
-                .layer(SetResponseHeaderLayer::overriding(
+                // The pages set their own (pages::CSP); the API's forbids
+                // everything.
+                .layer(SetResponseHeaderLayer::if_not_present(
                     header::CONTENT_SECURITY_POLICY,
                     HeaderValue::from_static("default-src 'none'; frame-ancestors 'none'"),
                 ))

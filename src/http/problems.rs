@@ -140,6 +140,15 @@ pub async fn normalize(req: Request, next: Next) -> Response {
     if !(status.is_client_error() || status.is_server_error()) {
         return resp;
     }
+    // The HTML pages answer their errors with pages of their own.
+    let is_html = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.starts_with("text/html"));
+    if is_html {
+        return resp;
+    }
     let is_problem = resp
         .headers()
         .get(header::CONTENT_TYPE)

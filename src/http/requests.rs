@@ -29,6 +29,7 @@ use super::error::{ApiResult, Problem, ServiceError};
 use super::extract::{Body, Client, RequestId, client_addr, parse_id};
 use super::idempotency::{Keyed, Reply};
 use crate::actor::Actor;
+use crate::answer::Answer;
 use crate::clock::{parse_rfc3339, rfc3339, to_micros};
 use crate::customers::{UpdateField, valid_channel};
 use crate::policy::{self, Capability, LegalBasis};
@@ -659,10 +660,10 @@ pub async fn file_request(
     headers: axum::http::HeaderMap,
     Body(input): Body<FileRequest>,
 ) -> ApiResult<Response> {
-    let intake = parse_intake(&state, &input, &headers, staff.is_some())?;
     let answer = keyed.answer(&state, filed);
     match staff {
         Some(caller) => {
+            let intake = parse_intake(&state, &input, &headers, true)?;
             let Some(raw) = input.customer_id.as_deref() else {
                 return Err(ServiceError::bad_request("identifier_required")
                     .detail("staff file a request with the customer's id")
@@ -690,39 +691,55 @@ pub async fn file_request(
             Ok(filed(&f)?.into_response())
         }
         None => {
-            if input.customer_id.is_some() || input.verified_by.is_some() {
-                return Err(ServiceError::unauthenticated()
-                    .detail("customer_id and verified_by are for staff, with a token"));
-            }
-            let Some(ident) = &input.identifier else {
-                return Err(ServiceError::bad_request("identifier_required")
-                    .detail("identify yourself with a searchable field, e.g. {\"field\": \"email\", \"value\": …}")
-                    .field("identifier"));
-            };
-            let def = state.policy.field(&ident.field).ok_or_else(|| {
-                ServiceError::bad_request("unknown_field").field(ident.field.clone())
-            })?;
-            if !def.searchable {
-                return Err(
-                    ServiceError::bad_request("field_not_searchable").field(def.name.clone())
-                );
-            }
-            let normalized = policy::normalize(def.ty, &ident.value).map_err(|e| {
-                ServiceError::bad_request("invalid_value")
-                    .detail(e.to_string())
-                    .field(def.name.clone())
-            })?;
-            let gpc = headers
-                .get("sec-gpc")
-                .and_then(|v| v.to_str().ok())
-                .is_some_and(|v| v.trim() == "1");
             let filer = Actor::data_subject(&rid).from_addr(addr);
-            let f =
-                flow::intake_by_customer(&state, &filer, intake, def, &normalized, gpc, &answer)
-                    .await?;
+            let f = file_by_customer(&state, &filer, &headers, &input, &answer).await?;
             Ok(filed(&f)?.into_response())
         }
     }
+}
+
+/// A customer's own filing, without a token (the API's and the privacy
+/// center's): identified by a searchable field, answered alike whether or
+/// not a customer matches. `Sec-GPC: 1` in `headers` records an opt-out of
+/// sale/sharing for an identified customer.
+pub(crate) async fn file_by_customer(
+    state: &AppState,
+    filer: &Actor,
+    headers: &axum::http::HeaderMap,
+    input: &FileRequest,
+    answer: &Answer<'_, flow::Filed>,
+) -> ApiResult<flow::Filed> {
+    let intake = parse_intake(state, input, headers, false)?;
+    if input.customer_id.is_some() || input.verified_by.is_some() {
+        return Err(ServiceError::unauthenticated()
+            .detail("customer_id and verified_by are for staff, with a token"));
+    }
+    let Some(ident) = &input.identifier else {
+        return Err(ServiceError::bad_request("identifier_required")
+            .detail("identify yourself with a searchable field, e.g. {\"field\": \"email\", \"value\": …}")
+            .field("identifier"));
+    };
+    let def = state
+        .policy
+        .field(&ident.field)
+        .ok_or_else(|| ServiceError::bad_request("unknown_field").field(ident.field.clone()))?;
+    if !def.searchable {
+        return Err(ServiceError::bad_request("field_not_searchable").field(def.name.clone()));
+    }
+    let normalized = policy::normalize(def.ty, &ident.value).map_err(|e| {
+        ServiceError::bad_request("invalid_value")
+            .detail(e.to_string())
+            .field(def.name.clone())
+    })?;
+    flow::intake_by_customer(state, filer, intake, def, &normalized, gpc(headers), answer).await
+}
+
+/// The request carried the Global Privacy Control signal (`Sec-GPC: 1`).
+pub(crate) fn gpc(headers: &axum::http::HeaderMap) -> bool {
+    headers
+        .get("sec-gpc")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim() == "1")
 }
 
 /// A request: to its requester (request token) or to the privacy team
@@ -739,16 +756,22 @@ pub async fn get_request(
     Path(id): Path<String>,
 ) -> ApiResult<Json<RequestView>> {
     let id = parse_id(&id)?;
+    Ok(Json(read(&state, &auth, id).await?))
+}
+
+/// A request as `auth` may see it, its reading audited (the API's and the
+/// privacy center's).
+pub(crate) async fn read(state: &AppState, auth: &RequestAuth, id: Uuid) -> ApiResult<RequestView> {
     let r = load(
-        &state,
-        &auth,
+        state,
+        auth,
         id,
         &[Capability::RequestsProcess, Capability::Audit],
     )
     .await?;
-    let ev = flow::event(actor(&auth), Action::RequestRead, Decision::Allowed, &r);
+    let ev = flow::event(actor(auth), Action::RequestRead, Decision::Allowed, &r);
     state.sequencer.commit(Unit::event(ev)).await?;
-    answer(&state, &auth, &r).await
+    answer(state, auth, &r).await.map(|Json(v)| v)
 }
 
 /// Verify the requester: the one-time code (request token), or staff
@@ -779,23 +802,37 @@ pub async fn verify(
         Reply::json(StatusCode::OK, &v)
     };
     let recorded = keyed.answer(&state, reply);
+    Ok(Json(
+        verify_request(&state, &auth, id, input, &recorded).await?,
+    ))
+}
+
+/// Verifies the requester (the API's and the privacy center's), recording
+/// `recorded` with the effect.
+pub(crate) async fn verify_request(
+    state: &AppState,
+    auth: &RequestAuth,
+    id: Uuid,
+    input: VerifyBody,
+    recorded: &Answer<'_, Answered>,
+) -> ApiResult<RequestView> {
     let r = load(
-        &state,
-        &auth,
+        state,
+        auth,
         id,
         &[Capability::RequestsFile, Capability::RequestsProcess],
     )
     .await?;
-    let r = match (&auth, input.code, input.method) {
+    let r = match (auth, input.code, input.method) {
         (RequestAuth::Token(_, holder), Some(code), None) => {
             if code.is_empty() || code.len() > 64 {
                 return Err(ServiceError::bad_request("invalid_code").detail("the code is wrong"));
             }
-            flow::verify_code(&state, holder, r, code, &recorded).await?
+            flow::verify_code(state, holder, r, code, recorded).await?
         }
         (RequestAuth::Staff(caller), None, Some(method)) => {
             valid_method(&method).map_err(|e| e.field("method"))?;
-            flow::verify_by_staff(&state, caller, r, &method, &recorded).await?
+            flow::verify_by_staff(state, caller, r, &method, recorded).await?
         }
         (RequestAuth::Token(..), _, _) => {
             return Err(ServiceError::invalid_request("send the code you received").field("code"));
@@ -807,7 +844,7 @@ pub async fn verify(
             .field("method"));
         }
     };
-    answer(&state, &auth, &r).await
+    answer(state, auth, &r).await.map(|Json(v)| v)
 }
 
 /// Approve a request waiting for the DPO (`requests.process`); it is then
@@ -1030,18 +1067,24 @@ pub async fn get_export(
     Path(id): Path<String>,
 ) -> ApiResult<Json<Value>> {
     let id = parse_id(&id)?;
-    let r = load(&state, &auth, id, &[Capability::RequestsProcess]).await?;
+    Ok(Json(export(&state, &auth, id).await?))
+}
+
+/// The export package, its download audited (the API's and the privacy
+/// center's).
+pub(crate) async fn export(state: &AppState, auth: &RequestAuth, id: Uuid) -> ApiResult<Value> {
+    let r = load(state, auth, id, &[Capability::RequestsProcess]).await?;
     // A merged request's export is that of the request it joined.
     let r = match r.merged_into {
         Some(into) => state.store.request(into).await?.unwrap_or(r),
         None => r,
     };
-    let package = flow::export_package(&state, &r).await?;
+    let package = flow::export_package(state, &r).await?;
     let fields = crate::customers::erase::package_fields(&package);
     let ev =
-        flow::event(actor(&auth), Action::RequestExported, Decision::Allowed, &r).fields(fields);
+        flow::event(actor(auth), Action::RequestExported, Decision::Allowed, &r).fields(fields);
     state.sequencer.commit(Unit::event(ev)).await?;
-    Ok(Json(package))
+    Ok(package)
 }
 
 #[cfg(test)]

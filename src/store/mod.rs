@@ -40,11 +40,11 @@ pub use requests::{
     DisclosureRow, ExportRow, OutboxRow, RequestFilter, RequestMutation, RequestRow, RequestStore,
 };
 pub use rows::{
-    AuditFilter, AuditHead, CheckpointRow, ConsentEvent, CustomerKeyRow, CustomerRecord,
-    CustomerRow, DataKeyRow, ErasureJobRow, ErasureJobStatus, FieldRow, IdempotencyRow,
-    IdempotencyState, KekRow, KekState, KekUsage, KeyUse, LegalHoldRow, PrincipalKind,
-    PrincipalListing, PrincipalRow, SigningKeyRow, SigningKeyState, TombstoneRow, UnknownValue,
-    ValuePurpose,
+    AuditFilter, AuditHead, CheckpointRow, ConsentEvent, ConsoleSessionRow, CustomerKeyRow,
+    CustomerRecord, CustomerRow, DataKeyRow, ErasureJobRow, ErasureJobStatus, FieldRow,
+    IdempotencyRow, IdempotencyState, KekRow, KekState, KekUsage, KeyUse, LegalHoldRow,
+    PrincipalKind, PrincipalListing, PrincipalRow, SigningKeyRow, SigningKeyState, TombstoneRow,
+    UnknownValue, ValuePurpose,
 };
 pub use sqlite::{SqliteStore, backup_into as backup_sqlite};
 
@@ -222,6 +222,8 @@ pub trait Store: RequestStore + Send + Sync + 'static {
     async fn customer_record(&self, id: Uuid) -> StoreResult<Option<CustomerRecord>>;
     async fn find_by_blind_index(&self, field: &str, digest: &[u8]) -> StoreResult<Vec<Uuid>>;
     async fn idempotency(&self, principal: &str, key: &str) -> StoreResult<Option<IdempotencyRow>>;
+    /// The console session whose id hashes to `id_hash` (SHA-256, hex).
+    async fn console_session(&self, id_hash: &str) -> StoreResult<Option<ConsoleSessionRow>>;
 
     // Erasure, legal holds, retention
     async fn erasure_job(&self, customer: Uuid) -> StoreResult<Option<ErasureJobRow>>;

@@ -287,6 +287,27 @@ pub enum Mutation {
     ReleaseStaleIdempotency {
         before: i64,
     },
+    /// Starts a console session (`id_hash`: SHA-256, hex, of its id).
+    InsertConsoleSession {
+        id_hash: String,
+        user_id: Uuid,
+        at: i64,
+    },
+    /// Records that a console session was used at `at`.
+    TouchConsoleSession {
+        id_hash: String,
+        at: i64,
+    },
+    /// Ends a console session (no error when it is already gone).
+    DeleteConsoleSession {
+        id_hash: String,
+    },
+    /// Deletes the console sessions unused since `idle_before` or started
+    /// before `started_before`.
+    PruneConsoleSessions {
+        idle_before: i64,
+        started_before: i64,
+    },
     /// Stores a signed checkpoint. It must cover an existing event's
     /// (seq, hash) or the chain head row; a checkpoint already stored at that
     /// seq is kept (NotFound when it covers nothing).

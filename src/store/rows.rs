@@ -183,6 +183,16 @@ pub struct ConsentEvent {
     pub explicit: bool,
 }
 
+/// A staff console session, found by the SHA-256 of its id.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct ConsoleSessionRow {
+    pub user_id: Uuid,
+    /// Sign-in (µs).
+    pub created_at: i64,
+    /// The last request made with it (µs).
+    pub last_seen_at: i64,
+}
+
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct IdempotencyRow {
     pub request_hash: Vec<u8>,

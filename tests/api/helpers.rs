@@ -29,6 +29,10 @@ impl TestClock {
         self.offset
             .fetch_add(days * 86_400_000_000, Ordering::SeqCst);
     }
+
+    pub fn advance_secs(&self, secs: i64) {
+        self.offset.fetch_add(secs * 1_000_000, Ordering::SeqCst);
+    }
 }
 
 impl Clock for TestClock {

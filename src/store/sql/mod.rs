@@ -443,6 +443,18 @@ macro_rules! impl_store {
                     .await?)
             }
 
+            async fn console_session(
+                &self,
+                id_hash: &str,
+            ) -> $crate::store::StoreResult<Option<$crate::store::ConsoleSessionRow>> {
+                Ok(
+                    sqlx::query_as($crate::store::sql::principals::CONSOLE_SESSION)
+                        .bind(id_hash)
+                        .fetch_optional(&self.pool)
+                        .await?,
+                )
+            }
+
             async fn erasure_job(
                 &self,
                 customer: uuid::Uuid,
@@ -649,7 +661,11 @@ macro_rules! impl_store {
                 | M::AnswerIdempotency { .. }
                 | M::ReleaseIdempotency { .. }
                 | M::PruneIdempotency { .. }
-                | M::ReleaseStaleIdempotency { .. } => apply_principals(tx, m).await,
+                | M::ReleaseStaleIdempotency { .. }
+                | M::InsertConsoleSession { .. }
+                | M::TouchConsoleSession { .. }
+                | M::DeleteConsoleSession { .. }
+                | M::PruneConsoleSessions { .. } => apply_principals(tx, m).await,
                 M::InsertCustomer { .. }
                 | M::PutField { .. }
                 | M::DeleteField { .. }

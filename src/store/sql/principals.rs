@@ -14,6 +14,8 @@ pub(in crate::store) const USERS: &str = "SELECT id, username AS name, role, dis
      password_changed_at AS changed_at FROM users ORDER BY username";
 pub(in crate::store) const USER_BY_NAME: &str = "SELECT id, username AS name, role, \
      password_hash AS credential, disabled, password_changed_at FROM users WHERE username = $1";
+pub(in crate::store) const CONSOLE_SESSION: &str =
+    "SELECT user_id, created_at, last_seen_at FROM console_sessions WHERE id_hash = $1";
 pub(in crate::store) const IDEMPOTENCY: &str = "SELECT request_hash, state, status, kek_version, body, created_at \
      FROM idempotency_keys WHERE principal = $1 AND key = $2";
 
@@ -87,6 +89,13 @@ macro_rules! principal_writes {
                         .await?;
                     if r.rows_affected() == 0 {
                         return Err($crate::store::StoreError::NotFound);
+                    }
+                    // A disabled user's console sessions end with it.
+                    if *disabled {
+                        sqlx::query("DELETE FROM console_sessions WHERE user_id = $1")
+                            .bind(id)
+                            .execute(&mut **tx)
+                            .await?;
                     }
                 }
                 M::SetUserPassword { id, password_hash, at } => {
@@ -172,6 +181,42 @@ macro_rules! principal_writes {
                         .bind(before)
                         .execute(&mut **tx)
                         .await?;
+                }
+                M::InsertConsoleSession { id_hash, user_id, at } => {
+                    sqlx::query(
+                        "INSERT INTO console_sessions (id_hash, user_id, created_at, last_seen_at) \
+                         VALUES ($1, $2, $3, $3)",
+                    )
+                    .bind(id_hash)
+                    .bind(user_id)
+                    .bind(at)
+                    .execute(&mut **tx)
+                    .await?;
+                }
+                M::TouchConsoleSession { id_hash, at } => {
+                    sqlx::query(
+                        "UPDATE console_sessions SET last_seen_at = $2 \
+                         WHERE id_hash = $1 AND last_seen_at < $2",
+                    )
+                    .bind(id_hash)
+                    .bind(at)
+                    .execute(&mut **tx)
+                    .await?;
+                }
+                M::DeleteConsoleSession { id_hash } => {
+                    sqlx::query("DELETE FROM console_sessions WHERE id_hash = $1")
+                        .bind(id_hash)
+                        .execute(&mut **tx)
+                        .await?;
+                }
+                M::PruneConsoleSessions { idle_before, started_before } => {
+                    sqlx::query(
+                        "DELETE FROM console_sessions WHERE last_seen_at < $1 OR created_at < $2",
+                    )
+                    .bind(idle_before)
+                    .bind(started_before)
+                    .execute(&mut **tx)
+                    .await?;
                 }
                 _ => return Err($crate::store::sql::misrouted("principals")),
             }
