@@ -193,6 +193,50 @@ pub async fn record(
     answer: &Answer<'_, ConsentEventView>,
 ) -> ServiceResult<ConsentEventView> {
     actor.require(&state.policy, Capability::Consents)?;
+    record_event(state, actor, id, input).await
+}
+
+/// The customer's own grant or withdrawal, on the privacy center: `holder`
+/// is the data subject holding a verified request of customer `id`
+/// (`crate::requests::flow::subject_customer` decides that). The channel is
+/// always `web`.
+pub async fn record_own(
+    state: &AppState,
+    holder: &Actor,
+    id: Uuid,
+    input: &ConsentRequest,
+) -> ServiceResult<ConsentEventView> {
+    own(holder)?;
+    if input.channel != "web" {
+        return Err(ServiceError::invalid_request(
+            "the customer's own consent is given on the web",
+        )
+        .field("channel"));
+    }
+    record_event(state, holder, id, input).await
+}
+
+/// The customer's own consents (see [`record_own`]).
+pub async fn list_own(state: &AppState, holder: &Actor, id: Uuid) -> ServiceResult<Consents> {
+    own(holder)?;
+    list_events(state, holder, id).await
+}
+
+fn own(holder: &Actor) -> ServiceResult<()> {
+    if holder.kind == crate::actor::ActorKind::DataSubject {
+        Ok(())
+    } else {
+        Err(ServiceError::forbidden("capability_required")
+            .detail("staff record consent with the consents capability"))
+    }
+}
+
+async fn record_event(
+    state: &AppState,
+    actor: &Actor,
+    id: Uuid,
+    input: &ConsentRequest,
+) -> ServiceResult<ConsentEventView> {
     let (action, audit_action) = match input.action {
         ConsentAction::Grant => ("grant", Action::ConsentGrant),
         ConsentAction::Withdraw => ("withdraw", Action::ConsentWithdraw),
@@ -236,6 +280,10 @@ pub async fn record(
 /// The current consent per purpose and the full ledger.
 pub async fn list(state: &AppState, actor: &Actor, id: Uuid) -> ServiceResult<Consents> {
     actor.require(&state.policy, Capability::Consents)?;
+    list_events(state, actor, id).await
+}
+
+async fn list_events(state: &AppState, actor: &Actor, id: Uuid) -> ServiceResult<Consents> {
     let record = live_customer(state, actor, Action::ConsentRead, id).await?;
     let now = state.clock.now_micros();
     let current = ConsentState::derive(&state.policy, &record.consents, now)

@@ -759,6 +759,15 @@ pub async fn get_request(
     Ok(Json(read(&state, &auth, id).await?))
 }
 
+/// The request itself, when `auth` may see it (its own for a token).
+pub(crate) async fn own_request(
+    state: &AppState,
+    auth: &RequestAuth,
+    id: Uuid,
+) -> ApiResult<Request> {
+    load(state, auth, id, &[Capability::RequestsProcess]).await
+}
+
 /// A request as `auth` may see it, its reading audited (the API's and the
 /// privacy center's).
 pub(crate) async fn read(state: &AppState, auth: &RequestAuth, id: Uuid) -> ApiResult<RequestView> {

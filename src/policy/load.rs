@@ -14,8 +14,8 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
 use super::{
-    Capability, Controller, FieldDef, FieldType, LegalBasis, Mask, MaskRule, Policy, Purpose,
-    REQUEST_KINDS, Retention, Role, SpecialCategoryCondition, covers, is_identifier,
+    Capability, ConsentNotice, Controller, FieldDef, FieldType, LegalBasis, Mask, MaskRule, Policy,
+    Purpose, REQUEST_KINDS, Retention, Role, SpecialCategoryCondition, covers, is_identifier,
     is_purpose_name, is_special_category, parent_name,
 };
 
@@ -165,6 +165,9 @@ struct RawPurpose {
     sale_or_sharing: Option<bool>,
     allowed_when_restricted: Option<bool>,
     special_category_condition: Option<String>,
+    #[serde(default)]
+    descriptions: BTreeMap<String, String>,
+    consent_notice: Option<RawNotice>,
 }
 
 const PURPOSE_KEYS: &[&str] = &[
@@ -175,7 +178,107 @@ const PURPOSE_KEYS: &[&str] = &[
     "sale_or_sharing",
     "allowed_when_restricted",
     "special_category_condition",
+    "descriptions",
+    "consent_notice",
 ];
+
+/// `[purposes.<name>.consent_notice]`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawNotice {
+    version: String,
+    /// English.
+    text: String,
+    #[serde(default)]
+    texts: BTreeMap<String, String>,
+    /// English.
+    explicit_statement: Option<String>,
+    #[serde(default)]
+    explicit_statements: BTreeMap<String, String>,
+}
+
+/// The languages other than English a policy text may be given in.
+const OTHER_LANGUAGES: &[&str] = &["it", "zh-Hans"];
+
+/// Problems of a per-language text table (`descriptions`, `texts`, …).
+fn translations(what: &str, map: &BTreeMap<String, String>) -> Vec<String> {
+    let mut problems = Vec::new();
+    for (lang, text) in map {
+        if !OTHER_LANGUAGES.contains(&lang.as_str()) {
+            problems.push(format!(
+                "{what}: unknown language \"{lang}\" (expected one of {}; English is the main text)",
+                OTHER_LANGUAGES.join(", ")
+            ));
+        } else if text.trim().is_empty() {
+            problems.push(format!("{what}.{lang} must not be empty"));
+        }
+    }
+    problems
+}
+
+/// The resolved notice of a purpose, or the problems with it.
+fn consent_notice(
+    raw: &RawNotice,
+    basis: LegalBasis,
+    condition: Option<SpecialCategoryCondition>,
+) -> Result<ConsentNotice, Vec<String>> {
+    let mut problems = Vec::new();
+    let explicit = condition == Some(SpecialCategoryCondition::ExplicitConsent);
+    if basis != LegalBasis::Consent && !explicit {
+        problems.push(
+            "consent_notice applies to purposes on the basis consent or with special_category_condition = \"explicit_consent\"".to_owned(),
+        );
+    }
+    let version = raw.version.trim();
+    if version.is_empty() || version.len() > 64 || version.chars().any(char::is_control) {
+        problems.push("consent_notice.version must be 1–64 printable characters".to_owned());
+    }
+    if raw.text.trim().is_empty() {
+        problems.push("consent_notice.text must not be empty".to_owned());
+    }
+    problems.extend(translations("consent_notice.texts", &raw.texts));
+    problems.extend(translations(
+        "consent_notice.explicit_statements",
+        &raw.explicit_statements,
+    ));
+    match (&raw.explicit_statement, explicit) {
+        (None, true) => problems.push(
+            "consent_notice.explicit_statement is required: the purpose relies on explicit consent for special-category data".to_owned(),
+        ),
+        (Some(_), false) => problems.push(
+            "consent_notice.explicit_statement applies only to purposes with special_category_condition = \"explicit_consent\"".to_owned(),
+        ),
+        (Some(s), true) if s.trim().is_empty() => {
+            problems.push("consent_notice.explicit_statement must not be empty".to_owned());
+        }
+        _ => {}
+    }
+    if raw.explicit_statement.is_none() && !raw.explicit_statements.is_empty() {
+        problems.push(
+            "consent_notice.explicit_statements needs the English explicit_statement".to_owned(),
+        );
+    }
+    if !problems.is_empty() {
+        return Err(problems);
+    }
+    let with_english = |en: &str, others: &BTreeMap<String, String>| {
+        let mut all: BTreeMap<String, String> = others
+            .iter()
+            .map(|(l, t)| (l.clone(), t.trim().to_owned()))
+            .collect();
+        all.insert("en".into(), en.trim().to_owned());
+        all
+    };
+    Ok(ConsentNotice {
+        version: version.to_owned(),
+        texts: with_english(&raw.text, &raw.texts),
+        explicit_statements: raw
+            .explicit_statement
+            .as_deref()
+            .map(|en| with_english(en, &raw.explicit_statements))
+            .unwrap_or_default(),
+    })
+}
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -628,6 +731,9 @@ impl Loader {
             if raw.description.trim().is_empty() {
                 problem("description must not be empty".to_owned());
             }
+            for p in translations("descriptions", &raw.descriptions) {
+                problem(p);
+            }
             let parent = match parent_name(name) {
                 None => None,
                 Some(parent) => match resolved.get(parent) {
@@ -680,6 +786,22 @@ impl Loader {
             let (Some(basis), Some(retention)) = (basis, retention) else {
                 continue;
             };
+            let condition =
+                condition.or_else(|| parent.as_ref().and_then(|p| p.special_category_condition));
+            let notice = match raw
+                .consent_notice
+                .as_ref()
+                .map(|n| consent_notice(n, basis, condition))
+            {
+                None => None,
+                Some(Ok(n)) => Some(n),
+                Some(Err(found)) => {
+                    for p in found {
+                        problem(p);
+                    }
+                    None
+                }
+            };
             resolved.insert(
                 name.clone(),
                 Purpose {
@@ -692,8 +814,13 @@ impl Loader {
                     allowed_when_restricted: inherit(raw.allowed_when_restricted, |p| {
                         p.allowed_when_restricted
                     }),
-                    special_category_condition: condition
-                        .or_else(|| parent.as_ref().and_then(|p| p.special_category_condition)),
+                    special_category_condition: condition,
+                    descriptions: raw
+                        .descriptions
+                        .iter()
+                        .map(|(l, t)| (l.clone(), t.trim().to_owned()))
+                        .collect(),
+                    consent_notice: notice,
                 },
             );
         }
@@ -1045,6 +1172,102 @@ read = ["support"]
         assert!(
             found.iter().any(|p| p == expected),
             "expected {expected:?} among {found:#?}"
+        );
+    }
+
+    #[test]
+    fn purposes_may_carry_descriptions_and_consent_notices_per_language() {
+        let policy = default_policy();
+        let marketing = policy.purpose("marketing").unwrap();
+        assert_eq!(marketing.description_in("it"), "Inviarti offerte");
+        assert_eq!(marketing.description_in("en"), "Send you offers");
+        let notice = marketing.consent_notice.as_ref().unwrap();
+        assert_eq!(notice.version, "2026-01");
+        assert!(notice.text("zh-Hans").contains("优惠"));
+        assert!(
+            notice.text("fr").starts_with("I would like"),
+            "English otherwise"
+        );
+        assert!(notice.explicit_statement("en").is_none());
+        let support = policy
+            .purpose("support")
+            .unwrap()
+            .consent_notice
+            .as_ref()
+            .unwrap();
+        assert!(
+            support
+                .explicit_statement("it")
+                .unwrap()
+                .contains("esplicitamente")
+        );
+        // Not inherited: marketing.email has none of its own.
+        assert!(
+            policy
+                .purpose("marketing.email")
+                .unwrap()
+                .consent_notice
+                .is_none()
+        );
+        for p in policy.purposes.values() {
+            for lang in ["it", "zh-Hans"] {
+                assert!(p.descriptions.contains_key(lang), "{} in {lang}", p.name);
+            }
+        }
+
+        let ok = r#"
+[purposes.news]
+basis = "consent"
+retention = "1 year"
+description = "News"
+descriptions = { it = "Notizie" }
+[purposes.news.consent_notice]
+version = "v1"
+text = "Send me news."
+texts = { "zh-Hans" = "给我发送新闻。" }
+"#;
+        let loaded = load(&[("p.toml", &format!("{BASE}\n{ok}"))]).unwrap();
+        let news = loaded.purpose("news").unwrap();
+        assert_eq!(news.description_in("it"), "Notizie");
+        assert_eq!(news.description_in("zh-Hans"), "News");
+        assert_eq!(
+            news.consent_notice.as_ref().unwrap().text("zh-Hans"),
+            "给我发送新闻。"
+        );
+    }
+
+    #[test]
+    fn per_language_texts_and_notices_are_checked() {
+        let purpose = |extra: &str| {
+            format!(
+                "[purposes.news]\nbasis = \"consent\"\nretention = \"1 year\"\ndescription = \"N\"\n{extra}"
+            )
+        };
+        assert_problem(
+            &purpose("descriptions = { fr = \"Nouvelles\" }"),
+            "p.toml: purposes.news: descriptions: unknown language \"fr\" (expected one of it, zh-Hans; English is the main text)",
+        );
+        assert_problem(
+            &purpose("descriptions = { it = \" \" }"),
+            "p.toml: purposes.news: descriptions.it must not be empty",
+        );
+        assert_problem(
+            &purpose("[purposes.news.consent_notice]\nversion = \"\"\ntext = \"T\""),
+            "p.toml: purposes.news: consent_notice.version must be 1–64 printable characters",
+        );
+        assert_problem(
+            &purpose(
+                "[purposes.news.consent_notice]\nversion = \"1\"\ntext = \"T\"\nexplicit_statement = \"S\"",
+            ),
+            "p.toml: purposes.news: consent_notice.explicit_statement applies only to purposes with special_category_condition = \"explicit_consent\"",
+        );
+        assert_problem(
+            "[purposes.stats]\nbasis = \"legitimate_interest\"\nretention = \"1 year\"\ndescription = \"S\"\n[purposes.stats.consent_notice]\nversion = \"1\"\ntext = \"T\"",
+            "p.toml: purposes.stats: consent_notice applies to purposes on the basis consent or with special_category_condition = \"explicit_consent\"",
+        );
+        assert_problem(
+            "[purposes.care]\nbasis = \"contract\"\nretention = \"1 year\"\ndescription = \"C\"\nspecial_category_condition = \"explicit_consent\"\n[purposes.care.consent_notice]\nversion = \"1\"\ntext = \"T\"",
+            "p.toml: purposes.care: consent_notice.explicit_statement is required: the purpose relies on explicit consent for special-category data",
         );
     }
 
@@ -1559,7 +1782,7 @@ allowed_when_restricted = true
     fn unknown_keys_are_errors() {
         assert_problem(
             "[purposes.billing]\nbasis = \"contract\"\nretention = \"1 year\"\ndescription = \"B\"\nbsis = \"x\"",
-            "p.toml: purposes.billing: unknown key \"bsis\" (expected one of basis, retention, description, essential, sale_or_sharing, allowed_when_restricted, special_category_condition)",
+            "p.toml: purposes.billing: unknown key \"bsis\" (expected one of basis, retention, description, essential, sale_or_sharing, allowed_when_restricted, special_category_condition, descriptions, consent_notice)",
         );
         assert_problem(
             "[fields.email]\ntype = \"email\"\ncategory = \"user.contact.email\"\npurposes = [\"support\"]\nsearchabel = true",

@@ -85,6 +85,66 @@ pub struct Purpose {
     /// The GDPR Art. 9(2) condition this purpose relies on for
     /// special-category values; without one it never serves or collects them.
     pub special_category_condition: Option<SpecialCategoryCondition>,
+    /// The description in other languages, by tag (`it`, `zh-Hans`);
+    /// `description` is the English one.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub descriptions: BTreeMap<String, String>,
+    /// The notice a customer agrees to when granting consent to this
+    /// purpose on the privacy center (purposes on consent, or relying on
+    /// explicit consent for special-category data). Not inherited.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub consent_notice: Option<ConsentNotice>,
+}
+
+impl Purpose {
+    /// The description in `lang` (a tag: `en`, `it`, `zh-Hans`), else the
+    /// English one.
+    pub fn description_in(&self, lang: &str) -> &str {
+        self.descriptions
+            .get(lang)
+            .map_or(self.description.as_str(), String::as_str)
+    }
+}
+
+/// The text a customer agrees to when granting consent, per language.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ConsentNotice {
+    /// Recorded with every grant and withdrawal (`notice_version`).
+    pub version: String,
+    /// The notice by language tag; `en` is always present.
+    pub texts: BTreeMap<String, String>,
+    /// For a purpose relying on `explicit_consent`: the specific statement
+    /// about the special-category data the customer confirms (GDPR
+    /// Art. 9(2)(a)), by language tag; `en` is always present then.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub explicit_statements: BTreeMap<String, String>,
+}
+
+impl ConsentNotice {
+    /// The notice in `lang`, else English.
+    pub fn text(&self, lang: &str) -> &str {
+        self.texts
+            .get(lang)
+            .or_else(|| self.texts.get("en"))
+            .map_or("", String::as_str)
+    }
+
+    /// The explicit-consent statement in `lang`, else English.
+    pub fn explicit_statement(&self, lang: &str) -> Option<&str> {
+        self.explicit_statements
+            .get(lang)
+            .or_else(|| self.explicit_statements.get("en"))
+            .map(String::as_str)
+    }
+
+    /// Every text of this notice (notices and statements, all languages),
+    /// with its language: to find the one a recorded hash names.
+    pub fn all_texts(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.texts
+            .iter()
+            .chain(self.explicit_statements.iter())
+            .map(|(l, t)| (l.as_str(), t.as_str()))
+    }
 }
 
 /// The conditions of GDPR Art. 9(2)(a)–(j) under which a special category

@@ -1373,6 +1373,26 @@ pub async fn request_for_token(state: &AppState, token: &str) -> ServiceResult<U
     Ok(id)
 }
 
+/// The customer a data subject proved to be through request `r`: its code
+/// was entered (or staff verified the requester) and it names a live
+/// customer. What the privacy center lets the holder of the request token
+/// manage (their consents). 403 `not_verified` otherwise, alike whether or
+/// not a customer matched, so it reveals nothing.
+pub async fn subject_customer(state: &AppState, r: &Request) -> ServiceResult<Uuid> {
+    let refused = || {
+        ServiceError::forbidden("not_verified")
+            .detail("the request is not verified, or names no customer")
+    };
+    if r.verified_at.is_none() {
+        return Err(refused());
+    }
+    let customer = r.customer_id.ok_or_else(refused)?;
+    match state.store.customer_record(customer).await? {
+        Some(record) if live(&record) => Ok(customer),
+        _ => Err(refused()),
+    }
+}
+
 /// The export package of a completed access or portability request, built
 /// from the customer's live data at each download; once the customer is
 /// erased, only the erasure receipt (R26).

@@ -516,3 +516,338 @@ async fn form_errors_are_shown_on_the_form_in_the_page_language() {
         a.body
     );
 }
+
+/// A customer with an email for support, billing and marketing by email,
+/// accessibility needs (health) for support under explicit consent, and
+/// marketing consent.
+pub fn consenting_customer() -> serde_json::Value {
+    let consent = |purpose: &str, explicit: bool| {
+        json!({"purpose": purpose, "notice_version": "2026-01", "notice_text_sha256": NOTICE_SHA,
+               "language": "en", "jurisdiction": "EU", "explicit": explicit})
+    };
+    json!({
+        "external_id": format!("zd-{}", uuid::Uuid::now_v7().simple()),
+        "channel": "chat", "notice_version": "2026-01",
+        "fields": {
+            "email": {"value": "ada@example.com", "purposes": ["support", "billing", "marketing.email"]},
+            "accessibility_needs": {"value": "Screen reader user", "purposes": ["support"]}
+        },
+        "consents": [consent("support", true), consent("marketing", false)]
+    })
+}
+
+/// Files `kind` for ada@example.com and enters the code: the browser
+/// client now holds a verified request.
+pub async fn verified(v: &TestVault, c: &mut PageClient, kind: &str) -> String {
+    let notifier = v.token("notifier").await;
+    let id = file(c, kind, "ada@example.com").await;
+    let code = code_for(v, &notifier, &id).await;
+    let a = c
+        .submit(
+            &format!("/privacy/requests/{id}/verify"),
+            &format!("/privacy/requests/{id}/verify"),
+            &[("code", &code)],
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::SEE_OTHER, "{}", a.body);
+    id
+}
+
+/// The withheld reason of `field` when `token` reads the customer for
+/// `purpose`; `None` when the value is served.
+pub async fn withheld(
+    v: &TestVault,
+    token: &str,
+    customer: &str,
+    purpose: &str,
+    field: &str,
+) -> Option<String> {
+    let (st, p) = v
+        .get(
+            token,
+            &format!("/v1/customers/{customer}?purpose={purpose}"),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK, "{p}");
+    if p["fields"].get(field).is_some() {
+        return None;
+    }
+    p["withheld"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|w| w["field"] == field)
+        .map(|w| w["reason"].as_str().unwrap().to_owned())
+}
+
+#[tokio::test]
+async fn the_privacy_center_says_what_is_held_and_why_from_the_policy() {
+    let v = TestVault::start(Backend::Sqlite).await;
+    let mut c = PageClient::new(&v.base);
+    let a = c.get("/privacy/").await;
+    assert_eq!(a.status, StatusCode::OK);
+    let policy = &v.state.policy;
+    assert!(a.body.contains(&policy.controller.name));
+    assert!(a.body.contains(&policy.controller.contact));
+    assert!(
+        a.body
+            .contains(policy.controller.dpo_contact.as_deref().unwrap())
+    );
+    for p in policy.purposes.values() {
+        assert!(
+            a.body.contains(&format!("data-purpose=\"{}\"", p.name)),
+            "{}",
+            p.name
+        );
+    }
+    assert!(a.body.contains("Invoice you and keep tax records"));
+    assert!(a.body.contains("10 years from collection"));
+    assert!(a.body.contains("A legal obligation"));
+    assert!(a.body.contains("Only with your explicit consent"));
+    assert!(a.body.contains("Our billing system"), "recipients");
+    assert!(a.body.contains("Have your data deleted"), "rights");
+    // The policy's Italian descriptions on the Italian page.
+    c.headers.push(("accept-language", "it".into()));
+    let a = c.get("/privacy/").await;
+    assert!(
+        a.body
+            .contains("Emettere fatture e conservare i documenti fiscali")
+    );
+    assert!(a.body.contains("10 anni dalla raccolta"));
+}
+
+#[tokio::test]
+async fn an_access_request_offers_its_export_as_json_and_as_a_page() {
+    on_each_backend(|v| async move {
+        let helpdesk = v.token("helpdesk").await;
+        v.create(&helpdesk, &consenting_customer()).await;
+        let mut c = PageClient::new(&v.base);
+        let id = verified(&v, &mut c, "access").await;
+        let status = c.get(&format!("/privacy/requests/{id}")).await;
+        assert_eq!(
+            attr_after(&status.body, "data-request-status", "data-request-status").as_deref(),
+            Some("completed")
+        );
+        assert!(
+            status
+                .body
+                .contains(&format!("/privacy/requests/{id}/export.json"))
+        );
+        let json = c.get(&format!("/privacy/requests/{id}/export.json")).await;
+        assert_eq!(json.status, StatusCode::OK);
+        assert!(json.header("content-type").starts_with("application/json"));
+        assert!(
+            json.header("content-disposition")
+                .starts_with("attachment;")
+        );
+        assert_eq!(json.header("cache-control"), "no-store");
+        let package: serde_json::Value = serde_json::from_str(&json.body).unwrap();
+        let values: Vec<&str> = package["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d["value"].as_str().unwrap())
+            .collect();
+        assert!(values.contains(&"ada@example.com"), "{values:?}");
+        let view = c.get(&format!("/privacy/requests/{id}/export")).await;
+        assert_eq!(view.status, StatusCode::OK);
+        assert_eq!(view.header("cache-control"), "no-store");
+        assert!(view.body.contains("ada@example.com"));
+        assert!(view.body.contains("Screen reader user"));
+        assert!(view.body.contains("data-export-field=\"email\""));
+        // Not for another browser.
+        let mut stranger = PageClient::new(&v.base);
+        let other = stranger
+            .get(&format!("/privacy/requests/{id}/export.json"))
+            .await;
+        assert_eq!(other.status, StatusCode::FORBIDDEN);
+        assert!(!other.body.contains("ada@example.com"));
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn consents_are_withdrawn_and_explicitly_granted_on_the_page() {
+    on_each_backend(|v| async move {
+        let helpdesk = v.token("helpdesk").await;
+        let marketing = v.token("marketing_tool").await;
+        let customer = v.create(&helpdesk, &consenting_customer()).await;
+        let mut c = PageClient::new(&v.base);
+        // Before verification: no consents page.
+        let unverified = file(&mut c, "access", "ada@example.com").await;
+        let a = c
+            .get(&format!("/privacy/requests/{unverified}/consents"))
+            .await;
+        assert_eq!(a.status, StatusCode::FORBIDDEN);
+
+        let id = verified(&v, &mut c, "access").await;
+        let path = format!("/privacy/requests/{id}/consents");
+        let page = c.get(&path).await;
+        assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+        assert!(
+            page.body
+                .contains("data-consent=\"support\" data-consent-status=\"granted\"")
+        );
+        assert!(
+            page.body
+                .contains("data-consent=\"marketing\" data-consent-status=\"granted\"")
+        );
+        assert!(
+            page.body
+                .contains("data-consent=\"partner_sharing\" data-consent-status=\"none\"")
+        );
+
+        // The health value serves support under the explicit consent given
+        // at collection; one click withdraws it and the API withholds it.
+        assert_eq!(
+            withheld(&v, &helpdesk, &customer, "support", "accessibility_needs").await,
+            None
+        );
+        let a = c
+            .post(
+                &path,
+                &[
+                    ("csrf", &page.csrf()),
+                    ("purpose", "support"),
+                    ("action", "withdraw"),
+                ],
+            )
+            .await;
+        assert_eq!(a.status, StatusCode::SEE_OTHER, "{}", a.body);
+        assert_eq!(
+            withheld(&v, &helpdesk, &customer, "support", "accessibility_needs")
+                .await
+                .as_deref(),
+            Some("no_consent")
+        );
+        // Granting it back takes the confirmation step: a grant without the
+        // ticked box shows the statement again and records nothing.
+        let page = c.get(&path).await;
+        assert!(
+            page.body
+                .contains("data-consent=\"support\" data-consent-status=\"withdrawn\"")
+        );
+        let step = attr_after(&page.body, "data-grant=\"support\"", "href").unwrap();
+        assert!(
+            step.contains("/consents/explicit?purpose=support"),
+            "{step}"
+        );
+        let a = c
+            .post(
+                &path,
+                &[
+                    ("csrf", &page.csrf()),
+                    ("purpose", "support"),
+                    ("action", "grant"),
+                ],
+            )
+            .await;
+        assert_eq!(a.status, StatusCode::BAD_REQUEST);
+        assert!(a.body.contains("data-explicit-statement"));
+        assert_eq!(
+            withheld(&v, &helpdesk, &customer, "support", "accessibility_needs")
+                .await
+                .as_deref(),
+            Some("no_consent")
+        );
+        let confirm = c
+            .get(&format!(
+                "/privacy/requests/{id}/consents/explicit?purpose=support"
+            ))
+            .await;
+        assert!(
+            confirm
+                .body
+                .contains("I explicitly consent to Example Helpdesk Ltd")
+        );
+        let a = c
+            .post(
+                &path,
+                &[
+                    ("csrf", &confirm.csrf()),
+                    ("purpose", "support"),
+                    ("action", "grant"),
+                    ("explicit", "true"),
+                    ("confirm", "yes"),
+                ],
+            )
+            .await;
+        assert_eq!(a.status, StatusCode::SEE_OTHER, "{}", a.body);
+        assert_eq!(
+            withheld(&v, &helpdesk, &customer, "support", "accessibility_needs").await,
+            None
+        );
+        // Recorded as explicit, on the web, with the statement's version
+        // and hash; the page shows the statement agreed to.
+        let dpo = v.token("dpo").await;
+        let (_, ledger) = v
+            .get(&dpo, &format!("/v1/customers/{customer}/consents"))
+            .await;
+        let last = ledger["events"].as_array().unwrap().last().unwrap().clone();
+        assert_eq!(last["action"], "grant");
+        assert_eq!(last["explicit"], true);
+        assert_eq!(last["channel"], "web");
+        assert_eq!(last["notice_version"], "2026-01");
+        let statement = v
+            .state
+            .policy
+            .purpose("support")
+            .unwrap()
+            .consent_notice
+            .as_ref()
+            .unwrap()
+            .explicit_statement("en")
+            .unwrap()
+            .to_owned();
+        assert_eq!(
+            last["notice_text_sha256"],
+            pii_vault::crypto::sha256_hex(&statement)
+        );
+        let page = c.get(&path).await;
+        assert!(
+            page.body
+                .contains("data-agreed-notice>I explicitly consent")
+        );
+
+        // Marketing: withdrawn in one click, the marketing tool stops
+        // getting the email.
+        assert_eq!(
+            withheld(&v, &marketing, &customer, "marketing.email", "email").await,
+            None
+        );
+        let a = c
+            .post(
+                &path,
+                &[
+                    ("csrf", &page.csrf()),
+                    ("purpose", "marketing"),
+                    ("action", "withdraw"),
+                ],
+            )
+            .await;
+        assert_eq!(a.status, StatusCode::SEE_OTHER);
+        assert_eq!(
+            withheld(&v, &marketing, &customer, "marketing.email", "email")
+                .await
+                .as_deref(),
+            Some("no_consent")
+        );
+        // A forged consent form changes nothing.
+        let mut forger = PageClient::new(&v.base);
+        forger.cookies.push((
+            "pv_request".into(),
+            c.cookie("pv_request").unwrap().to_owned(),
+        ));
+        let a = forger
+            .post(&path, &[("purpose", "marketing"), ("action", "grant")])
+            .await;
+        assert_eq!(a.status, StatusCode::FORBIDDEN);
+        assert_eq!(
+            withheld(&v, &marketing, &customer, "marketing.email", "email")
+                .await
+                .as_deref(),
+            Some("no_consent")
+        );
+    })
+    .await;
+}

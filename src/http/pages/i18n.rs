@@ -43,11 +43,18 @@ pub fn text(lang: Language, key: &str) -> String {
         .unwrap_or_else(|| key.to_owned())
 }
 
-/// [`text`] with Fluent arguments (`{ $name }`).
+/// [`text`] with Fluent arguments (`{ $name }`). An argument that is a
+/// whole number is passed as a number, so plural rules apply to it.
 pub fn text_with(lang: Language, key: &str, args: &[(&str, String)]) -> String {
     let args: HashMap<Cow<'static, str>, FluentValue> = args
         .iter()
-        .map(|(k, v)| (Cow::Owned((*k).to_owned()), FluentValue::from(v.clone())))
+        .map(|(k, v)| {
+            let value = match v.parse::<i64>() {
+                Ok(n) => FluentValue::from(n),
+                Err(_) => FluentValue::from(v.clone()),
+            };
+            (Cow::Owned((*k).to_owned()), value)
+        })
         .collect();
     LOCALES
         .try_lookup_with_args(identifier(lang), key, &args)

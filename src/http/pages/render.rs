@@ -87,6 +87,18 @@ pub const TEMPLATES: &[(&str, &str)] = &[
         "console/verify.html",
         include_str!("../../../pages/templates/console/verify.html"),
     ),
+    (
+        "privacy/export.html",
+        include_str!("../../../pages/templates/privacy/export.html"),
+    ),
+    (
+        "privacy/consents.html",
+        include_str!("../../../pages/templates/privacy/consents.html"),
+    ),
+    (
+        "privacy/explicit.html",
+        include_str!("../../../pages/templates/privacy/explicit.html"),
+    ),
 ];
 
 static ENV: LazyLock<Environment<'static>> = LazyLock::new(|| {
@@ -98,6 +110,7 @@ static ENV: LazyLock<Environment<'static>> = LazyLock::new(|| {
         }
     }
     env.add_function("t", translate);
+    env.add_function("t_or", translate_or);
     env
 });
 
@@ -124,6 +137,21 @@ fn translate(state: &State, key: &str, kwargs: Kwargs) -> Result<String, Error> 
     } else {
         i18n::text_with(lang, key, &args)
     })
+}
+
+/// `t_or("key", fallback)`: the catalog text of `key` when a catalog
+/// declares it, else `fallback` (for names that come from the policy, such
+/// as field and role names, which the catalogs may label).
+fn translate_or(state: &State, key: &str, fallback: &str) -> String {
+    let lang = state
+        .lookup("lang")
+        .and_then(|v| v.as_str().and_then(Language::parse))
+        .unwrap_or_default();
+    if i18n::has(Language::En, key) {
+        i18n::text(lang, key)
+    } else {
+        fallback.to_owned()
+    }
 }
 
 /// Renders `template` with `ctx`.
