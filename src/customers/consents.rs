@@ -193,7 +193,7 @@ pub async fn record(
     answer: &Answer<'_, ConsentEventView>,
 ) -> ServiceResult<ConsentEventView> {
     actor.require(&state.policy, Capability::Consents)?;
-    record_event(state, actor, id, input).await
+    record_event(state, actor, id, input, answer).await
 }
 
 /// The customer's own grant or withdrawal, on the privacy center: `holder`
@@ -213,7 +213,7 @@ pub async fn record_own(
         )
         .field("channel"));
     }
-    record_event(state, holder, id, input).await
+    record_event(state, holder, id, input, &Answer::none()).await
 }
 
 /// The customer's own consents (see [`record_own`]).
@@ -236,6 +236,7 @@ async fn record_event(
     actor: &Actor,
     id: Uuid,
     input: &ConsentRequest,
+    answer: &Answer<'_, ConsentEventView>,
 ) -> ServiceResult<ConsentEventView> {
     let (action, audit_action) = match input.action {
         ConsentAction::Grant => ("grant", Action::ConsentGrant),

@@ -221,8 +221,11 @@ fn error_key(e: &ServiceError) -> &'static str {
     }
 }
 
-fn parse_id(page: &Page, id: &str) -> Result<Uuid, Response> {
-    Uuid::parse_str(id).map_err(|_| page.error(StatusCode::NOT_FOUND, "console-error-not-found"))
+/// The not-found page when `id` is not a request id.
+fn not_an_id(page: &Page, id: &str) -> Option<Response> {
+    Uuid::parse_str(id)
+        .is_err()
+        .then(|| page.error(StatusCode::NOT_FOUND, "console-error-not-found"))
 }
 
 fn time(s: &str) -> String {
@@ -462,7 +465,7 @@ async fn request_page(
     staff: Staff,
     Path(id): Path<String>,
 ) -> Response {
-    if let Err(r) = parse_id(&staff.page, &id) {
+    if let Some(r) = not_an_id(&staff.page, &id) {
         return r;
     }
     let view = requests_api::get_request(
@@ -535,7 +538,7 @@ async fn act(
     f: StaffForm<ActionForm>,
 ) -> Response {
     let StaffForm { staff, form } = f;
-    if let Err(r) = parse_id(&staff.page, &id) {
+    if let Some(r) = not_an_id(&staff.page, &id) {
         return r;
     }
     let st = State(state.clone());
