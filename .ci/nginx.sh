@@ -124,6 +124,14 @@ got=$(call 127.0.0.3 GET "/v1/requests/$rid/export" -H "authorization: Bearer $r
 expect "yes" "${got#* }" "GET /v1/requests/{id}/export reaches the vault (${got% *})"
 got=$(call 127.0.0.3 GET /privacy/)
 expect "yes" "${got#* }" "GET /privacy/ reaches the vault (${got% *})"
+# Behind the proxy (X-Forwarded-Proto: https from a trusted address) the
+# privacy center's cookies are Secure.
+set_cookie=$(grep -i '^set-cookie: pv_csrf=' "$work/headers" | tr -d '\r')
+case "$set_cookie" in
+  *"; Secure") echo "ok: the privacy center's cookie is Secure behind the proxy" ;;
+  *) echo "FAIL: expected a Secure pv_csrf cookie, got '$set_cookie'" >&2; exit 1 ;;
+esac
+expect "200 yes" "$(call 127.0.0.3 GET /static/pages.css)" "GET /static/pages.css (the pages' style sheet)"
 expect "301 no" "$(curl -s -o /dev/null -D "$work/headers" -w '%{http_code}' "http://127.0.0.2:$http_port/privacy/") no" \
   "plain HTTP redirects to HTTPS"
 

@@ -199,8 +199,33 @@ impl Browser {
             .expect("select");
     }
 
-    /// Clicks and waits for the page it leads to.
+    /// Clicks and waits for the page it leads to: until the document
+    /// the click started from is gone (its root element goes stale) and the
+    /// new one has loaded.
     pub async fn click(&self, selector: &str) {
+        let old = self.css("html").await;
+        self.css(selector).await.click().await.expect("click");
+        for _ in 0..800 {
+            if old.tag_name().await.is_err() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        for _ in 0..800 {
+            let state: Value = self
+                .client
+                .execute("return document.readyState", vec![])
+                .await
+                .unwrap_or_default();
+            if state == "complete" {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    /// Clicks where no new page is expected.
+    pub async fn click_here(&self, selector: &str) {
         self.css(selector).await.click().await.expect("click");
     }
 
@@ -267,7 +292,7 @@ async fn file(b: &Browser, v: &TestVault, kind: &str, email: &str) -> String {
     b.click("form[action='/privacy/request'] button[type=submit]")
         .await;
     let path = b.path().await;
-    assert!(path.ends_with("/verify"), "{path}");
+    assert!(path.ends_with("/verify"), "{path}: {}", b.text().await);
     crate::pages::request_id(&path)
 }
 
@@ -464,5 +489,212 @@ async fn browser_italian_and_chinese_pages() {
         .unwrap();
     assert_eq!(overflow, json!(true), "no horizontal scrolling at 320 px");
     b.screenshot("privacy-request-320px", 320).await;
+    b.close().await;
+}
+
+/// Files `kind` for ada@example.com and enters the code: the browser is on
+/// the request's status page.
+async fn verified(b: &Browser, v: &TestVault, kind: &str) -> String {
+    let id = file(b, v, kind, "ada@example.com").await;
+    enter_code(b, &code(v, &id).await).await;
+    assert_eq!(b.path().await, format!("/privacy/requests/{id}"));
+    id
+}
+
+#[tokio::test]
+#[ignore = "needs chromium and chromium-driver: .ci/browser.sh"]
+async fn browser_an_access_export_is_downloaded_and_read() {
+    on_each_backend(|v| async move {
+        let helpdesk = v.token("helpdesk").await;
+        v.create(&helpdesk, &crate::pages::consenting_customer())
+            .await;
+        let b = Browser::start().await;
+        let id = verified(&b, &v, "access").await;
+        assert_eq!(status_of(&b).await, "completed");
+        b.screenshot("privacy-status-access", 1024).await;
+        // The download, as the browser fetches it (with its cookie).
+        let got: Value = b
+            .client
+            .execute_async(
+                r#"const done = arguments[arguments.length - 1];
+                   const link = document.querySelector('a[href$="/export.json"]');
+                   fetch(link.href).then(async r => done({
+                       status: r.status,
+                       disposition: r.headers.get('content-disposition'),
+                       body: await r.json(),
+                       download: link.hasAttribute('download')}));"#,
+                vec![],
+            )
+            .await
+            .expect("download");
+        assert_eq!(got["status"], 200, "{got}");
+        assert_eq!(got["download"], true);
+        assert!(
+            got["disposition"]
+                .as_str()
+                .unwrap()
+                .starts_with("attachment;")
+        );
+        let values: Vec<&str> = got["body"]["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|d| d["value"].as_str())
+            .collect();
+        assert!(values.contains(&"ada@example.com"), "{values:?}");
+        // The readable view of the same data.
+        b.click(&format!("a[href='/privacy/requests/{id}/export']"))
+            .await;
+        assert_eq!(b.path().await, format!("/privacy/requests/{id}/export"));
+        let text = b.text().await;
+        assert!(text.contains("ada@example.com"));
+        assert!(text.contains("Screen reader user"));
+        b.screenshot("privacy-export", 1024).await;
+        b.close().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+#[ignore = "needs chromium and chromium-driver: .ci/browser.sh"]
+async fn browser_a_consent_withdrawn_on_the_page_is_withheld_by_the_api() {
+    on_each_backend(|v| async move {
+        let helpdesk = v.token("helpdesk").await;
+        let customer = v
+            .create(&helpdesk, &crate::pages::consenting_customer())
+            .await;
+        let b = Browser::start().await;
+        let id = verified(&b, &v, "access").await;
+        b.click(&format!("a[href='/privacy/requests/{id}/consents']"))
+            .await;
+        b.screenshot("privacy-consents", 1024).await;
+        assert_eq!(
+            needs(&v, &helpdesk, &customer).await,
+            None,
+            "served under the explicit consent"
+        );
+        b.click("button[data-withdraw='support']").await;
+        assert_eq!(
+            b.attr("[data-consent='support']", "data-consent-status")
+                .await
+                .as_deref(),
+            Some("withdrawn")
+        );
+        assert_eq!(
+            needs(&v, &helpdesk, &customer).await.as_deref(),
+            Some("no_consent"),
+            "withheld at once"
+        );
+        // Explicit consent again: its own step, with the statement.
+        b.click("a[data-grant='support']").await;
+        assert!(b.path().await.ends_with("/consents/explicit"));
+        assert!(
+            b.text()
+                .await
+                .contains("I explicitly consent to Example Helpdesk Ltd")
+        );
+        b.screenshot("privacy-explicit-consent", 1024).await;
+        // The box must be ticked (the browser itself refuses otherwise).
+        b.click_here("form button[type=submit]").await;
+        assert!(
+            b.path().await.ends_with("/consents/explicit"),
+            "not sent unticked"
+        );
+        assert_eq!(
+            needs(&v, &helpdesk, &customer).await.as_deref(),
+            Some("no_consent")
+        );
+        b.click_here("input[name=confirm]").await;
+        b.click("form button[type=submit]").await;
+        assert_eq!(b.path().await, format!("/privacy/requests/{id}/consents"));
+        assert_eq!(
+            b.attr("[data-consent='support']", "data-consent-status")
+                .await
+                .as_deref(),
+            Some("granted")
+        );
+        assert_eq!(needs(&v, &helpdesk, &customer).await, None, "served again");
+        b.close().await;
+    })
+    .await;
+}
+
+/// Why the helpdesk's support read withholds the accessibility needs
+/// (`None`: served).
+async fn needs(v: &TestVault, helpdesk: &str, customer: &str) -> Option<String> {
+    crate::pages::withheld(v, helpdesk, customer, "support", "accessibility_needs").await
+}
+
+/// A page on another site (`localhost`, while the vault is `127.0.0.1`)
+/// whose form posts to the vault as soon as it loads.
+async fn attacker_site(vault: &str) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let page = format!(
+        "<!doctype html><html><body onload=\"document.forms[0].submit()\">\
+         <form method=post action=\"{vault}/privacy/request\">\
+         <input name=kind value=erasure><input name=regulation value=gdpr>\
+         <input name=email value=ada@example.com><input name=csrf value=forged></form></body></html>"
+    );
+    tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        while let Ok((mut sock, _)) = listener.accept().await {
+            let mut buf = [0u8; 4096];
+            let _ = sock.read(&mut buf).await;
+            let resp = format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: text/html\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{page}",
+                page.len()
+            );
+            let _ = sock.write_all(resp.as_bytes()).await;
+        }
+    });
+    format!("http://localhost:{port}/")
+}
+
+#[tokio::test]
+#[ignore = "needs chromium and chromium-driver: .ci/browser.sh"]
+async fn browser_a_forged_csrf_post_is_refused() {
+    let v = TestVault::start(Backend::Sqlite).await;
+    let dpo = v.token("dpo").await;
+    let b = Browser::start().await;
+    // The customer has the privacy center open (so holds its cookie)…
+    b.goto(&v.url("/privacy/request")).await;
+    // …and another site posts a form to it.
+    b.goto(&attacker_site(&v.base).await).await;
+    for _ in 0..400 {
+        if b.path().await == "/privacy/request" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(b.path().await, "/privacy/request");
+    assert_eq!(
+        b.attr("[data-error-status]", "data-error-status")
+            .await
+            .as_deref(),
+        Some("403")
+    );
+    b.screenshot("privacy-csrf-refused", 1024).await;
+    // A token altered in the vault's own form is refused too.
+    b.goto(&v.url("/privacy/request")).await;
+    b.client
+        .execute(
+            "document.querySelector('input[name=csrf]').value = '0'.repeat(64)",
+            vec![],
+        )
+        .await
+        .unwrap();
+    b.select("select[name=kind]", "erasure").await;
+    b.fill("input[name=email]", "ada@example.com").await;
+    b.click("form[action='/privacy/request'] button[type=submit]")
+        .await;
+    assert_eq!(
+        b.attr("[data-error-status]", "data-error-status")
+            .await
+            .as_deref(),
+        Some("403")
+    );
+    let (_, list) = v.get(&dpo, "/v1/requests").await;
+    assert_eq!(list["requests"], json!([]), "nothing was filed");
     b.close().await;
 }

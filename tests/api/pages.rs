@@ -851,3 +851,89 @@ async fn consents_are_withdrawn_and_explicitly_granted_on_the_page() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_denial_shows_its_reason_and_the_right_to_complain_and_other_kinds_file_from_the_form() {
+    let v = TestVault::start(Backend::Sqlite).await;
+    let helpdesk = v.token("helpdesk").await;
+    let dpo = v.token("dpo").await;
+    v.create(&helpdesk, &ada()).await;
+    let mut c = PageClient::new(&v.base);
+    let id = verified(&v, &mut c, "erasure").await;
+    let (st, b) = v
+        .post(
+            &dpo,
+            &format!("/v1/requests/{id}/deny"),
+            &json!({"reason": "legal_claims"}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK, "{b}");
+    let page = c.get(&format!("/privacy/requests/{id}")).await;
+    assert_eq!(
+        attr_after(&page.body, "data-request-status", "data-request-status").as_deref(),
+        Some("denied")
+    );
+    assert!(page.body.contains("data-denial-reason=\"legal_claims\""));
+    assert!(page.body.contains("supervisory authority"));
+    assert!(page.body.contains("dpo@example.com"));
+
+    // A rectification: the corrected value goes in the body, never in an
+    // address, and reaches the request.
+    let mut c = PageClient::new(&v.base);
+    let a = c
+        .submit(
+            "/privacy/request?kind=rectification",
+            "/privacy/request",
+            &[
+                ("kind", "rectification"),
+                ("regulation", "gdpr"),
+                ("email", "ada@example.com"),
+                ("change_phone", "+39 333 765 4321"),
+            ],
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::SEE_OTHER, "{}", a.body);
+    assert!(!a.location().contains("333"));
+    // An objection names its purpose.
+    let a = c
+        .submit(
+            "/privacy/request?kind=objection",
+            "/privacy/request",
+            &[
+                ("kind", "objection"),
+                ("regulation", "gdpr"),
+                ("email", "ada@example.com"),
+                ("purpose", "marketing"),
+            ],
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::SEE_OTHER, "{}", a.body);
+    let (_, list) = v.get(&dpo, "/v1/requests").await;
+    let kinds: Vec<&str> = list["requests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["kind"].as_str().unwrap())
+        .collect();
+    assert!(
+        kinds.contains(&"rectification") && kinds.contains(&"objection"),
+        "{kinds:?}"
+    );
+    // An objection without a purpose: the form again, with the error.
+    let a = c
+        .submit(
+            "/privacy/request",
+            "/privacy/request",
+            &[
+                ("kind", "objection"),
+                ("regulation", "gdpr"),
+                ("email", "ada@example.com"),
+            ],
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::BAD_REQUEST);
+    assert!(
+        a.body
+            .contains("Choose the use of your data you object to.")
+    );
+}

@@ -189,3 +189,5 @@ privacy-explicit-intro = This purpose, “{ $purpose }”, uses special categori
 privacy-explicit-confirm = I have read the statement above and I give my explicit consent to it.
 privacy-explicit-submit = Give explicit consent
 privacy-explicit-cancel = Cancel
+privacy-label-role-data_subject = You
+privacy-label-role-notifier = Our message service

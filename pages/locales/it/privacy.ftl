@@ -189,3 +189,5 @@ privacy-explicit-intro = Questa finalità, «{ $purpose }», usa categorie parti
 privacy-explicit-confirm = Ho letto la dichiarazione qui sopra e do il mio consenso esplicito.
 privacy-explicit-submit = Dai il consenso esplicito
 privacy-explicit-cancel = Annulla
+privacy-label-role-data_subject = Tu
+privacy-label-role-notifier = Il nostro servizio di invio messaggi

@@ -180,3 +180,5 @@ privacy-explicit-intro = 此用途“{ $purpose }”仅在您明确同意的情�
 privacy-explicit-confirm = 我已阅读上述声明，并给予明确同意。
 privacy-explicit-submit = 给予明确同意
 privacy-explicit-cancel = 取消
+privacy-label-role-data_subject = 您本人
+privacy-label-role-notifier = 我们的消息发送服务

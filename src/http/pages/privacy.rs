@@ -776,10 +776,7 @@ async fn change_consent(
 
 /// A time as the pages show it: `2026-03-01 14:05 UTC`.
 fn shown(rfc3339: &str) -> String {
-    rfc3339
-        .get(..16)
-        .map(|s| format!("{} UTC", s.replace('T', " ")))
-        .unwrap_or_else(|| rfc3339.to_owned())
+    super::render::when(rfc3339)
 }
 
 fn status_context(view: &api::RequestView) -> Value {

@@ -111,6 +111,7 @@ static ENV: LazyLock<Environment<'static>> = LazyLock::new(|| {
     }
     env.add_function("t", translate);
     env.add_function("t_or", translate_or);
+    env.add_filter("when", when);
     env
 });
 
@@ -151,6 +152,15 @@ fn translate_or(state: &State, key: &str, fallback: &str) -> String {
         i18n::text(lang, key)
     } else {
         fallback.to_owned()
+    }
+}
+
+/// `time|when`: an RFC 3339 time as the pages show it,
+/// `2026-03-01 14:05 UTC`; other text unchanged.
+pub fn when(time: &str) -> String {
+    match (time.get(..16), time.as_bytes().get(10)) {
+        (Some(s), Some(b'T')) => format!("{} UTC", s.replace('T', " ")),
+        _ => time.to_owned(),
     }
 }
 
