@@ -325,6 +325,14 @@ async fn r5_a_purpose_without_a_condition_never_collects_nor_serves_the_health_n
         let line = "special_category_condition = \"explicit_consent\"\n";
         let policy = edited_policy(|text| {
             assert!(text.contains(line));
+            // Its consent notice (with the explicit statement) goes with it.
+            let notice = "[purposes.support.consent_notice]";
+            let start = text.find(notice).expect("support's consent notice");
+            let end = start
+                + text[start..]
+                    .find("\n[purposes.\"support.callback\"]")
+                    .expect("the next purpose");
+            let text = format!("{}{}", &text[..start], &text[end..]);
             text.replacen(line, "", 1)
         });
         let (dir, url) = v.stop().await;
