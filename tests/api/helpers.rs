@@ -570,3 +570,30 @@ pub fn add_client(dir: &std::path::Path, db: &str, role: &str) -> Value {
     );
     serde_json::from_slice(&out.stdout).unwrap()
 }
+
+/// POSTs `body` under the `Idempotency-Key` `key`; `token` may be empty (no
+/// `Authorization`).
+pub async fn post_keyed(
+    v: &TestVault,
+    token: &str,
+    path: &str,
+    key: &str,
+    body: &serde_json::Value,
+) -> (
+    reqwest::StatusCode,
+    serde_json::Value,
+    reqwest::header::HeaderMap,
+) {
+    let mut req = v
+        .http
+        .post(v.url(path))
+        .header("Idempotency-Key", key)
+        .json(body);
+    if !token.is_empty() {
+        req = req.bearer_auth(token);
+    }
+    let resp = req.send().await.unwrap();
+    let headers = resp.headers().clone();
+    let (s, b) = split(resp).await;
+    (s, b, headers)
+}

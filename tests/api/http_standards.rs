@@ -8,29 +8,6 @@ use sqlx::Connection;
 
 use crate::helpers::*;
 
-/// POSTs `body` with an `Idempotency-Key`; `token` may be empty (no
-/// `Authorization`).
-async fn post_keyed(
-    v: &TestVault,
-    token: &str,
-    path: &str,
-    key: &str,
-    body: &Value,
-) -> (StatusCode, Value, HeaderMap) {
-    let mut req = v
-        .http
-        .post(v.url(path))
-        .header("Idempotency-Key", key)
-        .json(body);
-    if !token.is_empty() {
-        req = req.bearer_auth(token);
-    }
-    let resp = req.send().await.unwrap();
-    let headers = resp.headers().clone();
-    let (s, b) = split(resp).await;
-    (s, b, headers)
-}
-
 /// The stored answer bodies of the idempotency records, as bytes.
 async fn stored_answers(v: &TestVault) -> Vec<Vec<u8>> {
     let sql = "SELECT body FROM idempotency_keys WHERE body IS NOT NULL";

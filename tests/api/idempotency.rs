@@ -9,32 +9,9 @@
 //! retry replays the first answer.
 
 use reqwest::StatusCode;
-use reqwest::header::HeaderMap;
 use serde_json::{Value, json};
 
 use crate::helpers::*;
-
-/// POSTs `body` under `key`; `token` may be empty (no `Authorization`).
-async fn post_keyed(
-    v: &TestVault,
-    token: &str,
-    path: &str,
-    key: &str,
-    body: &Value,
-) -> (StatusCode, Value, HeaderMap) {
-    let mut req = v
-        .http
-        .post(v.url(path))
-        .header("Idempotency-Key", key)
-        .json(body);
-    if !token.is_empty() {
-        req = req.bearer_auth(token);
-    }
-    let resp = req.send().await.unwrap();
-    let headers = resp.headers().clone();
-    let (s, b) = split(resp).await;
-    (s, b, headers)
-}
 
 /// From now on, storing an answer fails (the answer is an UPDATE of the
 /// claimed key's row; claims and releases are not).
