@@ -23,6 +23,7 @@ use uuid::Uuid;
 
 use crate::erasure::{delete, fetch, stored_key};
 use crate::helpers::*;
+use crate::pages::{CSP, PageClient};
 
 // ---------------------------------------------------------------------------
 // Helpers
@@ -627,6 +628,7 @@ async fn tombstones_after(tamper: Tamper, expected: &str) {
                 StatusCode::SERVICE_UNAVAILABLE,
                 "no customer data is served"
             );
+            pages_while_blocked(&v).await;
             if backend == Backend::Sqlite && tamper == Tamper::Forge {
                 let p = spawn_vault(v.dir.path(), &url, "warn");
                 let metrics = reqwest::get(format!("{}/metrics", p.base))
@@ -654,6 +656,35 @@ async fn tombstones_after(tamper: Tamper, expected: &str) {
             drop_pg(u).await;
         }
     }
+}
+
+/// While the log is broken the privacy center says so as a page in the
+/// browser's language (never problem JSON), and the console's sign-in
+/// stays open so auditors can look.
+async fn pages_while_blocked(v: &TestVault) {
+    let mut browser = PageClient::new(&v.base);
+    browser
+        .headers
+        .push(("accept-language", "it-IT,it;q=0.9".into()));
+    for path in ["/privacy/", "/privacy/request", "/console/requests"] {
+        let a = browser.get(path).await;
+        assert_eq!(a.status, StatusCode::SERVICE_UNAVAILABLE, "{path}");
+        assert!(
+            a.header("content-type").starts_with("text/html"),
+            "{path}: {}",
+            a.header("content-type")
+        );
+        assert!(a.body.contains("data-error-status=\"503\""), "{path}");
+        assert!(a.body.contains("<html lang=\"it\""), "{path}");
+        assert_eq!(a.header("content-security-policy"), CSP, "{path}");
+    }
+    let sign_in = browser.get("/console/").await;
+    assert_eq!(sign_in.status, StatusCode::OK);
+    assert!(sign_in.body.contains("name=\"username\""));
+    assert_eq!(
+        browser.get("/static/pages.css").await.status,
+        StatusCode::OK
+    );
 }
 
 /// The operator's resolution: with the vault stopped, `tombstones repair`

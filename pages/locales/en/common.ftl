@@ -10,4 +10,5 @@ common-error-internal = The page could not be shown. Please try again in a momen
 common-error-too-large = The form was too large to be accepted.
 common-error-bad-form = The form could not be read. Please go back and try again.
 common-error-csrf = This form was not sent from this site, or it has expired. Go back, reload the page and try again.
+common-error-unavailable = The privacy center is not available at the moment. Please try again later.
 common-back-to-privacy-center = Back to the privacy center

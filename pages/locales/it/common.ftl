@@ -10,4 +10,5 @@ common-error-internal = Non è stato possibile mostrare la pagina. Riprova tra p
 common-error-too-large = Il modulo è troppo grande per essere accettato.
 common-error-bad-form = Non è stato possibile leggere il modulo. Torna indietro e riprova.
 common-error-csrf = Questo modulo non è stato inviato da questo sito oppure è scaduto. Torna indietro, ricarica la pagina e riprova.
+common-error-unavailable = Il centro privacy non è disponibile al momento. Riprova più tardi.
 common-back-to-privacy-center = Torna al centro privacy

@@ -10,4 +10,5 @@ common-error-internal = 无法显示此页面。请稍后重试。
 common-error-too-large = 表单内容过大，无法接受。
 common-error-bad-form = 无法读取表单。请返回后重试。
 common-error-csrf = 此表单并非从本网站提交，或已过期。请返回、刷新页面后重试。
+common-error-unavailable = 隐私中心暂时无法使用。请稍后再试。
 common-back-to-privacy-center = 返回隐私中心

@@ -61,9 +61,22 @@ pub fn routes() -> Router<AppState> {
         .layer(middleware::from_fn(headers))
 }
 
+/// Whether `path` is one of the pages' (answered as HTML, never as JSON).
+pub fn is_page(path: &str) -> bool {
+    ["/privacy", "/console", "/static"]
+        .iter()
+        .any(|p| path == *p || path.starts_with(&format!("{p}/")))
+}
+
 /// Security headers of every page and static file.
 pub async fn headers(req: Request, next: Next) -> Response {
     let mut resp = next.run(req).await;
+    secure(&mut resp);
+    resp
+}
+
+/// Sets the pages' security headers on `resp`.
+pub fn secure(resp: &mut Response) {
     let h = resp.headers_mut();
     h.insert(
         header::CONTENT_SECURITY_POLICY,
@@ -79,7 +92,6 @@ pub async fn headers(req: Request, next: Next) -> Response {
     );
     h.entry(header::CACHE_CONTROL)
         .or_insert(HeaderValue::from_static("no-store"));
-    resp
 }
 
 /// The style sheet (no personal data: cacheable for a day).
