@@ -11,8 +11,9 @@
 //! `verify_request`, the status `read`.
 
 use axum::Router;
-use axum::extract::{Path, State};
+use axum::extract::{FromRequestParts, Path, State};
 use axum::http::StatusCode;
+use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use minijinja::{Value, context};
@@ -312,44 +313,49 @@ async fn file(
 // The request token
 // ---------------------------------------------------------------------------
 
-/// The holder of the request token in the cookie, for request `id`; an
-/// error page when there is none or it is for another request.
-async fn holder(
-    state: &AppState,
-    page: &Page,
-    headers: &axum::http::HeaderMap,
-    id: &str,
-) -> Result<(Uuid, RequestAuth), Response> {
-    let Ok(id) = id.parse::<Uuid>() else {
-        return Err(page.error(StatusCode::NOT_FOUND, "privacy-error-no-request"));
-    };
-    let Some(token) = cookies::get(headers, REQUEST_COOKIE) else {
-        return Err(page.error(StatusCode::FORBIDDEN, "privacy-error-no-token"));
-    };
-    let own = flow::request_for_token(state, token)
-        .await
-        .map_err(|_| page.error(StatusCode::FORBIDDEN, "privacy-error-no-token"))?;
-    if own != id {
-        return Err(page.error(StatusCode::FORBIDDEN, "privacy-error-no-token"));
+/// A page request by the holder of the request token in the cookie, for
+/// the request `{id}` of the path; the error page when there is no token
+/// or it is for another request.
+struct Holder {
+    page: Page,
+    id: Uuid,
+    auth: RequestAuth,
+}
+
+impl FromRequestParts<AppState> for Holder {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Response> {
+        let page = Page::from_request_parts(parts, state).await?;
+        let id = Path::<String>::from_request_parts(parts, state)
+            .await
+            .ok()
+            .and_then(|Path(id)| id.parse::<Uuid>().ok());
+        let Some(id) = id else {
+            return Err(page.error(StatusCode::NOT_FOUND, "privacy-error-no-request"));
+        };
+        let refused = |page: &Page| page.error(StatusCode::FORBIDDEN, "privacy-error-no-token");
+        let Some(token) = cookies::get(&parts.headers, REQUEST_COOKIE) else {
+            return Err(refused(&page));
+        };
+        match flow::request_for_token(state, token).await {
+            Ok(own) if own == id => {}
+            _ => return Err(refused(&page)),
+        }
+        let actor = Actor::data_subject(&page.request_id).from_addr(page.client.clone());
+        Ok(Holder {
+            auth: RequestAuth::Token(id, actor),
+            page,
+            id,
+        })
     }
-    let actor = Actor::data_subject(&page.request_id).from_addr(page.client.clone());
-    Ok((id, RequestAuth::Token(own, actor)))
 }
 
 // ---------------------------------------------------------------------------
 // Verification
 // ---------------------------------------------------------------------------
 
-async fn verify_form(
-    State(state): State<AppState>,
-    page: Page,
-    headers: axum::http::HeaderMap,
-    Path(id): Path<String>,
-) -> Response {
-    let (id, _) = match holder(&state, &page, &headers, &id).await {
-        Ok(h) => h,
-        Err(resp) => return resp,
-    };
+async fn verify_form(State(state): State<AppState>, Holder { page, id, .. }: Holder) -> Response {
     page.render(
         &state,
         StatusCode::OK,
@@ -365,15 +371,9 @@ struct CodeForm {
 
 async fn verify(
     State(state): State<AppState>,
-    page: Page,
-    headers: axum::http::HeaderMap,
-    Path(id): Path<String>,
+    Holder { page, id, auth, .. }: Holder,
     Form(form): Form<CodeForm>,
 ) -> Response {
-    let (id, auth) = match holder(&state, &page, &headers, &id).await {
-        Ok(h) => h,
-        Err(resp) => return resp,
-    };
     let body = VerifyBody {
         code: Some(form.code.trim().to_owned()),
         method: None,
@@ -397,16 +397,7 @@ async fn verify(
 // Status
 // ---------------------------------------------------------------------------
 
-async fn status(
-    State(state): State<AppState>,
-    page: Page,
-    headers: axum::http::HeaderMap,
-    Path(id): Path<String>,
-) -> Response {
-    let (id, auth) = match holder(&state, &page, &headers, &id).await {
-        Ok(h) => h,
-        Err(resp) => return resp,
-    };
+async fn status(State(state): State<AppState>, Holder { page, id, auth, .. }: Holder) -> Response {
     match api::read(&state, &auth, id).await {
         Ok(view) => page.render(
             &state,
@@ -424,14 +415,8 @@ async fn status(
 
 async fn export_json(
     State(state): State<AppState>,
-    page: Page,
-    headers: axum::http::HeaderMap,
-    Path(id): Path<String>,
+    Holder { page, id, auth, .. }: Holder,
 ) -> Response {
-    let (id, auth) = match holder(&state, &page, &headers, &id).await {
-        Ok(h) => h,
-        Err(resp) => return resp,
-    };
     match api::export(&state, &auth, id).await {
         Ok(package) => {
             let body = serde_json::to_vec_pretty(&package).unwrap_or_default();
@@ -461,14 +446,8 @@ fn export_error(e: &ServiceError) -> &'static str {
 
 async fn export_page(
     State(state): State<AppState>,
-    page: Page,
-    headers: axum::http::HeaderMap,
-    Path(id): Path<String>,
+    Holder { page, id, auth, .. }: Holder,
 ) -> Response {
-    let (id, auth) = match holder(&state, &page, &headers, &id).await {
-        Ok(h) => h,
-        Err(resp) => return resp,
-    };
     match api::export(&state, &auth, id).await {
         Ok(package) => {
             let descriptions: std::collections::BTreeMap<String, String> = state
@@ -500,22 +479,32 @@ async fn export_page(
 // Consents
 // ---------------------------------------------------------------------------
 
-/// The customer a verified request of the cookie's holder names, with the
-/// request's regulation; an error page otherwise.
-async fn subject(
-    state: &AppState,
-    page: &Page,
-    headers: &axum::http::HeaderMap,
-    id: &str,
-) -> Result<(Uuid, RequestAuth, Uuid, Regulation), Response> {
-    let (id, auth) = holder(state, page, headers, id).await?;
-    let r = api::own_request(state, &auth, id)
-        .await
-        .map_err(|e| page.error(status_of(e.kind), error_key(&e)))?;
-    let customer = flow::subject_customer(state, &r)
-        .await
-        .map_err(|_| page.error(StatusCode::FORBIDDEN, "privacy-error-not-verified"))?;
-    Ok((id, auth, customer, r.regulation))
+/// A [`Holder`] of a verified request: the customer it names and its
+/// regulation; an error page otherwise.
+struct Subject {
+    holder: Holder,
+    customer: Uuid,
+    regulation: Regulation,
+}
+
+impl FromRequestParts<AppState> for Subject {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Response> {
+        let holder = Holder::from_request_parts(parts, state).await?;
+        let page = &holder.page;
+        let r = api::own_request(state, &holder.auth, holder.id)
+            .await
+            .map_err(|e| page.error(status_of(e.kind), error_key(&e)))?;
+        let customer = flow::subject_customer(state, &r)
+            .await
+            .map_err(|_| page.error(StatusCode::FORBIDDEN, "privacy-error-not-verified"))?;
+        Ok(Subject {
+            regulation: r.regulation,
+            customer,
+            holder,
+        })
+    }
 }
 
 fn holder_actor(auth: &RequestAuth) -> &Actor {
@@ -607,14 +596,12 @@ fn consents_context(
 
 async fn consents_page(
     State(state): State<AppState>,
-    page: Page,
-    headers: axum::http::HeaderMap,
-    Path(id): Path<String>,
+    Subject {
+        holder: Holder { page, id, auth, .. },
+        customer,
+        ..
+    }: Subject,
 ) -> Response {
-    let (id, auth, customer, _) = match subject(&state, &page, &headers, &id).await {
-        Ok(s) => s,
-        Err(resp) => return resp,
-    };
     match crate::customers::consents::list_own(&state, holder_actor(&auth), customer).await {
         Ok(consents) => page.render(
             &state,
@@ -630,15 +617,12 @@ async fn consents_page(
 /// specific statement, and a box to tick before it is recorded.
 async fn explicit_page(
     State(state): State<AppState>,
-    page: Page,
-    headers: axum::http::HeaderMap,
-    Path(id): Path<String>,
+    Subject {
+        holder: Holder { page, id, .. },
+        ..
+    }: Subject,
     axum::extract::Query(q): axum::extract::Query<Vec<(String, String)>>,
 ) -> Response {
-    let (id, _, _, _) = match subject(&state, &page, &headers, &id).await {
-        Ok(s) => s,
-        Err(resp) => return resp,
-    };
     let purpose = q
         .iter()
         .find(|(k, _)| k == "purpose")
@@ -681,15 +665,14 @@ struct ConsentForm {
 /// is granted only from its confirmation step, with the box ticked.
 async fn change_consent(
     State(state): State<AppState>,
-    page: Page,
-    headers: axum::http::HeaderMap,
-    Path(id): Path<String>,
+    Subject {
+        holder: Holder { page, id, auth, .. },
+        customer,
+        regulation,
+        ..
+    }: Subject,
     Form(form): Form<ConsentForm>,
 ) -> Response {
-    let (id, auth, customer, regulation) = match subject(&state, &page, &headers, &id).await {
-        Ok(s) => s,
-        Err(resp) => return resp,
-    };
     let Some(p) = state.policy.purpose(&form.purpose) else {
         return page.error(StatusCode::BAD_REQUEST, "privacy-error-invalid");
     };
