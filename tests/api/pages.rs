@@ -666,6 +666,30 @@ async fn an_access_request_offers_its_export_as_json_and_as_a_page() {
     .await;
 }
 
+/// `purpose` withdrawn with one click on the consents `page` (at `path`): the value the
+/// API served to `reader` (token, customer, purpose, field) before is then
+/// withheld for `no_consent`.
+async fn withdrawn_on_the_page(
+    v: &TestVault,
+    c: &mut PageClient,
+    (path, page): (&str, &Answer),
+    purpose: &str,
+    (token, customer, read_purpose, field): (&str, &str, &str, &str),
+) {
+    let before = withheld(v, token, customer, read_purpose, field).await;
+    assert_eq!(before, None, "{purpose}: served before the withdrawal");
+    let form = [
+        ("csrf", page.csrf()),
+        ("purpose", purpose.to_owned()),
+        ("action", "withdraw".to_owned()),
+    ];
+    let form: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let a = c.post(path, &form).await;
+    assert_eq!(a.status, StatusCode::SEE_OTHER, "{purpose}: {}", a.body);
+    let after = withheld(v, token, customer, read_purpose, field).await;
+    assert_eq!(after.as_deref(), Some("no_consent"), "{purpose}");
+}
+
 #[tokio::test]
 async fn consents_are_withdrawn_and_explicitly_granted_on_the_page() {
     on_each_backend(|v| async move {
@@ -699,27 +723,13 @@ async fn consents_are_withdrawn_and_explicitly_granted_on_the_page() {
 
         // The health value serves support under the explicit consent given
         // at collection; one click withdraws it and the API withholds it.
-        assert_eq!(
-            withheld(&v, &helpdesk, &customer, "support", "accessibility_needs").await,
-            None
+        let reader = (
+            helpdesk.as_str(),
+            customer.as_str(),
+            "support",
+            "accessibility_needs",
         );
-        let a = c
-            .post(
-                &path,
-                &[
-                    ("csrf", &page.csrf()),
-                    ("purpose", "support"),
-                    ("action", "withdraw"),
-                ],
-            )
-            .await;
-        assert_eq!(a.status, StatusCode::SEE_OTHER, "{}", a.body);
-        assert_eq!(
-            withheld(&v, &helpdesk, &customer, "support", "accessibility_needs")
-                .await
-                .as_deref(),
-            Some("no_consent")
-        );
+        withdrawn_on_the_page(&v, &mut c, (&path, &page), "support", reader).await;
         // Granting it back takes the confirmation step: a grant without the
         // ticked box shows the statement again and records nothing.
         let page = c.get(&path).await;
@@ -811,27 +821,13 @@ async fn consents_are_withdrawn_and_explicitly_granted_on_the_page() {
 
         // Marketing: withdrawn in one click, the marketing tool stops
         // getting the email.
-        assert_eq!(
-            withheld(&v, &marketing, &customer, "marketing.email", "email").await,
-            None
+        let reader = (
+            marketing.as_str(),
+            customer.as_str(),
+            "marketing.email",
+            "email",
         );
-        let a = c
-            .post(
-                &path,
-                &[
-                    ("csrf", &page.csrf()),
-                    ("purpose", "marketing"),
-                    ("action", "withdraw"),
-                ],
-            )
-            .await;
-        assert_eq!(a.status, StatusCode::SEE_OTHER);
-        assert_eq!(
-            withheld(&v, &marketing, &customer, "marketing.email", "email")
-                .await
-                .as_deref(),
-            Some("no_consent")
-        );
+        withdrawn_on_the_page(&v, &mut c, (&path, &page), "marketing", reader).await;
         // A forged consent form changes nothing.
         let mut forger = PageClient::new(&v.base);
         forger.cookies.push((
