@@ -17,6 +17,8 @@
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use fantoccini::actions::{InputSource, KeyAction, KeyActions};
+use fantoccini::key::Key;
 use fantoccini::wd::WebDriverCompatibleCommand;
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{Value, json};
@@ -205,6 +207,12 @@ impl Browser {
     pub async fn click(&self, selector: &str) {
         let old = self.css("html").await;
         self.css(selector).await.click().await.expect("click");
+        self.wait_for_next_page(old).await;
+    }
+
+    /// Waits until the document whose root is `old` is gone and the next
+    /// one has loaded.
+    pub async fn wait_for_next_page(&self, old: fantoccini::elements::Element) {
         for _ in 0..800 {
             if old.tag_name().await.is_err() {
                 break;
@@ -222,6 +230,21 @@ impl Browser {
             }
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
+    }
+
+    /// Presses and releases each of `keys` on the keyboard (WebDriver key
+    /// actions: whatever has the focus gets them, as from a person).
+    pub async fn keys(&self, keys: &str) {
+        let mut actions = KeyActions::new("keyboard".into());
+        for k in keys.chars() {
+            actions = actions
+                .then(KeyAction::Down { value: k })
+                .then(KeyAction::Up { value: k });
+        }
+        self.client
+            .perform_actions(actions)
+            .await
+            .expect("key actions");
     }
 
     /// Clicks where no new page is expected.
@@ -310,11 +333,11 @@ async fn status_of(b: &Browser) -> String {
 
 #[tokio::test]
 #[ignore = "needs chromium and chromium-driver: .ci/browser.sh"]
-async fn browser_an_erasure_filed_verified_and_approved_shows_its_outcome() {
+async fn browser_an_erasure_filed_verified_and_approved_in_the_console_shows_its_outcome() {
     on_each_backend(|v| async move {
         let helpdesk = v.token("helpdesk").await;
-        let dpo = v.token("dpo").await;
         v.create(&helpdesk, &ada()).await;
+        let dana = staff_user(&v, "dana", "dpo").await;
         let b = Browser::start().await;
         b.goto(&v.url("/privacy/")).await;
         b.screenshot("privacy-index", 1024).await;
@@ -326,10 +349,56 @@ async fn browser_an_erasure_filed_verified_and_approved_shows_its_outcome() {
         assert_eq!(b.path().await, format!("/privacy/requests/{id}"));
         assert_eq!(status_of(&b).await, "awaiting_approval");
 
-        let (st, body) = v
-            .post(&dpo, &format!("/v1/requests/{id}/approve"), &json!({}))
+        // The DPO, in a browser of their own, finds it in the queue and
+        // approves it on its page.
+        let dpo = Browser::start().await;
+        dpo.goto(&v.url("/console/")).await;
+        dpo.screenshot("console-sign-in", 1024).await;
+        console_sign_in(&dpo, &v, "dana").await;
+        dpo.screenshot("console-home", 1024).await;
+        dpo.click("nav.main-nav a[href='/console/requests']").await;
+        let row = format!("tr[data-request-id='{id}']");
+        assert_eq!(
+            dpo.attr(
+                &format!("{row} [data-request-status]"),
+                "data-request-status"
+            )
+            .await
+            .as_deref(),
+            Some("awaiting_approval")
+        );
+        dpo.screenshot("console-queue", 1024).await;
+        dpo.click(&format!("{row} a[href='/console/requests/{id}']"))
             .await;
-        assert_eq!(st.as_u16(), 200, "{body}");
+        assert_eq!(dpo.path().await, format!("/console/requests/{id}"));
+        dpo.screenshot("console-request", 1024).await;
+        dpo.click("button[name=action][value=approve]").await;
+        assert_eq!(dpo.path().await, format!("/console/requests/{id}"));
+        assert_eq!(
+            dpo.attr("[data-request-status]", "data-request-status")
+                .await
+                .as_deref(),
+            Some("partially_completed")
+        );
+        assert!(
+            dpo.client
+                .find(Locator::Css("button[name=action]"))
+                .await
+                .is_err(),
+            "a closed request offers no actions"
+        );
+        dpo.screenshot("console-request-done", 1024).await;
+        // Audited with the signed-in user as the actor.
+        assert!(
+            v.audit()
+                .await
+                .iter()
+                .any(|e| e.draft.action == "request.approved"
+                    && e.draft.actor == dana.to_string()
+                    && e.draft.reasons.get("request").map(String::as_str) == Some(id.as_str()))
+        );
+
+        // The customer's page shows the outcome.
         b.client.refresh().await.expect("reload");
         assert_eq!(status_of(&b).await, "partially_completed");
         assert_eq!(
@@ -337,6 +406,7 @@ async fn browser_an_erasure_filed_verified_and_approved_shows_its_outcome() {
             Some("partially_erased")
         );
         b.screenshot("privacy-status-erasure", 1024).await;
+        dpo.close().await;
         b.close().await;
     })
     .await;
@@ -479,7 +549,14 @@ async fn browser_italian_and_chinese_pages() {
     // At 320 px nothing scrolls sideways.
     b.client.set_window_size(320, 800).await.unwrap();
     b.goto(&v.url("/privacy/request")).await;
-    let overflow: Value = b
+    assert_no_sideways_scrolling(&b).await;
+    b.screenshot("privacy-request-320px", 320).await;
+    b.close().await;
+}
+
+/// The page fits the window's width: nothing scrolls sideways.
+async fn assert_no_sideways_scrolling(b: &Browser) {
+    let fits: Value = b
         .client
         .execute(
             "return document.documentElement.scrollWidth <= window.innerWidth",
@@ -487,9 +564,12 @@ async fn browser_italian_and_chinese_pages() {
         )
         .await
         .unwrap();
-    assert_eq!(overflow, json!(true), "no horizontal scrolling at 320 px");
-    b.screenshot("privacy-request-320px", 320).await;
-    b.close().await;
+    assert_eq!(
+        fits,
+        json!(true),
+        "no horizontal scrolling on {}",
+        b.path().await
+    );
 }
 
 /// Files `kind` for ada@example.com and enters the code: the browser is on
@@ -626,15 +706,17 @@ async fn needs(v: &TestVault, helpdesk: &str, customer: &str) -> Option<String> 
 }
 
 /// A page on another site (`localhost`, while the vault is `127.0.0.1`)
-/// whose form posts to the vault as soon as it loads.
-async fn attacker_site(vault: &str) -> String {
+/// whose form posts `fields` to `action` as soon as it loads.
+async fn attacker_site(action: &str, fields: &[(&str, &str)]) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
+    let inputs: String = fields
+        .iter()
+        .map(|(k, v)| format!("<input name={k} value={v}>"))
+        .collect();
     let page = format!(
         "<!doctype html><html><body onload=\"document.forms[0].submit()\">\
-         <form method=post action=\"{vault}/privacy/request\">\
-         <input name=kind value=erasure><input name=regulation value=gdpr>\
-         <input name=email value=ada@example.com><input name=csrf value=forged></form></body></html>"
+         <form method=post action=\"{action}\">{inputs}</form></body></html>"
     );
     tokio::spawn(async move {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -651,6 +733,22 @@ async fn attacker_site(vault: &str) -> String {
     format!("http://localhost:{port}/")
 }
 
+/// Waits until the browser is on `path` (a cross-site form post lands
+/// there).
+async fn wait_for_path(b: &Browser, path: &str) {
+    for _ in 0..400 {
+        if b.path().await == path {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(b.path().await, path);
+}
+
+async fn error_status(b: &Browser) -> Option<String> {
+    b.attr("[data-error-status]", "data-error-status").await
+}
+
 #[tokio::test]
 #[ignore = "needs chromium and chromium-driver: .ci/browser.sh"]
 async fn browser_a_forged_csrf_post_is_refused() {
@@ -660,20 +758,16 @@ async fn browser_a_forged_csrf_post_is_refused() {
     // The customer has the privacy center open (so holds its cookie)…
     b.goto(&v.url("/privacy/request")).await;
     // …and another site posts a form to it.
-    b.goto(&attacker_site(&v.base).await).await;
-    for _ in 0..400 {
-        if b.path().await == "/privacy/request" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    assert_eq!(b.path().await, "/privacy/request");
-    assert_eq!(
-        b.attr("[data-error-status]", "data-error-status")
-            .await
-            .as_deref(),
-        Some("403")
-    );
+    let forged = [
+        ("kind", "erasure"),
+        ("regulation", "gdpr"),
+        ("email", "ada@example.com"),
+        ("csrf", "forged"),
+    ];
+    b.goto(&attacker_site(&v.url("/privacy/request"), &forged).await)
+        .await;
+    wait_for_path(&b, "/privacy/request").await;
+    assert_eq!(error_status(&b).await.as_deref(), Some("403"));
     b.screenshot("privacy-csrf-refused", 1024).await;
     // A token altered in the vault's own form is refused too.
     b.goto(&v.url("/privacy/request")).await;
@@ -688,13 +782,441 @@ async fn browser_a_forged_csrf_post_is_refused() {
     b.fill("input[name=email]", "ada@example.com").await;
     b.click("form[action='/privacy/request'] button[type=submit]")
         .await;
-    assert_eq!(
-        b.attr("[data-error-status]", "data-error-status")
-            .await
-            .as_deref(),
-        Some("403")
-    );
+    assert_eq!(error_status(&b).await.as_deref(), Some("403"));
     let (_, list) = v.get(&dpo, "/v1/requests").await;
     assert_eq!(list["requests"], json!([]), "nothing was filed");
+    b.close().await;
+}
+
+// ---------------------------------------------------------------------------
+// The staff console
+// ---------------------------------------------------------------------------
+
+const STAFF_PASSWORD: &str = "correct horse battery";
+
+/// A vault user `name` with `role` and [`STAFF_PASSWORD`] (as
+/// `pii-vault users add` creates one).
+async fn staff_user(v: &TestVault, name: &str, role: &str) -> uuid::Uuid {
+    use pii_vault::store::{Mutation, Unit};
+    let id = uuid::Uuid::now_v7();
+    let unit = Unit {
+        mutations: vec![Mutation::InsertUser {
+            id,
+            username: name.into(),
+            role: role.into(),
+            password_hash: pii_vault::crypto::hash_password(STAFF_PASSWORD).unwrap(),
+            at: 0,
+        }],
+        events: vec![],
+    };
+    v.state.sequencer.commit(unit).await.unwrap();
+    id
+}
+
+/// Signs `name` in on the console's form; the browser is then on the
+/// console's home page.
+async fn console_sign_in(b: &Browser, v: &TestVault, name: &str) {
+    b.goto(&v.url("/console/")).await;
+    b.fill("input[name=username]", name).await;
+    b.fill("input[name=password]", STAFF_PASSWORD).await;
+    b.click("form[action='/console/'] button[type=submit]")
+        .await;
+    signed_in_home(b).await;
+}
+
+/// The browser is on the console's home page, signed in.
+async fn signed_in_home(b: &Browser) {
+    assert_eq!(b.path().await, "/console/");
+    assert!(
+        b.client
+            .find(Locator::Css("form[action='/console/sign-out']"))
+            .await
+            .is_ok(),
+        "signed in: {}",
+        b.text().await
+    );
+}
+
+/// The browser is on the sign-in form.
+async fn on_sign_in_form(b: &Browser) {
+    assert_eq!(b.path().await, "/console/");
+    assert!(
+        b.client
+            .find(Locator::Css("input[name=password]"))
+            .await
+            .is_ok(),
+        "the sign-in form: {}",
+        b.text().await
+    );
+}
+
+/// An erasure for ada@example.com filed and verified by the helpdesk
+/// through the API, waiting for the DPO.
+async fn awaiting_erasure(v: &TestVault) -> String {
+    let helpdesk = v.token("helpdesk").await;
+    let customer = v.create(&helpdesk, &ada()).await;
+    let (st, b) = v
+        .post(
+            &helpdesk,
+            "/v1/requests",
+            &json!({"kind": "erasure", "regulation": "gdpr", "customer_id": customer,
+                    "verified_by": "id_document_checked"}),
+        )
+        .await;
+    assert_eq!(st.as_u16(), 202, "{b}");
+    b["id"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+#[ignore = "needs chromium and chromium-driver: .ci/browser.sh"]
+async fn browser_a_denial_in_the_console_shows_its_reason_to_the_customer() {
+    on_each_backend(|v| async move {
+        let helpdesk = v.token("helpdesk").await;
+        let customer = v.create(&helpdesk, &ada()).await;
+        staff_user(&v, "dana", "dpo").await;
+        let b = Browser::start().await;
+        let id = verified(&b, &v, "erasure").await;
+
+        let dpo = Browser::start().await;
+        console_sign_in(&dpo, &v, "dana").await;
+        dpo.goto(&v.url(&format!("/console/requests/{id}"))).await;
+        dpo.select("select[name=reason]", "excessive").await;
+        dpo.fill("textarea[name=note]", "The third erasure this month")
+            .await;
+        dpo.click("button[name=action][value=deny]").await;
+        assert_eq!(
+            dpo.attr("[data-request-status]", "data-request-status")
+                .await
+                .as_deref(),
+            Some("denied")
+        );
+        assert_eq!(
+            dpo.attr("[data-denial-reason]", "data-denial-reason")
+                .await
+                .as_deref(),
+            Some("excessive")
+        );
+
+        b.client.refresh().await.expect("reload");
+        assert_eq!(status_of(&b).await, "denied");
+        assert_eq!(
+            b.attr("[data-denial-reason]", "data-denial-reason")
+                .await
+                .as_deref(),
+            Some("excessive")
+        );
+        assert!(b.text().await.contains("The third erasure this month"));
+        b.screenshot("privacy-status-denied", 1024).await;
+
+        // A legal hold placed on the holds page, and the year's metrics.
+        dpo.click("nav.main-nav a[href='/console/holds']").await;
+        dpo.fill("#hold-customer", &customer).await;
+        dpo.fill("#hold-fields", "email").await;
+        dpo.fill("#hold-reason", "Pending litigation").await;
+        dpo.client
+            .execute(
+                "document.querySelector('#hold-review').value = '2027-06-30'",
+                vec![],
+            )
+            .await
+            .unwrap();
+        dpo.click("form[method=post][action='/console/holds'] button[type=submit]")
+            .await;
+        assert_eq!(dpo.path().await, "/console/holds");
+        let Ok(hold) = dpo.client.find(Locator::Css("tr[data-hold-id]")).await else {
+            panic!("a hold: {}", dpo.text().await);
+        };
+        let hold = hold.text().await.unwrap();
+        assert!(hold.contains(&customer), "{hold}");
+        assert!(hold.contains("Pending litigation"), "{hold}");
+        dpo.screenshot("console-holds", 1024).await;
+        dpo.click("nav.main-nav a[href='/console/metrics']").await;
+        let erasure = dpo
+            .css("tr[data-kind='erasure']")
+            .await
+            .text()
+            .await
+            .unwrap();
+        assert!(erasure.split_whitespace().any(|c| c == "1"), "{erasure}");
+        dpo.screenshot("console-metrics", 1024).await;
+        dpo.close().await;
+        b.close().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+#[ignore = "needs chromium and chromium-driver: .ci/browser.sh"]
+async fn browser_an_auditor_verifies_the_trail_in_the_console() {
+    on_each_backend(|v| async move {
+        let helpdesk = v.token("helpdesk").await;
+        let customer = v.create(&helpdesk, &ada()).await;
+        let (st, _) = v
+            .get(
+                &helpdesk,
+                &format!("/v1/customers/{customer}?purpose=support"),
+            )
+            .await;
+        assert_eq!(st.as_u16(), 200);
+        staff_user(&v, "aude", "auditor").await;
+        let b = Browser::start().await;
+        console_sign_in(&b, &v, "aude").await;
+        assert!(
+            b.client
+                .find(Locator::Css("nav.main-nav a[href='/console/holds']"))
+                .await
+                .is_err(),
+            "no legal holds for an auditor"
+        );
+
+        b.click("nav.main-nav a[href='/console/audit/verify']")
+            .await;
+        assert_eq!(
+            b.attr("[data-verify]", "data-verify").await.as_deref(),
+            Some("ok"),
+            "{}",
+            b.text().await
+        );
+        b.screenshot("console-verify", 1024).await;
+
+        // The trail, filtered to the customer, leads to their access log.
+        b.click("nav.main-nav a[href='/console/audit']").await;
+        b.fill("#f-customer_id", &customer).await;
+        b.click("form[action='/console/audit'] button[type=submit]")
+            .await;
+        let rows = b
+            .client
+            .find_all(Locator::Css("tr[data-seq]"))
+            .await
+            .unwrap();
+        assert!(!rows.is_empty(), "{}", b.text().await);
+        for row in &rows {
+            assert!(row.text().await.unwrap().contains(&customer));
+        }
+        b.screenshot("console-trail", 1024).await;
+        b.click(&format!(
+            "a[href='/console/audit/access-log?customer_id={customer}']"
+        ))
+        .await;
+        let log = b.css("tbody").await.text().await.unwrap();
+        assert!(log.contains("customer.read"), "{log}");
+        assert!(log.contains("support"), "{log}");
+        b.screenshot("console-access-log", 1024).await;
+
+        // An event changed behind the vault's back: verify names it.
+        v.exec("UPDATE audit_events SET action = 'customer.deleted' WHERE seq = 2")
+            .await;
+        b.goto(&v.url("/console/audit/verify")).await;
+        assert_eq!(
+            b.attr("[data-verify]", "data-verify").await.as_deref(),
+            Some("failed")
+        );
+        assert_eq!(
+            b.attr("[data-first-bad-seq]", "data-first-bad-seq")
+                .await
+                .as_deref(),
+            Some("2")
+        );
+        b.screenshot("console-verify-failed", 1024).await;
+        b.close().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+#[ignore = "needs chromium and chromium-driver: .ci/browser.sh"]
+async fn browser_a_forged_console_post_is_refused() {
+    let v = TestVault::start(Backend::Sqlite).await;
+    staff_user(&v, "dana", "dpo").await;
+    let id = awaiting_erasure(&v).await;
+    let b = Browser::start().await;
+    console_sign_in(&b, &v, "dana").await;
+    // Another site posts an approval while the DPO is signed in.
+    let path = format!("/console/requests/{id}");
+    let forged = [("action", "approve"), ("csrf", "forged")];
+    b.goto(&attacker_site(&v.url(&path), &forged).await).await;
+    wait_for_path(&b, &path).await;
+    assert_eq!(error_status(&b).await.as_deref(), Some("403"));
+    b.screenshot("console-csrf-refused", 1024).await;
+    // A token altered in the console's own form is refused too.
+    b.goto(&v.url(&path)).await;
+    b.client
+        .execute(
+            "document.querySelectorAll('input[name=csrf]').forEach(i => i.value = '0'.repeat(64))",
+            vec![],
+        )
+        .await
+        .unwrap();
+    b.click("button[name=action][value=approve]").await;
+    assert_eq!(error_status(&b).await.as_deref(), Some("403"));
+    // Nothing happened.
+    let dpo = v.token("dpo").await;
+    let (_, view) = v.get(&dpo, &format!("/v1/requests/{id}")).await;
+    assert_eq!(view["status"], "awaiting_approval", "{view}");
+    assert!(
+        v.audit()
+            .await
+            .iter()
+            .all(|e| e.draft.action != "request.approved"),
+        "no approval"
+    );
+    // The untouched form still works: the refusals were the tokens.
+    b.goto(&v.url(&path)).await;
+    b.click("button[name=action][value=approve]").await;
+    assert_eq!(
+        b.attr("[data-request-status]", "data-request-status")
+            .await
+            .as_deref(),
+        Some("partially_completed")
+    );
+    b.close().await;
+}
+
+#[tokio::test]
+#[ignore = "needs chromium and chromium-driver: .ci/browser.sh"]
+async fn browser_the_console_cookie_is_httponly_strict_and_sign_out_ends_the_session() {
+    let v = TestVault::start(Backend::Sqlite).await;
+    staff_user(&v, "dana", "dpo").await;
+    let b = Browser::start().await;
+    console_sign_in(&b, &v, "dana").await;
+    let session = b
+        .client
+        .get_named_cookie("pv_console")
+        .await
+        .expect("the session cookie");
+    assert_eq!(session.http_only(), Some(true), "HttpOnly");
+    assert_eq!(
+        session.same_site().map(|s| s.to_string()).as_deref(),
+        Some("Strict")
+    );
+    assert_eq!(session.path(), Some("/console"));
+    assert_ne!(session.secure(), Some(true), "plain HTTP on loopback");
+    let seen: Value = b
+        .client
+        .execute("return document.cookie", vec![])
+        .await
+        .expect("script");
+    assert!(
+        !seen.as_str().unwrap_or_default().contains("pv_console"),
+        "{seen}"
+    );
+    assert!(!b.text().await.contains(session.value()));
+    // The privacy center's pages never get it.
+    b.goto(&v.url("/privacy/")).await;
+    assert!(b.client.get_named_cookie("pv_console").await.is_err());
+
+    // Sign-out: back on the sign-in form, the cookie gone…
+    b.goto(&v.url("/console/requests")).await;
+    b.click("form[action='/console/sign-out'] button[type=submit]")
+        .await;
+    on_sign_in_form(&b).await;
+    assert!(b.client.get_named_cookie("pv_console").await.is_err());
+    b.goto(&v.url("/console/requests")).await;
+    on_sign_in_form(&b).await;
+    // …and the session ended on the server: its id, put back, opens nothing.
+    b.client
+        .add_cookie(session.clone())
+        .await
+        .expect("cookie put back");
+    b.goto(&v.url("/console/requests")).await;
+    on_sign_in_form(&b).await;
+    b.close().await;
+}
+
+/// What has the focus (its `name`, else its `href`, else its tag), and its
+/// outline.
+async fn focused(b: &Browser) -> Value {
+    b.client
+        .execute(
+            "const e = document.activeElement; const s = getComputedStyle(e);
+             return {name: e.getAttribute('name') || e.getAttribute('href') || e.tagName.toLowerCase(),
+                     outline: s.outlineStyle, width: parseFloat(s.outlineWidth)};",
+            vec![],
+        )
+        .await
+        .expect("active element")
+}
+
+/// Tabs (at most 30 times) until the control named `name` (or the link to
+/// it) has the focus;
+/// every stop on the way shows a focus ring.
+async fn tab_to(b: &Browser, name: &str) {
+    for _ in 0..30 {
+        b.keys(&char::from(Key::Tab).to_string()).await;
+        let f = focused(b).await;
+        assert!(
+            f["outline"] != "none" && f["width"].as_f64().unwrap_or(0.0) >= 2.0,
+            "the focus is visible: {f}"
+        );
+        if f["name"] == name {
+            return;
+        }
+    }
+    panic!("{name} is not reachable by Tab");
+}
+
+#[tokio::test]
+#[ignore = "needs chromium and chromium-driver: .ci/browser.sh"]
+async fn browser_the_console_signs_in_by_keyboard_with_visible_focus() {
+    let v = TestVault::start(Backend::Sqlite).await;
+    staff_user(&v, "dana", "dpo").await;
+    let b = Browser::start().await;
+    b.goto(&v.url("/console/")).await;
+    tab_to(&b, "username").await;
+    b.keys("dana").await;
+    tab_to(&b, "password").await;
+    b.keys(STAFF_PASSWORD).await;
+    b.screenshot("console-sign-in-keyboard", 1024).await;
+    let old = b.css("html").await;
+    b.keys(&char::from(Key::Enter).to_string()).await;
+    b.wait_for_next_page(old).await;
+    signed_in_home(&b).await;
+    // A link of the console's navigation, by keyboard too.
+    tab_to(&b, "/console/requests").await;
+    let old = b.css("html").await;
+    b.keys(&char::from(Key::Enter).to_string()).await;
+    b.wait_for_next_page(old).await;
+    assert_eq!(b.path().await, "/console/requests");
+    b.close().await;
+}
+
+#[tokio::test]
+#[ignore = "needs chromium and chromium-driver: .ci/browser.sh"]
+async fn browser_the_console_in_italian_and_chinese() {
+    let v = TestVault::start(Backend::Sqlite).await;
+    staff_user(&v, "dana", "dpo").await;
+    let id = awaiting_erasure(&v).await;
+    let b = Browser::start().await;
+    b.goto(&v.url("/console/?lang=it")).await;
+    assert_eq!(b.attr("html", "lang").await.as_deref(), Some("it"));
+    assert!(b.text().await.contains("Accedi alla console"));
+    b.screenshot("console-sign-in-it", 1024).await;
+    // The choice holds after signing in.
+    console_sign_in(&b, &v, "dana").await;
+    assert_eq!(b.attr("html", "lang").await.as_deref(), Some("it"));
+    assert!(b.text().await.contains("Console privacy"));
+    b.goto(&v.url("/console/requests")).await;
+    // The visible switch.
+    b.click("a[hreflang='zh-Hans']").await;
+    assert_eq!(b.path().await, "/console/requests");
+    assert_eq!(b.attr("html", "lang").await.as_deref(), Some("zh-Hans"));
+    assert!(b.text().await.contains("隐私控制台"));
+    assert!(
+        b.client
+            .find(Locator::Css("tr[data-request-id]"))
+            .await
+            .is_ok()
+    );
+    b.screenshot("console-queue-zh-Hans", 1024).await;
+    // At 320 px the console's pages fit too (wide tables scroll in place).
+    b.client.set_window_size(320, 800).await.unwrap();
+    for page in [
+        "/console/requests".to_owned(),
+        format!("/console/requests/{id}"),
+    ] {
+        b.goto(&v.url(&page)).await;
+        assert_no_sideways_scrolling(&b).await;
+    }
+    b.screenshot("console-request-320px", 320).await;
     b.close().await;
 }
