@@ -250,12 +250,17 @@ async fn awaiting(v: &TestVault) -> String {
     b["id"].as_str().unwrap().to_owned()
 }
 
+/// The API's 200 answer to `GET path` with `token`.
+async fn api_ok(v: &TestVault, token: &str, path: &str) -> serde_json::Value {
+    let (st, b) = v.get(token, path).await;
+    assert_eq!(st, StatusCode::OK, "{path}: {b}");
+    b
+}
+
 /// The request as the API shows it to the privacy team.
 async fn api_view(v: &TestVault, id: &str) -> serde_json::Value {
     let dpo = v.token("dpo").await;
-    let (st, b) = v.get(&dpo, &format!("/v1/requests/{id}")).await;
-    assert_eq!(st, StatusCode::OK, "{b}");
-    b
+    api_ok(v, &dpo, &format!("/v1/requests/{id}")).await
 }
 
 /// The actor of the last `action` event about request `id`.
@@ -645,10 +650,7 @@ fn cells(html: &str, marker: &str) -> Vec<String> {
 async fn customer_in_use(v: &TestVault) -> String {
     let helpdesk = v.token("helpdesk").await;
     let id = v.create(&helpdesk, &ada()).await;
-    let (st, b) = v
-        .get(&helpdesk, &format!("/v1/customers/{id}?purpose=support"))
-        .await;
-    assert_eq!(st, StatusCode::OK, "{b}");
+    api_ok(v, &helpdesk, &format!("/v1/customers/{id}?purpose=support")).await;
     id
 }
 
@@ -688,9 +690,10 @@ async fn holds_are_placed_and_released_through_the_forms_and_only_with_the_token
         let api_holds = |path: String| {
             let (v, dpo) = (&v, &dpo);
             async move {
-                let (st, b) = v.get(dpo, &path).await;
-                assert_eq!(st, StatusCode::OK, "{b}");
-                b["holds"].as_array().unwrap().clone()
+                api_ok(v, dpo, &path).await["holds"]
+                    .as_array()
+                    .unwrap()
+                    .clone()
             }
         };
         let of_customer = format!("/v1/legal-holds?customer_id={customer}");
@@ -729,8 +732,10 @@ async fn holds_are_placed_and_released_through_the_forms_and_only_with_the_token
         let forged = c.post(&release, &[]).await;
         assert_eq!(forged.status, StatusCode::FORBIDDEN);
         assert_eq!(api_holds(of_customer.clone()).await[0]["active"], true);
-        let action = link(&page.body.replace("action=\"", "href=\""), &release);
-        assert_eq!(action.as_deref(), Some(release.as_str()), "a release form");
+        assert!(
+            page.body.contains(&format!("action=\"{release}\"")),
+            "a release form"
+        );
         let released = c.post(&release, &[("csrf", &page.csrf())]).await;
         assert_eq!(released.status, StatusCode::SEE_OTHER, "{}", released.body);
         assert_eq!(api_holds(of_customer.clone()).await[0]["active"], false);
@@ -765,8 +770,7 @@ async fn the_metrics_page_shows_the_api_figures_per_kind_for_the_year() {
         let mut c = signed_in(&v, "dana").await;
         let page = c.get("/console/metrics").await;
         assert_eq!(page.status, StatusCode::OK, "{}", page.body);
-        let (st, api) = v.get(&dpo, "/v1/requests/metrics").await;
-        assert_eq!(st, StatusCode::OK, "{api}");
+        let api = api_ok(&v, &dpo, "/v1/requests/metrics").await;
         assert!(page.body.contains(&format!("value=\"{}\"", api["year"])));
         let figures = [
             "received",
@@ -814,8 +818,7 @@ async fn the_trail_page_filters_and_pages_as_the_api_does() {
                 page.body.contains("value=\"customer.create\""),
                 "filters kept"
             );
-            let (st, api) = v.get(&bearer, &api_path).await;
-            assert_eq!(st, StatusCode::OK, "{api}");
+            let api = api_ok(&v, &bearer, &api_path).await;
             assert_eq!(seqs(&page.body), api_seqs(&api, "events"));
             seen.extend(seqs(&page.body));
             match (next_page(&page.body), api["next_after_seq"].as_i64()) {
@@ -872,10 +875,7 @@ async fn a_customers_access_log_page_shows_what_the_api_shows() {
             .get(&format!("/console/audit/access-log?customer_id={customer}"))
             .await;
         assert_eq!(page.status, StatusCode::OK, "{}", page.body);
-        let (st, api) = v
-            .get(&bearer, &format!("/v1/customers/{customer}/access-log"))
-            .await;
-        assert_eq!(st, StatusCode::OK, "{api}");
+        let api = api_ok(&v, &bearer, &format!("/v1/customers/{customer}/access-log")).await;
         let shown = seqs(&page.body);
         assert_eq!(shown, api_seqs(&api, "entries"));
         assert!(shown.len() >= 2, "created and read: {shown:?}");
@@ -929,8 +929,7 @@ async fn the_public_key_and_the_export_download_as_the_api_serves_them() {
         assert_eq!(st, StatusCode::OK, "{body}");
         assert_eq!(ty, "text/plain; charset=utf-8");
         assert!(disposition.starts_with("attachment;"), "{disposition}");
-        let (st, keys) = v.get(&bearer, "/v1/audit/public-key").await;
-        assert_eq!(st, StatusCode::OK, "{keys}");
+        let keys = api_ok(&v, &bearer, "/v1/audit/public-key").await;
         assert_eq!(body, keys["key_file"].as_str().unwrap());
         assert!(in_trail(&v, "audit.public_key", "allowed", aude).await);
 
@@ -1104,8 +1103,7 @@ async fn verify_on_a_tampered_trail_shows_the_failure_and_the_first_bad_event() 
             "shown to the reader"
         );
         let bearer = v.token("auditor").await;
-        let (st, api) = v.get(&bearer, "/v1/audit/verify").await;
-        assert_eq!(st, StatusCode::OK, "{api}");
+        let api = api_ok(&v, &bearer, "/v1/audit/verify").await;
         assert_eq!(api["first_bad_seq"], bad);
         let verified = last_by(&v, "audit.verify", aude).await;
         assert_eq!(verified.draft.reasons["ok"], "false");

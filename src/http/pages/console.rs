@@ -239,9 +239,9 @@ fn error_key(e: &ServiceError) -> &'static str {
     }
 }
 
-/// The request id of the path; the not-found page when it is none.
-fn request_id(page: &Page, id: &str) -> Result<Uuid, Response> {
-    Uuid::parse_str(id).map_err(|_| page.error(StatusCode::NOT_FOUND, "console-error-not-found"))
+/// The page for a path naming no request.
+fn no_such_request(page: &Page) -> Response {
+    page.error(StatusCode::NOT_FOUND, "console-error-not-found")
 }
 
 fn time(s: &str) -> String {
@@ -487,9 +487,8 @@ async fn request_page(
     staff: Staff,
     Path(id): Path<String>,
 ) -> Response {
-    let rid = match request_id(&staff.page, &id) {
-        Ok(rid) => rid,
-        Err(r) => return r,
+    let Ok(rid) = Uuid::parse_str(&id) else {
+        return no_such_request(&staff.page);
     };
     let view = requests_api::get_request(
         State(state.clone()),
@@ -565,9 +564,8 @@ async fn act(
     f: StaffForm<ActionForm>,
 ) -> Response {
     let StaffForm { staff, form } = f;
-    let rid = match request_id(&staff.page, &id) {
-        Ok(rid) => rid,
-        Err(r) => return r,
+    let Ok(rid) = Uuid::parse_str(&id) else {
+        return no_such_request(&staff.page);
     };
     let st = State(state.clone());
     let caller = staff.actor.clone();
