@@ -14,6 +14,7 @@ pub mod metrics;
 pub mod query;
 pub mod retention;
 pub mod sequencer;
+pub mod service;
 pub mod verify;
 
 use std::collections::BTreeMap;

@@ -24,7 +24,7 @@ use axum::response::{IntoResponse, Response};
 use uuid::Uuid;
 
 use crate::actor::Actor;
-use crate::audit::{Action, Decision};
+use crate::audit::{Action, Decision, EventDraft};
 use crate::error::ServiceError;
 use crate::state::AppState;
 use crate::store::Unit;
@@ -73,27 +73,69 @@ pub async fn audit(State(state): State<AppState>, mut req: Request, next: Next) 
     let Some(action) = route_action(&method, &route) else {
         return resp;
     };
+    let code = resp
+        .extensions()
+        .get::<ErrorCode>()
+        .map_or("refused", |c| c.0);
+    let about = match path_id(&route, &path) {
+        Some(id) if route.starts_with("/v1/customers/") => About::Customer(id),
+        Some(id) if route.starts_with("/v1/requests/") => About::Request(id),
+        _ => About::Nothing,
+    };
+    let ev = refusal_event(&actor, action, status, code, about);
+    match state.sequencer.commit(Unit::event(ev)).await {
+        Ok(_) => resp,
+        Err(e) => ServiceError::from(e).into_response(),
+    }
+}
+
+/// What a refused call was about, as its event names it.
+#[derive(Debug, Clone, Copy)]
+pub enum About {
+    Nothing,
+    Customer(Uuid),
+    Request(Uuid),
+}
+
+/// The event of `actor`'s `action` refused with `status` and error `code`.
+fn refusal_event(
+    actor: &Actor,
+    action: Action,
+    status: StatusCode,
+    code: &str,
+    about: About,
+) -> EventDraft {
     let decision = match status {
         StatusCode::FORBIDDEN => Decision::Denied,
         StatusCode::NOT_FOUND => Decision::NotFound,
         _ => Decision::Invalid,
     };
-    let code = resp
-        .extensions()
-        .get::<ErrorCode>()
-        .map_or("refused", |c| c.0);
-    let mut ev = actor.event(action, decision).reason("error", code);
-    match path_id(&route, &path) {
-        Some(id) if route.starts_with("/v1/customers/") => ev = ev.customer(id),
-        Some(id) if route.starts_with("/v1/requests/") => {
-            ev = ev.reason("request", &id.to_string());
-        }
-        _ => {}
+    let ev = actor.event(action, decision).reason("error", code);
+    match about {
+        About::Nothing => ev,
+        About::Customer(id) => ev.customer(id),
+        About::Request(id) => ev.reason("request", &id.to_string()),
     }
-    match state.sequencer.commit(Unit::event(ev)).await {
-        Ok(_) => resp,
-        Err(e) => ServiceError::from(e).into_response(),
+}
+
+/// Records `e` as the refusal of `actor`'s `action`, as this middleware
+/// does for the API, for an edge that calls a service without it (the
+/// console's pages): unless the service recorded it already, or it is no
+/// refusal of a caller (see the module documentation).
+pub async fn record(
+    state: &AppState,
+    actor: &Actor,
+    action: Action,
+    about: About,
+    e: &ServiceError,
+) -> Result<(), ServiceError> {
+    let status = super::error::status_of(e.kind);
+    if e.audited || !is_refusal(status) {
+        return Ok(());
     }
+    let ev = refusal_event(actor, action, status, e.code, about);
+    state.sequencer.commit(Unit::event(ev)).await?;
+    Ok(())
 }
 
 fn is_refusal(status: StatusCode) -> bool {

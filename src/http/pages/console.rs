@@ -14,11 +14,14 @@
 //! - Auditors (`audit`): trail search, a customer's access log, verify,
 //!   checkpoints, and downloads of the public key and the export.
 //!
-//! Every page calls the API's own handler function with the signed-in user
-//! as the caller, so a page checks, does and audits exactly what the API
-//! does: the same capability checks (a role without the capability gets
-//! 403), the same views (nobody sees more than through the API), the same
-//! audit events with the user as the actor.
+//! Every page calls the same service as the API (the auditor's pages
+//! [`crate::audit::service`]; the others the API's handler functions) with
+//! the signed-in user as the caller, so a page checks, does and audits
+//! exactly what the API does: the same capability checks (a role without
+//! the capability gets 403), the same views (nobody sees more than through
+//! the API), the same audit events with the user as the actor. A refusal
+//! no service recorded is recorded as the API records it
+//! ([`refusals::record`]).
 
 use axum::Router;
 use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request, State};
@@ -36,13 +39,16 @@ use zeroize::Zeroizing;
 use super::cookies::{self, Cookie};
 use super::{Form, Page, csrf};
 use crate::actor::Actor;
+use crate::audit::Action;
+use crate::audit::service as audit;
 use crate::auth::session;
 use crate::error::ServiceError;
-use crate::http::audit as audit_api;
+use crate::http::audit::ndjson_download;
 use crate::http::error::status_of;
-use crate::http::extract::Body;
+use crate::http::extract::{Body, parse_id};
 use crate::http::holds as holds_api;
 use crate::http::idempotency::Keyed;
+use crate::http::refusals::{self, About};
 use crate::http::requests::{self as requests_api, RequestAuth};
 use crate::language::Language;
 use crate::policy::Capability;
@@ -110,9 +116,21 @@ impl Staff {
         self.page.render(state, StatusCode::OK, template, ctx)
     }
 
-    /// The API's refusal as a page: same status, a message in the page's
-    /// language.
-    fn refusal(&self, e: &ServiceError) -> Response {
+    /// A refusal of `action` as a page: recorded in the trail as the API
+    /// records it (unless the service did), then the same status and a
+    /// message in the page's language.
+    async fn refused(
+        &self,
+        state: &AppState,
+        action: Action,
+        about: About,
+        e: &ServiceError,
+    ) -> Response {
+        if let Err(unrecorded) = refusals::record(state, &self.actor, action, about, e).await {
+            return self
+                .page
+                .error(status_of(unrecorded.kind), error_key(&unrecorded));
+        }
         self.page.error(status_of(e.kind), error_key(e))
     }
 }
@@ -221,11 +239,9 @@ fn error_key(e: &ServiceError) -> &'static str {
     }
 }
 
-/// The not-found page when `id` is not a request id.
-fn not_an_id(page: &Page, id: &str) -> Option<Response> {
-    Uuid::parse_str(id)
-        .is_err()
-        .then(|| page.error(StatusCode::NOT_FOUND, "console-error-not-found"))
+/// The page for a path naming no request.
+fn no_such_request(page: &Page) -> Response {
+    page.error(StatusCode::NOT_FOUND, "console-error-not-found")
 }
 
 fn time(s: &str) -> String {
@@ -339,7 +355,9 @@ struct Empty {}
 async fn sign_out(State(state): State<AppState>, f: StaffForm<Empty>) -> Response {
     let StaffForm { mut staff, .. } = f;
     if let Err(e) = session::sign_out(&state, &staff.session, &staff.actor).await {
-        return staff.refusal(&e);
+        return staff
+            .refused(&state, Action::ConsoleSignOut, About::Nothing, &e)
+            .await;
     }
     staff
         .page
@@ -405,7 +423,11 @@ async fn queue(
     .await;
     let list = match list {
         Ok(axum::Json(l)) => l,
-        Err(e) => return staff.refusal(&e),
+        Err(e) => {
+            return staff
+                .refused(&state, Action::RequestList, About::Nothing, &e)
+                .await;
+        }
     };
     let mut rows: Vec<Value> = list
         .requests
@@ -465,9 +487,9 @@ async fn request_page(
     staff: Staff,
     Path(id): Path<String>,
 ) -> Response {
-    if let Some(r) = not_an_id(&staff.page, &id) {
-        return r;
-    }
+    let Ok(rid) = Uuid::parse_str(&id) else {
+        return no_such_request(&staff.page);
+    };
     let view = requests_api::get_request(
         State(state.clone()),
         RequestAuth::Staff(staff.actor.clone()),
@@ -476,7 +498,11 @@ async fn request_page(
     .await;
     match view {
         Ok(axum::Json(v)) => render_request(&state, &staff, &v),
-        Err(e) => staff.refusal(&e),
+        Err(e) => {
+            staff
+                .refused(&state, Action::RequestRead, About::Request(rid), &e)
+                .await
+        }
     }
 }
 
@@ -538,12 +564,17 @@ async fn act(
     f: StaffForm<ActionForm>,
 ) -> Response {
     let StaffForm { staff, form } = f;
-    if let Some(r) = not_an_id(&staff.page, &id) {
-        return r;
-    }
+    let Ok(rid) = Uuid::parse_str(&id) else {
+        return no_such_request(&staff.page);
+    };
     let st = State(state.clone());
     let caller = staff.actor.clone();
     let path = Path(id.clone());
+    let action = match form.action.as_str() {
+        "approve" => Action::RequestApproved,
+        "deny" => Action::RequestDenied,
+        _ => Action::RequestExtended,
+    };
     let done = match form.action.as_str() {
         "approve" => requests_api::approve(st, caller, path, Keyed::none())
             .await
@@ -580,7 +611,7 @@ async fn act(
     };
     match done {
         Ok(()) => staff.page.redirect(&format!("/console/requests/{id}")),
-        Err(e) => staff.refusal(&e),
+        Err(e) => staff.refused(&state, action, About::Request(rid), &e).await,
     }
 }
 
@@ -612,7 +643,11 @@ async fn holds(
                 fields => state.policy.fields.keys().cloned().collect::<Vec<_>>(),
             },
         ),
-        Err(e) => staff.refusal(&e),
+        Err(e) => {
+            staff
+                .refused(&state, Action::LegalHoldList, About::Nothing, &e)
+                .await
+        }
     }
 }
 
@@ -670,7 +705,11 @@ async fn place_hold(State(state): State<AppState>, f: StaffForm<HoldForm>) -> Re
         Ok(_) => staff
             .page
             .redirect(&format!("/console/holds?customer_id={customer_id}")),
-        Err(e) => staff.refusal(&e),
+        Err(e) => {
+            staff
+                .refused(&state, Action::LegalHoldCreate, About::Nothing, &e)
+                .await
+        }
     }
 }
 
@@ -682,7 +721,11 @@ async fn release_hold(
     let StaffForm { staff, .. } = f;
     match holds_api::release_hold(State(state.clone()), staff.actor.clone(), Path(id)).await {
         Ok(_) => staff.page.redirect("/console/holds"),
-        Err(e) => staff.refusal(&e),
+        Err(e) => {
+            staff
+                .refused(&state, Action::LegalHoldRelease, About::Nothing, &e)
+                .await
+        }
     }
 }
 
@@ -707,7 +750,11 @@ async fn metrics(
             "console/metrics.html",
             context! { metrics => Value::from(Serde(&m)), year => m.year },
         ),
-        Err(e) => staff.refusal(&e),
+        Err(e) => {
+            staff
+                .refused(&state, Action::RequestMetrics, About::Nothing, &e)
+                .await
+        }
     }
 }
 
@@ -747,11 +794,13 @@ async fn trail(
                     .error(StatusCode::BAD_REQUEST, "console-error-filter");
             }
         };
-    let page =
-        audit_api::query_events(State(state.clone()), staff.actor.clone(), Ok(Query(raw))).await;
-    let page = match page {
-        Ok(axum::Json(p)) => p,
-        Err(e) => return staff.refusal(&e),
+    let page = match audit::query_events(&state, &staff.actor, Ok(&raw)).await {
+        Ok(p) => p,
+        Err(e) => {
+            return staff
+                .refused(&state, Action::AuditQuery, About::Nothing, &e)
+                .await;
+        }
     };
     let value = |k: &str| {
         kept.iter()
@@ -795,18 +844,20 @@ async fn access_log(
             context! { customer_id => "", entries => Value::from(Vec::<Value>::new()), next => Value::from(()) },
         );
     };
-    let log = audit_api::access_log(
-        State(state.clone()),
-        staff.actor.clone(),
-        Path(customer.clone()),
-        Ok(Query(audit_api::PageQuery {
-            after_seq: get("after_seq"),
-            limit: None,
-        })),
-    )
-    .await;
-    match log {
-        Ok(axum::Json(l)) => {
+    let id = match parse_id(&customer) {
+        Ok(id) => id,
+        Err(e) => {
+            return staff
+                .refused(&state, Action::AccessLogRead, About::Nothing, &e)
+                .await;
+        }
+    };
+    let params = audit::PageQuery {
+        after_seq: get("after_seq"),
+        limit: None,
+    };
+    match audit::access_log(&state, &staff.actor, id, Ok(&params)).await {
+        Ok(l) => {
             let next = l.next_after_seq.map(|n| {
                 format!(
                     "/console/audit/access-log?{}",
@@ -823,24 +874,32 @@ async fn access_log(
                 context! { customer_id => customer, entries => Value::from(Serde(&l.entries)), next => next },
             )
         }
-        Err(e) => staff.refusal(&e),
+        Err(e) => {
+            staff
+                .refused(&state, Action::AccessLogRead, About::Customer(id), &e)
+                .await
+        }
     }
 }
 
 async fn verify(State(state): State<AppState>, staff: Staff) -> Response {
-    match audit_api::verify_trail(State(state.clone()), staff.actor.clone()).await {
-        Ok(axum::Json(report)) => staff.render(
+    match audit::verify_trail(&state, &staff.actor).await {
+        Ok(report) => staff.render(
             &state,
             "console/verify.html",
             context! { report => Value::from(Serde(&report)) },
         ),
-        Err(e) => staff.refusal(&e),
+        Err(e) => {
+            staff
+                .refused(&state, Action::AuditVerify, About::Nothing, &e)
+                .await
+        }
     }
 }
 
 async fn public_key(State(state): State<AppState>, staff: Staff) -> Response {
-    match audit_api::public_key(State(state.clone()), staff.actor.clone()).await {
-        Ok(axum::Json(keys)) => (
+    match audit::public_keys(&state, &staff.actor).await {
+        Ok(keys) => (
             [
                 (header::CONTENT_TYPE, "text/plain; charset=utf-8"),
                 (
@@ -851,15 +910,22 @@ async fn public_key(State(state): State<AppState>, staff: Staff) -> Response {
             keys.key_file,
         )
             .into_response(),
-        Err(e) => staff.refusal(&e),
+        Err(e) => {
+            staff
+                .refused(&state, Action::AuditPublicKey, About::Nothing, &e)
+                .await
+        }
     }
 }
 
 async fn export(State(state): State<AppState>, staff: Staff) -> Response {
-    let q = Ok(Query(audit_api::ExportQuery { after_seq: None }));
-    match audit_api::export(State(state.clone()), staff.actor.clone(), q).await {
-        Ok(resp) => resp,
-        Err(e) => staff.refusal(&e),
+    match audit::export(&state, &staff.actor, Ok(&audit::ExportQuery::default())).await {
+        Ok(export) => ndjson_download(export),
+        Err(e) => {
+            staff
+                .refused(&state, Action::AuditExport, About::Nothing, &e)
+                .await
+        }
     }
 }
 
