@@ -23,6 +23,7 @@ use fantoccini::wd::WebDriverCompatibleCommand;
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{Value, json};
 
+use crate::console;
 use crate::helpers::*;
 
 /// The chromedriver binary (`CHROMEDRIVER` overrides).
@@ -337,7 +338,7 @@ async fn browser_an_erasure_filed_verified_and_approved_in_the_console_shows_its
     on_each_backend(|v| async move {
         let helpdesk = v.token("helpdesk").await;
         v.create(&helpdesk, &ada()).await;
-        let dana = staff_user(&v, "dana", "dpo").await;
+        let dana = console::user(&v, "dana", "dpo").await;
         let b = Browser::start().await;
         b.goto(&v.url("/privacy/")).await;
         b.screenshot("privacy-index", 1024).await;
@@ -792,33 +793,12 @@ async fn browser_a_forged_csrf_post_is_refused() {
 // The staff console
 // ---------------------------------------------------------------------------
 
-const STAFF_PASSWORD: &str = "correct horse battery";
-
-/// A vault user `name` with `role` and [`STAFF_PASSWORD`] (as
-/// `pii-vault users add` creates one).
-async fn staff_user(v: &TestVault, name: &str, role: &str) -> uuid::Uuid {
-    use pii_vault::store::{Mutation, Unit};
-    let id = uuid::Uuid::now_v7();
-    let unit = Unit {
-        mutations: vec![Mutation::InsertUser {
-            id,
-            username: name.into(),
-            role: role.into(),
-            password_hash: pii_vault::crypto::hash_password(STAFF_PASSWORD).unwrap(),
-            at: 0,
-        }],
-        events: vec![],
-    };
-    v.state.sequencer.commit(unit).await.unwrap();
-    id
-}
-
 /// Signs `name` in on the console's form; the browser is then on the
 /// console's home page.
 async fn console_sign_in(b: &Browser, v: &TestVault, name: &str) {
     b.goto(&v.url("/console/")).await;
     b.fill("input[name=username]", name).await;
-    b.fill("input[name=password]", STAFF_PASSWORD).await;
+    b.fill("input[name=password]", console::PASSWORD).await;
     b.click("form[action='/console/'] button[type=submit]")
         .await;
     signed_in_home(b).await;
@@ -873,7 +853,7 @@ async fn browser_a_denial_in_the_console_shows_its_reason_to_the_customer() {
     on_each_backend(|v| async move {
         let helpdesk = v.token("helpdesk").await;
         let customer = v.create(&helpdesk, &ada()).await;
-        staff_user(&v, "dana", "dpo").await;
+        console::user(&v, "dana", "dpo").await;
         let b = Browser::start().await;
         let id = verified(&b, &v, "erasure").await;
 
@@ -958,7 +938,7 @@ async fn browser_an_auditor_verifies_the_trail_in_the_console() {
             )
             .await;
         assert_eq!(st.as_u16(), 200);
-        staff_user(&v, "aude", "auditor").await;
+        console::user(&v, "aude", "auditor").await;
         let b = Browser::start().await;
         console_sign_in(&b, &v, "aude").await;
         assert!(
@@ -1027,7 +1007,7 @@ async fn browser_an_auditor_verifies_the_trail_in_the_console() {
 #[ignore = "needs chromium and chromium-driver: .ci/browser.sh"]
 async fn browser_a_forged_console_post_is_refused() {
     let v = TestVault::start(Backend::Sqlite).await;
-    staff_user(&v, "dana", "dpo").await;
+    console::user(&v, "dana", "dpo").await;
     let id = awaiting_erasure(&v).await;
     let b = Browser::start().await;
     console_sign_in(&b, &v, "dana").await;
@@ -1076,7 +1056,7 @@ async fn browser_a_forged_console_post_is_refused() {
 #[ignore = "needs chromium and chromium-driver: .ci/browser.sh"]
 async fn browser_the_console_cookie_is_httponly_strict_and_sign_out_ends_the_session() {
     let v = TestVault::start(Backend::Sqlite).await;
-    staff_user(&v, "dana", "dpo").await;
+    console::user(&v, "dana", "dpo").await;
     let b = Browser::start().await;
     console_sign_in(&b, &v, "dana").await;
     let session = b
@@ -1159,13 +1139,13 @@ async fn tab_to(b: &Browser, name: &str) {
 #[ignore = "needs chromium and chromium-driver: .ci/browser.sh"]
 async fn browser_the_console_signs_in_by_keyboard_with_visible_focus() {
     let v = TestVault::start(Backend::Sqlite).await;
-    staff_user(&v, "dana", "dpo").await;
+    console::user(&v, "dana", "dpo").await;
     let b = Browser::start().await;
     b.goto(&v.url("/console/")).await;
     tab_to(&b, "username").await;
     b.keys("dana").await;
     tab_to(&b, "password").await;
-    b.keys(STAFF_PASSWORD).await;
+    b.keys(console::PASSWORD).await;
     b.screenshot("console-sign-in-keyboard", 1024).await;
     let old = b.css("html").await;
     b.keys(&char::from(Key::Enter).to_string()).await;
@@ -1184,7 +1164,7 @@ async fn browser_the_console_signs_in_by_keyboard_with_visible_focus() {
 #[ignore = "needs chromium and chromium-driver: .ci/browser.sh"]
 async fn browser_the_console_in_italian_and_chinese() {
     let v = TestVault::start(Backend::Sqlite).await;
-    staff_user(&v, "dana", "dpo").await;
+    console::user(&v, "dana", "dpo").await;
     let id = awaiting_erasure(&v).await;
     let b = Browser::start().await;
     b.goto(&v.url("/console/?lang=it")).await;

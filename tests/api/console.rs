@@ -14,10 +14,10 @@ use zeroize::Zeroizing;
 
 use crate::helpers::*;
 
-const PASSWORD: &str = "correct horse battery";
+pub const PASSWORD: &str = "correct horse battery";
 
 /// A user `name` with `role` and [`PASSWORD`].
-async fn user(v: &TestVault, name: &str, role: &str) -> Uuid {
+pub async fn user(v: &TestVault, name: &str, role: &str) -> Uuid {
     let hash = pii_vault::crypto::hash_password(PASSWORD).unwrap();
     let id = Uuid::now_v7();
     let unit = Unit {
