@@ -13,7 +13,10 @@
 //! changes and its events commit together or not at all (fail-closed audit),
 //! and many units share one commit (group commit). Write transactions are
 //! serialized (SQLite `BEGIN IMMEDIATE`, the PostgreSQL chain head locked
-//! first), so a check and the write it guards see the same database.
+//! first), so a check and the write it guards see the same database. On
+//! SQLite the serving process's batches need not read the head first: they
+//! link on from the head the previous commit left, and the head moves only
+//! if it is still that one ([`Store::commit_batch_after`]).
 //!
 //! The store is a port: its rows (`rows.rs`, `requests.rs`) are plain typed
 //! structs, read by column name, and it imports nothing of the services or
