@@ -13,7 +13,7 @@ use std::time::Instant;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::clock::Clock;
-use crate::store::{Mutation, Store, StoreError, Unit, UnitOutcome};
+use crate::store::{ChainHead, Mutation, Store, StoreError, Unit, UnitOutcome};
 
 use super::StoredEvent;
 
@@ -154,6 +154,9 @@ async fn run(
     max_batch: usize,
 ) {
     let mut jobs: Vec<Job> = Vec::with_capacity(max_batch);
+    // The head the last commit left: the next batch links on from it
+    // without reading it first (the store checks it is still the head).
+    let mut head: Option<ChainHead> = None;
     loop {
         let n = rx.recv_many(&mut jobs, max_batch).await;
         if n == 0 {
@@ -165,7 +168,13 @@ async fn run(
             .map(|j| std::mem::take(&mut j.unit))
             .collect();
         let started = Instant::now();
-        let result = store.commit_batch(&units, clock.now_micros()).await;
+        let result = store
+            .commit_batch_after(&units, clock.now_micros(), head.as_ref())
+            .await
+            .map(|(outcomes, after)| {
+                head = Some(after);
+                outcomes
+            });
         metrics::histogram!("pii_vault_audit_batch_size").record(n as f64);
         metrics::histogram!("pii_vault_audit_commit_seconds")
             .record(started.elapsed().as_secs_f64());
@@ -184,6 +193,8 @@ async fn run(
                 }
             }
             Err(e) => {
+                // Whatever the failed commit left, the next one reads it.
+                head = None;
                 metrics::counter!("pii_vault_audit_append_failures_total").increment(1);
                 tracing::error!(error = %e, batch = n, "audit batch failed; callers get 503");
                 for job in jobs.drain(..) {

@@ -13,7 +13,10 @@
 //! changes and its events commit together or not at all (fail-closed audit),
 //! and many units share one commit (group commit). Write transactions are
 //! serialized (SQLite `BEGIN IMMEDIATE`, the PostgreSQL chain head locked
-//! first), so a check and the write it guards see the same database.
+//! first), so a check and the write it guards see the same database. On
+//! SQLite the serving process's batches need not read the head first: they
+//! link on from the head the previous commit left, and the head moves only
+//! if it is still that one ([`Store::commit_batch_after`]).
 //!
 //! The store is a port: its rows (`rows.rs`, `requests.rs`) are plain typed
 //! structs, read by column name, and it imports nothing of the services or
@@ -40,9 +43,9 @@ pub use requests::{
     DisclosureRow, ExportRow, OutboxRow, RequestFilter, RequestMutation, RequestRow, RequestStore,
 };
 pub use rows::{
-    AuditFilter, AuditHead, CheckpointRow, ConsentEvent, ConsoleSessionRow, CustomerKeyRow,
-    CustomerRecord, CustomerRow, DataKeyRow, ErasureJobRow, ErasureJobStatus, FieldRow,
-    IdempotencyRow, IdempotencyState, KekRow, KekState, KekUsage, KeyUse, LegalHoldRow,
+    AuditFilter, AuditHead, ChainHead, CheckpointRow, ConsentEvent, ConsoleSessionRow,
+    CustomerKeyRow, CustomerRecord, CustomerRow, DataKeyRow, ErasureJobRow, ErasureJobStatus,
+    FieldRow, IdempotencyRow, IdempotencyState, KekRow, KekState, KekUsage, KeyUse, LegalHoldRow,
     PrincipalKind, PrincipalListing, PrincipalRow, SigningKeyRow, SigningKeyState, TombstoneRow,
     UnknownValue, ValuePurpose,
 };
@@ -168,7 +171,24 @@ pub trait Store: RequestStore + Send + Sync + 'static {
     /// The outer `Err` means nothing was committed (database unavailable);
     /// an inner `Err` means that unit alone was rolled back. `at` is the time
     /// stamped on the events (never earlier than the chain head's).
-    async fn commit_batch(&self, units: &[Unit], at: i64) -> StoreResult<Vec<UnitOutcome>>;
+    async fn commit_batch(&self, units: &[Unit], at: i64) -> StoreResult<Vec<UnitOutcome>> {
+        Ok(self.commit_batch_after(units, at, None).await?.0)
+    }
+
+    /// [`Store::commit_batch`] linking on from `known`, the head this
+    /// store's previous commit left (`None`: read it). Returns the head this
+    /// commit leaves. Where the backend's write transaction serializes every
+    /// writer by itself (SQLite), `known` spares reading the head: the head
+    /// moves only if it is still `known`, and if another writer (a
+    /// command-line tool, another process) moved it meanwhile the whole
+    /// batch is rolled back and run again from the stored head. Either way
+    /// the events extend the one chain in the database.
+    async fn commit_batch_after(
+        &self,
+        units: &[Unit],
+        at: i64,
+        known: Option<&ChainHead>,
+    ) -> StoreResult<(Vec<UnitOutcome>, ChainHead)>;
 
     async fn ping(&self) -> StoreResult<()>;
 

@@ -350,6 +350,15 @@ pub struct AuditHead {
     pub hash: Vec<u8>,
 }
 
+/// The chain head as a commit leaves it: the last event's seq and hash and
+/// the time stamped on it (the next events are never stamped earlier).
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct ChainHead {
+    pub seq: i64,
+    pub hash: Vec<u8>,
+    pub at: i64,
+}
+
 /// A signed checkpoint of the audit chain head.
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct CheckpointRow {

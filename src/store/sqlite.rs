@@ -13,13 +13,25 @@ use sqlx::{Sqlite, Transaction};
 use super::{DatabaseUrl, StoreError, StoreResult};
 
 pub struct SqliteStore {
+    /// Reads: a few connections, about one per core. SQLite runs each
+    /// statement on its connection's worker thread, so more connections
+    /// than cores only add thread switches.
     pool: SqlitePool,
+    /// Writes: one connection. SQLite admits one writer at a time anyway
+    /// (`BEGIN IMMEDIATE`); with a connection of its own the group commit
+    /// never waits for a read's pool slot and reads never queue behind it.
+    writer: SqlitePool,
 }
 
 impl SqliteStore {
     const SQL: super::sql::DialectSql = super::sql::SQLITE_SQL;
     /// Locks the head row: `BEGIN IMMEDIATE` already holds the write lock.
     const LOCK_HEAD: &'static str = "SELECT seq, hash, at FROM audit_head WHERE id = 1";
+    /// `BEGIN IMMEDIATE` serializes writers (of every process) by itself, so
+    /// a write transaction need not lock the head row first: a chain head
+    /// remembered from this store's last commit is checked when the head
+    /// moves instead (see `Store::commit_batch_after`).
+    const BEGIN_SERIALIZES: bool = true;
 
     pub async fn open(url: &DatabaseUrl) -> StoreResult<Self> {
         if let Some(path) = url.sqlite_path()
@@ -36,29 +48,34 @@ impl SqliteStore {
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(5))
             .pragma("secure_delete", "ON");
-        let pool = SqlitePoolOptions::new()
-            .max_connections(8)
-            // A connection whose transaction could not be rolled back (SQLite
-            // rolls back by itself on "disk full", so the ROLLBACK sqlx sends
-            // on drop fails and the connection still counts a transaction)
-            // would refuse every later BEGIN: close it and open a fresh one.
-            .before_acquire(|conn, _| {
-                let clean = !sqlx::Connection::is_in_transaction(conn);
-                Box::pin(async move { Ok(clean) })
-            })
-            .acquire_timeout(Duration::from_secs(5))
-            .connect_with(opts)
-            .await?;
-        sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
+        // The writer first: it creates the file and runs the migrations.
+        let writer = pool_options(1).connect_with(opts.clone()).await?;
+        sqlx::migrate!("./migrations/sqlite").run(&writer).await?;
+        let readers = std::thread::available_parallelism().map_or(2, |n| n.get()) + 1;
+        let pool = pool_options(readers as u32).connect_with(opts).await?;
         if let Some(path) = url.sqlite_path() {
             restrict_permissions(&path);
         }
-        Ok(SqliteStore { pool })
+        Ok(SqliteStore { pool, writer })
     }
 
     async fn begin_write(&self) -> StoreResult<Transaction<'static, Sqlite>> {
-        Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
+        Ok(self.writer.begin_with("BEGIN IMMEDIATE").await?)
     }
+}
+
+fn pool_options(connections: u32) -> SqlitePoolOptions {
+    SqlitePoolOptions::new()
+        .max_connections(connections)
+        // A connection whose transaction could not be rolled back (SQLite
+        // rolls back by itself on "disk full", so the ROLLBACK sqlx sends
+        // on drop fails and the connection still counts a transaction)
+        // would refuse every later BEGIN: close it and open a fresh one.
+        .before_acquire(|conn, _| {
+            let clean = !sqlx::Connection::is_in_transaction(conn);
+            Box::pin(async move { Ok(clean) })
+        })
+        .acquire_timeout(Duration::from_secs(5))
 }
 
 /// The database file is readable by its owner only.

@@ -364,6 +364,81 @@ async fn after_a_load_of_reads_the_trail_holds_exactly_one_event_per_read() {
 }
 
 #[tokio::test]
+async fn a_command_appending_between_two_commits_of_the_server_keeps_one_chain() {
+    on_each_backend(|v| async move {
+        let helpdesk = v.token("helpdesk").await;
+        let auditor = v.token("auditor").await;
+        let id = v.create(&helpdesk, &ada()).await;
+        let path = format!("/v1/customers/{id}?purpose=support");
+        let read = || async {
+            let r = raw_get(&v, &helpdesk, &path).await;
+            assert_eq!(r.status(), StatusCode::OK);
+            r.headers()["x-request-id"].to_str().unwrap().to_owned()
+        };
+        // The server commits (its sequencer now knows the chain head) ...
+        let mut rids = vec![read().await];
+        // ... two command-line processes append to the same database ...
+        let mut added = Vec::new();
+        for name in ["cli-one", "cli-two"] {
+            let mut c = vault_cmd(v.dir.path(), &v.database_url, "warn");
+            c.args([
+                "clients", "add", "--name", name, "--role", "helpdesk", "--json",
+            ]);
+            let out = output(c).await;
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let creds: Value = serde_json::from_slice(&out.stdout).unwrap();
+            added.push(creds["client_id"].as_str().unwrap().to_owned());
+        }
+        // ... and the server commits again, twice.
+        rids.push(read().await);
+        rids.push(read().await);
+
+        let verify = verify_api(&v, &auditor).await;
+        assert_eq!(verify["ok"], true, "{verify}");
+        assert_eq!(verify["events"], verify["head_seq"], "no gap from seq 1");
+        let audit = v.audit().await;
+        let seqs: Vec<i64> = audit.iter().map(|e| e.seq).collect();
+        assert_eq!(seqs, (1..=seqs.len() as i64).collect::<Vec<_>>());
+        for pair in audit.windows(2) {
+            assert_eq!(pair[1].prev_hash, pair[0].hash, "event {}", pair[1].seq);
+        }
+        for rid in &rids {
+            let n = audit.iter().filter(|e| &e.draft.request_id == rid).count();
+            assert_eq!(n, 1, "request {rid}");
+        }
+        let created: Vec<&String> = audit
+            .iter()
+            .filter(|e| e.draft.action == "client.create")
+            .filter_map(|e| e.draft.reasons.get("client_id"))
+            .collect();
+        for client in &added {
+            assert_eq!(
+                created.iter().filter(|c| **c == client).count(),
+                1,
+                "client {client}: {created:?}"
+            );
+        }
+        // The last read follows the commands' events in the chain.
+        let last_read = audit
+            .iter()
+            .find(|e| e.draft.request_id == rids[1])
+            .unwrap();
+        let last_cli = audit
+            .iter()
+            .filter(|e| e.draft.action == "client.create")
+            .map(|e| e.seq)
+            .max()
+            .unwrap();
+        assert!(last_read.seq > last_cli);
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn two_processes_on_one_postgres_keep_one_unbroken_chain() {
     if !backends().contains(&Backend::Postgres) {
         eprintln!("two_processes_on_one_postgres: skipped, DATABASE_URL is not PostgreSQL");

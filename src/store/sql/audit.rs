@@ -3,8 +3,10 @@
 
 use crate::audit::{EventDraft, StoredEvent};
 
-pub(in crate::store) const UPDATE_HEAD: &str =
-    "UPDATE audit_head SET seq = $1, hash = $2, at = $3 WHERE id = 1";
+/// Moves the head from (`$4`, `$5`) to (`$1`, `$2`, `$3`): changes no row if
+/// the head is no longer (`$4`, `$5`), i.e. another writer moved it.
+pub(in crate::store) const MOVE_HEAD: &str = "UPDATE audit_head SET seq = $1, hash = $2, at = $3 \
+     WHERE id = 1 AND seq = $4 AND hash = $5";
 pub(in crate::store) const HEAD: &str = "SELECT seq, hash FROM audit_head WHERE id = 1";
 pub(in crate::store) const EVENTS: &str = "SELECT seq, at, actor, role, action, purpose, \
      customer_id, fields, decision, reasons, request_id, prev_hash, hash FROM audit_events \
@@ -23,14 +25,6 @@ pub(in crate::store) const CHECKPOINT_AT_OR_BEFORE: &str = "SELECT seq, hash, at
      signature FROM audit_checkpoints WHERE seq <= $1 ORDER BY seq DESC LIMIT 1";
 pub(in crate::store) const PRUNE_POINT: &str = "SELECT c.seq FROM audit_checkpoints c \
      JOIN audit_events e ON e.seq = c.seq WHERE e.at < $1 ORDER BY c.seq DESC LIMIT 1";
-
-/// The chain head as the write transaction locks it (`LOCK_HEAD`).
-#[derive(sqlx::FromRow)]
-pub(in crate::store) struct LockedHead {
-    pub seq: i64,
-    pub hash: Vec<u8>,
-    pub at: i64,
-}
 
 /// An `audit_events` row: `fields` and `reasons` are JSON texts.
 #[derive(sqlx::FromRow)]
@@ -76,18 +70,37 @@ impl From<EventRecord> for StoredEvent {
 /// `insert_events`, `apply_audit`, `insert_checkpoint`, `prune_audit`.
 macro_rules! audit_writes {
     ($store:ty, $db:ty) => {
-        /// Inserts the events linked so far, in one statement.
+        /// Inserts the events linked so far (one statement) after moving
+        /// the head from `from` to the last of them, `to`. `Ok(false)`:
+        /// the head is no longer `from` (another writer moved it), nothing
+        /// was inserted and the transaction must be rolled back.
         async fn insert_events(
             tx: &mut sqlx::Transaction<'static, $db>,
             pending: &mut $crate::store::sql::encode::PendingEvents,
-        ) -> Result<(), $crate::store::StoreError> {
-            if let Some(rows) = pending.take() {
-                sqlx::query(<$store>::SQL.events)
-                    .bind(rows)
-                    .execute(&mut **tx)
-                    .await?;
+            from: &mut $crate::store::ChainHead,
+            to: &$crate::store::ChainHead,
+        ) -> Result<bool, $crate::store::StoreError> {
+            let Some(rows) = pending.take() else {
+                return Ok(true);
+            };
+            let moved = sqlx::query($crate::store::sql::audit::MOVE_HEAD)
+                .bind(to.seq)
+                .bind(&to.hash)
+                .bind(to.at)
+                .bind(from.seq)
+                .bind(&from.hash)
+                .execute(&mut **tx)
+                .await?
+                .rows_affected();
+            if moved == 0 {
+                return Ok(false);
             }
-            Ok(())
+            sqlx::query(<$store>::SQL.events)
+                .bind(rows)
+                .execute(&mut **tx)
+                .await?;
+            *from = to.clone();
+            Ok(true)
         }
 
         /// Checkpoints and pruning.

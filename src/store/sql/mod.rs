@@ -174,7 +174,9 @@ pub(super) fn must_change(rows: u64) -> Result<(), StoreError> {
 
 /// Generates `impl Store for $store` (and `impl RequestStore`) where
 /// `$store` has a `pool: Pool<$db>`, an inherent `async fn begin_write(&self)`,
-/// a `LOCK_HEAD` constant and a `SQL` constant (its dialect's [`DialectSql`]).
+/// a `LOCK_HEAD` constant, a `BEGIN_SERIALIZES` constant (whether
+/// `begin_write` alone serializes the writers) and a `SQL` constant (its
+/// dialect's [`DialectSql`]).
 macro_rules! impl_store {
     ($store:ty, $db:ty, $backend:literal) => {
         $crate::store::sql::keys::key_writes!($store, $db);
@@ -185,6 +187,91 @@ macro_rules! impl_store {
         $crate::store::sql::audit::audit_writes!($store, $db);
         $crate::store::sql::requests::impl_request_store!($store, $db);
 
+        /// One try at a batch (see `commit_batch_after`) in one write
+        /// transaction, linking from `known` or, without it, from the head
+        /// read (and locked) first. `Ok(None)`: the head was no longer
+        /// `known`; the transaction was rolled back and nothing is stored.
+        async fn commit_attempt(
+            store: &$store,
+            units: &[$crate::store::Unit],
+            at: i64,
+            known: Option<$crate::store::ChainHead>,
+        ) -> $crate::store::StoreResult<
+            Option<(Vec<$crate::store::UnitOutcome>, $crate::store::ChainHead)>,
+        > {
+            use $crate::store::{ChainHead, StoreError};
+            let mut tx = store.begin_write().await?;
+            let mut stored_head: ChainHead = match known {
+                Some(head) => head,
+                None => {
+                    sqlx::query_as(<$store>::LOCK_HEAD)
+                        .fetch_one(&mut *tx)
+                        .await?
+                }
+            };
+            let mut head = ChainHead {
+                at: at.max(stored_head.at),
+                ..stored_head.clone()
+            };
+            let mut outcomes = Vec::with_capacity(units.len());
+            // Events are linked as their units succeed and inserted together
+            // (one statement) as the head moves, at the end of the batch or
+            // before a unit that reads the trail.
+            let mut pending = $crate::store::sql::encode::PendingEvents::default();
+            for unit in units {
+                if unit
+                    .mutations
+                    .iter()
+                    .any($crate::store::Mutation::reads_audit)
+                    && !insert_events(&mut tx, &mut pending, &mut stored_head, &head).await?
+                {
+                    tx.rollback().await?;
+                    return Ok(None);
+                }
+                // Units with changes get a savepoint so that one refused
+                // change does not undo the rest of the batch.
+                let guarded = !unit.mutations.is_empty();
+                if guarded {
+                    sqlx::query("SAVEPOINT unit").execute(&mut *tx).await?;
+                }
+                match apply_unit(&mut tx, &unit.mutations).await {
+                    Ok(()) => {
+                        let mut stored = Vec::with_capacity(unit.events.len());
+                        for draft in &unit.events {
+                            let e =
+                                $crate::audit::chain::link(head.seq, &head.hash, head.at, draft);
+                            pending.push(&e)?;
+                            head.seq = e.seq;
+                            head.hash = hex::decode(&e.hash).unwrap_or_default();
+                            stored.push(e);
+                        }
+                        if guarded {
+                            sqlx::query("RELEASE SAVEPOINT unit")
+                                .execute(&mut *tx)
+                                .await?;
+                        }
+                        outcomes.push(Ok(stored));
+                    }
+                    Err(e @ (StoreError::Conflict(_) | StoreError::NotFound)) if guarded => {
+                        sqlx::query("ROLLBACK TO SAVEPOINT unit")
+                            .execute(&mut *tx)
+                            .await?;
+                        sqlx::query("RELEASE SAVEPOINT unit")
+                            .execute(&mut *tx)
+                            .await?;
+                        outcomes.push(Err(e));
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            if !insert_events(&mut tx, &mut pending, &mut stored_head, &head).await? {
+                tx.rollback().await?;
+                return Ok(None);
+            }
+            tx.commit().await?;
+            Ok(Some((outcomes, stored_head)))
+        }
+
         #[async_trait::async_trait]
         impl $crate::store::Store for $store {
             fn backend(&self) -> &'static str {
@@ -192,75 +279,31 @@ macro_rules! impl_store {
             }
 
             #[tracing::instrument(level = "debug", skip_all, fields(units = units.len()))]
-            async fn commit_batch(
+            async fn commit_batch_after(
                 &self,
                 units: &[$crate::store::Unit],
                 at: i64,
-            ) -> $crate::store::StoreResult<Vec<$crate::store::UnitOutcome>> {
-                use $crate::store::StoreError;
-                let mut tx = self.begin_write().await?;
-                let head: $crate::store::sql::audit::LockedHead =
-                    sqlx::query_as(Self::LOCK_HEAD).fetch_one(&mut *tx).await?;
-                let at = at.max(head.at);
-                let (mut seq, mut hash) = (head.seq, head.hash);
-                let mut outcomes = Vec::with_capacity(units.len());
-                // Events are linked as their units succeed and inserted
-                // together (one statement) before the head moves.
-                let mut pending = $crate::store::sql::encode::PendingEvents::default();
-                for unit in units {
-                    if unit
-                        .mutations
-                        .iter()
-                        .any($crate::store::Mutation::reads_audit)
-                    {
-                        insert_events(&mut tx, &mut pending).await?;
-                    }
-                    // Units with changes get a savepoint so that one refused
-                    // change does not undo the rest of the batch.
-                    let guarded = !unit.mutations.is_empty();
-                    if guarded {
-                        sqlx::query("SAVEPOINT unit").execute(&mut *tx).await?;
-                    }
-                    match apply_unit(&mut tx, &unit.mutations).await {
-                        Ok(()) => {
-                            let mut stored = Vec::with_capacity(unit.events.len());
-                            for draft in &unit.events {
-                                let e = $crate::audit::chain::link(seq, &hash, at, draft);
-                                pending.push(&e)?;
-                                seq = e.seq;
-                                hash = hex::decode(&e.hash).unwrap_or_default();
-                                stored.push(e);
-                            }
-                            if guarded {
-                                sqlx::query("RELEASE SAVEPOINT unit")
-                                    .execute(&mut *tx)
-                                    .await?;
-                            }
-                            outcomes.push(Ok(stored));
-                        }
-                        Err(e @ (StoreError::Conflict(_) | StoreError::NotFound)) if guarded => {
-                            sqlx::query("ROLLBACK TO SAVEPOINT unit")
-                                .execute(&mut *tx)
-                                .await?;
-                            sqlx::query("RELEASE SAVEPOINT unit")
-                                .execute(&mut *tx)
-                                .await?;
-                            outcomes.push(Err(e));
-                        }
-                        Err(e) => return Err(e),
+                known: Option<&$crate::store::ChainHead>,
+            ) -> $crate::store::StoreResult<(
+                Vec<$crate::store::UnitOutcome>,
+                $crate::store::ChainHead,
+            )> {
+                let known = known.filter(|_| <$store>::BEGIN_SERIALIZES).cloned();
+                let rerun = known.is_some();
+                if let Some(done) = commit_attempt(self, units, at, known).await? {
+                    return Ok(done);
+                }
+                if rerun {
+                    // Another writer appended since this store's last
+                    // commit: run the batch again from the stored head.
+                    metrics::counter!("pii_vault_audit_head_reloads_total").increment(1);
+                    if let Some(done) = commit_attempt(self, units, at, None).await? {
+                        return Ok(done);
                     }
                 }
-                insert_events(&mut tx, &mut pending).await?;
-                if seq != head.seq {
-                    sqlx::query($crate::store::sql::audit::UPDATE_HEAD)
-                        .bind(seq)
-                        .bind(&hash)
-                        .bind(at)
-                        .execute(&mut *tx)
-                        .await?;
-                }
-                tx.commit().await?;
-                Ok(outcomes)
+                Err($crate::store::StoreError::Database(
+                    "the audit chain head moved under a locked write".into(),
+                ))
             }
 
             async fn purge_logs(&self) -> $crate::store::StoreResult<bool> {
