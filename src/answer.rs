@@ -41,4 +41,17 @@ impl<'a, T: ?Sized> Answer<'a, T> {
             None => Ok(None),
         }
     }
+
+    /// The answer of a step whose result (`U`) the service turns into its
+    /// own answer with `to`: records what `self` records of `to(u)`, and
+    /// nothing when `self` records nothing.
+    pub fn before<'s, U: ?Sized>(&'s self, to: impl Fn(&U) -> T + Send + Sync + 's) -> Answer<'s, U>
+    where
+        T: Sized,
+    {
+        match &self.0 {
+            None => Answer::none(),
+            Some(_) => Answer::new(move |u: &U| self.record(&to(u))),
+        }
+    }
 }
