@@ -55,3 +55,35 @@ impl<'a, T: ?Sized> Answer<'a, T> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stored(m: ServiceResult<Option<Mutation>>) -> Option<Vec<u8>> {
+        match m {
+            Ok(Some(Mutation::SetMeta { value, .. })) => Some(value),
+            Ok(None) => None,
+            _ => panic!("unexpected record"),
+        }
+    }
+
+    #[test]
+    fn a_step_records_what_the_service_answers() {
+        let answer: Answer<usize> = Answer::new(|n: &usize| {
+            Ok(Some(Mutation::SetMeta {
+                name: "answer".into(),
+                value: n.to_string().into_bytes(),
+            }))
+        });
+        let step = answer.before(|s: &str| s.len());
+        assert_eq!(stored(step.record("abcd")), Some(b"4".to_vec()));
+    }
+
+    #[test]
+    fn a_step_records_nothing_when_the_service_records_nothing() {
+        let answer: Answer<usize> = Answer::none();
+        let step = answer.before(|s: &str| s.len());
+        assert_eq!(stored(step.record("abcd")), None);
+    }
+}
