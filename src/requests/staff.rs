@@ -32,7 +32,10 @@ use crate::store::{RequestFilter, Unit};
 /// Who reads requests: the privacy team and auditors.
 const READERS: &[Capability] = &[Capability::RequestsProcess, Capability::Audit];
 
-/// A page of requests.
+// The answer and body types below are schemas of /openapi.json as they
+// were when the handlers defined them: a doc comment on one of them would
+// add a description there.
+
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct RequestList {
     pub requests: Vec<RequestView>,
@@ -40,7 +43,6 @@ pub struct RequestList {
     pub next_after: Option<Uuid>,
 }
 
-/// A year's figures per kind of request, and in all.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct Metrics {
     pub year: i32,
@@ -48,7 +50,6 @@ pub struct Metrics {
     pub total: KindMetrics,
 }
 
-/// What a denial gives.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DenyBody {
@@ -62,7 +63,6 @@ pub struct DenyBody {
     pub note: Option<String>,
 }
 
-/// What an extension gives.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ExtendBody {
