@@ -41,4 +41,49 @@ impl<'a, T: ?Sized> Answer<'a, T> {
             None => Ok(None),
         }
     }
+
+    /// The answer of a step whose result (`U`) the service turns into its
+    /// own answer with `to`: records what `self` records of `to(u)`, and
+    /// nothing when `self` records nothing.
+    pub fn before<'s, U: ?Sized>(&'s self, to: impl Fn(&U) -> T + Send + Sync + 's) -> Answer<'s, U>
+    where
+        T: Sized,
+    {
+        match &self.0 {
+            None => Answer::none(),
+            Some(_) => Answer::new(move |u: &U| self.record(&to(u))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stored(m: ServiceResult<Option<Mutation>>) -> Option<Vec<u8>> {
+        match m {
+            Ok(Some(Mutation::SetMeta { value, .. })) => Some(value),
+            Ok(None) => None,
+            _ => panic!("unexpected record"),
+        }
+    }
+
+    #[test]
+    fn a_step_records_what_the_service_answers() {
+        let answer: Answer<usize> = Answer::new(|n: &usize| {
+            Ok(Some(Mutation::SetMeta {
+                name: "answer".into(),
+                value: n.to_string().into_bytes(),
+            }))
+        });
+        let step = answer.before(|s: &str| s.len());
+        assert_eq!(stored(step.record("abcd")), Some(b"4".to_vec()));
+    }
+
+    #[test]
+    fn a_step_records_nothing_when_the_service_records_nothing() {
+        let answer: Answer<usize> = Answer::none();
+        let step = answer.before(|s: &str| s.len());
+        assert_eq!(stored(step.record("abcd")), None);
+    }
 }

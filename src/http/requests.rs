@@ -2,8 +2,9 @@
 //! staff with `requests.file`), verification, approval, denial, extension,
 //! the requester's and the privacy team's views, the overdue listing, the
 //! yearly metrics and the export download. The rules live in
-//! `crate::requests::lifecycle` and the steps in `crate::requests::flow`;
-//! these handlers parse, authorise, call and answer.
+//! `crate::requests::lifecycle`, the steps in `crate::requests::flow` and
+//! the privacy team's use cases in `crate::requests::staff`; these
+//! handlers parse, call and answer.
 //!
 //! Two kinds of credential reach these endpoints: a staff JWT, or the
 //! request token handed out at intake (`Authorization: Bearer pvr_…`). A
@@ -21,8 +22,7 @@ use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use time::{Date, Month};
-use utoipa::{IntoParams, ToSchema};
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::error::{ApiResult, Problem, ServiceError};
@@ -30,16 +30,17 @@ use super::extract::{Body, Client, RequestId, client_addr, parse_id};
 use super::idempotency::{Keyed, Reply};
 use crate::actor::Actor;
 use crate::answer::Answer;
-use crate::clock::{parse_rfc3339, rfc3339, to_micros};
+use crate::clock::rfc3339;
 use crate::customers::{UpdateField, valid_channel};
 use crate::policy::{self, Capability, LegalBasis};
 use crate::requests::StoredRequests;
 use crate::requests::flow::{self, Answered, Changes, Intake, TOKEN_PREFIX};
-use crate::requests::lifecycle::{
-    self as lc, DenialReason, Kind, KindMetrics, Regulation, Request, Status,
+use crate::requests::lifecycle::{Kind, Regulation, Request};
+use crate::requests::staff::{
+    self, DenyBody, ExtendBody, ListQuery, Metrics, MetricsQuery, RequestList,
 };
+use crate::requests::view::{self, RequestView};
 use crate::state::AppState;
-use crate::store::RequestFilter;
 use crate::store::Unit;
 
 // ---------------------------------------------------------------------------
@@ -123,68 +124,6 @@ pub struct Filed {
     pub merged: bool,
 }
 
-/// What the privacy team also sees of a request.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub struct StaffDetails {
-    pub customer_id: Option<Uuid>,
-    pub channel: String,
-    pub filed_by: String,
-    pub identified_by: Option<String>,
-    pub verification_method: Option<String>,
-    pub verified_by: Option<String>,
-    pub approved_at: Option<String>,
-    pub approved_by: Option<String>,
-    pub extended_at: Option<String>,
-    pub extension_reason: Option<String>,
-    pub code_attempts: i64,
-    pub merged_into: Option<Uuid>,
-    pub overdue: bool,
-}
-
-/// A request as its requester (or the privacy team) sees it.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub struct RequestView {
-    pub id: Uuid,
-    pub kind: String,
-    pub regulation: String,
-    pub status: String,
-    pub received_at: String,
-    pub due_at: String,
-    /// The language messages about the request are written in: `en`, `it`
-    /// or `zh-Hans`.
-    pub language: String,
-    /// The deadline was extended (once, with a reason).
-    pub extended: bool,
-    #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub verified_at: Option<String>,
-    pub responded_at: Option<String>,
-    /// The outcome: an erasure receipt, the export's address, the subject
-    /// state set, the values rectified.
-    #[schema(value_type = Option<Object>)]
-    pub result: Option<Value>,
-    /// Why it was denied (`reason`) and, under the GDPR, the right to complain.
-    #[schema(value_type = Option<Object>)]
-    pub denial: Option<Value>,
-    /// Data subject requests are free of charge.
-    pub fee: String,
-    #[serde(flatten, skip_serializing_if = "Option::is_none", default)]
-    pub staff: Option<StaffDetails>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub struct RequestList {
-    pub requests: Vec<RequestView>,
-    /// Pass as `after` for the next page.
-    pub next_after: Option<Uuid>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub struct Metrics {
-    pub year: i32,
-    pub kinds: BTreeMap<String, KindMetrics>,
-    pub total: KindMetrics,
-}
-
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct VerifyBody {
@@ -194,48 +133,6 @@ pub struct VerifyBody {
     /// Staff: how the requester's identity was checked.
     #[serde(default)]
     pub method: Option<String>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct DenyBody {
-    /// identity_not_verified, manifestly_unfounded, excessive,
-    /// legal_obligation, legal_claims, freedom_of_expression,
-    /// public_interest, rights_of_others, other
-    #[serde(default)]
-    pub reason: Option<String>,
-    /// Told to the requester with the reason.
-    #[serde(default)]
-    pub note: Option<String>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct ExtendBody {
-    /// Why more time is needed; told to the requester.
-    #[serde(default)]
-    pub reason: Option<String>,
-    /// The new deadline (RFC 3339); default the latest the regulation allows.
-    #[serde(default)]
-    pub due_at: Option<String>,
-}
-
-#[derive(Debug, Default, Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct ListQuery {
-    pub status: Option<String>,
-    pub kind: Option<String>,
-    /// Only open requests past their deadline.
-    pub overdue: Option<bool>,
-    pub after: Option<Uuid>,
-    pub limit: Option<i64>,
-}
-
-#[derive(Debug, Default, Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct MetricsQuery {
-    /// Calendar year (UTC); default the current one.
-    pub year: Option<i32>,
 }
 
 // ---------------------------------------------------------------------------
@@ -300,17 +197,6 @@ impl FromRequestParts<AppState> for MaybeStaff {
     }
 }
 
-fn require_any(state: &AppState, caller: &Actor, caps: &[Capability]) -> ApiResult<()> {
-    let role = caller.role(&state.policy)?;
-    if caps.iter().any(|c| role.has(*c)) {
-        Ok(())
-    } else {
-        let names: Vec<&str> = caps.iter().map(|c| c.as_str()).collect();
-        Err(ServiceError::insufficient_scope("capability_required")
-            .detail(format!("this call needs one of: {}", names.join(", "))))
-    }
-}
-
 /// Loads the request the credential may see: its own for a token, any for
 /// staff with one of `caps`.
 async fn load(
@@ -325,7 +211,7 @@ async fn load(
                 .detail("the request token belongs to another request"))
         }
         RequestAuth::Staff(caller) => {
-            require_any(state, caller, caps)?;
+            caller.require_any(&state.policy, caps)?;
             state
                 .store
                 .request(id)
@@ -340,76 +226,9 @@ async fn load(
     }
 }
 
-async fn load_staff(state: &AppState, caller: &Actor, id: &str) -> ApiResult<Request> {
-    caller.require(&state.policy, Capability::RequestsProcess)?;
-    let id = parse_id(id)?;
-    state
-        .store
-        .request(id)
-        .await?
-        .ok_or_else(|| ServiceError::not_found("request_not_found"))
-}
-
 // ---------------------------------------------------------------------------
 // Views
 // ---------------------------------------------------------------------------
-
-fn view(state: &AppState, r: &Request, staff: bool, now: i64) -> RequestView {
-    RequestView {
-        id: r.id,
-        kind: r.kind.as_str().into(),
-        regulation: r.regulation.as_str().into(),
-        status: r.status.as_str().into(),
-        received_at: rfc3339(r.received_at),
-        due_at: rfc3339(r.due_at),
-        language: r.language.as_str().into(),
-        extended: r.extended_at.is_some(),
-        verified_at: r.verified_at.map(rfc3339),
-        responded_at: r.responded_at.map(rfc3339),
-        result: r
-            .result
-            .as_deref()
-            .and_then(|s| serde_json::from_str(s).ok()),
-        denial: flow::denial_view(&state.policy, r),
-        fee: "none".into(),
-        staff: staff.then(|| StaffDetails {
-            customer_id: r.customer_id,
-            channel: r.channel.clone(),
-            filed_by: r.filed_by.clone(),
-            identified_by: r.identifier_field.clone(),
-            verification_method: r.verification_method.clone(),
-            verified_by: r.verified_by.clone(),
-            approved_at: r.approved_at.map(rfc3339),
-            approved_by: r.approved_by.clone(),
-            extended_at: r.extended_at.map(rfc3339),
-            extension_reason: r.extension_reason.clone(),
-            code_attempts: r.code_attempts,
-            merged_into: r.merged_into,
-            overdue: r.is_overdue(now),
-        }),
-    }
-}
-
-/// The requester's view follows a merged request to the one it joined
-/// (keeping its own id).
-async fn requester_view(state: &AppState, r: &Request, now: i64) -> ApiResult<RequestView> {
-    let joined = match r.merged_into {
-        Some(into) => state.store.request(into).await?,
-        None => None,
-    };
-    Ok(joined_view(state, r, joined.as_ref(), now))
-}
-
-/// The requester's view of `r`, which joined `joined` when merged.
-fn joined_view(state: &AppState, r: &Request, joined: Option<&Request>, now: i64) -> RequestView {
-    if let Some(target) = joined.filter(|_| r.merged_into.is_some()) {
-        let mut v = view(state, target, false, now);
-        v.id = r.id;
-        v.received_at = rfc3339(r.received_at);
-        return v;
-    }
-    view(state, r, false, now)
-}
 
 /// Whether the caller sees request records: the privacy team and auditors
 /// (R20); other staff (a helpdesk verifying a caller) see what the
@@ -417,27 +236,27 @@ fn joined_view(state: &AppState, r: &Request, joined: Option<&Request>, now: i64
 fn sees_records(state: &AppState, auth: &RequestAuth) -> bool {
     match auth {
         RequestAuth::Token(..) => false,
-        RequestAuth::Staff(c) => {
-            require_any(state, c, &[Capability::RequestsProcess, Capability::Audit]).is_ok()
-        }
+        RequestAuth::Staff(c) => c
+            .require_any(
+                &state.policy,
+                &[Capability::RequestsProcess, Capability::Audit],
+            )
+            .is_ok(),
     }
 }
 
 async fn answer(state: &AppState, auth: &RequestAuth, r: &Request) -> ApiResult<Json<RequestView>> {
     let now = state.clock.now_micros();
     Ok(Json(if sees_records(state, auth) {
-        view(state, r, true, now)
+        view::of(&state.policy, r, true, now)
     } else {
-        requester_view(state, r, now).await?
+        view::requester(state, r, now).await?
     }))
 }
 
 /// The answer of a staff action on a request (approve, deny, extend).
-fn staff_reply(state: &AppState, r: &Request) -> ApiResult<Reply> {
-    Reply::json(
-        StatusCode::OK,
-        &view(state, r, true, state.clock.now_micros()),
-    )
+fn staff_reply(v: &RequestView) -> ApiResult<Reply> {
+    Reply::json(StatusCode::OK, v)
 }
 
 fn actor(auth: &RequestAuth) -> &Actor {
@@ -450,10 +269,6 @@ fn actor(auth: &RequestAuth) -> &Actor {
 // ---------------------------------------------------------------------------
 // Parsing
 // ---------------------------------------------------------------------------
-
-fn printable(s: &str, max: usize) -> bool {
-    !s.trim().is_empty() && s.chars().count() <= max && !s.chars().any(char::is_control)
-}
 
 /// A method name staff record (`id_document_checked`): no free text.
 fn valid_method(m: &str) -> ApiResult<()> {
@@ -771,6 +586,9 @@ pub(crate) async fn own_request(
 /// A request as `auth` may see it, its reading audited (the API's and the
 /// privacy center's).
 pub(crate) async fn read(state: &AppState, auth: &RequestAuth, id: Uuid) -> ApiResult<RequestView> {
+    if let RequestAuth::Staff(caller) = auth {
+        return staff::read(state, caller, id).await;
+    }
     let r = load(
         state,
         auth,
@@ -804,9 +622,9 @@ pub async fn verify(
     let reply = |a: &Answered| {
         let now = state.clock.now_micros();
         let v = if records {
-            view(&state, &a.request, true, now)
+            view::of(&state.policy, &a.request, true, now)
         } else {
-            joined_view(&state, &a.request, a.joined.as_ref(), now)
+            view::joined(&state.policy, &a.request, a.joined.as_ref(), now)
         };
         Reply::json(StatusCode::OK, &v)
     };
@@ -870,10 +688,9 @@ pub async fn approve(
     Path(id): Path<String>,
     keyed: Keyed,
 ) -> ApiResult<Response> {
-    let r = load_staff(&state, &caller, &id).await?;
-    let reply = |a: &Answered| staff_reply(&state, &a.request);
-    let r = flow::approve(&state, &caller, r, &keyed.answer(&state, reply)).await?;
-    Ok(staff_reply(&state, &r)?.into_response())
+    let answer = keyed.answer(&state, staff_reply);
+    let v = staff::approve(&state, &caller, parse_id(&id), &answer).await?;
+    Ok(staff_reply(&v)?.into_response())
 }
 
 /// Deny a request with a machine-readable reason (`requests.process`).
@@ -891,31 +708,9 @@ pub async fn deny(
     keyed: Keyed,
     Body(input): Body<DenyBody>,
 ) -> ApiResult<Response> {
-    let r = load_staff(&state, &caller, &id).await?;
-    let reason = match input.reason.as_deref().map(str::trim) {
-        None | Some("") => {
-            return Err(ServiceError::bad_request("reason_required")
-                .detail("a denial needs a reason")
-                .field("reason"));
-        }
-        Some(code) => DenialReason::parse(code).ok_or_else(|| {
-            let codes: Vec<&str> = DenialReason::ALL.iter().map(|d| d.as_str()).collect();
-            ServiceError::bad_request("invalid_reason")
-                .detail(format!("reason must be one of {}", codes.join(", ")))
-                .field("reason")
-        })?,
-    };
-    if let Some(n) = &input.note
-        && !printable(n, 1000)
-    {
-        return Err(
-            ServiceError::invalid_request("note must be 1–1000 printable characters").field("note"),
-        );
-    }
-    let reply = |a: &Answered| staff_reply(&state, &a.request);
-    let answer = keyed.answer(&state, reply);
-    let r = flow::deny(&state, &caller, r, reason, input.note.clone(), &answer).await?;
-    Ok(staff_reply(&state, &r)?.into_response())
+    let answer = keyed.answer(&state, staff_reply);
+    let v = staff::deny(&state, &caller, parse_id(&id), &input, &answer).await?;
+    Ok(staff_reply(&v)?.into_response())
 }
 
 /// Extend the deadline once, before it passes, with a reason
@@ -934,29 +729,9 @@ pub async fn extend(
     keyed: Keyed,
     Body(input): Body<ExtendBody>,
 ) -> ApiResult<Response> {
-    let r = load_staff(&state, &caller, &id).await?;
-    let reason = input.reason.as_deref().unwrap_or_default();
-    if reason.trim().is_empty() {
-        return Err(ServiceError::bad_request("reason_required")
-            .detail("an extension needs a reason")
-            .field("reason"));
-    }
-    if !printable(reason, 1000) {
-        return Err(
-            ServiceError::invalid_request("reason must be 1–1000 printable characters")
-                .field("reason"),
-        );
-    }
-    let until = match input.due_at.as_deref() {
-        None => None,
-        Some(s) => Some(parse_rfc3339(s).ok_or_else(|| {
-            ServiceError::invalid_request("due_at must be an RFC 3339 time").field("due_at")
-        })?),
-    };
-    let reply = |a: &Answered| staff_reply(&state, &a.request);
-    let answer = keyed.answer(&state, reply);
-    let r = flow::extend(&state, &caller, r, reason, until, &answer).await?;
-    Ok(staff_reply(&state, &r)?.into_response())
+    let answer = keyed.answer(&state, staff_reply);
+    let v = staff::extend(&state, &caller, parse_id(&id), &input, &answer).await?;
+    Ok(staff_reply(&v)?.into_response())
 }
 
 /// Requests by status, kind, or open past their deadline (`requests.process`
@@ -972,51 +747,7 @@ pub async fn list_requests(
     caller: Actor,
     Query(q): Query<ListQuery>,
 ) -> ApiResult<Json<RequestList>> {
-    require_any(
-        &state,
-        &caller,
-        &[Capability::RequestsProcess, Capability::Audit],
-    )?;
-    if let Some(s) = &q.status {
-        Status::parse(s)
-            .ok_or_else(|| ServiceError::bad_request("unknown_status").field("status"))?;
-    }
-    if let Some(k) = &q.kind {
-        Kind::parse(k).ok_or_else(|| ServiceError::bad_request("unknown_kind").field("kind"))?;
-    }
-    let limit = q.limit.unwrap_or(100);
-    if !(1..=1000).contains(&limit) {
-        return Err(
-            ServiceError::invalid_request("limit must be between 1 and 1000").field("limit"),
-        );
-    }
-    let now = state.clock.now_micros();
-    let filter = RequestFilter {
-        status: q.status.clone(),
-        kind: q.kind.clone(),
-        overdue: q.overdue.unwrap_or(false),
-        now,
-        after: q.after,
-        limit,
-    };
-    let rows = state.store.list_requests(&filter).await?;
-    let mut ev = caller.event(Action::RequestList, Decision::Allowed);
-    for (k, v) in [("status", &q.status), ("kind", &q.kind)] {
-        if let Some(v) = v {
-            ev = ev.reason(k, v);
-        }
-    }
-    if filter.overdue {
-        ev = ev.reason("overdue", "true");
-    }
-    state.sequencer.commit(Unit::event(ev)).await?;
-    let next_after = (rows.len() as i64 == limit)
-        .then(|| rows.last().map(|r| r.id))
-        .flatten();
-    Ok(Json(RequestList {
-        requests: rows.iter().map(|r| view(&state, r, true, now)).collect(),
-        next_after,
-    }))
+    Ok(Json(staff::list(&state, &caller, &q).await?))
 }
 
 /// Yearly figures per kind: received, completed, partially completed,
@@ -1033,33 +764,7 @@ pub async fn metrics(
     caller: Actor,
     Query(q): Query<MetricsQuery>,
 ) -> ApiResult<Json<Metrics>> {
-    require_any(
-        &state,
-        &caller,
-        &[Capability::RequestsProcess, Capability::Audit],
-    )?;
-    let year = q.year.unwrap_or_else(|| state.clock.now().year());
-    let start = |y: i32| {
-        Date::from_calendar_date(y, Month::January, 1)
-            .map(|d| to_micros(d.midnight().assume_utc()))
-            .map_err(|_| ServiceError::invalid_request("year is out of range").field("year"))
-    };
-    let (from, to) = (start(year)?, start(year + 1)?);
-    let rows = state.store.requests_received(from, to).await?;
-    let mut kinds = BTreeMap::new();
-    for k in Kind::ALL {
-        let of_kind: Vec<&Request> = rows.iter().filter(|r| r.kind == *k).collect();
-        kinds.insert(k.as_str().to_owned(), lc::metrics(of_kind));
-    }
-    let ev = caller
-        .event(Action::RequestMetrics, Decision::Allowed)
-        .reason("year", &year.to_string());
-    state.sequencer.commit(Unit::event(ev)).await?;
-    Ok(Json(Metrics {
-        year,
-        kinds,
-        total: lc::metrics(rows.iter()),
-    }))
+    Ok(Json(staff::metrics(&state, &caller, &q).await?))
 }
 
 /// The package of a completed access or portability request (request token

@@ -2,7 +2,8 @@
 //! verification, approval, deadlines, and carrying out each kind —
 //! access and portability exports, erasure, rectification, restriction,
 //! objection, opt-out of sale/sharing and limiting sensitive data — plus
-//! legal holds, the outbox and notices to recipients.
+//! legal holds, the outbox and notices to recipients; the privacy team's
+//! use cases ([`staff`]) and the views of a request ([`view`]).
 
 pub mod background;
 pub mod erasure;
@@ -15,5 +16,7 @@ pub mod notify;
 pub mod outbox;
 pub mod rows;
 pub mod smtp;
+pub mod staff;
+pub mod view;
 
 pub use rows::StoredRequests;

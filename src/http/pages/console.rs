@@ -15,7 +15,8 @@
 //!   checkpoints, and downloads of the public key and the export.
 //!
 //! Every page calls the same service as the API (the auditor's pages
-//! [`crate::audit::service`]; the others the API's handler functions) with
+//! [`crate::audit::service`], the privacy team's [`crate::requests::staff`]
+//! and [`crate::requests::holds`]) with
 //! the signed-in user as the caller, so a page checks, does and audits
 //! exactly what the API does: the same capability checks (a role without
 //! the capability gets 403), the same views (nobody sees more than through
@@ -39,20 +40,21 @@ use zeroize::Zeroizing;
 use super::cookies::{self, Cookie};
 use super::{Form, Page, csrf};
 use crate::actor::Actor;
+use crate::answer::Answer;
 use crate::audit::Action;
 use crate::audit::service as audit;
 use crate::auth::session;
 use crate::error::ServiceError;
 use crate::http::audit::ndjson_download;
 use crate::http::error::status_of;
-use crate::http::extract::{Body, parse_id};
-use crate::http::holds as holds_api;
-use crate::http::idempotency::Keyed;
+use crate::http::extract::parse_id;
 use crate::http::refusals::{self, About};
-use crate::http::requests::{self as requests_api, RequestAuth};
 use crate::language::Language;
 use crate::policy::Capability;
+use crate::requests::holds;
 use crate::requests::lifecycle::{DenialReason, Kind, Status};
+use crate::requests::staff::{self, DenyBody, ExtendBody, ListQuery, MetricsQuery};
+use crate::requests::view::RequestView;
 use crate::state::AppState;
 
 /// The session cookie.
@@ -409,20 +411,15 @@ async fn queue(
         None => None,
     };
     let overdue = qq.overdue.as_deref() == Some("true");
-    let list = requests_api::list_requests(
-        State(state.clone()),
-        staff.actor.clone(),
-        Query(requests_api::ListQuery {
-            status: qq.status.clone(),
-            kind: qq.kind.clone(),
-            overdue: Some(overdue),
-            after,
-            limit: Some(100),
-        }),
-    )
-    .await;
-    let list = match list {
-        Ok(axum::Json(l)) => l,
+    let filter = ListQuery {
+        status: qq.status.clone(),
+        kind: qq.kind.clone(),
+        overdue: Some(overdue),
+        after,
+        limit: Some(100),
+    };
+    let list = match staff::list(&state, &staff.actor, &filter).await {
+        Ok(l) => l,
         Err(e) => {
             return staff
                 .refused(&state, Action::RequestList, About::Nothing, &e)
@@ -490,14 +487,12 @@ async fn request_page(
     let Ok(rid) = Uuid::parse_str(&id) else {
         return no_such_request(&staff.page);
     };
-    let view = requests_api::get_request(
-        State(state.clone()),
-        RequestAuth::Staff(staff.actor.clone()),
-        Path(id),
-    )
-    .await;
+    let view = match parse_id(&id) {
+        Ok(id) => staff::read(&state, &staff.actor, id).await,
+        Err(e) => Err(e),
+    };
     match view {
-        Ok(axum::Json(v)) => render_request(&state, &staff, &v),
+        Ok(v) => render_request(&state, &staff, &v),
         Err(e) => {
             staff
                 .refused(&state, Action::RequestRead, About::Request(rid), &e)
@@ -506,7 +501,7 @@ async fn request_page(
     }
 }
 
-fn render_request(state: &AppState, staff: &Staff, v: &requests_api::RequestView) -> Response {
+fn render_request(state: &AppState, staff: &Staff, v: &RequestView) -> Response {
     let d = v.staff.as_ref();
     let mut timeline = vec![
         context! { what => "received", at => time(&v.received_at), by => d.map(|d| d.filed_by.clone()) },
@@ -557,7 +552,7 @@ struct ActionForm {
     note: Option<String>,
 }
 
-/// Approve, deny or extend: the API's own functions.
+/// Approve, deny or extend: the API's own use cases.
 async fn act(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -567,42 +562,34 @@ async fn act(
     let Ok(rid) = Uuid::parse_str(&id) else {
         return no_such_request(&staff.page);
     };
-    let st = State(state.clone());
-    let caller = staff.actor.clone();
-    let path = Path(id.clone());
+    let (caller, none) = (&staff.actor, Answer::none());
     let action = match form.action.as_str() {
         "approve" => Action::RequestApproved,
         "deny" => Action::RequestDenied,
         _ => Action::RequestExtended,
     };
     let done = match form.action.as_str() {
-        "approve" => requests_api::approve(st, caller, path, Keyed::none())
+        "approve" => staff::approve(&state, caller, parse_id(&id), &none)
             .await
             .map(|_| ()),
-        "deny" => requests_api::deny(
-            st,
-            caller,
-            path,
-            Keyed::none(),
-            Body(requests_api::DenyBody {
+        "deny" => {
+            let input = DenyBody {
                 reason: nonempty(form.reason),
                 note: nonempty(form.note),
-            }),
-        )
-        .await
-        .map(|_| ()),
-        "extend" => requests_api::extend(
-            st,
-            caller,
-            path,
-            Keyed::none(),
-            Body(requests_api::ExtendBody {
+            };
+            staff::deny(&state, caller, parse_id(&id), &input, &none)
+                .await
+                .map(|_| ())
+        }
+        "extend" => {
+            let input = ExtendBody {
                 reason: nonempty(form.reason),
                 due_at: None,
-            }),
-        )
-        .await
-        .map(|_| ()),
+            };
+            staff::extend(&state, caller, parse_id(&id), &input, &none)
+                .await
+                .map(|_| ())
+        }
         _ => {
             return staff
                 .page
@@ -625,20 +612,16 @@ async fn holds(
             .find(|(k, _)| k == "customer_id")
             .map(|(_, v)| v.clone()),
     );
-    let list = holds_api::list_holds(
-        State(state.clone()),
-        staff.actor.clone(),
-        Query(holds_api::HoldQuery {
-            customer_id: customer.clone(),
-        }),
-    )
-    .await;
+    let list = match customer.as_deref().map(parse_id).transpose() {
+        Ok(id) => holds::list(&state, &staff.actor, id).await,
+        Err(e) => Err(e),
+    };
     match list {
-        Ok(axum::Json(l)) => staff.render(
+        Ok(l) => staff.render(
             &state,
             "console/holds.html",
             context! {
-                holds => Value::from(Serde(&l.holds)),
+                holds => Value::from(Serde(&l)),
                 customer_id => customer.unwrap_or_default(),
                 fields => state.policy.fields.keys().cloned().collect::<Vec<_>>(),
             },
@@ -680,7 +663,7 @@ async fn place_hold(State(state): State<AppState>, f: StaffForm<HoldForm>) -> Re
     } else {
         review.to_owned()
     };
-    let input = crate::requests::holds::NewHold {
+    let input = holds::NewHold {
         customer_id,
         fields: form
             .fields
@@ -694,14 +677,7 @@ async fn place_hold(State(state): State<AppState>, f: StaffForm<HoldForm>) -> Re
         review_at,
         purpose: None,
     };
-    match holds_api::create_hold(
-        State(state.clone()),
-        staff.actor.clone(),
-        Keyed::none(),
-        Body(input),
-    )
-    .await
-    {
+    match holds::create(&state, &staff.actor, &input, &Answer::none()).await {
         Ok(_) => staff
             .page
             .redirect(&format!("/console/holds?customer_id={customer_id}")),
@@ -719,7 +695,11 @@ async fn release_hold(
     f: StaffForm<Empty>,
 ) -> Response {
     let StaffForm { staff, .. } = f;
-    match holds_api::release_hold(State(state.clone()), staff.actor.clone(), Path(id)).await {
+    let released = match parse_id(&id) {
+        Ok(id) => holds::release(&state, &staff.actor, id).await,
+        Err(e) => Err(e),
+    };
+    match released {
         Ok(_) => staff.page.redirect("/console/holds"),
         Err(e) => {
             staff
@@ -738,14 +718,8 @@ async fn metrics(
         .iter()
         .find(|(k, _)| k == "year")
         .and_then(|(_, v)| v.trim().parse::<i32>().ok());
-    let m = requests_api::metrics(
-        State(state.clone()),
-        staff.actor.clone(),
-        Query(requests_api::MetricsQuery { year }),
-    )
-    .await;
-    match m {
-        Ok(axum::Json(m)) => staff.render(
+    match staff::metrics(&state, &staff.actor, &MetricsQuery { year }).await {
+        Ok(m) => staff.render(
             &state,
             "console/metrics.html",
             context! { metrics => Value::from(Serde(&m)), year => m.year },

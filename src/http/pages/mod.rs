@@ -16,9 +16,10 @@
 //!   `frame-ancestors 'none'`, no referrer, no caching);
 //! - `/static/`: the style sheet, served as a file.
 //!
-//! Pages call the same functions as the JSON API (`crate::http::requests`,
-//! `crate::requests`, `crate::customers`), never the store, so a page can
-//! do nothing the API would refuse. Page routes are not in `/openapi.json`.
+//! Pages call the same functions as the JSON API (`crate::requests`,
+//! `crate::audit::service`, `crate::customers`, and for a request token's
+//! holder `crate::http::requests`), never the store, so a page can do
+//! nothing the API would refuse. Page routes are not in `/openapi.json`.
 
 pub mod console;
 pub mod cookies;

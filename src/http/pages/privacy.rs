@@ -32,6 +32,7 @@ use crate::language::Language;
 use crate::policy;
 use crate::requests::flow;
 use crate::requests::lifecycle::{Kind, Regulation};
+use crate::requests::view::RequestView;
 use crate::state::AppState;
 
 /// The cookie holding the request token.
@@ -762,7 +763,7 @@ fn shown(rfc3339: &str) -> String {
     super::render::when(rfc3339)
 }
 
-fn status_context(view: &api::RequestView) -> Value {
+fn status_context(view: &RequestView) -> Value {
     let retained: Vec<Value> = view
         .result
         .as_ref()
