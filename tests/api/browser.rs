@@ -830,23 +830,6 @@ async fn on_sign_in_form(b: &Browser) {
     );
 }
 
-/// An erasure for ada@example.com filed and verified by the helpdesk
-/// through the API, waiting for the DPO.
-async fn awaiting_erasure(v: &TestVault) -> String {
-    let helpdesk = v.token("helpdesk").await;
-    let customer = v.create(&helpdesk, &ada()).await;
-    let (st, b) = v
-        .post(
-            &helpdesk,
-            "/v1/requests",
-            &json!({"kind": "erasure", "regulation": "gdpr", "customer_id": customer,
-                    "verified_by": "id_document_checked"}),
-        )
-        .await;
-    assert_eq!(st.as_u16(), 202, "{b}");
-    b["id"].as_str().unwrap().to_owned()
-}
-
 #[tokio::test]
 #[ignore = "needs chromium and chromium-driver: .ci/browser.sh"]
 async fn browser_a_denial_in_the_console_shows_its_reason_to_the_customer() {
@@ -1008,7 +991,7 @@ async fn browser_an_auditor_verifies_the_trail_in_the_console() {
 async fn browser_a_forged_console_post_is_refused() {
     let v = TestVault::start(Backend::Sqlite).await;
     console::user(&v, "dana", "dpo").await;
-    let id = awaiting_erasure(&v).await;
+    let id = console::awaiting(&v).await;
     let b = Browser::start().await;
     console_sign_in(&b, &v, "dana").await;
     // Another site posts an approval while the DPO is signed in.
@@ -1165,7 +1148,7 @@ async fn browser_the_console_signs_in_by_keyboard_with_visible_focus() {
 async fn browser_the_console_in_italian_and_chinese() {
     let v = TestVault::start(Backend::Sqlite).await;
     console::user(&v, "dana", "dpo").await;
-    let id = awaiting_erasure(&v).await;
+    let id = console::awaiting(&v).await;
     let b = Browser::start().await;
     b.goto(&v.url("/console/?lang=it")).await;
     assert_eq!(b.attr("html", "lang").await.as_deref(), Some("it"));

@@ -235,7 +235,7 @@ async fn signed_in(v: &TestVault, name: &str) -> PageClient {
 
 /// An erasure filed and verified by the helpdesk through the API, waiting
 /// for the DPO.
-async fn awaiting(v: &TestVault) -> String {
+pub async fn awaiting(v: &TestVault) -> String {
     let helpdesk = v.token("helpdesk").await;
     let customer = v.create(&helpdesk, &ada()).await;
     let (st, b) = v
