@@ -141,7 +141,7 @@ pub async fn sign_head(
     key: &SigningKey,
     now: i64,
 ) -> StoreResult<Option<CheckpointRow>> {
-    let crate::store::AuditHead { seq, hash } = store.audit_head().await?;
+    let crate::store::ChainHead { seq, hash, .. } = store.audit_head().await?;
     Ok((seq > 0).then(|| sign(key, seq, &hash, now)))
 }
 

@@ -461,9 +461,10 @@ pub async fn verify_store(
 ) -> StoreResult<Report> {
     // The head first: every event up to it is committed (events and the head
     // row change in one transaction), later appends are not looked at.
-    let crate::store::AuditHead {
+    let crate::store::ChainHead {
         seq: head_seq,
         hash: head_hash,
+        ..
     } = store.audit_head().await?;
     let checkpoints = store.audit_checkpoints(0, head_seq).await?;
     let mut v = Verifier::new(keys, checkpoints.iter().map(Checkpoint::from_row));

@@ -43,9 +43,9 @@ pub use requests::{
     DisclosureRow, ExportRow, OutboxRow, RequestFilter, RequestMutation, RequestRow, RequestStore,
 };
 pub use rows::{
-    AuditFilter, AuditHead, ChainHead, CheckpointRow, ConsentEvent, ConsoleSessionRow,
-    CustomerKeyRow, CustomerRecord, CustomerRow, DataKeyRow, ErasureJobRow, ErasureJobStatus,
-    FieldRow, IdempotencyRow, IdempotencyState, KekRow, KekState, KekUsage, KeyUse, LegalHoldRow,
+    AuditFilter, ChainHead, CheckpointRow, ConsentEvent, ConsoleSessionRow, CustomerKeyRow,
+    CustomerRecord, CustomerRow, DataKeyRow, ErasureJobRow, ErasureJobStatus, FieldRow,
+    IdempotencyRow, IdempotencyState, KekRow, KekState, KekUsage, KeyUse, LegalHoldRow,
     PrincipalKind, PrincipalListing, PrincipalRow, SigningKeyRow, SigningKeyState, TombstoneRow,
     UnknownValue, ValuePurpose,
 };
@@ -266,7 +266,7 @@ pub trait Store: RequestStore + Send + Sync + 'static {
 
     // Audit
     async fn audit_events(&self, filter: &AuditFilter) -> StoreResult<Vec<StoredEvent>>;
-    async fn audit_head(&self) -> StoreResult<AuditHead>;
+    async fn audit_head(&self) -> StoreResult<ChainHead>;
     /// Checkpoints with `from_seq <= seq <= through_seq`, in order.
     async fn audit_checkpoints(
         &self,

@@ -343,15 +343,8 @@ pub struct AuditFilter {
     pub limit: i64,
 }
 
-/// The head of the audit chain: the last event's seq and hash.
-#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
-pub struct AuditHead {
-    pub seq: i64,
-    pub hash: Vec<u8>,
-}
-
-/// The chain head as a commit leaves it: the last event's seq and hash and
-/// the time stamped on it (the next events are never stamped earlier).
+/// The head of the audit chain: the last event's seq and hash and the time
+/// stamped on it (the next events are never stamped earlier).
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct ChainHead {
     pub seq: i64,

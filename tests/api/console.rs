@@ -215,18 +215,22 @@ async fn signing_out_or_disabling_the_user_ends_the_session_server_side() {
 // The console's pages over HTTP
 // ---------------------------------------------------------------------------
 
-use crate::pages::{CSP, PageClient};
+use crate::pages::{Answer, CSP, PageClient};
+
+/// Submits the console's sign-in form (taken from `/console/`) as `c`.
+async fn sign_in_form(c: &mut PageClient, name: &str, password: &str) -> Answer {
+    c.submit(
+        "/console/",
+        "/console/",
+        &[("username", name), ("password", password)],
+    )
+    .await
+}
 
 /// Signs `name` in on the console's form; answers the browser.
 async fn signed_in(v: &TestVault, name: &str) -> PageClient {
     let mut c = PageClient::new(&v.base);
-    let a = c
-        .submit(
-            "/console/",
-            "/console/",
-            &[("username", name), ("password", PASSWORD)],
-        )
-        .await;
+    let a = sign_in_form(&mut c, name, PASSWORD).await;
     assert_eq!(a.status, StatusCode::SEE_OTHER, "{}", a.body);
     assert_eq!(a.location(), "/console/");
     assert!(c.cookie("pv_console").is_some(), "a session cookie");
@@ -322,24 +326,12 @@ async fn the_sign_in_form_follows_the_contract_and_the_session_cookie_has_its_fl
     );
 
     // A wrong password: the form again with the error, no session.
-    let wrong = c
-        .submit(
-            "/console/",
-            "/console/",
-            &[("username", "dana"), ("password", "wrong")],
-        )
-        .await;
+    let wrong = sign_in_form(&mut c, "dana", "wrong").await;
     assert_eq!(wrong.status, StatusCode::UNAUTHORIZED);
     assert!(wrong.body.contains("role=\"alert\""));
     assert!(c.cookie("pv_console").is_none());
 
-    let a = c
-        .submit(
-            "/console/",
-            "/console/",
-            &[("username", "dana"), ("password", PASSWORD)],
-        )
-        .await;
+    let a = sign_in_form(&mut c, "dana", PASSWORD).await;
     assert_eq!(a.status, StatusCode::SEE_OTHER, "{}", a.body);
     let set = a.set_cookie("pv_console").expect("session cookie");
     assert!(set.contains("HttpOnly"), "{set}");
@@ -358,13 +350,7 @@ async fn the_sign_in_form_follows_the_contract_and_the_session_cookie_has_its_fl
     .await;
     user(&v, "dana", "dpo").await;
     let mut c = PageClient::new(&v.base);
-    let a = c
-        .submit(
-            "/console/",
-            "/console/",
-            &[("username", "dana"), ("password", PASSWORD)],
-        )
-        .await;
+    let a = sign_in_form(&mut c, "dana", PASSWORD).await;
     assert_eq!(a.status, StatusCode::SEE_OTHER, "{}", a.body);
     let set = a.set_cookie("pv_console").expect("session cookie");
     assert!(set.contains("Secure"), "{set}");

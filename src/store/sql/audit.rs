@@ -7,7 +7,7 @@ use crate::audit::{EventDraft, StoredEvent};
 /// the head is no longer (`$4`, `$5`), i.e. another writer moved it.
 pub(in crate::store) const MOVE_HEAD: &str = "UPDATE audit_head SET seq = $1, hash = $2, at = $3 \
      WHERE id = 1 AND seq = $4 AND hash = $5";
-pub(in crate::store) const HEAD: &str = "SELECT seq, hash FROM audit_head WHERE id = 1";
+pub(in crate::store) const HEAD: &str = "SELECT seq, hash, at FROM audit_head WHERE id = 1";
 pub(in crate::store) const EVENTS: &str = "SELECT seq, at, actor, role, action, purpose, \
      customer_id, fields, decision, reasons, request_id, prev_hash, hash FROM audit_events \
      WHERE seq > $1 \

@@ -602,7 +602,7 @@ macro_rules! impl_store {
                 Ok(rows.into_iter().map(Into::into).collect())
             }
 
-            async fn audit_head(&self) -> $crate::store::StoreResult<$crate::store::AuditHead> {
+            async fn audit_head(&self) -> $crate::store::StoreResult<$crate::store::ChainHead> {
                 Ok(sqlx::query_as($crate::store::sql::audit::HEAD)
                     .fetch_one(&self.pool)
                     .await?)
