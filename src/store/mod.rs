@@ -29,6 +29,7 @@ mod requests;
 mod rows;
 mod sql;
 mod sqlite;
+mod sqlite_direct;
 
 use std::fmt;
 

@@ -45,6 +45,23 @@ impl PgStore {
     async fn begin_write(&self) -> StoreResult<Transaction<'static, Postgres>> {
         Ok(self.pool.begin().await?)
     }
+
+    /// Every read goes through the pool (a read is a round trip to the
+    /// database process either way).
+    fn direct_reads(&self) -> Option<&std::sync::Arc<super::sqlite_direct::DirectReads>> {
+        None
+    }
+
+    /// Every batch goes through `commit_attempt` (the head row is locked
+    /// first in every write transaction).
+    async fn append_events_only(
+        &self,
+        _units: &[super::Unit],
+        _at: i64,
+        _known: Option<&super::ChainHead>,
+    ) -> StoreResult<Option<super::sql::CommitAttempt>> {
+        Ok(None)
+    }
 }
 
 super::sql::impl_store!(PgStore, Postgres, "postgres");

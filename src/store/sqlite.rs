@@ -4,6 +4,7 @@
 //! Temporary storage (statement journals, sorts) stays in memory.
 
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::sqlite::{
@@ -11,7 +12,10 @@ use sqlx::sqlite::{
 };
 use sqlx::{Sqlite, Transaction};
 
-use super::{DatabaseUrl, StoreError, StoreResult};
+use super::sql::CommitAttempt;
+use super::sql::encode::PendingEvents;
+use super::sqlite_direct::{DirectReads, EventAppender};
+use super::{ChainHead, DatabaseUrl, StoreError, StoreResult, Unit};
 
 pub struct SqliteStore {
     /// Reads: a few connections, about one per core. SQLite runs each
@@ -22,6 +26,13 @@ pub struct SqliteStore {
     /// (`BEGIN IMMEDIATE`); with a connection of its own the group commit
     /// never waits for a read's pool slot and reads never queue behind it.
     writer: SqlitePool,
+    /// The hot reads (a customer's record, a blind-index lookup) on
+    /// connections of their own, each read in one call (see
+    /// `sqlite_direct`); `None` for a database without a file.
+    direct: Option<Arc<DirectReads>>,
+    /// Commits batches that only append audit events (see
+    /// `sqlite_direct`); `None` for a database without a file.
+    appender: Option<Arc<EventAppender>>,
 }
 
 impl SqliteStore {
@@ -59,10 +70,57 @@ impl SqliteStore {
         sqlx::migrate!("./migrations/sqlite").run(&writer).await?;
         let readers = std::thread::available_parallelism().map_or(2, |n| n.get()) + 1;
         let pool = pool_options(readers as u32).connect_with(opts).await?;
-        if let Some(path) = url.sqlite_path() {
-            restrict_permissions(&path);
+        let (direct, appender) = match url.sqlite_path() {
+            Some(path) => {
+                restrict_permissions(&path);
+                (
+                    Some(DirectReads::open(&path, readers)?),
+                    Some(EventAppender::open(&path)?),
+                )
+            }
+            None => (None, None),
+        };
+        Ok(SqliteStore {
+            pool,
+            writer,
+            direct,
+            appender,
+        })
+    }
+
+    /// A batch whose units change nothing and only append audit events,
+    /// linked on from `known`, goes to the [`EventAppender`] in one call;
+    /// `Ok(None)`: not such a batch (or no head known), use the writer.
+    async fn append_events_only(
+        &self,
+        units: &[Unit],
+        at: i64,
+        known: Option<&ChainHead>,
+    ) -> StoreResult<Option<CommitAttempt>> {
+        let (Some(appender), Some(known)) = (&self.appender, known) else {
+            return Ok(None);
+        };
+        if units.iter().any(|u| !u.mutations.is_empty()) {
+            return Ok(None);
         }
-        Ok(SqliteStore { pool, writer })
+        let mut head = ChainHead {
+            at: at.max(known.at),
+            ..known.clone()
+        };
+        let mut pending = PendingEvents::default();
+        let mut outcomes = Vec::with_capacity(units.len());
+        for unit in units {
+            outcomes.push(Ok(pending.link(&unit.events, &mut head)?));
+        }
+        let Some(events) = pending.take() else {
+            return Ok(Some(Some((outcomes, known.clone()))));
+        };
+        let moved = appender.append(events, known.clone(), head.clone()).await?;
+        Ok(Some(moved.then_some((outcomes, head))))
+    }
+
+    fn direct_reads(&self) -> Option<&Arc<DirectReads>> {
+        self.direct.as_ref()
     }
 
     async fn begin_write(&self) -> StoreResult<Transaction<'static, Sqlite>> {

@@ -52,6 +52,24 @@ impl PendingEvents {
         Ok(())
     }
 
+    /// Links `drafts` on from `head` (moving it to the last of them) and
+    /// queues them; returns them as stored.
+    pub fn link(
+        &mut self,
+        drafts: &[crate::audit::EventDraft],
+        head: &mut crate::store::ChainHead,
+    ) -> Result<Vec<crate::audit::StoredEvent>, StoreError> {
+        let mut stored = Vec::with_capacity(drafts.len());
+        for draft in drafts {
+            let e = crate::audit::chain::link(head.seq, &head.hash, head.at, draft);
+            self.push(&e)?;
+            head.seq = e.seq;
+            head.hash = hex::decode(&e.hash).unwrap_or_default();
+            stored.push(e);
+        }
+        Ok(stored)
+    }
+
     /// The JSON array of the pending events, leaving none pending; `None`
     /// when there are none.
     pub fn take(&mut self) -> Option<String> {

@@ -157,6 +157,11 @@ pub(super) const POSTGRES_SQL: DialectSql = DialectSql {
     purge_logs: None,
 };
 
+/// One try at a commit batch: the outcomes and the head it left, or `None`
+/// when the chain head was no longer the one the batch linked from (nothing
+/// was stored).
+pub(super) type CommitAttempt = Option<(Vec<super::UnitOutcome>, super::ChainHead)>;
+
 /// The error of an area's write function handed a mutation of another area
 /// (a bug in the dispatcher): fails the whole batch.
 pub(super) fn misrouted(area: &str) -> StoreError {
@@ -174,6 +179,11 @@ pub(super) fn must_change(rows: u64) -> Result<(), StoreError> {
 
 /// Generates `impl Store for $store` (and `impl RequestStore`) where
 /// `$store` has a `pool: Pool<$db>`, an inherent `async fn begin_write(&self)`,
+/// an inherent `fn direct_reads(&self)` (the SQLite reads that bypass the
+/// pool, see `sqlite_direct`), an inherent `async fn
+/// append_events_only(&self, units, at, known)` (a batch that only appends
+/// audit events, committed without the pool: `Ok(None)` when not taken,
+/// else a [`CommitAttempt`]),
 /// a `LOCK_HEAD` constant, a `BEGIN_SERIALIZES` constant (whether
 /// `begin_write` alone serializes the writers) and a `SQL` constant (its
 /// dialect's [`DialectSql`]).
@@ -196,9 +206,7 @@ macro_rules! impl_store {
             units: &[$crate::store::Unit],
             at: i64,
             known: Option<$crate::store::ChainHead>,
-        ) -> $crate::store::StoreResult<
-            Option<(Vec<$crate::store::UnitOutcome>, $crate::store::ChainHead)>,
-        > {
+        ) -> $crate::store::StoreResult<$crate::store::sql::CommitAttempt> {
             use $crate::store::{ChainHead, StoreError};
             let mut tx = store.begin_write().await?;
             let mut stored_head: ChainHead = match known {
@@ -236,15 +244,7 @@ macro_rules! impl_store {
                 }
                 match apply_unit(&mut tx, &unit.mutations).await {
                     Ok(()) => {
-                        let mut stored = Vec::with_capacity(unit.events.len());
-                        for draft in &unit.events {
-                            let e =
-                                $crate::audit::chain::link(head.seq, &head.hash, head.at, draft);
-                            pending.push(&e)?;
-                            head.seq = e.seq;
-                            head.hash = hex::decode(&e.hash).unwrap_or_default();
-                            stored.push(e);
-                        }
+                        let stored = pending.link(&unit.events, &mut head)?;
                         if guarded {
                             sqlx::query("RELEASE SAVEPOINT unit")
                                 .execute(&mut *tx)
@@ -290,7 +290,11 @@ macro_rules! impl_store {
             )> {
                 let known = known.filter(|_| <$store>::BEGIN_SERIALIZES).cloned();
                 let rerun = known.is_some();
-                if let Some(done) = commit_attempt(self, units, at, known).await? {
+                let attempt = match self.append_events_only(units, at, known.as_ref()).await? {
+                    Some(attempt) => attempt,
+                    None => commit_attempt(self, units, at, known).await?,
+                };
+                if let Some(done) = attempt {
                     return Ok(done);
                 }
                 if rerun {
@@ -451,6 +455,9 @@ macro_rules! impl_store {
                 &self,
                 id: uuid::Uuid,
             ) -> $crate::store::StoreResult<Option<$crate::store::CustomerRecord>> {
+                if let Some(direct) = self.direct_reads() {
+                    return direct.customer_record(id).await;
+                }
                 let row: Option<$crate::store::sql::customers::RecordRow> =
                     sqlx::query_as(Self::SQL.record)
                         .bind(id)
@@ -465,6 +472,9 @@ macro_rules! impl_store {
                 field: &str,
                 digest: &[u8],
             ) -> $crate::store::StoreResult<Vec<uuid::Uuid>> {
+                if let Some(direct) = self.direct_reads() {
+                    return direct.find_by_blind_index(field, digest).await;
+                }
                 Ok(
                     sqlx::query_scalar($crate::store::sql::customers::FIND_BY_BLIND_INDEX)
                         .bind(field)

@@ -1,0 +1,352 @@
+//! The SQLite store's hot paths, each in one call on a blocking thread.
+//!
+//! Through sqlx every statement is handed to its connection's worker
+//! thread and every row handed back, each a thread wake-up; a customer's
+//! record therefore had to be one statement returning one row, with its
+//! values, purposes and consents built as JSON arrays by SQLite and parsed
+//! again in Rust, and a commit batch cost four hand-offs (begin, head,
+//! events, commit). Here the work runs on connections of their own (direct
+//! calls to the same SQLite library sqlx links), all its statements in one
+//! call:
+//!
+//! - [`DirectReads`]: a customer's whole record (plain statements inside one
+//!   read transaction, one snapshot as the single statement had, typed rows,
+//!   no JSON or hex) and a blind-index lookup: what every profile read and
+//!   search makes;
+//! - [`EventAppender`]: a commit batch that only appends audit events (every
+//!   read's batch), linked from the chain head the sequencer remembers, with
+//!   the same statements, the same head check and the same durability
+//!   (`synchronous=FULL`) as the store's sqlx writer. Batches with changes,
+//!   and a batch whose head must be read first, take the sqlx writer.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior};
+use tokio::sync::Semaphore;
+use uuid::Uuid;
+
+use super::{
+    ChainHead, ConsentEvent, CustomerRecord, CustomerRow, FieldRow, StoreError, StoreResult,
+};
+
+const CUSTOMER: &str = "SELECT id, external_id, created_at, kek_version, wrapped_dek, \
+     restricted, opted_out_sale, limit_sensitive, erased_at, version \
+     FROM customers WHERE id = ?1";
+const VALUES: &str = "SELECT field, ciphertext, collected_by, channel, notice_version, \
+     collected_at FROM field_values WHERE customer_id = ?1 ORDER BY field";
+const PURPOSES: &str = "SELECT field, purpose, collected_at, expires_at \
+     FROM value_purposes WHERE customer_id = ?1 ORDER BY field, purpose";
+const CONSENTS: &str = "SELECT id, purpose, action, notice_version, notice_text_sha256, \
+     language, jurisdiction, channel, captured_by, at, explicit \
+     FROM consent_events WHERE customer_id = ?1 ORDER BY at, id";
+const OBJECTIONS: &str = "SELECT purpose FROM objections WHERE customer_id = ?1 ORDER BY purpose";
+
+/// A few read connections to one SQLite file, used one read at a time.
+pub(super) struct DirectReads {
+    path: PathBuf,
+    /// Open connections not in use.
+    idle: Mutex<Vec<Connection>>,
+    /// At most this many reads (and connections) at once.
+    slots: Arc<Semaphore>,
+}
+
+impl DirectReads {
+    /// Opens the first of up to `connections` read connections to `path`
+    /// (which must exist: the writer creates it and runs the migrations).
+    pub(super) fn open(path: &Path, connections: usize) -> StoreResult<Arc<Self>> {
+        let first = connect(path)?;
+        Ok(Arc::new(DirectReads {
+            path: path.to_path_buf(),
+            idle: Mutex::new(vec![first]),
+            slots: Arc::new(Semaphore::new(connections.max(1))),
+        }))
+    }
+
+    /// A customer's whole record, or `None` if no such customer exists.
+    pub(super) async fn customer_record(
+        self: &Arc<Self>,
+        id: Uuid,
+    ) -> StoreResult<Option<CustomerRecord>> {
+        self.run(move |conn| record(conn, id)).await
+    }
+
+    /// Up to 100 customers whose blind-index entry for `field` is `digest`.
+    pub(super) async fn find_by_blind_index(
+        self: &Arc<Self>,
+        field: &str,
+        digest: &[u8],
+    ) -> StoreResult<Vec<Uuid>> {
+        let (field, digest) = (field.to_owned(), digest.to_vec());
+        self.run(move |conn| {
+            let mut stmt = conn.prepare_cached(super::sql::customers::FIND_BY_BLIND_INDEX)?;
+            let ids = stmt.query_map(rusqlite::params![field, digest], |r| r.get(0))?;
+            ids.collect()
+        })
+        .await
+    }
+
+    /// Runs `read` on an idle connection (or a new one) on a blocking thread.
+    async fn run<T, F>(self: &Arc<Self>, read: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
+    {
+        let permit = Arc::clone(&self.slots)
+            .acquire_owned()
+            .await
+            .map_err(|_| StoreError::Database("the read connections are closed".into()))?;
+        let this = Arc::clone(self);
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            let taken = this.lock_idle().pop();
+            let mut conn = match taken {
+                Some(conn) => conn,
+                None => connect(&this.path)?,
+            };
+            let result = read(&mut conn);
+            // A connection left inside a transaction (a failed rollback) is
+            // closed rather than reused.
+            if conn.is_autocommit() {
+                this.lock_idle().push(conn);
+            }
+            result.map_err(sqlite_error)
+        })
+        .await
+        .map_err(|_| StoreError::Database("a read was cancelled".into()))?
+    }
+
+    fn lock_idle(&self) -> std::sync::MutexGuard<'_, Vec<Connection>> {
+        // A panic while the list was held cannot leave it half changed.
+        self.idle.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// The connection that commits batches of audit events only.
+pub(super) struct EventAppender {
+    path: PathBuf,
+    /// `None` after a failure left it unusable: the next batch reopens it.
+    conn: Mutex<Option<Connection>>,
+}
+
+impl EventAppender {
+    pub(super) fn open(path: &Path) -> StoreResult<Arc<Self>> {
+        let conn = connect_writer(path)?;
+        Ok(Arc::new(EventAppender {
+            path: path.to_path_buf(),
+            conn: Mutex::new(Some(conn)),
+        }))
+    }
+
+    /// In one write transaction: moves the chain head from `from` to `to`
+    /// if it is still `from`, inserts `events` (the JSON array of the
+    /// events linked from `from` to `to`) and commits. `Ok(false)`: the
+    /// head had moved; nothing was stored.
+    pub(super) async fn append(
+        self: &Arc<Self>,
+        events: String,
+        from: ChainHead,
+        to: ChainHead,
+    ) -> StoreResult<bool> {
+        let this = Arc::clone(self);
+        tokio::task::spawn_blocking(move || {
+            let mut slot = this.conn.lock().unwrap_or_else(|p| p.into_inner());
+            let mut conn = match slot.take() {
+                Some(conn) => conn,
+                None => connect_writer(&this.path)?,
+            };
+            let result = append_in(&mut conn, &events, &from, &to);
+            // A failed commit (disk full, I/O error) rolls back; a
+            // connection still inside a transaction is not kept.
+            if conn.is_autocommit() {
+                *slot = Some(conn);
+            }
+            result.map_err(sqlite_error)
+        })
+        .await
+        .map_err(|_| StoreError::Database("a commit was cancelled".into()))?
+    }
+}
+
+fn append_in(
+    conn: &mut Connection,
+    events: &str,
+    from: &ChainHead,
+    to: &ChainHead,
+) -> rusqlite::Result<bool> {
+    // BEGIN IMMEDIATE: serialized with every other writer, as the sqlx
+    // writer's transactions are. Dropped without commit, it rolls back.
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let moved = tx
+        .prepare_cached(super::sql::audit::MOVE_HEAD)?
+        .execute(rusqlite::params![
+            to.seq, to.hash, to.at, from.seq, from.hash
+        ])?;
+    if moved == 0 {
+        return Ok(false);
+    }
+    tx.prepare_cached(super::sql::SQLITE_SQL.events)?
+        .execute([events])?;
+    tx.commit()?;
+    Ok(true)
+}
+
+fn connect(path: &Path) -> StoreResult<Connection> {
+    let conn = open_file(path)?;
+    // Reads only: a bug that tried to write here fails instead of writing
+    // around the sequencer.
+    conn.pragma_update(None, "query_only", true)
+        .map_err(sqlite_error)?;
+    Ok(conn)
+}
+
+/// A connection that writes, with the settings of the store's sqlx
+/// connections: an acknowledged commit survives power loss.
+fn connect_writer(path: &Path) -> StoreResult<Connection> {
+    let conn = open_file(path)?;
+    conn.pragma_update(None, "synchronous", "FULL")
+        .map_err(sqlite_error)?;
+    conn.pragma_update(None, "foreign_keys", true)
+        .map_err(sqlite_error)?;
+    conn.pragma_update(None, "secure_delete", true)
+        .map_err(sqlite_error)?;
+    Ok(conn)
+}
+
+fn open_file(path: &Path) -> StoreResult<Connection> {
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = Connection::open_with_flags(path, flags).map_err(sqlite_error)?;
+    conn.busy_timeout(Duration::from_secs(5))
+        .map_err(sqlite_error)?;
+    conn.pragma_update(None, "temp_store", "MEMORY")
+        .map_err(sqlite_error)?;
+    Ok(conn)
+}
+
+fn sqlite_error(e: rusqlite::Error) -> StoreError {
+    match e {
+        rusqlite::Error::QueryReturnedNoRows => StoreError::NotFound,
+        other => StoreError::Database(other.to_string()),
+    }
+}
+
+fn record(conn: &mut Connection, id: Uuid) -> rusqlite::Result<Option<CustomerRecord>> {
+    // One read transaction: every statement sees the same snapshot.
+    let tx = conn.transaction()?;
+    let customer = tx
+        .prepare_cached(CUSTOMER)?
+        .query_row([id], |r| {
+            Ok(CustomerRow {
+                id: r.get(0)?,
+                external_id: r.get(1)?,
+                created_at: r.get(2)?,
+                kek_version: r.get(3)?,
+                wrapped_dek: r.get(4)?,
+                restricted: r.get(5)?,
+                opted_out_sale: r.get(6)?,
+                limit_sensitive: r.get(7)?,
+                erased_at: r.get(8)?,
+                version: r.get(9)?,
+            })
+        })
+        .optional()?;
+    let Some(customer) = customer else {
+        return Ok(None);
+    };
+    let mut fields = tx
+        .prepare_cached(VALUES)?
+        .query_map([id], |r| {
+            Ok(FieldRow {
+                field: r.get(0)?,
+                ciphertext: r.get(1)?,
+                collected_by: r.get(2)?,
+                channel: r.get(3)?,
+                notice_version: r.get(4)?,
+                collected_at: r.get(5)?,
+                purposes: Vec::new(),
+            })
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    {
+        let mut stmt = tx.prepare_cached(PURPOSES)?;
+        let mut rows = stmt.query([id])?;
+        while let Some(r) = rows.next()? {
+            let field: String = r.get(0)?;
+            // Both lists are ordered by field; a purpose of a value that is
+            // not there cannot exist (foreign key) and is skipped.
+            if let Ok(at) = fields.binary_search_by(|f| f.field.as_str().cmp(&field)) {
+                fields[at].purposes.push(super::ValuePurpose {
+                    purpose: r.get(1)?,
+                    collected_at: r.get(2)?,
+                    expires_at: r.get(3)?,
+                });
+            }
+        }
+    }
+    let consents = tx
+        .prepare_cached(CONSENTS)?
+        .query_map([id], |r| {
+            Ok(ConsentEvent {
+                id: r.get(0)?,
+                customer_id: id,
+                purpose: r.get(1)?,
+                action: r.get(2)?,
+                notice_version: r.get(3)?,
+                notice_text_sha256: r.get(4)?,
+                language: r.get(5)?,
+                jurisdiction: r.get(6)?,
+                channel: r.get(7)?,
+                captured_by: r.get(8)?,
+                at: r.get(9)?,
+                explicit: r.get(10)?,
+            })
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    let objections = tx
+        .prepare_cached(OBJECTIONS)?
+        .query_map([id], |r| r.get(0))?
+        .collect::<rusqlite::Result<Vec<String>>>()?;
+    tx.commit()?;
+    Ok(Some(CustomerRecord {
+        customer,
+        fields,
+        consents,
+        objections,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pragma(conn: &Connection, name: &str) -> i64 {
+        conn.pragma_query_value(None, name, |r| r.get(0)).unwrap()
+    }
+
+    #[test]
+    fn the_appender_commits_as_durably_as_the_writer_and_readers_cannot_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("vault.db");
+        let setup = Connection::open(&path).unwrap();
+        setup
+            .execute_batch("PRAGMA journal_mode = WAL; CREATE TABLE t (x INTEGER);")
+            .unwrap();
+
+        let writer = connect_writer(&path).unwrap();
+        assert_eq!(pragma(&writer, "synchronous"), 2, "synchronous=FULL");
+        assert_eq!(pragma(&writer, "foreign_keys"), 1);
+        assert_eq!(pragma(&writer, "secure_delete"), 1);
+        assert_eq!(pragma(&writer, "temp_store"), 2, "in memory");
+        writer.execute("INSERT INTO t (x) VALUES (1)", []).unwrap();
+
+        let reader = connect(&path).unwrap();
+        assert_eq!(pragma(&reader, "query_only"), 1);
+        let n: i64 = reader
+            .query_row("SELECT COUNT(*) FROM t", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(n, 1);
+        let refused = reader.execute("INSERT INTO t (x) VALUES (2)", []);
+        assert!(refused.is_err(), "a read connection wrote");
+    }
+}
