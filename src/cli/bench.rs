@@ -281,6 +281,17 @@ fn start_server(opts: &Options) -> anyhow::Result<(Spawned, String, String)> {
             std::path::absolute(&opts.policy_dir)?.display().to_string(),
         ),
         ("PII_VAULT_MASTER_KEY".into(), key),
+        // The tamper-evidence files belong to this run's database: beside a
+        // PostgreSQL database they would default to ./data, where the next
+        // run's fresh database would not match them (and lock the vault).
+        (
+            "PII_VAULT_TOMBSTONE_FILE".into(),
+            dir.path().join("vault.tombstones").display().to_string(),
+        ),
+        (
+            "PII_VAULT_AUDIT_WITNESS_FILE".into(),
+            dir.path().join("vault.witness").display().to_string(),
+        ),
         ("RUST_LOG".into(), "warn".into()),
         // The benchmark measures what the server can do, not the per-client
         // rate limit (which would answer most requests with a cheap 429).

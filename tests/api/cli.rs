@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::helpers::{TestVault, on_each_backend, vault_cmd};
+use crate::helpers::{Backend, TestVault, backends, fresh_pg_database, on_each_backend, vault_cmd};
 
 fn pv(dir: &std::path::Path) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_pii-vault"));
@@ -140,6 +140,56 @@ fn policy_check_warns_on_a_health_category_without_the_special_category_flag() {
     assert!(w.contains("fields.accessibility_needs"), "{w}");
     assert!(w.contains("user.health"), "{w}");
     assert!(w.contains("special_category = true"), "{w}");
+}
+
+/// The benchmark's vault keeps everything of its run in the run's own
+/// temporary directory, also on PostgreSQL: nothing is left in the working
+/// directory, and a second run on a fresh database is not locked out by the
+/// first run's tombstone log (an erasure writes one).
+#[tokio::test]
+async fn bench_runs_leave_nothing_behind_and_a_second_run_on_a_fresh_database_works() {
+    for backend in backends() {
+        let dir = tempfile::tempdir().unwrap();
+        for run in 0..2 {
+            let mut c = pv(dir.path());
+            c.args([
+                "bench",
+                "--customers",
+                "100",
+                "--connections",
+                "2",
+                "--duration",
+                "1",
+                "--scenarios",
+                "read,erase",
+                "--json",
+                "--policy-dir",
+            ])
+            .arg(policies());
+            if backend == Backend::Postgres {
+                c.args(["--database-url", &fresh_pg_database().await]);
+            }
+            let out = c.output().unwrap();
+            assert!(
+                out.status.success(),
+                "{backend:?} run {run}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+            for r in report["results"].as_array().unwrap() {
+                assert!(
+                    r["requests"].as_u64().unwrap() > 0,
+                    "{backend:?} run {run}: {r}"
+                );
+                assert_eq!(r["errors"], json!({}), "{backend:?} run {run}: {r}");
+            }
+            let left: Vec<_> = std::fs::read_dir(dir.path())
+                .unwrap()
+                .map(|e| e.unwrap().file_name())
+                .collect();
+            assert!(left.is_empty(), "{backend:?} run {run} left {left:?}");
+        }
+    }
 }
 
 /// The benchmark's JSON report carries the `baseline` scenario (a plain
