@@ -48,7 +48,7 @@ impl PgStore {
 
     /// Every read goes through the pool (a read is a round trip to the
     /// database process either way).
-    fn direct_reads(&self) -> Option<&std::sync::Arc<super::sqlite_direct::DirectReads>> {
+    fn direct_reads(&self) -> Option<&super::sqlite_direct::DirectReads> {
         None
     }
 

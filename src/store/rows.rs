@@ -352,6 +352,17 @@ pub struct ChainHead {
     pub at: i64,
 }
 
+impl ChainHead {
+    /// The head the next events link on from, stamped `at` but never
+    /// earlier than this head's time.
+    pub fn linking_at(&self, at: i64) -> ChainHead {
+        ChainHead {
+            at: at.max(self.at),
+            ..self.clone()
+        }
+    }
+}
+
 /// A signed checkpoint of the audit chain head.
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct CheckpointRow {

@@ -4,7 +4,6 @@
 //! Temporary storage (statement journals, sorts) stays in memory.
 
 use std::str::FromStr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::sqlite::{
@@ -29,10 +28,10 @@ pub struct SqliteStore {
     /// The hot reads (a customer's record, a blind-index lookup) on
     /// connections of their own, each read in one call (see
     /// `sqlite_direct`); `None` for a database without a file.
-    direct: Option<Arc<DirectReads>>,
+    direct: Option<DirectReads>,
     /// Commits batches that only append audit events (see
     /// `sqlite_direct`); `None` for a database without a file.
-    appender: Option<Arc<EventAppender>>,
+    appender: Option<EventAppender>,
 }
 
 impl SqliteStore {
@@ -103,10 +102,7 @@ impl SqliteStore {
         if units.iter().any(|u| !u.mutations.is_empty()) {
             return Ok(None);
         }
-        let mut head = ChainHead {
-            at: at.max(known.at),
-            ..known.clone()
-        };
+        let mut head = known.linking_at(at);
         let mut pending = PendingEvents::default();
         let mut outcomes = Vec::with_capacity(units.len());
         for unit in units {
@@ -119,7 +115,7 @@ impl SqliteStore {
         Ok(Some(moved.then_some((outcomes, head))))
     }
 
-    fn direct_reads(&self) -> Option<&Arc<DirectReads>> {
+    fn direct_reads(&self) -> Option<&DirectReads> {
         self.direct.as_ref()
     }
 

@@ -43,52 +43,36 @@ const CONSENTS: &str = "SELECT id, purpose, action, notice_version, notice_text_
      FROM consent_events WHERE customer_id = ?1 ORDER BY at, id";
 const OBJECTIONS: &str = "SELECT purpose FROM objections WHERE customer_id = ?1 ORDER BY purpose";
 
-/// A few read connections to one SQLite file, used one read at a time.
-pub(super) struct DirectReads {
+/// Connections to one SQLite file, each used by one call at a time on a
+/// blocking thread, at most `slots` calls (and connections) at once.
+struct Connections {
     path: PathBuf,
+    /// How a connection is opened (read-only or writing settings).
+    open: fn(&Path) -> StoreResult<Connection>,
     /// Open connections not in use.
     idle: Mutex<Vec<Connection>>,
-    /// At most this many reads (and connections) at once.
     slots: Arc<Semaphore>,
 }
 
-impl DirectReads {
-    /// Opens the first of up to `connections` read connections to `path`
-    /// (which must exist: the writer creates it and runs the migrations).
-    pub(super) fn open(path: &Path, connections: usize) -> StoreResult<Arc<Self>> {
-        let first = connect(path)?;
-        Ok(Arc::new(DirectReads {
+impl Connections {
+    /// Opens the first of up to `count` connections to `path` (which must
+    /// exist: the writer creates it and runs the migrations).
+    fn open(
+        path: &Path,
+        count: usize,
+        open: fn(&Path) -> StoreResult<Connection>,
+    ) -> StoreResult<Arc<Self>> {
+        let first = open(path)?;
+        Ok(Arc::new(Connections {
             path: path.to_path_buf(),
+            open,
             idle: Mutex::new(vec![first]),
-            slots: Arc::new(Semaphore::new(connections.max(1))),
+            slots: Arc::new(Semaphore::new(count.max(1))),
         }))
     }
 
-    /// A customer's whole record, or `None` if no such customer exists.
-    pub(super) async fn customer_record(
-        self: &Arc<Self>,
-        id: Uuid,
-    ) -> StoreResult<Option<CustomerRecord>> {
-        self.run(move |conn| record(conn, id)).await
-    }
-
-    /// Up to 100 customers whose blind-index entry for `field` is `digest`.
-    pub(super) async fn find_by_blind_index(
-        self: &Arc<Self>,
-        field: &str,
-        digest: &[u8],
-    ) -> StoreResult<Vec<Uuid>> {
-        let (field, digest) = (field.to_owned(), digest.to_vec());
-        self.run(move |conn| {
-            let mut stmt = conn.prepare_cached(super::sql::customers::FIND_BY_BLIND_INDEX)?;
-            let ids = stmt.query_map(rusqlite::params![field, digest], |r| r.get(0))?;
-            ids.collect()
-        })
-        .await
-    }
-
-    /// Runs `read` on an idle connection (or a new one) on a blocking thread.
-    async fn run<T, F>(self: &Arc<Self>, read: F) -> StoreResult<T>
+    /// Runs `work` on an idle connection (or a new one) on a blocking thread.
+    async fn run<T, F>(self: &Arc<Self>, work: F) -> StoreResult<T>
     where
         T: Send + 'static,
         F: FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
@@ -96,25 +80,25 @@ impl DirectReads {
         let permit = Arc::clone(&self.slots)
             .acquire_owned()
             .await
-            .map_err(|_| StoreError::Database("the read connections are closed".into()))?;
+            .map_err(|_| StoreError::Database("the connections are closed".into()))?;
         let this = Arc::clone(self);
         tokio::task::spawn_blocking(move || {
             let _permit = permit;
             let taken = this.lock_idle().pop();
             let mut conn = match taken {
                 Some(conn) => conn,
-                None => connect(&this.path)?,
+                None => (this.open)(&this.path)?,
             };
-            let result = read(&mut conn);
-            // A connection left inside a transaction (a failed rollback) is
-            // closed rather than reused.
+            let result = work(&mut conn);
+            // A connection left inside a transaction (a failed commit or
+            // rollback: disk full, I/O error) is closed rather than reused.
             if conn.is_autocommit() {
                 this.lock_idle().push(conn);
             }
             result.map_err(sqlite_error)
         })
         .await
-        .map_err(|_| StoreError::Database("a read was cancelled".into()))?
+        .map_err(|_| StoreError::Database("a database call was cancelled".into()))?
     }
 
     fn lock_idle(&self) -> std::sync::MutexGuard<'_, Vec<Connection>> {
@@ -123,20 +107,42 @@ impl DirectReads {
     }
 }
 
-/// The connection that commits batches of audit events only.
-pub(super) struct EventAppender {
-    path: PathBuf,
-    /// `None` after a failure left it unusable: the next batch reopens it.
-    conn: Mutex<Option<Connection>>,
+/// The hot reads, on cores + 1 `query_only` connections.
+pub(super) struct DirectReads(Arc<Connections>);
+
+impl DirectReads {
+    pub(super) fn open(path: &Path, connections: usize) -> StoreResult<Self> {
+        Ok(DirectReads(Connections::open(path, connections, connect)?))
+    }
+
+    /// A customer's whole record, or `None` if no such customer exists.
+    pub(super) async fn customer_record(&self, id: Uuid) -> StoreResult<Option<CustomerRecord>> {
+        self.0.run(move |conn| record(conn, id)).await
+    }
+
+    /// Up to 100 customers whose blind-index entry for `field` is `digest`.
+    pub(super) async fn find_by_blind_index(
+        &self,
+        field: &str,
+        digest: &[u8],
+    ) -> StoreResult<Vec<Uuid>> {
+        let (field, digest) = (field.to_owned(), digest.to_vec());
+        self.0
+            .run(move |conn| {
+                let mut stmt = conn.prepare_cached(super::sql::customers::FIND_BY_BLIND_INDEX)?;
+                let ids = stmt.query_map(rusqlite::params![field, digest], |r| r.get(0))?;
+                ids.collect()
+            })
+            .await
+    }
 }
 
+/// The one connection that commits batches of audit events only.
+pub(super) struct EventAppender(Arc<Connections>);
+
 impl EventAppender {
-    pub(super) fn open(path: &Path) -> StoreResult<Arc<Self>> {
-        let conn = connect_writer(path)?;
-        Ok(Arc::new(EventAppender {
-            path: path.to_path_buf(),
-            conn: Mutex::new(Some(conn)),
-        }))
+    pub(super) fn open(path: &Path) -> StoreResult<Self> {
+        Ok(EventAppender(Connections::open(path, 1, connect_writer)?))
     }
 
     /// In one write transaction: moves the chain head from `from` to `to`
@@ -144,28 +150,14 @@ impl EventAppender {
     /// events linked from `from` to `to`) and commits. `Ok(false)`: the
     /// head had moved; nothing was stored.
     pub(super) async fn append(
-        self: &Arc<Self>,
+        &self,
         events: String,
         from: ChainHead,
         to: ChainHead,
     ) -> StoreResult<bool> {
-        let this = Arc::clone(self);
-        tokio::task::spawn_blocking(move || {
-            let mut slot = this.conn.lock().unwrap_or_else(|p| p.into_inner());
-            let mut conn = match slot.take() {
-                Some(conn) => conn,
-                None => connect_writer(&this.path)?,
-            };
-            let result = append_in(&mut conn, &events, &from, &to);
-            // A failed commit (disk full, I/O error) rolls back; a
-            // connection still inside a transaction is not kept.
-            if conn.is_autocommit() {
-                *slot = Some(conn);
-            }
-            result.map_err(sqlite_error)
-        })
-        .await
-        .map_err(|_| StoreError::Database("a commit was cancelled".into()))?
+        self.0
+            .run(move |conn| append_in(conn, &events, &from, &to))
+            .await
     }
 }
 

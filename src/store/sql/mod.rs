@@ -217,10 +217,7 @@ macro_rules! impl_store {
                         .await?
                 }
             };
-            let mut head = ChainHead {
-                at: at.max(stored_head.at),
-                ..stored_head.clone()
-            };
+            let mut head = stored_head.linking_at(at);
             let mut outcomes = Vec::with_capacity(units.len());
             // Events are linked as their units succeed and inserted together
             // (one statement) as the head moves, at the end of the batch or
