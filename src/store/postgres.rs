@@ -54,7 +54,7 @@ impl PgStore {
 
     /// Every batch goes through `commit_attempt` (the head row is locked
     /// first in every write transaction).
-    async fn append_events_only(
+    async fn commit_direct(
         &self,
         _units: &[super::Unit],
         _at: i64,

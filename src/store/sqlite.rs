@@ -12,8 +12,7 @@ use sqlx::sqlite::{
 use sqlx::{Sqlite, Transaction};
 
 use super::sql::CommitAttempt;
-use super::sql::encode::PendingEvents;
-use super::sqlite_direct::{DirectReads, EventAppender};
+use super::sqlite_direct::{DirectReads, DirectUnit, DirectWriter};
 use super::{ChainHead, DatabaseUrl, StoreError, StoreResult, Unit};
 
 pub struct SqliteStore {
@@ -29,9 +28,10 @@ pub struct SqliteStore {
     /// connections of their own, each read in one call (see
     /// `sqlite_direct`); `None` for a database without a file.
     direct: Option<DirectReads>,
-    /// Commits batches that only append audit events (see
-    /// `sqlite_direct`); `None` for a database without a file.
-    appender: Option<EventAppender>,
+    /// Commits the batches of profile reads, searches, creates and updates
+    /// in one call each (see `sqlite_direct`); `None` for a database
+    /// without a file.
+    direct_writer: Option<DirectWriter>,
 }
 
 impl SqliteStore {
@@ -69,12 +69,12 @@ impl SqliteStore {
         sqlx::migrate!("./migrations/sqlite").run(&writer).await?;
         let readers = std::thread::available_parallelism().map_or(2, |n| n.get()) + 1;
         let pool = pool_options(readers as u32).connect_with(opts).await?;
-        let (direct, appender) = match url.sqlite_path() {
+        let (direct, direct_writer) = match url.sqlite_path() {
             Some(path) => {
                 restrict_permissions(&path);
                 (
                     Some(DirectReads::open(&path, readers)?),
-                    Some(EventAppender::open(&path)?),
+                    Some(DirectWriter::open(&path)?),
                 )
             }
             None => (None, None),
@@ -83,36 +83,30 @@ impl SqliteStore {
             pool,
             writer,
             direct,
-            appender,
+            direct_writer,
         })
     }
 
-    /// A batch whose units change nothing and only append audit events,
-    /// linked on from `known`, goes to the [`EventAppender`] in one call;
-    /// `Ok(None)`: not such a batch (or no head known), use the writer.
-    async fn append_events_only(
+    /// A batch linked on from `known` whose every unit the
+    /// [`DirectWriter`] takes goes to it, in one call; `Ok(None)`: not such
+    /// a batch (or no head known), use the writer.
+    async fn commit_direct(
         &self,
         units: &[Unit],
         at: i64,
         known: Option<&ChainHead>,
     ) -> StoreResult<Option<CommitAttempt>> {
-        let (Some(appender), Some(known)) = (&self.appender, known) else {
+        let (Some(writer), Some(known)) = (&self.direct_writer, known) else {
             return Ok(None);
         };
-        if units.iter().any(|u| !u.mutations.is_empty()) {
-            return Ok(None);
-        }
-        let mut head = known.linking_at(at);
-        let mut pending = PendingEvents::default();
-        let mut outcomes = Vec::with_capacity(units.len());
+        let mut direct = Vec::with_capacity(units.len());
         for unit in units {
-            outcomes.push(Ok(pending.link(&unit.events, &mut head)?));
+            match DirectUnit::of(unit)? {
+                Some(d) => direct.push(d),
+                None => return Ok(None),
+            }
         }
-        let Some(events) = pending.take() else {
-            return Ok(Some(Some((outcomes, known.clone()))));
-        };
-        let moved = appender.append(events, known.clone(), head.clone()).await?;
-        Ok(Some(moved.then_some((outcomes, head))))
+        Ok(Some(writer.commit(direct, known.clone(), at).await?))
     }
 
     fn direct_reads(&self) -> Option<&DirectReads> {

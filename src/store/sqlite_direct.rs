@@ -13,23 +13,30 @@
 //!   read transaction, one snapshot as the single statement had, typed rows,
 //!   no JSON or hex) and a blind-index lookup: what every profile read and
 //!   search makes;
-//! - [`EventAppender`]: a commit batch that only appends audit events (every
-//!   read's batch), linked from the chain head the sequencer remembers, with
-//!   the same statements, the same head check and the same durability
-//!   (`synchronous=FULL`) as the store's sqlx writer. Batches with changes,
-//!   and a batch whose head must be read first, take the sqlx writer.
+//! - [`DirectWriter`]: a commit batch of audit events, new customers, their
+//!   values and consents and version checks (what every read, search,
+//!   create and update of a profile commits), linked from the chain head
+//!   the sequencer remembers, with the same statements, the same savepoint
+//!   per unit, the same head check and the same durability
+//!   (`synchronous=FULL`) as the store's sqlx writer. Batches with other
+//!   changes, and a batch whose head must be read first, take the sqlx
+//!   writer.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
 use tokio::sync::Semaphore;
 use uuid::Uuid;
 
+use super::sql::CommitAttempt;
+use super::sql::encode::{FieldRows, PendingEvents, field_rows};
 use super::{
-    ChainHead, ConsentEvent, CustomerRecord, CustomerRow, FieldRow, StoreError, StoreResult,
+    ChainHead, ConsentEvent, CustomerRecord, CustomerRow, FieldRow, Mutation, StoreError,
+    StoreResult, Unit,
 };
+use crate::audit::EventDraft;
 
 const CUSTOMER: &str = "SELECT id, external_id, created_at, kek_version, wrapped_dek, \
      restricted, opted_out_sale, limit_sensitive, erased_at, version \
@@ -72,10 +79,11 @@ impl Connections {
     }
 
     /// Runs `work` on an idle connection (or a new one) on a blocking thread.
-    async fn run<T, F>(self: &Arc<Self>, work: F) -> StoreResult<T>
+    async fn run<T, E, F>(self: &Arc<Self>, work: F) -> StoreResult<T>
     where
         T: Send + 'static,
-        F: FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T, E> + Send + 'static,
+        E: Into<StoreError>,
     {
         let permit = Arc::clone(&self.slots)
             .acquire_owned()
@@ -95,7 +103,7 @@ impl Connections {
             if conn.is_autocommit() {
                 this.lock_idle().push(conn);
             }
-            result.map_err(sqlite_error)
+            result.map_err(Into::into)
         })
         .await
         .map_err(|_| StoreError::Database("a database call was cancelled".into()))?
@@ -137,51 +145,259 @@ impl DirectReads {
     }
 }
 
-/// The one connection that commits batches of audit events only.
-pub(super) struct EventAppender(Arc<Connections>);
+/// One change of a batch the [`DirectWriter`] commits.
+enum Change {
+    Customer {
+        id: Uuid,
+        external_id: Option<String>,
+        kek_version: i64,
+        wrapped_dek: Vec<u8>,
+        at: i64,
+    },
+    /// Some values of one customer (a run of `PutField`s), replacing the
+    /// `replaced` ones first.
+    Values {
+        customer_id: Uuid,
+        replaced: Vec<String>,
+        rows: FieldRows,
+    },
+    Consent(ConsentEvent),
+    ExpectVersion {
+        customer_id: Uuid,
+        versions: String,
+    },
+}
 
-impl EventAppender {
+/// A unit as the [`DirectWriter`] commits it: its changes, all refused
+/// together, and the audit events linked when they are stored.
+pub(super) struct DirectUnit {
+    changes: Vec<Change>,
+    events: Vec<EventDraft>,
+}
+
+impl DirectUnit {
+    /// `unit` as direct changes, or `None` when it makes a change the direct
+    /// writer leaves to the sqlx writer. The direct writer takes what every
+    /// read, search, create and update of a profile commits: audit events,
+    /// new customers, their values and consents, and version checks.
+    pub(super) fn of(unit: &Unit) -> StoreResult<Option<DirectUnit>> {
+        let fresh: Vec<Uuid> = unit
+            .mutations
+            .iter()
+            .filter_map(|m| match m {
+                Mutation::InsertCustomer { id, .. } => Some(*id),
+                _ => None,
+            })
+            .collect();
+        let mut changes = Vec::new();
+        let mut rest = unit.mutations.as_slice();
+        while let Some(first) = rest.first() {
+            let puts = Mutation::put_field_run(rest);
+            let taken = puts.len().max(1);
+            changes.push(match first {
+                Mutation::PutField { customer_id, .. } => Change::Values {
+                    customer_id: *customer_id,
+                    // A customer created in this unit has no value to replace.
+                    replaced: if fresh.contains(customer_id) {
+                        Vec::new()
+                    } else {
+                        puts.iter()
+                            .filter_map(|m| match m {
+                                Mutation::PutField { field, .. } => Some(field.clone()),
+                                _ => None,
+                            })
+                            .collect()
+                    },
+                    rows: field_rows(&puts)?,
+                },
+                Mutation::InsertCustomer {
+                    id,
+                    external_id,
+                    kek_version,
+                    wrapped_dek,
+                    at,
+                } => Change::Customer {
+                    id: *id,
+                    external_id: external_id.clone(),
+                    kek_version: *kek_version,
+                    wrapped_dek: wrapped_dek.clone(),
+                    at: *at,
+                },
+                Mutation::AppendConsent(c) => Change::Consent(c.clone()),
+                Mutation::ExpectCustomerVersion {
+                    customer_id,
+                    versions,
+                } => Change::ExpectVersion {
+                    customer_id: *customer_id,
+                    versions: versions.clone(),
+                },
+                _ => return Ok(None),
+            });
+            rest = &rest[taken..];
+        }
+        Ok(Some(DirectUnit {
+            changes,
+            events: unit.events.clone(),
+        }))
+    }
+}
+
+/// The one connection that commits, in one call, the batches whose every
+/// unit is a [`DirectUnit`], linked from the chain head the sequencer
+/// remembers: the same statements, the same savepoint per unit, the same
+/// head check and the same durability (`synchronous=FULL`) as the store's
+/// sqlx writer.
+pub(super) struct DirectWriter(Arc<Connections>);
+
+impl DirectWriter {
     pub(super) fn open(path: &Path) -> StoreResult<Self> {
-        Ok(EventAppender(Connections::open(path, 1, connect_writer)?))
+        Ok(DirectWriter(Connections::open(path, 1, connect_writer)?))
     }
 
-    /// In one write transaction: moves the chain head from `from` to `to`
-    /// if it is still `from`, inserts `events` (the JSON array of the
-    /// events linked from `from` to `to`) and commits. `Ok(false)`: the
-    /// head had moved; nothing was stored.
-    pub(super) async fn append(
+    /// In one write transaction: applies each unit's changes (a unit
+    /// refused with Conflict or NotFound is undone alone and its outcome
+    /// says so), links the events of the stored units from `from`
+    /// (stamped no earlier than `at`), moves the chain head if it is still
+    /// `from`, inserts the events and commits. `Ok(None)`: the head had
+    /// moved; nothing was stored.
+    pub(super) async fn commit(
         &self,
-        events: String,
+        units: Vec<DirectUnit>,
         from: ChainHead,
-        to: ChainHead,
-    ) -> StoreResult<bool> {
+        at: i64,
+    ) -> StoreResult<CommitAttempt> {
         self.0
-            .run(move |conn| append_in(conn, &events, &from, &to))
+            .run(move |conn| commit_in(conn, &units, &from, at))
             .await
     }
 }
 
-fn append_in(
+fn commit_in(
     conn: &mut Connection,
-    events: &str,
+    units: &[DirectUnit],
     from: &ChainHead,
-    to: &ChainHead,
-) -> rusqlite::Result<bool> {
+    at: i64,
+) -> StoreResult<CommitAttempt> {
     // BEGIN IMMEDIATE: serialized with every other writer, as the sqlx
     // writer's transactions are. Dropped without commit, it rolls back.
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let mut tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let mut head = from.linking_at(at);
+    let mut pending = PendingEvents::default();
+    let mut outcomes = Vec::with_capacity(units.len());
+    for unit in units {
+        if !unit.changes.is_empty() {
+            let unit_tx = tx.savepoint()?;
+            match apply(&unit_tx, &unit.changes) {
+                Ok(()) => unit_tx.commit()?,
+                Err(e @ (StoreError::Conflict(_) | StoreError::NotFound)) => {
+                    let mut unit_tx = unit_tx;
+                    unit_tx.rollback()?;
+                    unit_tx.commit()?;
+                    outcomes.push(Err(e));
+                    continue;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        outcomes.push(Ok(pending.link(&unit.events, &mut head)?));
+    }
+    let Some(events) = pending.take() else {
+        tx.commit()?;
+        return Ok(Some((outcomes, from.clone())));
+    };
     let moved = tx
         .prepare_cached(super::sql::audit::MOVE_HEAD)?
-        .execute(rusqlite::params![
-            to.seq, to.hash, to.at, from.seq, from.hash
-        ])?;
+        .execute(params![head.seq, head.hash, head.at, from.seq, from.hash])?;
     if moved == 0 {
-        return Ok(false);
+        return Ok(None);
     }
     tx.prepare_cached(super::sql::SQLITE_SQL.events)?
         .execute([events])?;
     tx.commit()?;
-    Ok(true)
+    Ok(Some((outcomes, head)))
+}
+
+/// One unit's changes, in order; NotFound or Conflict as the sqlx writer
+/// refuses them.
+fn apply(conn: &Connection, changes: &[Change]) -> StoreResult<()> {
+    use super::sql::customers::{DELETE_VALUE, EXPECT_VERSION, INSERT_CONSENT, INSERT_CUSTOMER};
+    let sql = &super::sql::SQLITE_SQL;
+    for change in changes {
+        match change {
+            Change::Customer {
+                id,
+                external_id,
+                kek_version,
+                wrapped_dek,
+                at,
+            } => {
+                conn.prepare_cached(INSERT_CUSTOMER)?.execute(params![
+                    id,
+                    external_id,
+                    at,
+                    kek_version,
+                    wrapped_dek
+                ])?;
+            }
+            Change::Values {
+                customer_id,
+                replaced,
+                rows,
+            } => {
+                for field in replaced {
+                    conn.prepare_cached(DELETE_VALUE)?
+                        .execute(params![customer_id, field])?;
+                }
+                let stored = conn
+                    .prepare_cached(sql.values)?
+                    .execute(params![customer_id, rows.values])?;
+                // An unknown customer, or one whose erasure has begun.
+                if stored == 0 {
+                    return Err(StoreError::NotFound);
+                }
+                for statement_rows in [(sql.purposes, &rows.purposes), (sql.digests, &rows.digests)]
+                {
+                    if let (statement, Some(rows)) = statement_rows {
+                        conn.prepare_cached(statement)?
+                            .execute(params![customer_id, rows])?;
+                    }
+                }
+            }
+            Change::Consent(c) => {
+                let stored = conn.prepare_cached(INSERT_CONSENT)?.execute(params![
+                    c.id,
+                    c.customer_id,
+                    c.purpose,
+                    c.action,
+                    c.notice_version,
+                    c.notice_text_sha256,
+                    c.language,
+                    c.jurisdiction,
+                    c.channel,
+                    c.captured_by,
+                    c.at,
+                    c.explicit
+                ])?;
+                if stored == 0 {
+                    return Err(StoreError::NotFound);
+                }
+            }
+            Change::ExpectVersion {
+                customer_id,
+                versions,
+            } => {
+                let changed = conn
+                    .prepare_cached(EXPECT_VERSION)?
+                    .execute(params![customer_id, versions])?;
+                if changed == 0 {
+                    return Err(StoreError::Conflict(
+                        super::mutation::VERSION_MISMATCH.into(),
+                    ));
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 fn connect(path: &Path) -> StoreResult<Connection> {
@@ -216,11 +432,30 @@ fn open_file(path: &Path) -> StoreResult<Connection> {
     Ok(conn)
 }
 
-fn sqlite_error(e: rusqlite::Error) -> StoreError {
-    match e {
-        rusqlite::Error::QueryReturnedNoRows => StoreError::NotFound,
-        other => StoreError::Database(other.to_string()),
+/// As the sqlx SQLite driver's errors map: a unique or foreign key
+/// violation is a Conflict naming the constraint.
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        use rusqlite::ffi;
+        match e {
+            rusqlite::Error::QueryReturnedNoRows => StoreError::NotFound,
+            rusqlite::Error::SqliteFailure(code, message)
+                if matches!(
+                    code.extended_code,
+                    ffi::SQLITE_CONSTRAINT_UNIQUE
+                        | ffi::SQLITE_CONSTRAINT_PRIMARYKEY
+                        | ffi::SQLITE_CONSTRAINT_FOREIGNKEY
+                ) =>
+            {
+                StoreError::Conflict(message.unwrap_or_else(|| code.to_string()))
+            }
+            other => StoreError::Database(other.to_string()),
+        }
     }
+}
+
+fn sqlite_error(e: rusqlite::Error) -> StoreError {
+    e.into()
 }
 
 fn record(conn: &mut Connection, id: Uuid) -> rusqlite::Result<Option<CustomerRecord>> {
@@ -317,7 +552,7 @@ mod tests {
     }
 
     #[test]
-    fn the_appender_commits_as_durably_as_the_writer_and_readers_cannot_write() {
+    fn the_direct_writer_commits_as_durably_as_the_sqlx_writer_and_readers_cannot_write() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("vault.db");
         let setup = Connection::open(&path).unwrap();

@@ -1,5 +1,7 @@
 //! Customers: collection, purpose-bound reads, search, rectification, bad input.
 
+use pii_vault::audit::{Action, Decision, EventDraft};
+use pii_vault::clock::Clock;
 use pii_vault::store::{Mutation, RequestMutation, Unit};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -825,6 +827,169 @@ async fn the_stored_record_holds_every_value_purpose_consent_and_objection_in_or
                 .unwrap()
                 .is_none()
         );
+    })
+    .await;
+}
+
+/// A unit creating customer `id` (external id `crm`) with an email (blind
+/// index `digest`) and a phone, each for support, and a consent event.
+fn new_customer_unit(id: Uuid, crm: &str, digest: u8, at: i64) -> Unit {
+    use pii_vault::store::{ConsentEvent, ValuePurpose};
+    let value = |field: &str, blind_index: Option<Vec<u8>>| Mutation::PutField {
+        customer_id: id,
+        field: field.into(),
+        ciphertext: vec![digest, 1, 2, 3],
+        collected_by: "helpdesk".into(),
+        channel: Some("chat".into()),
+        notice_version: Some("2026-01".into()),
+        at,
+        purposes: vec![ValuePurpose {
+            purpose: "support".into(),
+            collected_at: at,
+            expires_at: at + 1_000_000,
+        }],
+        blind_index,
+    };
+    Unit {
+        mutations: vec![
+            Mutation::InsertCustomer {
+                id,
+                external_id: Some(crm.into()),
+                kek_version: 1,
+                wrapped_dek: vec![9; 40],
+                at,
+            },
+            value("email", Some(vec![digest; 32])),
+            value("phone", None),
+            Mutation::AppendConsent(ConsentEvent {
+                id: Uuid::now_v7(),
+                customer_id: id,
+                purpose: "marketing.email".into(),
+                action: "grant".into(),
+                notice_version: "2026-01".into(),
+                notice_text_sha256: NOTICE_SHA.into(),
+                language: "it".into(),
+                jurisdiction: "EU".into(),
+                channel: "web".into(),
+                captured_by: "helpdesk".into(),
+                at,
+                explicit: false,
+            }),
+        ],
+        events: vec![event(Action::CustomerCreate, id)],
+    }
+}
+
+fn event(action: Action, id: Uuid) -> EventDraft {
+    EventDraft::new("helpdesk", "helpdesk", action, Decision::Allowed, "req").customer(id)
+}
+
+/// A commit batch linked on from the head the store's last commit left (the
+/// sequencer's path: on SQLite the store's direct writer takes batches of
+/// new customers, values, consents, version checks and audit events) stores
+/// each unit or refuses it alone, as a batch that reads the head first
+/// does: a taken external id and a stale version are Conflicts, a value or
+/// consent of a customer that does not exist NotFound, and the rest of the
+/// batch is stored whole, its events extending the one chain. A head that
+/// another writer moved meanwhile makes the batch run again from it.
+#[tokio::test]
+async fn a_batch_from_a_known_head_stores_or_refuses_each_unit_alone() {
+    use pii_vault::store::StoreError;
+    on_each_backend(|v| async move {
+        let store = &v.state.store;
+        let at = v.clock.now_micros();
+        let head = store.audit_head().await.unwrap();
+        let (a, c, nobody) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
+        let mut orphan = new_customer_unit(nobody, "crm-nobody", 7, at);
+        orphan.mutations.remove(0);
+        let units = vec![
+            new_customer_unit(a, "crm-a", 1, at),
+            new_customer_unit(Uuid::now_v7(), "crm-a", 2, at),
+            orphan,
+            Unit {
+                mutations: vec![Mutation::ExpectCustomerVersion {
+                    customer_id: a,
+                    versions: ",99,".into(),
+                }],
+                events: vec![event(Action::CustomerUpdate, a)],
+            },
+            Unit::event(event(Action::CustomerRead, a)),
+            new_customer_unit(c, "crm-c", 3, at),
+        ];
+        let (outcomes, after) = store
+            .commit_batch_after(&units, at, Some(&head))
+            .await
+            .unwrap();
+        let shape: Vec<String> = outcomes
+            .iter()
+            .map(|o| match o {
+                Ok(events) => format!("stored {}", events.len()),
+                Err(StoreError::Conflict(c)) if c == pii_vault::store::VERSION_MISMATCH => {
+                    "version mismatch".into()
+                }
+                Err(StoreError::Conflict(_)) => "conflict".into(),
+                Err(StoreError::NotFound) => "not found".into(),
+                Err(e) => format!("{e}"),
+            })
+            .collect();
+        assert_eq!(
+            shape,
+            [
+                "stored 1",
+                "conflict",
+                "not found",
+                "version mismatch",
+                "stored 1",
+                "stored 1"
+            ]
+        );
+        assert_eq!(after.seq, head.seq + 3);
+        assert_eq!(store.audit_head().await.unwrap(), after);
+
+        let mut versions = Vec::new();
+        for (id, digest) in [(a, 1u8), (c, 3)] {
+            let record = store.customer_record(id).await.unwrap().unwrap();
+            let fields: Vec<(&str, &[u8], usize)> = record
+                .fields
+                .iter()
+                .map(|f| (f.field.as_str(), f.ciphertext.as_slice(), f.purposes.len()))
+                .collect();
+            let ciphertext = [digest, 1, 2, 3];
+            assert_eq!(
+                fields,
+                [("email", &ciphertext[..], 1), ("phone", &ciphertext[..], 1)]
+            );
+            assert_eq!(record.consents.len(), 1);
+            versions.push(record.customer.version);
+            assert_eq!(
+                store
+                    .find_by_blind_index("email", &[digest; 32])
+                    .await
+                    .unwrap(),
+                [id]
+            );
+        }
+        // The refused version check left `a` as `c`, created the same way.
+        assert_eq!(versions[0], versions[1]);
+        assert!(store.customer_record(nobody).await.unwrap().is_none());
+        for refused in [2u8, 7] {
+            let found = store.find_by_blind_index("email", &[refused; 32]).await;
+            assert_eq!(found.unwrap(), Vec::<Uuid>::new());
+        }
+
+        // `head` is stale now, as if another process had appended since.
+        let d = Uuid::now_v7();
+        let (outcomes, last) = store
+            .commit_batch_after(&[new_customer_unit(d, "crm-d", 4, at)], at, Some(&head))
+            .await
+            .unwrap();
+        assert!(outcomes[0].is_ok(), "{outcomes:?}");
+        assert_eq!(last.seq, after.seq + 1);
+        assert!(store.customer_record(d).await.unwrap().is_some());
+        let auditor = v.token("auditor").await;
+        let (s, verified) = v.get(&auditor, "/v1/audit/verify").await;
+        assert_eq!(s, StatusCode::OK, "{verified}");
+        assert_eq!(verified["ok"], true, "{verified}");
     })
     .await;
 }

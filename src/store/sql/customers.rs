@@ -140,6 +140,23 @@ impl TryFrom<RecordRow> for CustomerRecord {
 
 pub(in crate::store) const FIND_BY_BLIND_INDEX: &str = "SELECT customer_id FROM blind_index \
      WHERE field = $1 AND digest = $2 ORDER BY customer_id LIMIT 100";
+/// The customer writes that both SQLite paths make (the sqlx writer here,
+/// the direct writer in `sqlite_direct`), with their parameters in order of
+/// first use.
+pub(in crate::store) const INSERT_CUSTOMER: &str = "INSERT INTO customers \
+     (id, external_id, created_at, kek_version, wrapped_dek) VALUES ($1, $2, $3, $4, $5)";
+pub(in crate::store) const DELETE_VALUE: &str =
+    "DELETE FROM field_values WHERE customer_id = $1 AND field = $2";
+/// One statement: in PostgreSQL the row lock makes a concurrent writer
+/// wait, then see the moved version.
+pub(in crate::store) const EXPECT_VERSION: &str = "UPDATE customers SET version = version + 1 \
+     WHERE id = $1 AND erased_at IS NULL AND $2 LIKE ('%,' || version || ',%')";
+/// Stored only while the customer exists and its erasure has not begun.
+pub(in crate::store) const INSERT_CONSENT: &str = "INSERT INTO consent_events \
+     (id, customer_id, purpose, action, notice_version, notice_text_sha256, language, \
+     jurisdiction, channel, captured_by, at, explicit) \
+     SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12 \
+     WHERE EXISTS (SELECT 1 FROM customers WHERE id = $2 AND erased_at IS NULL)";
 pub(in crate::store) const EXPIRED_PURPOSES: &str = "SELECT DISTINCT customer_id \
      FROM value_purposes WHERE expires_at <= $1 AND customer_id > $2 \
      ORDER BY customer_id LIMIT $3";
@@ -157,10 +174,7 @@ macro_rules! customer_writes {
             use $crate::store::{Mutation as M, StoreError};
             match m {
                 M::InsertCustomer { id, external_id, kek_version, wrapped_dek, at } => {
-                    sqlx::query(
-                        "INSERT INTO customers (id, external_id, created_at, kek_version, wrapped_dek) \
-                         VALUES ($1, $2, $3, $4, $5)",
-                    )
+                    sqlx::query($crate::store::sql::customers::INSERT_CUSTOMER)
                     .bind(id)
                     .bind(external_id)
                     .bind(at)
@@ -171,7 +185,7 @@ macro_rules! customer_writes {
                 }
                 M::PutField { .. } => put_fields(tx, &[m], fresh).await?,
                 M::DeleteField { customer_id, field } => {
-                    sqlx::query("DELETE FROM field_values WHERE customer_id = $1 AND field = $2")
+                    sqlx::query($crate::store::sql::customers::DELETE_VALUE)
                         .bind(customer_id)
                         .bind(field)
                         .execute(&mut **tx)
@@ -182,13 +196,7 @@ macro_rules! customer_writes {
                     customer_id,
                     versions,
                 } => {
-                    // One statement: in PostgreSQL the row lock makes a
-                    // concurrent writer wait, then see the moved version.
-                    let r = sqlx::query(
-                        "UPDATE customers SET version = version + 1 \
-                         WHERE id = $1 AND erased_at IS NULL \
-                         AND $2 LIKE ('%,' || version || ',%')",
-                    )
+                    let r = sqlx::query($crate::store::sql::customers::EXPECT_VERSION)
                     .bind(customer_id)
                     .bind(versions)
                     .execute(&mut **tx)
@@ -273,7 +281,7 @@ macro_rules! customer_writes {
             if !fresh.contains(customer_id) {
                 for m in puts {
                     if let $crate::store::Mutation::PutField { field, .. } = m {
-                        sqlx::query("DELETE FROM field_values WHERE customer_id = $1 AND field = $2")
+                        sqlx::query($crate::store::sql::customers::DELETE_VALUE)
                             .bind(customer_id)
                             .bind(field)
                             .execute(&mut **tx)
@@ -315,12 +323,7 @@ macro_rules! customer_writes {
             tx: &mut sqlx::Transaction<'static, $db>,
             c: &$crate::store::ConsentEvent,
         ) -> Result<(), $crate::store::StoreError> {
-            let r = sqlx::query(
-                "INSERT INTO consent_events (id, customer_id, purpose, action, notice_version, \
-                 notice_text_sha256, language, jurisdiction, channel, captured_by, at, explicit) \
-                 SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12 \
-                 WHERE EXISTS (SELECT 1 FROM customers WHERE id = $2 AND erased_at IS NULL)",
-            )
+            let r = sqlx::query($crate::store::sql::customers::INSERT_CONSENT)
             .bind(c.id)
             .bind(c.customer_id)
             .bind(&c.purpose)

@@ -181,9 +181,8 @@ pub(super) fn must_change(rows: u64) -> Result<(), StoreError> {
 /// `$store` has a `pool: Pool<$db>`, an inherent `async fn begin_write(&self)`,
 /// an inherent `fn direct_reads(&self)` (the SQLite reads that bypass the
 /// pool, see `sqlite_direct`), an inherent `async fn
-/// append_events_only(&self, units, at, known)` (a batch that only appends
-/// audit events, committed without the pool: `Ok(None)` when not taken,
-/// else a [`CommitAttempt`]),
+/// commit_direct(&self, units, at, known)` (a batch committed without the
+/// pool: `Ok(None)` when not taken, else a [`CommitAttempt`]),
 /// a `LOCK_HEAD` constant, a `BEGIN_SERIALIZES` constant (whether
 /// `begin_write` alone serializes the writers) and a `SQL` constant (its
 /// dialect's [`DialectSql`]).
@@ -287,7 +286,7 @@ macro_rules! impl_store {
             )> {
                 let known = known.filter(|_| <$store>::BEGIN_SERIALIZES).cloned();
                 let rerun = known.is_some();
-                let attempt = match self.append_events_only(units, at, known.as_ref()).await? {
+                let attempt = match self.commit_direct(units, at, known.as_ref()).await? {
                     Some(attempt) => attempt,
                     None => commit_attempt(self, units, at, known).await?,
                 };
