@@ -20,7 +20,11 @@ pub fn init_tracing(format: &str) {
     };
 }
 
-/// Installs the Prometheus recorder once per process.
+/// The thread that folds histogram samples into their buckets.
+const UPKEEP_THREAD: &str = "metrics-upkeep";
+
+/// Installs the Prometheus recorder once per process, with the thread that
+/// keeps it from growing.
 pub fn metrics_handle() -> Option<metrics_exporter_prometheus::PrometheusHandle> {
     static HANDLE: std::sync::OnceLock<Option<metrics_exporter_prometheus::PrometheusHandle>> =
         std::sync::OnceLock::new();
@@ -32,6 +36,21 @@ pub fn metrics_handle() -> Option<metrics_exporter_prometheus::PrometheusHandle>
                 .install_recorder()
                 .ok()?;
             describe();
+            // Histogram samples pile up in the recorder until they are
+            // folded into their buckets: by a scrape of /metrics, or here,
+            // so that a vault nobody scrapes does not grow without bound.
+            let upkeep = handle.clone();
+            let started = std::thread::Builder::new()
+                .name(UPKEEP_THREAD.into())
+                .spawn(move || {
+                    loop {
+                        std::thread::sleep(std::time::Duration::from_secs(5));
+                        upkeep.run_upkeep();
+                    }
+                });
+            if let Err(e) = started {
+                tracing::warn!(error = %e, "cannot start the metrics upkeep thread");
+            }
             Some(handle)
         })
         .clone()
@@ -123,4 +142,23 @@ fn describe() {
         "pii_vault_keys_rewrapped_total",
         "Data keys rewrapped to the active KEK"
     );
+}
+
+#[cfg(test)]
+mod tests {
+    /// Histogram samples are folded into their buckets by a thread of the
+    /// process, whether or not anything scrapes /metrics.
+    #[test]
+    fn the_recorder_comes_with_the_thread_that_keeps_it_from_growing() {
+        assert!(super::metrics_handle().is_some());
+        let threads: Vec<String> = std::fs::read_dir("/proc/self/task")
+            .unwrap()
+            .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+            .map(|name| name.trim().to_owned())
+            .collect();
+        assert!(
+            threads.iter().any(|name| name == super::UPKEEP_THREAD),
+            "{threads:?}"
+        );
+    }
 }
