@@ -834,22 +834,7 @@ async fn the_stored_record_holds_every_value_purpose_consent_and_objection_in_or
 /// A unit creating customer `id` (external id `crm`) with an email (blind
 /// index `digest`) and a phone, each for support, and a consent event.
 fn new_customer_unit(id: Uuid, crm: &str, digest: u8, at: i64) -> Unit {
-    use pii_vault::store::{ConsentEvent, ValuePurpose};
-    let value = |field: &str, blind_index: Option<Vec<u8>>| Mutation::PutField {
-        customer_id: id,
-        field: field.into(),
-        ciphertext: vec![digest, 1, 2, 3],
-        collected_by: "helpdesk".into(),
-        channel: Some("chat".into()),
-        notice_version: Some("2026-01".into()),
-        at,
-        purposes: vec![ValuePurpose {
-            purpose: "support".into(),
-            collected_at: at,
-            expires_at: at + 1_000_000,
-        }],
-        blind_index,
-    };
+    let ciphertext = vec![digest, 1, 2, 3];
     Unit {
         mutations: vec![
             Mutation::InsertCustomer {
@@ -859,22 +844,9 @@ fn new_customer_unit(id: Uuid, crm: &str, digest: u8, at: i64) -> Unit {
                 wrapped_dek: vec![9; 40],
                 at,
             },
-            value("email", Some(vec![digest; 32])),
-            value("phone", None),
-            Mutation::AppendConsent(ConsentEvent {
-                id: Uuid::now_v7(),
-                customer_id: id,
-                purpose: "marketing.email".into(),
-                action: "grant".into(),
-                notice_version: "2026-01".into(),
-                notice_text_sha256: NOTICE_SHA.into(),
-                language: "it".into(),
-                jurisdiction: "EU".into(),
-                channel: "web".into(),
-                captured_by: "helpdesk".into(),
-                at,
-                explicit: false,
-            }),
+            stored_value(id, "email", ciphertext.clone(), Some(vec![digest; 32]), at),
+            stored_value(id, "phone", ciphertext, None, at),
+            stored_grant(Uuid::now_v7(), id, at),
         ],
         events: vec![event(Action::CustomerCreate, id)],
     }

@@ -802,41 +802,21 @@ const MARKER: &[u8] = b"written after the erasure began";
 /// The writes a `PATCH`, a consent and an objection make, each its own unit,
 /// as a request that read the customer before its erasure began commits them.
 fn late_writes(customer: Uuid, consent_id: Uuid, at: i64) -> Vec<pii_vault::store::Unit> {
-    use pii_vault::store::{ConsentEvent, Mutation, Unit, ValuePurpose};
+    use pii_vault::store::Unit;
+    let value = stored_value(
+        customer,
+        "email",
+        MARKER.to_vec(),
+        Some(MARKER.to_vec()),
+        at,
+    );
     vec![
         Unit {
-            mutations: vec![Mutation::PutField {
-                customer_id: customer,
-                field: "email".into(),
-                ciphertext: MARKER.to_vec(),
-                collected_by: "helpdesk".into(),
-                channel: Some("chat".into()),
-                notice_version: Some("2026-01".into()),
-                at,
-                purposes: vec![ValuePurpose {
-                    purpose: "support".into(),
-                    collected_at: at,
-                    expires_at: at + 1_000_000,
-                }],
-                blind_index: Some(MARKER.to_vec()),
-            }],
+            mutations: vec![value],
             events: vec![],
         },
         Unit {
-            mutations: vec![Mutation::AppendConsent(ConsentEvent {
-                id: consent_id,
-                customer_id: customer,
-                purpose: "marketing.email".into(),
-                action: "grant".into(),
-                notice_version: "2026-01".into(),
-                notice_text_sha256: NOTICE_SHA.into(),
-                language: "it".into(),
-                jurisdiction: "EU".into(),
-                channel: "web".into(),
-                captured_by: "helpdesk".into(),
-                at,
-                explicit: false,
-            })],
+            mutations: vec![stored_grant(consent_id, customer, at)],
             events: vec![],
         },
         Unit {

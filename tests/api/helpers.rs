@@ -597,3 +597,47 @@ pub async fn post_keyed(
     let (s, b) = split(resp).await;
     (s, b, headers)
 }
+
+/// A `PutField` of `field` for the `support` purpose (collected at `at`),
+/// as the store receives it: `ciphertext` and `blind_index` as given.
+pub fn stored_value(
+    customer: Uuid,
+    field: &str,
+    ciphertext: Vec<u8>,
+    blind_index: Option<Vec<u8>>,
+    at: i64,
+) -> Mutation {
+    Mutation::PutField {
+        customer_id: customer,
+        field: field.into(),
+        ciphertext,
+        collected_by: "helpdesk".into(),
+        channel: Some("chat".into()),
+        notice_version: Some("2026-01".into()),
+        at,
+        purposes: vec![pii_vault::store::ValuePurpose {
+            purpose: "support".into(),
+            collected_at: at,
+            expires_at: at + 1_000_000,
+        }],
+        blind_index,
+    }
+}
+
+/// A grant of `marketing.email` on the web, as the store receives it.
+pub fn stored_grant(id: Uuid, customer: Uuid, at: i64) -> Mutation {
+    Mutation::AppendConsent(pii_vault::store::ConsentEvent {
+        id,
+        customer_id: customer,
+        purpose: "marketing.email".into(),
+        action: "grant".into(),
+        notice_version: "2026-01".into(),
+        notice_text_sha256: NOTICE_SHA.into(),
+        language: "it".into(),
+        jurisdiction: "EU".into(),
+        channel: "web".into(),
+        captured_by: "helpdesk".into(),
+        at,
+        explicit: false,
+    })
+}
