@@ -350,6 +350,17 @@ impl Mutation {
             .collect()
     }
 
+    /// The customers `ms` create (`InsertCustomer`): they have no earlier
+    /// values to replace.
+    pub fn created_customers(ms: &[Mutation]) -> Vec<Uuid> {
+        ms.iter()
+            .filter_map(|m| match m {
+                Mutation::InsertCustomer { id, .. } => Some(*id),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// The leading `PutField`s of `ms` that are for the same customer (none
     /// when `ms` does not start with one).
     pub fn put_field_run(ms: &[Mutation]) -> Vec<&Mutation> {

@@ -138,7 +138,7 @@ impl DirectReads {
         self.0
             .run(move |conn| {
                 let mut stmt = conn.prepare_cached(super::sql::customers::FIND_BY_BLIND_INDEX)?;
-                let ids = stmt.query_map(rusqlite::params![field, digest], |r| r.get(0))?;
+                let ids = stmt.query_map(params![field, digest], |r| r.get(0))?;
                 ids.collect()
             })
             .await
@@ -181,14 +181,7 @@ impl DirectUnit {
     /// read, search, create and update of a profile commits: audit events,
     /// new customers, their values and consents, and version checks.
     pub(super) fn of(unit: &Unit) -> StoreResult<Option<DirectUnit>> {
-        let fresh: Vec<Uuid> = unit
-            .mutations
-            .iter()
-            .filter_map(|m| match m {
-                Mutation::InsertCustomer { id, .. } => Some(*id),
-                _ => None,
-            })
-            .collect();
+        let fresh = Mutation::created_customers(&unit.mutations);
         let mut changes = Vec::new();
         let mut rest = unit.mutations.as_slice();
         while let Some(first) = rest.first() {
@@ -286,11 +279,10 @@ fn commit_in(
     let mut outcomes = Vec::with_capacity(units.len());
     for unit in units {
         if !unit.changes.is_empty() {
-            let unit_tx = tx.savepoint()?;
+            let mut unit_tx = tx.savepoint()?;
             match apply(&unit_tx, &unit.changes) {
                 Ok(()) => unit_tx.commit()?,
                 Err(e @ (StoreError::Conflict(_) | StoreError::NotFound)) => {
-                    let mut unit_tx = unit_tx;
                     unit_tx.rollback()?;
                     unit_tx.commit()?;
                     outcomes.push(Err(e));
@@ -355,9 +347,10 @@ fn apply(conn: &Connection, changes: &[Change]) -> StoreResult<()> {
                 if stored == 0 {
                     return Err(StoreError::NotFound);
                 }
-                for statement_rows in [(sql.purposes, &rows.purposes), (sql.digests, &rows.digests)]
+                for (statement, rows) in
+                    [(sql.purposes, &rows.purposes), (sql.digests, &rows.digests)]
                 {
-                    if let (statement, Some(rows)) = statement_rows {
+                    if let Some(rows) = rows {
                         conn.prepare_cached(statement)?
                             .execute(params![customer_id, rows])?;
                     }
@@ -404,8 +397,7 @@ fn connect(path: &Path) -> StoreResult<Connection> {
     let conn = open_file(path)?;
     // Reads only: a bug that tried to write here fails instead of writing
     // around the sequencer.
-    conn.pragma_update(None, "query_only", true)
-        .map_err(sqlite_error)?;
+    conn.pragma_update(None, "query_only", true)?;
     Ok(conn)
 }
 
@@ -413,22 +405,17 @@ fn connect(path: &Path) -> StoreResult<Connection> {
 /// connections: an acknowledged commit survives power loss.
 fn connect_writer(path: &Path) -> StoreResult<Connection> {
     let conn = open_file(path)?;
-    conn.pragma_update(None, "synchronous", "FULL")
-        .map_err(sqlite_error)?;
-    conn.pragma_update(None, "foreign_keys", true)
-        .map_err(sqlite_error)?;
-    conn.pragma_update(None, "secure_delete", true)
-        .map_err(sqlite_error)?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.pragma_update(None, "foreign_keys", true)?;
+    conn.pragma_update(None, "secure_delete", true)?;
     Ok(conn)
 }
 
 fn open_file(path: &Path) -> StoreResult<Connection> {
     let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-    let conn = Connection::open_with_flags(path, flags).map_err(sqlite_error)?;
-    conn.busy_timeout(Duration::from_secs(5))
-        .map_err(sqlite_error)?;
-    conn.pragma_update(None, "temp_store", "MEMORY")
-        .map_err(sqlite_error)?;
+    let conn = Connection::open_with_flags(path, flags)?;
+    conn.busy_timeout(Duration::from_secs(5))?;
+    conn.pragma_update(None, "temp_store", "MEMORY")?;
     Ok(conn)
 }
 
@@ -452,10 +439,6 @@ impl From<rusqlite::Error> for StoreError {
             other => StoreError::Database(other.to_string()),
         }
     }
-}
-
-fn sqlite_error(e: rusqlite::Error) -> StoreError {
-    e.into()
 }
 
 fn record(conn: &mut Connection, id: Uuid) -> rusqlite::Result<Option<CustomerRecord>> {

@@ -656,13 +656,7 @@ macro_rules! impl_store {
             mutations: &[$crate::store::Mutation],
         ) -> Result<(), $crate::store::StoreError> {
             // Customers this unit creates have no earlier values to replace.
-            let fresh: Vec<uuid::Uuid> = mutations
-                .iter()
-                .filter_map(|m| match m {
-                    $crate::store::Mutation::InsertCustomer { id, .. } => Some(*id),
-                    _ => None,
-                })
-                .collect();
+            let fresh = $crate::store::Mutation::created_customers(mutations);
             let mut rest = mutations;
             while !rest.is_empty() {
                 let puts = $crate::store::Mutation::put_field_run(rest);
