@@ -451,7 +451,7 @@ async fn r17_nothing_completes_before_verification_and_the_method_is_recorded() 
         assert!(view["verification_method"].is_null());
         // The new value waits sealed, not in clear.
         let sealed = stored(&v, &rid).await.changes.unwrap();
-        assert!(!String::from_utf8_lossy(&sealed).contains("765"));
+        assert!(!String::from_utf8_lossy(&sealed).contains("765 4321"));
 
         // Verified by code: carried out (no approval needed for this kind).
         let code = code_for(&v, &notifier, &rid).await;
