@@ -151,14 +151,20 @@ mod tests {
     #[test]
     fn the_recorder_comes_with_the_thread_that_keeps_it_from_growing() {
         assert!(super::metrics_handle().is_some());
-        let threads: Vec<String> = std::fs::read_dir("/proc/self/task")
-            .unwrap()
-            .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
-            .map(|name| name.trim().to_owned())
-            .collect();
-        assert!(
-            threads.iter().any(|name| name == super::UPKEEP_THREAD),
-            "{threads:?}"
-        );
+        // A new thread names itself once it runs: until then it carries its
+        // parent's name, so look again for a while.
+        let mut threads = Vec::new();
+        for _ in 0..200 {
+            threads = std::fs::read_dir("/proc/self/task")
+                .unwrap()
+                .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+                .map(|name| name.trim().to_owned())
+                .collect();
+            if threads.iter().any(|name| name == super::UPKEEP_THREAD) {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(25));
+        }
+        panic!("no {} thread: {threads:?}", super::UPKEEP_THREAD);
     }
 }
