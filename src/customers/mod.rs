@@ -197,7 +197,8 @@ pub async fn create(
 ) -> ServiceResult<CustomerStored> {
     let role = actor.role(&state.policy)?;
     write_purpose(state, actor, role, purpose, Action::CustomerCreate, None).await?;
-    let Prepared { mut unit, stored } = prepare_create(state, actor, role, purpose, input)?;
+    let Prepared { mut unit, stored } =
+        prepare_create(state, actor, role, purpose, input, Uuid::now_v7())?;
     unit.mutations.extend(answer.record(&stored)?);
     match state.sequencer.commit(unit).await {
         Ok(_) => Ok(stored),
@@ -219,11 +220,17 @@ pub async fn create(
 /// be stored gets `Unavailable`. 400 when `inputs` is empty, 413 when it
 /// holds more than [`BATCH_MAX`]; `Unavailable` for the whole batch when
 /// the audit trail stored none of it.
+///
+/// The batch's answer is kept after its customers are stored (it depends on
+/// which were). With [`NewIds::Derived`] a retry of the same request after a
+/// crash in between gives each customer the id it had: one already stored
+/// is refused by its id and answered as stored, never stored twice.
 pub async fn create_batch(
     state: &AppState,
     actor: &Actor,
     purpose: Option<&str>,
     inputs: &[CreateCustomer],
+    ids: &NewIds,
 ) -> ServiceResult<Vec<ServiceResult<CustomerStored>>> {
     let role = actor.role(&state.policy)?;
     let checked = write_purpose(state, actor, role, purpose, Action::CustomerCreate, None).await?;
@@ -243,8 +250,8 @@ pub async fn create_batch(
     let mut units = Vec::new();
     // (index in `results`, what it stores)
     let mut pending = Vec::new();
-    for input in inputs {
-        match prepare_create(state, actor, role, purpose, input) {
+    for (index, input) in inputs.iter().enumerate() {
+        match prepare_create(state, actor, role, purpose, input, ids.id(index)) {
             Ok(p) => {
                 pending.push((results.len(), p.stored));
                 units.push(p.unit);
@@ -260,6 +267,9 @@ pub async fn create_batch(
         results[i] = match outcome {
             Ok(_) => {
                 stored_any = true;
+                Ok(stored)
+            }
+            Err(CommitError::Conflict(_)) if ids.stored_earlier(state, stored.id).await? => {
                 Ok(stored)
             }
             Err(e) => Err(create_error(e)),
@@ -292,6 +302,40 @@ pub async fn create_batch(
         return Err(CommitError::Unavailable.into());
     }
     Ok(results)
+}
+
+/// Where the customers of a batch get their ids.
+pub enum NewIds {
+    /// New ids (time-ordered).
+    Fresh,
+    /// Ids derived from a secret seed that only the same request under the
+    /// same `Idempotency-Key`, from the same caller, yields again.
+    Derived([u8; 32]),
+}
+
+impl NewIds {
+    /// The id of the batch's `index`th customer.
+    fn id(&self, index: usize) -> Uuid {
+        match self {
+            NewIds::Fresh => Uuid::now_v7(),
+            NewIds::Derived(seed) => {
+                let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, seed);
+                let tag = ring::hmac::sign(&key, &(index as u64).to_be_bytes());
+                let mut bytes = [0u8; 16];
+                bytes.copy_from_slice(&tag.as_ref()[..16]);
+                uuid::Builder::from_custom_bytes(bytes).into_uuid()
+            }
+        }
+    }
+
+    /// Whether a customer refused as a conflict is there under its derived
+    /// id: stored by an earlier run of this very request.
+    async fn stored_earlier(&self, state: &AppState, id: Uuid) -> ServiceResult<bool> {
+        match self {
+            NewIds::Fresh => Ok(false),
+            NewIds::Derived(_) => Ok(state.store.customer_key(id).await?.is_some()),
+        }
+    }
 }
 
 /// What [`create`] commits for one customer, and its answer.
@@ -343,6 +387,7 @@ fn prepare_create(
     role: &crate::policy::Role,
     purpose: Option<&str>,
     input: &CreateCustomer,
+    id: Uuid,
 ) -> ServiceResult<Prepared> {
     if let Some(ext) = &input.external_id
         && (ext.is_empty() || ext.len() > 200 || ext.chars().any(char::is_control))
@@ -363,7 +408,6 @@ fn prepare_create(
         actor.require(&state.policy, Capability::Consents)?;
     }
     let now = state.clock.now_micros();
-    let id = Uuid::now_v7();
     let mut consent_events = Vec::new();
     for c in &input.consents {
         consent_events.push(consent_event(&state.policy, actor, id, c, "grant", now)?);
@@ -819,4 +863,21 @@ pub async fn update_if(
         })?;
     outbox::wake();
     Ok(stored)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::NewIds;
+
+    #[test]
+    fn derived_ids_are_stable_per_index_and_seed_and_marked_as_derived() {
+        let a = NewIds::Derived([7; 32]);
+        let b = NewIds::Derived([8; 32]);
+        assert_eq!(a.id(3), a.id(3));
+        assert_ne!(a.id(3), a.id(4));
+        assert_ne!(a.id(3), b.id(3));
+        assert_eq!(a.id(0).get_version(), Some(uuid::Version::Custom));
+        assert_eq!(NewIds::Fresh.id(0).get_version(), Some(uuid::Version::SortRand));
+        assert_ne!(NewIds::Fresh.id(0), NewIds::Fresh.id(0));
+    }
 }

@@ -69,6 +69,10 @@ pub struct BatchItem {
 /// encrypted, stored and audited exactly as `POST /v1/customers` would, on
 /// its own (one refused customer does not keep the others from being
 /// stored). The caller's right to create for the purpose is checked once.
+/// Under an `Idempotency-Key` the new customers' ids are derived from the
+/// caller, the key and the request (UUIDv8): a retry after a crash that
+/// stored them but not the answer answers them instead of storing them
+/// twice.
 #[utoipa::path(post, path = "/v1/customers/batch", tag = "customers",
     params(PurposeQuery),
     request_body(content = Vec<CreateCustomer>, description = "1 to 1,000 customers, each as the body of `POST /v1/customers`"),
@@ -85,9 +89,12 @@ pub async fn create_customers(
     State(state): State<AppState>,
     actor: Actor,
     Query(q): Query<PurposeQuery>,
+    keyed: idempotency::Keyed,
     Body(inputs): Body<Vec<CreateCustomer>>,
 ) -> ApiResult<Json<BatchCreated>> {
-    let results = customers::create_batch(&state, &actor, q.purpose.as_deref(), &inputs).await?;
+    let ids = keyed.new_ids();
+    let results =
+        customers::create_batch(&state, &actor, q.purpose.as_deref(), &inputs, &ids).await?;
     let results = results
         .into_iter()
         .enumerate()

@@ -77,6 +77,10 @@ pub struct Claim {
     key: String,
     /// The request's path (the customer it concerns, see [`subject`]).
     path: String,
+    /// Keyed digest of the scope, the key and the request's fingerprint:
+    /// the seed of the ids a batch gives its new customers, so that a
+    /// retry of this request gives them again.
+    ids: [u8; 32],
     /// The last answer sealed for the claim (plain), so that the layer does
     /// not store the same answer again.
     sealed: Arc<Mutex<Option<Zeroizing<Vec<u8>>>>>,
@@ -99,6 +103,16 @@ impl Keyed {
     /// under a key), so there is no answer to store.
     pub fn none() -> Self {
         Keyed(None)
+    }
+
+    /// The ids of a batch's new customers: derived from the claim, so that
+    /// a retry of the same request (after a crash that kept the customers
+    /// but not the answer) gives the same customers the same ids.
+    pub fn new_ids(&self) -> crate::customers::NewIds {
+        match &self.0 {
+            None => crate::customers::NewIds::Fresh,
+            Some(claim) => crate::customers::NewIds::Derived(claim.ids),
+        }
     }
 
     /// The [`Answer`] a service records with its effect: what it answers,
@@ -215,10 +229,19 @@ async fn run(state: &AppState, req: Request, next: Next) -> Result<Response, Res
         })?;
     let hash = fingerprint(state, &parts, &body);
     let effect_free = EFFECT_FREE.contains(&parts.uri.path());
+    let ids = {
+        let mut seed = Vec::with_capacity(scope.len() + key.len() + hash.len() + 2);
+        for part in [scope.as_bytes(), key.as_bytes(), &hash] {
+            seed.extend_from_slice(part);
+            seed.push(0);
+        }
+        state.keys.index.keyed_digest("idempotency-ids", &seed)
+    };
     let claim = Claim {
         scope,
         key,
         path: parts.uri.path().to_owned(),
+        ids,
         sealed: Arc::default(),
     };
     let replay = claim_or_replay(state, &claim, &hash, effect_free)

@@ -734,6 +734,74 @@ async fn a_batch_under_an_idempotency_key_has_one_effect() {
     .await;
 }
 
+/// A batch's customers are committed before its answer is kept: a crash
+/// in between leaves them stored and the key without an answer (the
+/// restarted vault frees the claim). The retry under the same key and with
+/// the same body stores none of them again and answers their ids; another
+/// body under that key is another batch.
+#[tokio::test]
+async fn a_batch_retried_after_a_crash_before_its_answer_was_kept_stores_nothing_twice() {
+    on_each_backend(|v| async move {
+        let t = v.token("helpdesk").await;
+        let batch = json!([
+            {"fields": {"email": {"value": "one@example.com", "purposes": ["support"]}}},
+            {"external_id": "zd-crash-2",
+             "fields": {"email": {"value": "two@example.com", "purposes": ["support"]}}},
+            {"fields": {}},
+        ]);
+        let path = "/v1/customers/batch?purpose=support";
+        let (s, first, _) = post_keyed(&v, &t, path, "batch-crash", &batch).await;
+        assert_eq!(s, StatusCode::OK, "{first}");
+        let statuses = |b: &Value| -> Vec<u64> {
+            b["results"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|r| r["status"].as_u64().unwrap())
+                .collect()
+        };
+        assert_eq!(statuses(&first), vec![201, 201, 400]);
+        assert_eq!(v.state.store.customer_count().await.unwrap(), 2);
+        let refusals = |events: &[pii_vault::audit::StoredEvent]| {
+            events
+                .iter()
+                .filter(|e| {
+                    e.draft.action == "customer.create"
+                        && e.draft.reasons.contains_key("batch_index")
+                })
+                .count()
+        };
+        let refused_before = refusals(&v.audit().await);
+
+        // The crash: the customers stay, the answer was never kept.
+        v.exec("DELETE FROM idempotency_keys").await;
+        let (s, again, headers) = post_keyed(&v, &t, path, "batch-crash", &batch).await;
+        assert_eq!(s, StatusCode::OK, "{again}");
+        assert!(!headers.contains_key("idempotent-replayed"));
+        assert_eq!(again, first, "the same customers, under the same ids");
+        assert_eq!(v.state.store.customer_count().await.unwrap(), 2);
+        // The invalid customer is refused (and audited) again; the stored
+        // ones are not refusals.
+        assert_eq!(refusals(&v.audit().await), refused_before + 1);
+        let id = first["results"][0]["id"].as_str().unwrap();
+        let (s, p) = v
+            .get(&t, &format!("/v1/customers/{id}?purpose=support"))
+            .await;
+        assert_eq!(s, StatusCode::OK, "{p}");
+        assert_eq!(p["fields"]["email"], "one@example.com");
+
+        // Another body under the key, once it is free: new customers.
+        v.exec("DELETE FROM idempotency_keys").await;
+        let other = json!([batch[0]]);
+        let (s, b, _) = post_keyed(&v, &t, path, "batch-crash", &other).await;
+        assert_eq!(s, StatusCode::OK, "{b}");
+        assert_eq!(statuses(&b), vec![201]);
+        assert_ne!(b["results"][0]["id"], first["results"][0]["id"]);
+        assert_eq!(v.state.store.customer_count().await.unwrap(), 3);
+    })
+    .await;
+}
+
 /// The store reads a customer back whole and in a stable order: every
 /// value with its ciphertext and its purposes (by field, then purpose), the
 /// consent events in the order they happened, the objections by purpose.
