@@ -877,7 +877,10 @@ mod tests {
         assert_ne!(a.id(3), a.id(4));
         assert_ne!(a.id(3), b.id(3));
         assert_eq!(a.id(0).get_version(), Some(uuid::Version::Custom));
-        assert_eq!(NewIds::Fresh.id(0).get_version(), Some(uuid::Version::SortRand));
+        assert_eq!(
+            NewIds::Fresh.id(0).get_version(),
+            Some(uuid::Version::SortRand)
+        );
         assert_ne!(NewIds::Fresh.id(0), NewIds::Fresh.id(0));
     }
 }
