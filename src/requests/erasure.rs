@@ -389,6 +389,12 @@ impl<'a> Ctx<'a> {
         self.as_of.unwrap_or_else(|| self.clock.now_micros())
     }
 
+    /// The time what is recorded happened (a job's steps, its end, its
+    /// notices): the clock's, also in a sweep run as of another time.
+    pub fn stamp(&self) -> i64 {
+        self.clock.now_micros()
+    }
+
     pub async fn commit(&self, unit: Unit) -> Result<Vec<StoredEvent>, CommitError> {
         self.committer.commit(unit).await
     }
@@ -529,7 +535,7 @@ async fn begin(
                 actor: actor.id.clone(),
                 role: actor.role.clone(),
                 force_full,
-                at: ctx.now(),
+                at: ctx.stamp(),
             }])
             .collect(),
         events: vec![ev],
@@ -564,7 +570,7 @@ async fn delete_consents(
                     from_step: 1,
                     to_step: 2,
                     retained: None,
-                    at: ctx.now(),
+                    at: ctx.stamp(),
                 },
                 Mutation::DeleteConsents { customer_id: c },
             ],
@@ -607,7 +613,7 @@ async fn delete_values(
         from_step: 2,
         to_step: 3,
         retained: Some(kept_json(&kept)),
-        at: now,
+        at: ctx.stamp(),
     }];
     mutations.extend(deleted.iter().map(|f| Mutation::DeleteField {
         customer_id: c,
@@ -638,7 +644,7 @@ async fn finish(
     trigger: &str,
 ) -> Result<bool, EraseError> {
     let c = job.customer_id;
-    let now = ctx.now();
+    let now = ctx.stamp();
     let Some(record) = ctx.store.customer_record(c).await? else {
         return Err(EraseError::NotFound);
     };
@@ -853,7 +859,7 @@ pub async fn settle(
         let mut mutations = vec![Mutation::UpdateRetained {
             customer_id: customer,
             retained: kept_json(&kept),
-            at: now,
+            at: ctx.stamp(),
         }];
         let mut deleted = Vec::new();
         for row in &record.fields {

@@ -222,3 +222,38 @@ async fn the_sweeper_tells_each_recipient_that_an_expired_value_is_gone() {
     })
     .await;
 }
+
+/// `sweep --as-of` decides what has expired by that time, but what it
+/// records happened now: an erasure it finishes is stamped with the real
+/// time (as its audit events are), never with the time it was run as of.
+#[tokio::test]
+async fn a_sweep_as_of_a_later_date_stamps_the_erasure_it_finishes_with_the_real_time() {
+    on_each_backend(|v| async move {
+        let helpdesk = v.token("helpdesk").await;
+        let dpo = v.token("dpo").await;
+        let id = v.create(&helpdesk, &ada()).await;
+        let path = format!("/v1/customers/{id}");
+        // Billing's ten years keep the email: partially erased.
+        let (_, receipt) = crate::erasure::delete(&v, &dpo, &path).await;
+        assert_eq!(receipt["status"], "partially_erased", "{receipt}");
+        let mut c = vault_cmd(v.dir.path(), &v.database_url, "warn");
+        c.args(["sweep", "--as-of", "2045-01-01T00:00:00Z"]);
+        let out = output(c).await;
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(stdout.contains("1 erasure(s) re-evaluated"), "{stdout}");
+        let (_, done) = crate::erasure::delete(&v, &dpo, &path).await;
+        assert_eq!(done["status"], "erased", "{done}");
+        assert_eq!(done["receipt_id"], receipt["receipt_id"]);
+        let completed = done["completed_at"].as_str().unwrap();
+        // The command runs on the wall clock, as the vault it serves does.
+        use pii_vault::clock::Clock;
+        let this_year = pii_vault::clock::SystemClock.now().year().to_string();
+        assert!(completed.starts_with(&this_year), "{done}");
+    })
+    .await;
+}
