@@ -10,6 +10,7 @@ use uuid::Uuid;
 use super::values::{decrypt, unwrap_dek};
 use super::{Profile, Withheld};
 use crate::actor::Actor;
+use crate::audit::CommitError;
 use crate::audit::{Action, Decision as Outcome, EventDraft};
 use crate::clock::from_micros;
 use crate::consent::ConsentState;
@@ -20,7 +21,7 @@ use crate::policy::{
     SubjectState,
 };
 use crate::state::AppState;
-use crate::store::{CustomerRecord, Unit};
+use crate::store::{CustomerRecord, RECORD_CHANGED, RecordStamp, Unit};
 
 /// Steps 1–2 of the decision for a read. A refusal is audited (R1) before
 /// it is answered.
@@ -106,6 +107,64 @@ pub(crate) async fn load_live(
             Err(ServiceError::not_found("customer_not_found").audited())
         }
     }
+}
+
+/// Where a read takes a customer's record from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Source {
+    /// The store's in-memory copy when it keeps one, else the database.
+    Copy,
+    Database,
+}
+
+/// A customer's record loaded for a read, with the stamp of the copy it
+/// came from (`None`: read from the database just now).
+pub(crate) struct Loaded {
+    pub record: CustomerRecord,
+    pub stamp: Option<RecordStamp>,
+}
+
+impl Loaded {
+    /// Commits `unit`, which was decided on this record. From a copy, the
+    /// unit checks the copy's stamp in its transaction: `Ok(false)` when
+    /// the record has changed since (nothing was stored; make the read again
+    /// from the database).
+    pub async fn commit(&self, state: &AppState, mut unit: Unit) -> ServiceResult<bool> {
+        if let Some(stamp) = self.stamp {
+            unit.mutations.insert(0, stamp.check());
+        }
+        match state.sequencer.commit(unit).await {
+            Ok(_) => Ok(true),
+            Err(CommitError::Conflict(code)) if self.stamp.is_some() && code == RECORD_CHANGED => {
+                metrics::counter!("pii_vault_record_copies_outdated_total").increment(1);
+                Ok(false)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+/// [`load_live`] for a read, from `source`.
+pub(crate) async fn load_for_read(
+    state: &AppState,
+    caller: &Actor,
+    id: Uuid,
+    purpose: &Purpose,
+    action: Action,
+    source: Source,
+) -> ServiceResult<Loaded> {
+    if source == Source::Copy
+        && let Some((record, stamp)) = state.store.record_copy(id)
+    {
+        return Ok(Loaded {
+            record,
+            stamp: Some(stamp),
+        });
+    }
+    Ok(Loaded {
+        record: load_live(state, caller, id, purpose, action).await?,
+        stamp: None,
+    })
 }
 
 pub(crate) fn subject_state(record: &CustomerRecord) -> SubjectState {

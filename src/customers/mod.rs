@@ -34,7 +34,7 @@ use crate::policy::{self, Capability, Decision};
 use crate::requests::outbox;
 use crate::state::AppState;
 use crate::store::{Mutation, Unit};
-use access::{decide_row, load_live, read_event, view};
+use access::{Source, decide_row, load_for_read, load_live, read_event, view};
 use values::{prepare_value, require_consents, valid_notice};
 
 /// A value to store and the purposes it is collected for.
@@ -490,21 +490,29 @@ pub async fn read(
     let role = actor.role(&state.policy)?;
     let action = Action::CustomerRead;
     let purpose = read_purpose(state, actor, role, purpose, action, Some(id)).await?;
-    let record = load_live(state, actor, id, purpose, action).await?;
-    let now = state.clock.now_micros();
-    let profile = view(state, role, purpose, &record, now)?;
-    let mut unit = Unit::event(read_event(&state.policy, actor, action, purpose, &profile));
-    // A recipient's read is a disclosure (GDPR Art. 15(1)(c), Art. 19).
-    unit.mutations.extend(outbox::disclosure(
-        role,
-        &actor.id,
-        id,
-        &purpose.name,
-        profile.fields.keys().cloned().collect(),
-        now,
-    ));
-    state.sequencer.commit(unit).await?;
-    Ok(profile)
+    // From the store's copy of the record if it has one; once more from the
+    // database if the record changed since the copy was read.
+    for source in [Source::Copy, Source::Database] {
+        let loaded = load_for_read(state, actor, id, purpose, action, source).await?;
+        let now = state.clock.now_micros();
+        let profile = view(state, role, purpose, &loaded.record, now)?;
+        let mut unit = Unit::event(read_event(&state.policy, actor, action, purpose, &profile));
+        // A recipient's read is a disclosure (GDPR Art. 15(1)(c), Art. 19).
+        unit.mutations.extend(outbox::disclosure(
+            role,
+            &actor.id,
+            id,
+            &purpose.name,
+            profile.fields.keys().cloned().collect(),
+            now,
+        ));
+        if loaded.commit(state, unit).await? {
+            return Ok(profile);
+        }
+    }
+    Err(ServiceError::internal(
+        "a record read from the database was outdated",
+    ))
 }
 
 /// One field's value for the purpose; `Forbidden(reason)` when withheld.
@@ -530,7 +538,32 @@ pub async fn read_field(
             .field(field.to_owned())
             .audited());
     };
-    let record = load_live(state, actor, id, purpose, action).await?;
+    // As `read`: from the copy, then once more from the database if the
+    // record changed since the copy was read.
+    for source in [Source::Copy, Source::Database] {
+        let loaded = load_for_read(state, actor, id, purpose, action, source).await?;
+        if let Some(answer) = read_loaded_field(state, actor, role, purpose, def, &loaded).await? {
+            return answer;
+        }
+    }
+    Err(ServiceError::internal(
+        "a record read from the database was outdated",
+    ))
+}
+
+/// [`read_field`] on a loaded record: the answer, or `None` when the copy
+/// it came from was outdated (nothing was stored).
+async fn read_loaded_field(
+    state: &AppState,
+    actor: &Actor,
+    role: &policy::Role,
+    purpose: &policy::Purpose,
+    def: &policy::FieldDef,
+    loaded: &access::Loaded,
+) -> ServiceResult<Option<ServiceResult<FieldValue>>> {
+    let action = Action::CustomerReadField;
+    let record = &loaded.record;
+    let id = record.customer.id;
     let now = state.clock.now_micros();
     let Some(row) = record.fields.iter().find(|f| f.field == def.name) else {
         let ev = actor
@@ -538,10 +571,12 @@ pub async fn read_field(
             .purpose(Some(&purpose.name))
             .customer(id)
             .fields([def.name.clone()]);
-        state.sequencer.commit(Unit::event(ev)).await?;
-        return Err(ServiceError::not_found("field_not_found")
+        if !loaded.commit(state, Unit::event(ev)).await? {
+            return Ok(None);
+        }
+        return Ok(Some(Err(ServiceError::not_found("field_not_found")
             .field(def.name.clone())
-            .audited());
+            .audited())));
     };
     let consents = ConsentState::derive(&state.policy, &record.consents, now);
     let decision = decide_row(
@@ -550,7 +585,7 @@ pub async fn read_field(
         purpose,
         def,
         row,
-        &record,
+        record,
         &consents,
         now,
     );
@@ -563,14 +598,16 @@ pub async fn read_field(
                 .customer(id)
                 .reason(&def.name, reason.code());
             crate::audit::metrics::record_access(&ev);
-            state.sequencer.commit(Unit::event(ev)).await?;
-            return Err(ServiceError::forbidden(reason.code())
+            if !loaded.commit(state, Unit::event(ev)).await? {
+                return Ok(None);
+            }
+            return Ok(Some(Err(ServiceError::forbidden(reason.code())
                 .detail("the value is withheld for this purpose")
                 .field(def.name.clone())
-                .audited());
+                .audited())));
         }
     };
-    let dek = unwrap_dek(state, &record)?;
+    let dek = unwrap_dek(state, record)?;
     let value = decrypt(&dek, id, row)?;
     let value = match mask {
         Some(m) => policy::apply_mask(m, &value).unwrap_or_default(),
@@ -592,12 +629,14 @@ pub async fn read_field(
         vec![def.name.clone()],
         now,
     ));
-    state.sequencer.commit(unit).await?;
-    Ok(FieldValue {
+    if !loaded.commit(state, unit).await? {
+        return Ok(None);
+    }
+    Ok(Some(Ok(FieldValue {
         field: def.name.clone(),
         value,
         version: record.customer.version,
-    })
+    })))
 }
 
 /// Exact lookup by a searchable field (through its blind index).

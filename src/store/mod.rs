@@ -25,6 +25,7 @@
 
 mod mutation;
 mod postgres;
+pub mod record_cache;
 mod requests;
 mod rows;
 mod sql;
@@ -38,8 +39,9 @@ use uuid::Uuid;
 
 use crate::audit::StoredEvent;
 
-pub use mutation::{Mutation, Unit, UnitOutcome, VERSION_MISMATCH};
+pub use mutation::{Mutation, RECORD_CHANGED, Unit, UnitOutcome, VERSION_MISMATCH};
 pub use postgres::PgStore;
+pub use record_cache::RecordStamp;
 pub use requests::{
     DisclosureRow, ExportRow, OutboxRow, RequestFilter, RequestMutation, RequestRow, RequestStore,
 };
@@ -241,6 +243,11 @@ pub trait Store: RequestStore + Send + Sync + 'static {
 
     // Customers
     async fn customer_record(&self, id: Uuid) -> StoreResult<Option<CustomerRecord>>;
+    /// The store's in-memory copy of a customer's record (see
+    /// [`record_cache`]), with the stamp a unit committed on the strength
+    /// of it must check ([`RecordStamp::check`]); `None` when the store
+    /// keeps no copy of it (PostgreSQL keeps none).
+    fn record_copy(&self, id: Uuid) -> Option<(CustomerRecord, RecordStamp)>;
     async fn find_by_blind_index(&self, field: &str, digest: &[u8]) -> StoreResult<Vec<Uuid>>;
     async fn idempotency(&self, principal: &str, key: &str) -> StoreResult<Option<IdempotencyRow>>;
     /// The console session whose id hashes to `id_hash` (SHA-256, hex).

@@ -14,6 +14,9 @@ use crate::audit::{EventDraft, StoredEvent};
 /// The `Conflict` of [`Mutation::ExpectCustomerVersion`].
 pub const VERSION_MISMATCH: &str = "customer_version_mismatch";
 
+/// The `Conflict` of [`Mutation::ExpectRecordStamp`].
+pub const RECORD_CHANGED: &str = "customer_record_changed";
+
 /// One change to the vault. Applied only inside
 /// [`Store::commit_batch`](super::Store::commit_batch).
 #[derive(Debug, Clone)]
@@ -245,6 +248,14 @@ pub enum Mutation {
         customer_id: Uuid,
         versions: String,
     },
+    /// Conflict([`RECORD_CHANGED`]) unless the customer exists and its
+    /// record stamp is still `stamp` (no row of its record has changed
+    /// since a copy was read at that stamp). Changes nothing. SQLite only:
+    /// the store that hands out a [`RecordStamp`](super::RecordStamp).
+    ExpectRecordStamp {
+        customer_id: Uuid,
+        stamp: i64,
+    },
     /// Deletes a value (and its index entries) once no purpose is left.
     DeleteFieldIfUnused {
         customer_id: Uuid,
@@ -322,6 +333,65 @@ pub enum Mutation {
 }
 
 impl Mutation {
+    /// Which customer's record rows (see [`super::record_cache`]) this
+    /// changes. Every kind of mutation is named here, so that a new one is
+    /// placed on purpose.
+    pub fn record_change(&self) -> super::record_cache::RecordChange {
+        use super::record_cache::RecordChange as C;
+        match self {
+            Mutation::RewrapDek { customer_id, .. }
+            | Mutation::PutField { customer_id, .. }
+            | Mutation::DeleteField { customer_id, .. }
+            | Mutation::BeginErasure { customer_id, .. }
+            | Mutation::DeleteConsents { customer_id, .. }
+            | Mutation::AdvanceErasure { customer_id, .. }
+            | Mutation::ReplaceCiphertext { customer_id, .. }
+            | Mutation::SetValuePurposes { customer_id, .. }
+            | Mutation::RekeyCustomer { customer_id, .. }
+            | Mutation::FinishErasure { customer_id, .. }
+            | Mutation::UpdateRetained { customer_id, .. }
+            | Mutation::ExpirePurpose { customer_id, .. }
+            | Mutation::ExpectCustomerVersion { customer_id, .. }
+            | Mutation::DeleteFieldIfUnused { customer_id, .. } => C::Customer(*customer_id),
+            Mutation::AppendConsent(c) => C::Customer(c.customer_id),
+            // Restrictions, objections and opt-outs are set by requests.
+            Mutation::Requests(_) => C::Unknown,
+            // A new customer has no copy yet; the rest are not record rows.
+            Mutation::InsertCustomer { .. }
+            | Mutation::ExpectRecordStamp { .. }
+            | Mutation::SetMeta { .. }
+            | Mutation::InsertKek { .. }
+            | Mutation::InsertSigningKey(_)
+            | Mutation::InsertTokenKey(_)
+            | Mutation::RotateKek { .. }
+            | Mutation::RewrapKek { .. }
+            | Mutation::ReplaceMeta { .. }
+            | Mutation::ExpectKekCount { .. }
+            | Mutation::RewrapSigningKey { .. }
+            | Mutation::RetireKek { .. }
+            | Mutation::RotateSigningKey { .. }
+            | Mutation::InsertClient { .. }
+            | Mutation::SetClientDisabled { .. }
+            | Mutation::SetClientSecret { .. }
+            | Mutation::InsertUser { .. }
+            | Mutation::SetUserDisabled { .. }
+            | Mutation::SetUserPassword { .. }
+            | Mutation::InsertLegalHold(_)
+            | Mutation::ReleaseLegalHold { .. }
+            | Mutation::ClaimIdempotency { .. }
+            | Mutation::AnswerIdempotency { .. }
+            | Mutation::ReleaseIdempotency { .. }
+            | Mutation::PruneIdempotency { .. }
+            | Mutation::ReleaseStaleIdempotency { .. }
+            | Mutation::InsertConsoleSession { .. }
+            | Mutation::TouchConsoleSession { .. }
+            | Mutation::DeleteConsoleSession { .. }
+            | Mutation::PruneConsoleSessions { .. }
+            | Mutation::InsertCheckpoint(_)
+            | Mutation::PruneAudit { .. } => C::None,
+        }
+    }
+
     /// Whether applying this may disable a principal or change its role
     /// (callers cached from before it must be looked up again).
     pub fn changes_principal(&self) -> bool {

@@ -63,6 +63,11 @@ impl PgStore {
         None
     }
 
+    /// No copy of a record is kept: every read asks the database.
+    fn record_cache(&self) -> Option<&super::record_cache::RecordCache> {
+        None
+    }
+
     /// Every batch goes through `commit_attempt` (the head row is locked
     /// first in every write transaction).
     async fn commit_direct(

@@ -72,10 +72,10 @@ impl SqliteStore {
         let (direct, direct_writer) = match url.sqlite_path() {
             Some(path) => {
                 restrict_permissions(&path);
-                (
-                    Some(DirectReads::open(&path, readers)?),
-                    Some(DirectWriter::open(&path)?),
-                )
+                let reads = DirectReads::open(&path, readers)?;
+                let writer = DirectWriter::open(&path)?;
+                writer.watch_others(reads.copies_handle());
+                (Some(reads), Some(writer))
             }
             None => (None, None),
         };
@@ -111,6 +111,10 @@ impl SqliteStore {
 
     fn direct_reads(&self) -> Option<&DirectReads> {
         self.direct.as_ref()
+    }
+
+    fn record_cache(&self) -> Option<&super::record_cache::RecordCache> {
+        self.direct.as_ref().map(DirectReads::copies)
     }
 
     async fn begin_write(&self) -> StoreResult<Transaction<'static, Sqlite>> {

@@ -23,13 +23,14 @@
 //!   writer.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
 use tokio::sync::Semaphore;
 use uuid::Uuid;
 
+use super::record_cache::RecordCache;
 use super::sql::CommitAttempt;
 use super::sql::encode::{FieldRows, PendingEvents, field_rows};
 use super::{
@@ -39,7 +40,7 @@ use super::{
 use crate::audit::EventDraft;
 
 const CUSTOMER: &str = "SELECT id, external_id, created_at, kek_version, wrapped_dek, \
-     restricted, opted_out_sale, limit_sensitive, erased_at, version \
+     restricted, opted_out_sale, limit_sensitive, erased_at, version, record_stamp \
      FROM customers WHERE id = ?1";
 const VALUES: &str = "SELECT field, ciphertext, collected_by, channel, notice_version, \
      collected_at FROM field_values WHERE customer_id = ?1 ORDER BY field";
@@ -115,17 +116,34 @@ impl Connections {
     }
 }
 
-/// The hot reads, on cores + 1 `query_only` connections.
-pub(super) struct DirectReads(Arc<Connections>);
+/// The hot reads, on cores + 1 `query_only` connections, and the copies of
+/// the records they read.
+pub(super) struct DirectReads(Arc<Connections>, Arc<RecordCache>);
 
 impl DirectReads {
     pub(super) fn open(path: &Path, connections: usize) -> StoreResult<Self> {
-        Ok(DirectReads(Connections::open(path, connections, connect)?))
+        Ok(DirectReads(
+            Connections::open(path, connections, connect)?,
+            Arc::default(),
+        ))
     }
 
-    /// A customer's whole record, or `None` if no such customer exists.
+    /// A customer's whole record, or `None` if no such customer exists. A
+    /// copy of it is kept with the stamp it was read at.
     pub(super) async fn customer_record(&self, id: Uuid) -> StoreResult<Option<CustomerRecord>> {
-        self.0.run(move |conn| record(conn, id)).await
+        let read = self.0.run(move |conn| record(conn, id)).await?;
+        Ok(read.map(|(record, stamp)| {
+            self.1.put(&record, stamp);
+            record
+        }))
+    }
+
+    pub(super) fn copies(&self) -> &RecordCache {
+        &self.1
+    }
+
+    pub(super) fn copies_handle(&self) -> Weak<RecordCache> {
+        Arc::downgrade(&self.1)
     }
 
     /// Up to 100 customers whose blind-index entry for `field` is `digest`.
@@ -166,6 +184,10 @@ enum Change {
         customer_id: Uuid,
         versions: String,
     },
+    ExpectStamp {
+        customer_id: Uuid,
+        stamp: i64,
+    },
 }
 
 /// A unit as the [`DirectWriter`] commits it: its changes, all refused
@@ -179,7 +201,8 @@ impl DirectUnit {
     /// `unit` as direct changes, or `None` when it makes a change the direct
     /// writer leaves to the sqlx writer. The direct writer takes what every
     /// read, search, create and update of a profile commits: audit events,
-    /// new customers, their values and consents, and version checks.
+    /// new customers, their values and consents, version checks and record
+    /// stamp checks.
     pub(super) fn of(unit: &Unit) -> StoreResult<Option<DirectUnit>> {
         let fresh = Mutation::created_customers(&unit.mutations);
         let mut changes = Vec::new();
@@ -224,6 +247,10 @@ impl DirectUnit {
                     customer_id: *customer_id,
                     versions: versions.clone(),
                 },
+                Mutation::ExpectRecordStamp { customer_id, stamp } => Change::ExpectStamp {
+                    customer_id: *customer_id,
+                    stamp: *stamp,
+                },
                 _ => return Ok(None),
             });
             rest = &rest[taken..];
@@ -253,6 +280,37 @@ impl DirectWriter {
     /// (stamped no earlier than `at`), moves the chain head if it is still
     /// `from`, inserts the events and commits. `Ok(None)`: the head had
     /// moved; nothing was stored.
+    /// Drops every copy of a record within a second of another connection
+    /// or process committing a change (`PRAGMA data_version` on this
+    /// connection moves on with every commit but its own), so that a copy
+    /// of what another process erased does not stay in memory. Answers do
+    /// not depend on it: they check the record stamp. Runs while the store
+    /// and a tokio runtime are there.
+    pub(super) fn watch_others(&self, copies: Weak<RecordCache>) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let conns = Arc::downgrade(&self.0);
+        runtime.spawn(async move {
+            let mut seen = None;
+            let mut every = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                every.tick().await;
+                let (Some(conns), Some(copies)) = (conns.upgrade(), copies.upgrade()) else {
+                    return;
+                };
+                let version = conns
+                    .run(|conn| conn.query_row("PRAGMA data_version", [], |r| r.get::<_, i64>(0)))
+                    .await;
+                let version = version.ok();
+                if version.is_none() || (seen.is_some() && seen != version) {
+                    copies.clear();
+                }
+                seen = version;
+            }
+        });
+    }
+
     pub(super) async fn commit(
         &self,
         units: Vec<DirectUnit>,
@@ -312,7 +370,9 @@ fn commit_in(
 /// One unit's changes, in order; NotFound or Conflict as the sqlx writer
 /// refuses them.
 fn apply(conn: &Connection, changes: &[Change]) -> StoreResult<()> {
-    use super::sql::customers::{DELETE_VALUE, EXPECT_VERSION, INSERT_CONSENT, INSERT_CUSTOMER};
+    use super::sql::customers::{
+        DELETE_VALUE, EXPECT_VERSION, INSERT_CONSENT, INSERT_CUSTOMER, RECORD_STAMP_IS,
+    };
     let sql = &super::sql::SQLITE_SQL;
     for change in changes {
         match change {
@@ -388,6 +448,14 @@ fn apply(conn: &Connection, changes: &[Change]) -> StoreResult<()> {
                     ));
                 }
             }
+            Change::ExpectStamp { customer_id, stamp } => {
+                let found = conn
+                    .prepare_cached(RECORD_STAMP_IS)?
+                    .exists(params![customer_id, stamp])?;
+                if !found {
+                    return Err(StoreError::Conflict(super::mutation::RECORD_CHANGED.into()));
+                }
+            }
         }
     }
     Ok(())
@@ -441,13 +509,14 @@ impl From<rusqlite::Error> for StoreError {
     }
 }
 
-fn record(conn: &mut Connection, id: Uuid) -> rusqlite::Result<Option<CustomerRecord>> {
+/// A customer's record and its stamp.
+fn record(conn: &mut Connection, id: Uuid) -> rusqlite::Result<Option<(CustomerRecord, i64)>> {
     // One read transaction: every statement sees the same snapshot.
     let tx = conn.transaction()?;
     let customer = tx
         .prepare_cached(CUSTOMER)?
         .query_row([id], |r| {
-            Ok(CustomerRow {
+            let customer = CustomerRow {
                 id: r.get(0)?,
                 external_id: r.get(1)?,
                 created_at: r.get(2)?,
@@ -458,10 +527,11 @@ fn record(conn: &mut Connection, id: Uuid) -> rusqlite::Result<Option<CustomerRe
                 limit_sensitive: r.get(7)?,
                 erased_at: r.get(8)?,
                 version: r.get(9)?,
-            })
+            };
+            Ok((customer, r.get::<_, i64>(10)?))
         })
         .optional()?;
-    let Some(customer) = customer else {
+    let Some((customer, stamp)) = customer else {
         return Ok(None);
     };
     let mut fields = tx
@@ -518,12 +588,13 @@ fn record(conn: &mut Connection, id: Uuid) -> rusqlite::Result<Option<CustomerRe
         .query_map([id], |r| r.get(0))?
         .collect::<rusqlite::Result<Vec<String>>>()?;
     tx.commit()?;
-    Ok(Some(CustomerRecord {
+    let record = CustomerRecord {
         customer,
         fields,
         consents,
         objections,
-    }))
+    };
+    Ok(Some((record, stamp)))
 }
 
 #[cfg(test)]

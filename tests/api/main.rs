@@ -10,6 +10,7 @@ mod browser;
 mod cli;
 mod consents;
 mod console;
+mod copies;
 mod customers;
 mod erasure;
 mod export;

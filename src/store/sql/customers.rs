@@ -151,6 +151,9 @@ pub(in crate::store) const DELETE_VALUE: &str =
 /// wait, then see the moved version.
 pub(in crate::store) const EXPECT_VERSION: &str = "UPDATE customers SET version = version + 1 \
      WHERE id = $1 AND erased_at IS NULL AND $2 LIKE ('%,' || version || ',%')";
+/// SQLite only (`migrations/sqlite/0017_record_stamps.sql`).
+pub(in crate::store) const RECORD_STAMP_IS: &str =
+    "SELECT 1 FROM customers WHERE id = $1 AND record_stamp = $2";
 /// Stored only while the customer exists and its erasure has not begun.
 pub(in crate::store) const INSERT_CONSENT: &str = "INSERT INTO consent_events \
      (id, customer_id, purpose, action, notice_version, notice_text_sha256, language, \
@@ -192,6 +195,23 @@ macro_rules! customer_writes {
                         .await?;
                 }
                 M::AppendConsent(c) => append_consent(tx, c).await?,
+                M::ExpectRecordStamp { customer_id, stamp } => {
+                    let found: Option<i64> = match <$store>::SQL.record_stamps {
+                        true => {
+                            sqlx::query_scalar($crate::store::sql::customers::RECORD_STAMP_IS)
+                                .bind(customer_id)
+                                .bind(stamp)
+                                .fetch_optional(&mut **tx)
+                                .await?
+                        }
+                        false => None,
+                    };
+                    if found.is_none() {
+                        return Err(StoreError::Conflict(
+                            $crate::store::mutation::RECORD_CHANGED.into(),
+                        ));
+                    }
+                }
                 M::ExpectCustomerVersion {
                     customer_id,
                     versions,

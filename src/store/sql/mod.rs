@@ -56,6 +56,9 @@ pub(super) struct DialectSql {
     /// the file (where `secure_delete` has zeroed them) and truncated.
     /// PostgreSQL has no such statement (see docs/ERASURE.md).
     pub purge_logs: Option<&'static str>,
+    /// Whether customers carry a record stamp (`customers.record_stamp`,
+    /// moved on by triggers).
+    pub record_stamps: bool,
 }
 
 pub(super) const SQLITE_SQL: DialectSql = DialectSql {
@@ -105,6 +108,7 @@ pub(super) const SQLITE_SQL: DialectSql = DialectSql {
          WHERE customers.id = unhex(j.value->>'id') \
          AND customers.kek_version = j.value->>'from' AND customers.wrapped_dek IS NOT NULL",
     purge_logs: Some("PRAGMA wal_checkpoint(TRUNCATE)"),
+    record_stamps: true,
 };
 
 pub(super) const POSTGRES_SQL: DialectSql = DialectSql {
@@ -155,6 +159,7 @@ pub(super) const POSTGRES_SQL: DialectSql = DialectSql {
          WHERE c.id = (e->>'id')::uuid \
          AND c.kek_version = (e->>'from')::bigint AND c.wrapped_dek IS NOT NULL",
     purge_logs: None,
+    record_stamps: false,
 };
 
 /// One try at a commit batch: the outcomes and the head it left, or `None`
@@ -290,15 +295,21 @@ macro_rules! impl_store {
                     Some(attempt) => attempt,
                     None => commit_attempt(self, units, at, known).await?,
                 };
+                let committed = |done| {
+                    if let Some(copies) = self.record_cache() {
+                        copies.committed(units);
+                    }
+                    Ok(done)
+                };
                 if let Some(done) = attempt {
-                    return Ok(done);
+                    return committed(done);
                 }
                 if rerun {
                     // Another writer appended since this store's last
                     // commit: run the batch again from the stored head.
                     metrics::counter!("pii_vault_audit_head_reloads_total").increment(1);
                     if let Some(done) = commit_attempt(self, units, at, None).await? {
-                        return Ok(done);
+                        return committed(done);
                     }
                 }
                 Err($crate::store::StoreError::Database(
@@ -460,6 +471,13 @@ macro_rules! impl_store {
                         .fetch_optional(&self.pool)
                         .await?;
                 row.map(TryInto::try_into).transpose()
+            }
+
+            fn record_copy(
+                &self,
+                id: uuid::Uuid,
+            ) -> Option<($crate::store::CustomerRecord, $crate::store::RecordStamp)> {
+                self.record_cache()?.get(id)
             }
 
             #[tracing::instrument(level = "debug", skip_all)]
@@ -717,7 +735,8 @@ macro_rules! impl_store {
                 | M::SetValuePurposes { .. }
                 | M::ExpirePurpose { .. }
                 | M::DeleteFieldIfUnused { .. }
-                | M::ExpectCustomerVersion { .. } => apply_customers(tx, m, fresh).await,
+                | M::ExpectCustomerVersion { .. }
+                | M::ExpectRecordStamp { .. } => apply_customers(tx, m, fresh).await,
                 M::BeginErasure { .. }
                 | M::DeleteConsents { .. }
                 | M::AdvanceErasure { .. }
