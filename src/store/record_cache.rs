@@ -12,13 +12,14 @@
 //! and the read is made again from the database. So an answer from a copy
 //! is never older than the database at the time its event was committed.
 //!
-//! Copies are also dropped, for memory's sake, when this process commits a
-//! change to their customer (an erasure among them), and all of them
-//! within a second of another connection or process committing anything
-//! (see `DirectWriter::watch_others`).
+//! Copies are also dropped, for memory's sake: when this process commits a
+//! change to their customer (an erasure among them) or reads the customer
+//! again and finds it erased or gone, and in any case a minute after they
+//! were read (a customer erased by another process is not kept longer).
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::{Duration, Instant};
 
 use uuid::Uuid;
 
@@ -26,6 +27,14 @@ use super::{CustomerRecord, Mutation, Unit};
 
 /// How many customers' records are kept: about 1 KB each with five values.
 pub const CAPACITY: usize = 16_384;
+
+/// How long a copy is kept after it was read.
+pub const MAX_AGE: Duration = Duration::from_secs(60);
+
+/// Copies older than [`MAX_AGE`] are looked for this often.
+const EXPIRY_EVERY: Duration = Duration::from_secs(10);
+
+type Entries = HashMap<Uuid, (Arc<CustomerRecord>, i64, Instant)>;
 
 /// The stamp a copy of a customer's record was read at.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,13 +66,16 @@ pub enum RecordChange {
 
 #[derive(Default)]
 pub struct RecordCache {
-    entries: Mutex<HashMap<Uuid, (Arc<CustomerRecord>, i64)>>,
+    entries: Mutex<Entries>,
 }
 
 impl RecordCache {
     /// A copy of `id`'s record and the stamp it was read at.
     pub fn get(&self, id: Uuid) -> Option<(CustomerRecord, RecordStamp)> {
-        let (record, stamp) = self.lock().get(&id).cloned()?;
+        let (record, stamp, read) = self.lock().get(&id).cloned()?;
+        if read.elapsed() >= MAX_AGE {
+            return None;
+        }
         let stamp = RecordStamp {
             customer_id: id,
             stamp,
@@ -71,22 +83,26 @@ impl RecordCache {
         Some((CustomerRecord::clone(&record), stamp))
     }
 
-    /// Keeps a copy of a record read at `stamp`. Only a customer whose
-    /// erasure has not begun is kept. When full, some other copy makes
-    /// room.
-    pub fn put(&self, record: &CustomerRecord, stamp: i64) {
-        if record.customer.erased_at.is_some() || record.customer.wrapped_dek.is_none() {
-            return;
-        }
-        let id = record.customer.id;
+    /// What a read of `id` from the database found: its record and stamp
+    /// (`None`: no such customer). Kept only for a customer whose erasure
+    /// has not begun; otherwise an earlier copy is dropped. When full, some
+    /// other copy makes room.
+    pub fn refresh(&self, id: Uuid, read: Option<(&CustomerRecord, i64)>) {
+        let keep = read.filter(|(record, _)| {
+            record.customer.erased_at.is_none() && record.customer.wrapped_dek.is_some()
+        });
         let mut entries = self.lock();
+        let Some((record, stamp)) = keep else {
+            entries.remove(&id);
+            return;
+        };
         if entries.len() >= CAPACITY
             && !entries.contains_key(&id)
             && let Some(other) = entries.keys().next().copied()
         {
             entries.remove(&other);
         }
-        entries.insert(id, (Arc::new(record.clone()), stamp));
+        entries.insert(id, (Arc::new(record.clone()), stamp, Instant::now()));
     }
 
     /// Drops the copies of the customers `units` (just committed) changed;
@@ -107,8 +123,10 @@ impl RecordCache {
         }
     }
 
-    pub fn clear(&self) {
-        self.lock().clear();
+    /// Drops the copies read [`MAX_AGE`] ago or earlier.
+    pub fn expire(&self) {
+        self.lock()
+            .retain(|_, (_, _, read)| read.elapsed() < MAX_AGE);
     }
 
     pub fn len(&self) -> usize {
@@ -119,9 +137,27 @@ impl RecordCache {
         self.len() == 0
     }
 
-    fn lock(&self) -> MutexGuard<'_, HashMap<Uuid, (Arc<CustomerRecord>, i64)>> {
+    fn lock(&self) -> MutexGuard<'_, Entries> {
         // Each change to the map is one call: a panic cannot leave it half
         // changed.
         self.entries.lock().unwrap_or_else(|p| p.into_inner())
     }
+}
+
+/// Drops expired copies every few seconds, while `copies` is there and a
+/// tokio runtime runs.
+pub fn expire_in_background(copies: Weak<RecordCache>) {
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    runtime.spawn(async move {
+        let mut every = tokio::time::interval(EXPIRY_EVERY);
+        loop {
+            every.tick().await;
+            let Some(copies) = copies.upgrade() else {
+                return;
+            };
+            copies.expire();
+        }
+    });
 }

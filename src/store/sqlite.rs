@@ -73,9 +73,8 @@ impl SqliteStore {
             Some(path) => {
                 restrict_permissions(&path);
                 let reads = DirectReads::open(&path, readers)?;
-                let writer = DirectWriter::open(&path)?;
-                writer.watch_others(reads.copies_handle());
-                (Some(reads), Some(writer))
+                super::record_cache::expire_in_background(reads.copies_handle());
+                (Some(reads), Some(DirectWriter::open(&path)?))
             }
             None => (None, None),
         };

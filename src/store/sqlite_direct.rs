@@ -132,10 +132,9 @@ impl DirectReads {
     /// copy of it is kept with the stamp it was read at.
     pub(super) async fn customer_record(&self, id: Uuid) -> StoreResult<Option<CustomerRecord>> {
         let read = self.0.run(move |conn| record(conn, id)).await?;
-        Ok(read.map(|(record, stamp)| {
-            self.1.put(&record, stamp);
-            record
-        }))
+        self.1
+            .refresh(id, read.as_ref().map(|(record, stamp)| (record, *stamp)));
+        Ok(read.map(|(record, _)| record))
     }
 
     pub(super) fn copies(&self) -> &RecordCache {
@@ -280,37 +279,6 @@ impl DirectWriter {
     /// (stamped no earlier than `at`), moves the chain head if it is still
     /// `from`, inserts the events and commits. `Ok(None)`: the head had
     /// moved; nothing was stored.
-    /// Drops every copy of a record within a second of another connection
-    /// or process committing a change (`PRAGMA data_version` on this
-    /// connection moves on with every commit but its own), so that a copy
-    /// of what another process erased does not stay in memory. Answers do
-    /// not depend on it: they check the record stamp. Runs while the store
-    /// and a tokio runtime are there.
-    pub(super) fn watch_others(&self, copies: Weak<RecordCache>) {
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
-        let conns = Arc::downgrade(&self.0);
-        runtime.spawn(async move {
-            let mut seen = None;
-            let mut every = tokio::time::interval(Duration::from_secs(1));
-            loop {
-                every.tick().await;
-                let (Some(conns), Some(copies)) = (conns.upgrade(), copies.upgrade()) else {
-                    return;
-                };
-                let version = conns
-                    .run(|conn| conn.query_row("PRAGMA data_version", [], |r| r.get::<_, i64>(0)))
-                    .await;
-                let version = version.ok();
-                if version.is_none() || (seen.is_some() && seen != version) {
-                    copies.clear();
-                }
-                seen = version;
-            }
-        });
-    }
-
     pub(super) async fn commit(
         &self,
         units: Vec<DirectUnit>,
@@ -336,7 +304,22 @@ fn commit_in(
     let mut pending = PendingEvents::default();
     let mut outcomes = Vec::with_capacity(units.len());
     for unit in units {
-        if !unit.changes.is_empty() {
+        // A unit that only checks (a read from a copy of its record) changes
+        // nothing: refused, it has nothing to undo and needs no savepoint.
+        let checks_only = unit
+            .changes
+            .iter()
+            .all(|c| matches!(c, Change::ExpectStamp { .. }));
+        if checks_only && !unit.changes.is_empty() {
+            match apply(&tx, &unit.changes) {
+                Ok(()) => {}
+                Err(e @ StoreError::Conflict(_)) => {
+                    outcomes.push(Err(e));
+                    continue;
+                }
+                Err(e) => return Err(e),
+            }
+        } else if !unit.changes.is_empty() {
             let mut unit_tx = tx.savepoint()?;
             match apply(&unit_tx, &unit.changes) {
                 Ok(()) => unit_tx.commit()?,
