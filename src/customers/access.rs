@@ -129,18 +129,28 @@ impl Loaded {
     /// unit checks the copy's stamp in its transaction: `Ok(false)` when
     /// the record has changed since (nothing was stored; make the read again
     /// from the database).
-    pub async fn commit(&self, state: &AppState, mut unit: Unit) -> ServiceResult<bool> {
-        if let Some(stamp) = self.stamp {
-            unit.mutations.insert(0, stamp.check());
+    pub async fn commit(&self, state: &AppState, unit: Unit) -> ServiceResult<bool> {
+        commit_checked(state, unit, self.stamp.as_slice()).await
+    }
+}
+
+/// Commits `unit`, decided on copies of records read at `stamps`, with a
+/// check of each: `Ok(false)` when one of the records has changed since
+/// (nothing was stored).
+pub(crate) async fn commit_checked(
+    state: &AppState,
+    mut unit: Unit,
+    stamps: &[RecordStamp],
+) -> ServiceResult<bool> {
+    unit.mutations
+        .splice(0..0, stamps.iter().map(|s| s.check()));
+    match state.sequencer.commit(unit).await {
+        Ok(_) => Ok(true),
+        Err(CommitError::Conflict(code)) if !stamps.is_empty() && code == RECORD_CHANGED => {
+            metrics::counter!("pii_vault_record_copies_outdated_total").increment(1);
+            Ok(false)
         }
-        match state.sequencer.commit(unit).await {
-            Ok(_) => Ok(true),
-            Err(CommitError::Conflict(code)) if self.stamp.is_some() && code == RECORD_CHANGED => {
-                metrics::counter!("pii_vault_record_copies_outdated_total").increment(1);
-                Ok(false)
-            }
-            Err(e) => Err(e.into()),
-        }
+        Err(e) => Err(e.into()),
     }
 }
 

@@ -662,72 +662,93 @@ pub async fn search(
             .field(def.name.clone())
     })?;
     let digest = state.keys.index.blind_index(&def.name, &normalized);
-    let candidates = state.store.find_by_blind_index(&def.name, &digest).await?;
-    let now = state.clock.now_micros();
-    let mut found = Vec::new();
-    for id in candidates {
-        let Some(record) = state.store.customer_record(id).await? else {
-            continue;
-        };
-        if record.customer.erased_at.is_some() {
-            continue;
+    // As `read`: from copies of the records, then once more from the
+    // database if one of them changed since its copy was read.
+    for source in [Source::Copy, Source::Database] {
+        let candidates = state.store.find_by_blind_index(&def.name, &digest).await?;
+        let mut stamps = Vec::new();
+        let now = state.clock.now_micros();
+        let mut found = Vec::new();
+        for id in candidates {
+            let copy = match source {
+                Source::Copy => state.store.record_copy(id),
+                Source::Database => None,
+            };
+            let record = match copy {
+                Some((record, stamp)) => {
+                    stamps.push(stamp);
+                    record
+                }
+                None => match state.store.customer_record(id).await? {
+                    Some(record) => record,
+                    None => continue,
+                },
+            };
+            if record.customer.erased_at.is_some() {
+                continue;
+            }
+            let Some(row) = record.fields.iter().find(|f| f.field == def.name) else {
+                continue;
+            };
+            // The match itself uses the searched value: it must be allowed
+            // for this purpose, and the candidate's value must really be
+            // equal.
+            let consents = ConsentState::derive(&state.policy, &record.consents, now);
+            let decision = decide_row(
+                &state.policy,
+                role,
+                purpose,
+                def,
+                row,
+                &record,
+                &consents,
+                now,
+            );
+            if !matches!(decision, Decision::Allowed { .. }) {
+                continue;
+            }
+            let dek = unwrap_dek(state, &record)?;
+            let same = crate::crypto::constant_time_eq(
+                decrypt(&dek, id, row)?.as_bytes(),
+                normalized.as_bytes(),
+            );
+            if same {
+                found.push(view(state, role, purpose, &record, now)?);
+            }
         }
-        let Some(row) = record.fields.iter().find(|f| f.field == def.name) else {
-            continue;
+        let mutations: Vec<Mutation> = found
+            .iter()
+            .filter_map(|p| {
+                outbox::disclosure(
+                    role,
+                    &actor.id,
+                    p.id,
+                    &purpose.name,
+                    p.fields.keys().cloned().collect(),
+                    now,
+                )
+            })
+            .collect();
+        let events: Vec<EventDraft> = if found.is_empty() {
+            vec![
+                actor
+                    .event(action, Outcome::NotFound)
+                    .purpose(Some(&purpose.name))
+                    .fields([def.name.clone()]),
+            ]
+        } else {
+            found
+                .iter()
+                .map(|p| read_event(&state.policy, actor, action, purpose, p))
+                .collect()
         };
-        // The match itself uses the searched value: it must be allowed for
-        // this purpose, and the candidate's value must really be equal.
-        let consents = ConsentState::derive(&state.policy, &record.consents, now);
-        let decision = decide_row(
-            &state.policy,
-            role,
-            purpose,
-            def,
-            row,
-            &record,
-            &consents,
-            now,
-        );
-        if !matches!(decision, Decision::Allowed { .. }) {
-            continue;
-        }
-        let dek = unwrap_dek(state, &record)?;
-        let same = crate::crypto::constant_time_eq(
-            decrypt(&dek, id, row)?.as_bytes(),
-            normalized.as_bytes(),
-        );
-        if same {
-            found.push(view(state, role, purpose, &record, now)?);
+        if access::commit_checked(state, Unit { mutations, events }, &stamps).await? {
+            return Ok(SearchResult { customers: found });
         }
     }
-    let mutations: Vec<Mutation> = found
-        .iter()
-        .filter_map(|p| {
-            outbox::disclosure(
-                role,
-                &actor.id,
-                p.id,
-                &purpose.name,
-                p.fields.keys().cloned().collect(),
-                now,
-            )
-        })
-        .collect();
-    let events: Vec<EventDraft> = if found.is_empty() {
-        vec![
-            actor
-                .event(action, Outcome::NotFound)
-                .purpose(Some(&purpose.name))
-                .fields([def.name.clone()]),
-        ]
-    } else {
-        found
-            .iter()
-            .map(|p| read_event(&state.policy, actor, action, purpose, p))
-            .collect()
-    };
-    state.sequencer.commit(Unit { mutations, events }).await?;
-    Ok(SearchResult { customers: found })
+    Err(ServiceError::internal(
+        "a record read from the database was outdated",
+    ))
 }
 
 /// The write check for changing or removing values held on file: the role

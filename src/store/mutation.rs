@@ -354,8 +354,7 @@ impl Mutation {
             | Mutation::ExpectCustomerVersion { customer_id, .. }
             | Mutation::DeleteFieldIfUnused { customer_id, .. } => C::Customer(*customer_id),
             Mutation::AppendConsent(c) => C::Customer(c.customer_id),
-            // Restrictions, objections and opt-outs are set by requests.
-            Mutation::Requests(_) => C::Unknown,
+            Mutation::Requests(r) => r.record_change(),
             // A new customer has no copy yet; the rest are not record rows.
             Mutation::InsertCustomer { .. }
             | Mutation::ExpectRecordStamp { .. }

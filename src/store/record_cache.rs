@@ -60,8 +60,6 @@ pub enum RecordChange {
     None,
     /// Rows of this customer's record changed.
     Customer(Uuid),
-    /// Records may have changed, whose is not told.
-    Unknown,
 }
 
 #[derive(Default)]
@@ -105,28 +103,25 @@ impl RecordCache {
         entries.insert(id, (Arc::new(record.clone()), stamp, Instant::now()));
     }
 
-    /// Drops the copies of the customers `units` (just committed) changed;
-    /// every copy when a change does not say whose record it changed.
+    /// Drops the copies of the customers `units` (just committed) changed.
     pub fn committed(&self, units: &[Unit]) {
         let mut entries = self.lock();
         for m in units.iter().flat_map(|u| &u.mutations) {
-            match m.record_change() {
-                RecordChange::None => {}
-                RecordChange::Customer(id) => {
-                    entries.remove(&id);
-                }
-                RecordChange::Unknown => {
-                    entries.clear();
-                    return;
-                }
+            if let RecordChange::Customer(id) = m.record_change() {
+                entries.remove(&id);
             }
         }
     }
 
     /// Drops the copies read [`MAX_AGE`] ago or earlier.
     pub fn expire(&self) {
-        self.lock()
-            .retain(|_, (_, _, read)| read.elapsed() < MAX_AGE);
+        if let Some(cutoff) = Instant::now().checked_sub(MAX_AGE) {
+            self.expire_read_before(cutoff);
+        }
+    }
+
+    fn expire_read_before(&self, cutoff: Instant) {
+        self.lock().retain(|_, (_, _, read)| *read >= cutoff);
     }
 
     pub fn len(&self) -> usize {
@@ -160,4 +155,92 @@ pub fn expire_in_background(copies: Weak<RecordCache>) {
             copies.expire();
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::CustomerRow;
+
+    fn record(id: Uuid, erased: bool) -> CustomerRecord {
+        CustomerRecord {
+            customer: CustomerRow {
+                id,
+                external_id: None,
+                created_at: 1,
+                kek_version: Some(1),
+                wrapped_dek: (!erased).then(|| vec![1; 40]),
+                restricted: false,
+                opted_out_sale: false,
+                limit_sensitive: false,
+                erased_at: erased.then_some(2),
+                version: 1,
+            },
+            fields: Vec::new(),
+            consents: Vec::new(),
+            objections: Vec::new(),
+        }
+    }
+
+    fn unit(m: Mutation) -> Unit {
+        Unit {
+            mutations: vec![m],
+            events: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_copy_is_kept_with_its_stamp_and_an_erased_or_missing_customer_drops_it() {
+        let copies = RecordCache::default();
+        let id = Uuid::now_v7();
+        copies.refresh(id, Some((&record(id, false), 7)));
+        let (r, stamp) = copies.get(id).unwrap();
+        assert_eq!((r.customer.id, stamp.stamp), (id, 7));
+        copies.refresh(id, Some((&record(id, true), 8)));
+        assert!(copies.get(id).is_none(), "an erased customer is not kept");
+        copies.refresh(id, Some((&record(id, false), 9)));
+        copies.refresh(id, None);
+        assert!(copies.is_empty(), "a customer gone is not kept");
+    }
+
+    #[test]
+    fn the_copies_stay_within_their_capacity_and_expire() {
+        let copies = RecordCache::default();
+        for _ in 0..CAPACITY + 10 {
+            let id = Uuid::now_v7();
+            copies.refresh(id, Some((&record(id, false), 0)));
+        }
+        assert_eq!(copies.len(), CAPACITY);
+        copies.expire();
+        assert_eq!(copies.len(), CAPACITY, "read just now");
+        copies.expire_read_before(Instant::now() + Duration::from_millis(1));
+        assert!(copies.is_empty());
+    }
+
+    #[test]
+    fn a_committed_change_drops_its_customers_copy_only() {
+        let copies = RecordCache::default();
+        let (a, b) = (Uuid::now_v7(), Uuid::now_v7());
+        for id in [a, b] {
+            copies.refresh(id, Some((&record(id, false), 0)));
+        }
+        copies.committed(&[unit(Mutation::ExpectRecordStamp {
+            customer_id: a,
+            stamp: 0,
+        })]);
+        assert_eq!(copies.len(), 2, "a check changes nothing");
+        copies.committed(&[unit(Mutation::DeleteField {
+            customer_id: a,
+            field: "email".into(),
+        })]);
+        assert!(copies.get(a).is_none() && copies.get(b).is_some());
+        copies.refresh(a, Some((&record(a, false), 0)));
+        copies.committed(&[unit(Mutation::Requests(
+            crate::store::RequestMutation::SetRestricted {
+                customer_id: b,
+                value: true,
+            },
+        ))]);
+        assert!(copies.get(a).is_some() && copies.get(b).is_none());
+    }
 }

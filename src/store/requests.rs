@@ -179,6 +179,31 @@ pub enum RequestMutation {
     },
 }
 
+impl RequestMutation {
+    /// Which customer's record rows this changes (the subject state:
+    /// restriction, opt-outs, objections). Every kind is named here.
+    pub fn record_change(&self) -> super::record_cache::RecordChange {
+        use super::record_cache::RecordChange as C;
+        match self {
+            RequestMutation::SetRestricted { customer_id, .. }
+            | RequestMutation::SetOptedOutSale { customer_id, .. }
+            | RequestMutation::SetLimitSensitive { customer_id, .. }
+            | RequestMutation::AddObjection { customer_id, .. }
+            | RequestMutation::RemoveObjection { customer_id, .. } => C::Customer(*customer_id),
+            RequestMutation::InsertRequest(_)
+            | RequestMutation::UpdateRequest(_)
+            | RequestMutation::InsertToken { .. }
+            | RequestMutation::PutExport(_)
+            | RequestMutation::InsertOutbox(_)
+            | RequestMutation::ClaimOutbox { .. }
+            | RequestMutation::AckOutbox { .. }
+            | RequestMutation::DropOutbox { .. }
+            | RequestMutation::DropCustomerOutbox { .. }
+            | RequestMutation::RecordDisclosure(_) => C::None,
+        }
+    }
+}
+
 impl From<RequestMutation> for super::Mutation {
     fn from(m: RequestMutation) -> Self {
         super::Mutation::Requests(m)

@@ -112,6 +112,11 @@ async fn a_read_right_after_another_process_changed_the_customer_answers_the_cha
         assert_eq!(p["fields"]["email"], "ada@example.com", "{p}");
         let (s, _) = v.get(&helpdesk, &phone).await;
         assert_eq!(s, StatusCode::OK);
+        let search = "/v1/customers/search?purpose=support";
+        let by_email = json!({"field": "email", "value": "ada@example.com"});
+        let (s, b) = v.post(&helpdesk, search, &by_email).await;
+        assert_eq!(s, StatusCode::OK, "{b}");
+        assert_eq!(b["customers"][0]["id"], id.as_str(), "{b}");
 
         // Another process restricts processing: the next read withholds.
         v.exec(&format!(
@@ -135,6 +140,8 @@ async fn a_read_right_after_another_process_changed_the_customer_answers_the_cha
         // The audit trail records what was answered: nothing disclosed.
         let last = v.audit().await.pop().unwrap();
         assert_eq!(last.draft.decision, "withheld", "{last:?}");
+        let (s, b) = v.post(&helpdesk, search, &by_email).await;
+        assert_eq!((s, &b["customers"]), (StatusCode::OK, &json!([])), "{b}");
 
         v.exec(&format!(
             "UPDATE customers SET restricted = {} WHERE id = {}",
