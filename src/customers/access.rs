@@ -186,6 +186,21 @@ pub(crate) fn subject_state(record: &CustomerRecord) -> SubjectState {
     }
 }
 
+/// [`decide_row`] for one value, with the customer's consents as they
+/// stand at `now`.
+pub(crate) fn decide_value(
+    policy: &Policy,
+    role: &Role,
+    purpose: &Purpose,
+    def: &FieldDef,
+    row: &crate::store::FieldRow,
+    record: &CustomerRecord,
+    now: i64,
+) -> Decision {
+    let consents = ConsentState::derive(policy, &record.consents, now);
+    decide_row(policy, role, purpose, def, row, record, &consents, now)
+}
+
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn decide_row(
     policy: &Policy,

@@ -34,7 +34,7 @@ use crate::policy::{self, Capability, Decision};
 use crate::requests::outbox;
 use crate::state::AppState;
 use crate::store::{Mutation, Unit};
-use access::{Source, decide_row, load_for_read, load_live, read_event, view};
+use access::{Source, decide_value, load_for_read, load_live, read_event, view};
 use values::{prepare_value, require_consents, valid_notice};
 
 /// A value to store and the purposes it is collected for.
@@ -578,17 +578,7 @@ async fn read_loaded_field(
             .field(def.name.clone())
             .audited())));
     };
-    let consents = ConsentState::derive(&state.policy, &record.consents, now);
-    let decision = decide_row(
-        &state.policy,
-        role,
-        purpose,
-        def,
-        row,
-        record,
-        &consents,
-        now,
-    );
+    let decision = decide_value(&state.policy, role, purpose, def, row, record, now);
     let mask = match decision {
         Decision::Allowed { mask } => mask,
         Decision::Withheld(reason) => {
@@ -693,17 +683,7 @@ pub async fn search(
             // The match itself uses the searched value: it must be allowed
             // for this purpose, and the candidate's value must really be
             // equal.
-            let consents = ConsentState::derive(&state.policy, &record.consents, now);
-            let decision = decide_row(
-                &state.policy,
-                role,
-                purpose,
-                def,
-                row,
-                &record,
-                &consents,
-                now,
-            );
+            let decision = decide_value(&state.policy, role, purpose, def, row, &record, now);
             if !matches!(decision, Decision::Allowed { .. }) {
                 continue;
             }

@@ -20,6 +20,19 @@ fn literal(backend: Backend, id: Uuid) -> String {
     }
 }
 
+/// Restricts the customer (or lifts it) from outside the server.
+async fn set_restricted(v: &TestVault, id: Uuid, on: bool) {
+    let value = match (v.backend, on) {
+        (Backend::Sqlite, on) => i32::from(on).to_string(),
+        (Backend::Postgres, on) => on.to_string(),
+    };
+    let sql = format!(
+        "UPDATE customers SET restricted = {value} WHERE id = {}",
+        literal(v.backend, id)
+    );
+    v.exec(&sql).await;
+}
+
 /// A unit that only checks `check` (the check a read from a copy carries).
 fn checking(check: Mutation) -> Unit {
     Unit {
@@ -119,16 +132,7 @@ async fn a_read_right_after_another_process_changed_the_customer_answers_the_cha
         assert_eq!(b["customers"][0]["id"], id.as_str(), "{b}");
 
         // Another process restricts processing: the next read withholds.
-        v.exec(&format!(
-            "UPDATE customers SET restricted = {} WHERE id = {}",
-            if v.backend == Backend::Sqlite {
-                "1"
-            } else {
-                "TRUE"
-            },
-            literal(v.backend, cid)
-        ))
-        .await;
+        set_restricted(&v, cid, true).await;
         let (s, p) = v.get(&helpdesk, &profile).await;
         assert_eq!(s, StatusCode::OK);
         assert!(p["fields"].as_object().unwrap().is_empty(), "{p}");
@@ -143,16 +147,7 @@ async fn a_read_right_after_another_process_changed_the_customer_answers_the_cha
         let (s, b) = v.post(&helpdesk, search, &by_email).await;
         assert_eq!((s, &b["customers"]), (StatusCode::OK, &json!([])), "{b}");
 
-        v.exec(&format!(
-            "UPDATE customers SET restricted = {} WHERE id = {}",
-            if v.backend == Backend::Sqlite {
-                "0"
-            } else {
-                "FALSE"
-            },
-            literal(v.backend, cid)
-        ))
-        .await;
+        set_restricted(&v, cid, false).await;
         let (s, p) = v.get(&helpdesk, &profile).await;
         assert_eq!(
             (s, &p["fields"]["email"]),
