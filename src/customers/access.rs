@@ -154,6 +154,13 @@ pub(crate) async fn commit_checked(
     }
 }
 
+/// What a read answers if even the record it read from the database was
+/// found outdated when its event was committed (a unit without stamps is
+/// never refused as outdated, so this does not happen).
+pub(crate) fn outdated_after_database_read() -> ServiceError {
+    ServiceError::internal("a record read from the database was outdated")
+}
+
 /// [`load_live`] for a read, from `source`.
 pub(crate) async fn load_for_read(
     state: &AppState,

@@ -510,9 +510,7 @@ pub async fn read(
             return Ok(profile);
         }
     }
-    Err(ServiceError::internal(
-        "a record read from the database was outdated",
-    ))
+    Err(access::outdated_after_database_read())
 }
 
 /// One field's value for the purpose; `Forbidden(reason)` when withheld.
@@ -546,9 +544,7 @@ pub async fn read_field(
             return answer;
         }
     }
-    Err(ServiceError::internal(
-        "a record read from the database was outdated",
-    ))
+    Err(access::outdated_after_database_read())
 }
 
 /// [`read_field`] on a loaded record: the answer, or `None` when the copy
@@ -726,9 +722,7 @@ pub async fn search(
             return Ok(SearchResult { customers: found });
         }
     }
-    Err(ServiceError::internal(
-        "a record read from the database was outdated",
-    ))
+    Err(access::outdated_after_database_read())
 }
 
 /// The write check for changing or removing values held on file: the role

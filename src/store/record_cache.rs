@@ -86,9 +86,12 @@ impl RecordCache {
     /// has not begun; otherwise an earlier copy is dropped. When full, some
     /// other copy makes room.
     pub fn refresh(&self, id: Uuid, read: Option<(&CustomerRecord, i64)>) {
-        let keep = read.filter(|(record, _)| {
-            record.customer.erased_at.is_none() && record.customer.wrapped_dek.is_some()
-        });
+        // Copied before the lock is taken: other reads wait on it.
+        let keep = read
+            .filter(|(record, _)| {
+                record.customer.erased_at.is_none() && record.customer.wrapped_dek.is_some()
+            })
+            .map(|(record, stamp)| (Arc::new(record.clone()), stamp));
         let mut entries = self.lock();
         let Some((record, stamp)) = keep else {
             entries.remove(&id);
@@ -100,16 +103,26 @@ impl RecordCache {
         {
             entries.remove(&other);
         }
-        entries.insert(id, (Arc::new(record.clone()), stamp, Instant::now()));
+        entries.insert(id, (record, stamp, Instant::now()));
     }
 
     /// Drops the copies of the customers `units` (just committed) changed.
+    /// A batch of reads changes none and does not wait for the lock.
     pub fn committed(&self, units: &[Unit]) {
+        let mut changed = units
+            .iter()
+            .flat_map(|u| &u.mutations)
+            .filter_map(|m| match m.record_change() {
+                RecordChange::Customer(id) => Some(id),
+                RecordChange::None => None,
+            })
+            .peekable();
+        if changed.peek().is_none() {
+            return;
+        }
         let mut entries = self.lock();
-        for m in units.iter().flat_map(|u| &u.mutations) {
-            if let RecordChange::Customer(id) = m.record_change() {
-                entries.remove(&id);
-            }
+        for id in changed {
+            entries.remove(&id);
         }
     }
 

@@ -310,29 +310,23 @@ fn commit_in(
             .changes
             .iter()
             .all(|c| matches!(c, Change::ExpectStamp { .. }));
-        if checks_only && !unit.changes.is_empty() {
-            match apply(&tx, &unit.changes) {
-                Ok(()) => {}
-                Err(e @ StoreError::Conflict(_)) => {
-                    outcomes.push(Err(e));
-                    continue;
-                }
-                Err(e) => return Err(e),
-            }
-        } else if !unit.changes.is_empty() {
+        let refused = if unit.changes.is_empty() {
+            None
+        } else if checks_only {
+            refusal(apply(&tx, &unit.changes))?
+        } else {
             let mut unit_tx = tx.savepoint()?;
-            match apply(&unit_tx, &unit.changes) {
-                Ok(()) => unit_tx.commit()?,
-                Err(e @ (StoreError::Conflict(_) | StoreError::NotFound)) => {
-                    unit_tx.rollback()?;
-                    unit_tx.commit()?;
-                    outcomes.push(Err(e));
-                    continue;
-                }
-                Err(e) => return Err(e),
+            let refused = refusal(apply(&unit_tx, &unit.changes))?;
+            if refused.is_some() {
+                unit_tx.rollback()?;
             }
-        }
-        outcomes.push(Ok(pending.link(&unit.events, &mut head)?));
+            unit_tx.commit()?;
+            refused
+        };
+        outcomes.push(match refused {
+            Some(e) => Err(e),
+            None => Ok(pending.link(&unit.events, &mut head)?),
+        });
     }
     let Some(events) = pending.take() else {
         tx.commit()?;
@@ -348,6 +342,16 @@ fn commit_in(
         .execute([events])?;
     tx.commit()?;
     Ok(Some((outcomes, head)))
+}
+
+/// `Some` when a unit's changes were refused (NotFound or Conflict: the unit
+/// alone is undone); a database error stops the batch.
+fn refusal(applied: StoreResult<()>) -> StoreResult<Option<StoreError>> {
+    match applied {
+        Ok(()) => Ok(None),
+        Err(e @ (StoreError::Conflict(_) | StoreError::NotFound)) => Ok(Some(e)),
+        Err(e) => Err(e),
+    }
 }
 
 /// One unit's changes, in order; NotFound or Conflict as the sqlx writer

@@ -196,15 +196,16 @@ macro_rules! customer_writes {
                 }
                 M::AppendConsent(c) => append_consent(tx, c).await?,
                 M::ExpectRecordStamp { customer_id, stamp } => {
-                    let found: Option<i64> = match <$store>::SQL.record_stamps {
-                        true => {
-                            sqlx::query_scalar($crate::store::sql::customers::RECORD_STAMP_IS)
-                                .bind(customer_id)
-                                .bind(stamp)
-                                .fetch_optional(&mut **tx)
-                                .await?
-                        }
-                        false => None,
+                    // Without stamps (PostgreSQL) no copy was handed out:
+                    // nothing can be checked, so the unit is refused.
+                    let found: Option<i64> = if <$store>::SQL.record_stamps {
+                        sqlx::query_scalar($crate::store::sql::customers::RECORD_STAMP_IS)
+                            .bind(customer_id)
+                            .bind(stamp)
+                            .fetch_optional(&mut **tx)
+                            .await?
+                    } else {
+                        None
                     };
                     if found.is_none() {
                         return Err(StoreError::Conflict(
